@@ -1,0 +1,28 @@
+# Evaluation stage: the official test set through the trained weights (last epoch, as the
+# study, or best validation: config evaluation.weights), with its own telemetry sidecar.
+
+
+rule evaluate:
+    input:
+        unpack(test_inputs),
+    output:
+        test=f"{RESULTS}/{{network}}/test.json",
+        telemetry=f"{RESULTS}/{{network}}/telemetry_test.parquet",
+    params:
+        network=spec,
+        dataset=network_dataset,
+        data_root=DATA,
+        weights=config["evaluation"]["weights"],
+        seed=config["seed"],
+        device=config["device"],
+        telemetry=config["telemetry"],
+    log:
+        f"{RESULTS}/logs/evaluate/{{network}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/evaluate/{{network}}.tsv"
+    resources:
+        gpu=1,
+    conda:
+        "../envs/train.yaml"
+    script:
+        "../scripts/evaluate.py"

@@ -1,0 +1,31 @@
+# Training stage: one GPU job per network. Every setting of the network (its config entry),
+# the seed, the device and the telemetry settings reach the job through params, so editing one
+# network's entry reruns only that network. The per-epoch checkpoint that makes a killed job
+# resumable (`--rerun-incomplete`) is deliberately not a declared output.
+
+
+rule train:
+    input:
+        unpack(train_inputs),
+    output:
+        weights=f"{RESULTS}/{{network}}/weights.pt",
+        epochs=f"{RESULTS}/{{network}}/epochs.parquet",
+        telemetry=f"{RESULTS}/{{network}}/telemetry_train.parquet",
+    params:
+        network=spec,
+        dataset=network_dataset,
+        data_root=DATA,
+        seed=config["seed"],
+        device=config["device"],
+        telemetry=config["telemetry"],
+        checkpoint=lambda wildcards: f"{RESULTS}/{wildcards.network}/checkpoint.pt",
+    log:
+        f"{RESULTS}/logs/train/{{network}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/train/{{network}}.tsv"
+    resources:
+        gpu=1,
+    conda:
+        "../envs/train.yaml"
+    script:
+        "../scripts/train.py"

@@ -1,0 +1,13 @@
+"""Rule preprocess_nmnist: denoise + frames (exactly tonic's), written as sparse Parquet."""
+from spikebench.data.nmnist import preprocess_split
+from spikebench.jobs import job_logging
+
+with job_logging(snakemake.log[0]) as log:
+    preprocess_split(
+        snakemake.input.recordings,
+        snakemake.output.frames,
+        snakemake.output.samples,
+        denoise_filter_us=snakemake.params.denoise_filter_us,
+        time_window_us=snakemake.params.time_window_us,
+        log=log,
+    )

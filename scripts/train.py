@@ -1,0 +1,16 @@
+"""Rule train: one network, its epochs table, weights and telemetry sidecar."""
+from spikebench.jobs import job_logging, train_job
+
+with job_logging(snakemake.log[0]) as log:
+    train_job(
+        snakemake.wildcards.network,
+        snakemake.params.network,
+        inputs=dict(snakemake.input),
+        outputs=dict(snakemake.output),
+        data_root=snakemake.params.data_root,
+        seed=snakemake.params.seed,
+        device=snakemake.params.device,
+        telemetry=snakemake.params.telemetry,
+        checkpoint=snakemake.params.checkpoint,
+        log=log,
+    )

@@ -1,0 +1,211 @@
+"""What one Snakemake job does, from its rule's input/params/output to the stage functions.
+
+The scripts in `scripts/` call these functions with the `snakemake` object's fields and nothing
+else, so a job can be run (and tested) without Snakemake. Each job logs to its rule's `log:`
+file and to stderr; an exception is logged with its traceback before it propagates.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pyarrow.parquet as pq
+
+LOGGER_NAME = "spikebench"
+
+
+@contextlib.contextmanager
+def job_logging(log_path: str | Path) -> Iterator[logging.Logger]:
+    """Log to `log_path` (the rule's log file) and stderr for the duration of one job."""
+    log_path = Path(log_path)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log = logging.getLogger(LOGGER_NAME)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S")
+    handlers = [logging.FileHandler(log_path, mode="w"), logging.StreamHandler(sys.stderr)]
+    for handler in handlers:
+        handler.setFormatter(fmt)
+        log.addHandler(handler)
+    start = time.perf_counter()
+    try:
+        yield log
+        log.info("done in %.1f s", time.perf_counter() - start)
+    except BaseException as exc:
+        log.exception("job failed: %s", exc)
+        raise
+    finally:
+        for handler in handlers:
+            log.removeHandler(handler)
+            handler.close()
+
+
+def demo_job(dataset: str, root: str | Path, demo: dict) -> None:
+    """Write one dataset of the offline demo (config `data.demo`) under `root`."""
+    from spikebench.data import demo as demo_data
+    from spikebench.data.mnist import load_mnist
+
+    log = logging.getLogger(LOGGER_NAME)
+    root = Path(root)
+    seed = int(demo.get("seed", 0))
+    if dataset == "mnist":
+        demo_data.make_demo_mnist(root, n_test=int(demo.get("mnist_test", 1000)), seed=seed)
+    elif dataset == "cifar10":
+        demo_data.make_demo_cifar10(
+            root,
+            n_train=int(demo.get("cifar10_train", 5000)),
+            n_test=int(demo.get("cifar10_test", 1000)),
+            seed=seed,
+        )
+    elif dataset == "nmnist":
+        for split, key, default in (("train", "nmnist_train", 1000), ("test", "nmnist_test", 200)):
+            images, labels = load_mnist(root, split)
+            n = min(int(demo.get(key, default)), len(labels))
+            demo_data.make_demo_nmnist(root, images[:n], labels[:n], split, seed=seed)
+    else:
+        raise ValueError(f"no demo data for dataset {dataset!r}")
+    log.info("demo %s written under %s (DEMO DATA, not the real dataset)", dataset, root)
+
+
+def training_set_size(dataset: str, root: str | Path, inputs: dict) -> int:
+    """Number of samples in the official training set of `dataset`, read from its files."""
+    if dataset == "mnist":
+        from spikebench.data.catalog import MNIST_FILES, MNIST_RAW
+        from spikebench.data.mnist import read_idx
+
+        return len(read_idx(Path(root) / MNIST_RAW / MNIST_FILES["train"][1]))
+    if dataset == "cifar10":
+        from spikebench.data.cifar10 import load_cifar10
+
+        return len(load_cifar10(root, "train")[1])
+    if dataset == "nmnist":
+        return pq.ParquetFile(inputs["samples"]).metadata.num_rows
+    raise ValueError(f"unknown dataset {dataset!r}")
+
+
+def split_job(dataset: str, root: str | Path, inputs: dict, output: str | Path, *, val_fraction: float, seed: int) -> None:
+    """Rule split: a seeded random train/validation split of the training set of `dataset`."""
+    from spikebench.data.split import make_split, write_split
+
+    n = training_set_size(dataset, root, inputs)
+    split = make_split(n, val_fraction, seed)
+    write_split(split, output, dataset=dataset, n=n, val_fraction=val_fraction, seed=seed)
+    logging.getLogger(LOGGER_NAME).info(
+        "%s: %d training samples -> %d train / %d validation (seed %d)",
+        dataset, n, int((split["subset"] == "train").sum()), int((split["subset"] == "val").sum()), seed,
+    )
+
+
+def _nmnist_files(inputs: dict) -> dict | None:
+    if "frames" in inputs:
+        return {"frames": inputs["frames"], "samples": inputs["samples"]}
+    return None
+
+
+def _add_parquet_metadata(path: str | Path, metadata: dict) -> None:
+    """Rewrite a Parquet file with extra key-value metadata (JSON values), atomically."""
+    path = Path(path)
+    table = pq.read_table(path)
+    existing = dict(table.schema.metadata or {})
+    existing.update({k.encode(): json.dumps(v, default=str).encode() for k, v in metadata.items()})
+    tmp = path.with_name(f".{path.name}.tmp")
+    pq.write_table(table.replace_schema_metadata(existing), tmp)
+    tmp.replace(path)
+
+
+def train_job(
+    network_id: str,
+    spec: dict,
+    *,
+    inputs: dict,
+    outputs: dict,
+    data_root: str | Path,
+    seed: int,
+    device: str,
+    telemetry: dict,
+    checkpoint: str | Path,
+    log: logging.Logger,
+) -> None:
+    """Rule train: pick the device, load the data onto it, train with a telemetry sidecar."""
+    from spikebench.data.device import load_split_data
+    from spikebench.devices import select_device
+    from spikebench.telemetry import TelemetrySampler, hardware_info, install_sigterm_handler
+    from spikebench.training import train_network
+
+    install_sigterm_handler()
+    with select_device(device, log=log) as lease:
+        hardware = hardware_info(lease.device)
+        log.info("network %s on %s; hardware: %s", network_id, lease.device, json.dumps(hardware, default=str))
+        train, val = load_split_data(spec, Path(data_root), Path(inputs["split"]), _nmnist_files(inputs), lease.device)
+        log.info("%d training / %d validation samples resident on %s", len(train), len(val), lease.device)
+        sampler = TelemetrySampler(
+            lease.device, interval_s=telemetry["interval_s"], enabled=telemetry["enabled"], log=log
+        )
+        with sampler:
+            try:
+                train_network(
+                    spec, train, val,
+                    network_id=network_id,
+                    device=lease.device,
+                    seed=seed,
+                    weights_out=Path(outputs["weights"]),
+                    epochs_out=Path(outputs["epochs"]),
+                    checkpoint_path=Path(checkpoint),
+                    telemetry=sampler,
+                    log=log,
+                )
+            finally:
+                sampler.stop()
+                sampler.write(outputs["telemetry"])
+        meta = {"spikebench.hardware": hardware, "spikebench.network": network_id, "spikebench.spec": spec}
+        _add_parquet_metadata(outputs["epochs"], meta)
+        _add_parquet_metadata(outputs["telemetry"], meta)
+
+
+def evaluate_job(
+    network_id: str,
+    spec: dict,
+    *,
+    inputs: dict,
+    outputs: dict,
+    data_root: str | Path,
+    which: str,
+    seed: int,
+    device: str,
+    telemetry: dict,
+    log: logging.Logger,
+) -> None:
+    """Rule evaluate: the official test set through the chosen weights, with telemetry."""
+    from spikebench.data.device import load_test_data
+    from spikebench.devices import select_device
+    from spikebench.evaluation import evaluate_network, write_json_atomic
+    from spikebench.telemetry import TelemetrySampler, hardware_info, install_sigterm_handler
+
+    install_sigterm_handler()
+    with select_device(device, log=log) as lease:
+        hardware = hardware_info(lease.device)
+        test = load_test_data(spec, Path(data_root), _nmnist_files(inputs), lease.device)
+        log.info("network %s: %d test samples on %s", network_id, len(test), lease.device)
+        sampler = TelemetrySampler(
+            lease.device, interval_s=telemetry["interval_s"], enabled=telemetry["enabled"], log=log
+        )
+        with sampler:
+            try:
+                result = evaluate_network(
+                    Path(inputs["weights"]), spec, test,
+                    network_id=network_id, device=lease.device, which=which, seed=seed,
+                    telemetry=sampler, log=log,
+                )
+            finally:
+                sampler.stop()
+                sampler.write(outputs["telemetry"])
+        result["hardware"] = hardware
+        _add_parquet_metadata(outputs["telemetry"], {"spikebench.hardware": hardware, "spikebench.network": network_id})
+        write_json_atomic(result, outputs["test"])
+        log.info("test accuracy %.4f, macro F1 %.4f", result["accuracy"], result["f1_macro"])
