@@ -46,6 +46,13 @@ def dataset_inputs(dataset, split):
     return {"raw": catalog.raw_files(dataset, DATA)}
 
 
+def split_inputs(wildcards):
+    """The training set's raw files: the split depends on its size only (not on preprocessing)."""
+    if wildcards.dataset == "nmnist":
+        return [catalog.nmnist_folder(DATA, "train")]
+    return catalog.raw_files(wildcards.dataset, DATA)
+
+
 def train_inputs(wildcards):
     dataset = network_dataset(wildcards)
     return {

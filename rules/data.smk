@@ -110,11 +110,11 @@ rule preprocess_nmnist:
 
 rule split:
     input:
-        unpack(lambda wildcards: dataset_inputs(wildcards.dataset, "train")),
+        split_inputs,
     output:
         catalog.split_file(RESULTS, "{dataset}"),
     params:
-        root=DATA,
+        root=lambda wildcards, input: catalog.root_of(input[0]),
         val_fraction=config["split"]["val_fraction"],
         seed=config["split"]["seed"],
     log:

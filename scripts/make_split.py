@@ -5,7 +5,6 @@ with job_logging(snakemake.log[0]):
     split_job(
         snakemake.wildcards.dataset,
         snakemake.params.root,
-        dict(snakemake.input),
         snakemake.output[0],
         val_fraction=snakemake.params.val_fraction,
         seed=snakemake.params.seed,

@@ -73,7 +73,7 @@ def demo_job(dataset: str, root: str | Path, demo: dict) -> None:
     log.info("demo %s written under %s (DEMO DATA, not the real dataset)", dataset, root)
 
 
-def training_set_size(dataset: str, root: str | Path, inputs: dict) -> int:
+def training_set_size(dataset: str, root: str | Path) -> int:
     """Number of samples in the official training set of `dataset`, read from its files."""
     if dataset == "mnist":
         from spikebench.data.catalog import MNIST_FILES, MNIST_RAW
@@ -85,15 +85,17 @@ def training_set_size(dataset: str, root: str | Path, inputs: dict) -> int:
 
         return len(load_cifar10(root, "train")[1])
     if dataset == "nmnist":
-        return pq.ParquetFile(inputs["samples"]).metadata.num_rows
+        from spikebench.data.catalog import nmnist_folder
+
+        return sum(1 for _ in Path(nmnist_folder(root, "train")).glob("*/*.bin"))
     raise ValueError(f"unknown dataset {dataset!r}")
 
 
-def split_job(dataset: str, root: str | Path, inputs: dict, output: str | Path, *, val_fraction: float, seed: int) -> None:
+def split_job(dataset: str, root: str | Path, output: str | Path, *, val_fraction: float, seed: int) -> None:
     """Rule split: a seeded random train/validation split of the training set of `dataset`."""
     from spikebench.data.split import make_split, write_split
 
-    n = training_set_size(dataset, root, inputs)
+    n = training_set_size(dataset, root)
     split = make_split(n, val_fraction, seed)
     write_split(split, output, dataset=dataset, n=n, val_fraction=val_fraction, seed=seed)
     logging.getLogger(LOGGER_NAME).info(
