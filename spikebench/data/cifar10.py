@@ -1,0 +1,186 @@
+"""CIFAR-10 in torchvision's own layout (``<root>/cifar-10-batches-py``): md5-verified download, batch loader.
+
+The download reuses torchvision's metadata (``CIFAR10.url``/``tgz_md5``/``train_list``/``test_list``/``meta``)
+and ``download_and_extract_archive``; every extracted batch is md5-verified before the folder appears.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from spikebench.data.mnist import DEMO_MARKER, DataIntegrityError, atomic_output
+
+SPLITS = ("train", "test")
+TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
+TEST_BATCHES = ("test_batch",)
+META_FILE = "batches.meta"
+
+
+def cifar10_folder(root: Path) -> Path:
+    """The folder torchvision extracts CIFAR-10 to: ``root/cifar-10-batches-py``."""
+    return Path(root) / "cifar-10-batches-py"
+
+
+def _expected_md5() -> dict[str, str]:
+    """File name -> md5 of every file torchvision checks (five training batches, test batch, meta)."""
+    from torchvision.datasets import CIFAR10
+
+    md5s = {name: md5 for name, md5 in CIFAR10.train_list + CIFAR10.test_list}
+    md5s[CIFAR10.meta["filename"]] = CIFAR10.meta["md5"]
+    return md5s
+
+
+def _bad_files(folder: Path, md5s: dict[str, str]) -> list[str]:
+    """Describe every file in ``folder`` that is missing or whose md5 differs from ``md5s``."""
+    from torchvision.datasets.utils import calculate_md5
+
+    bad = []
+    for name, md5 in md5s.items():
+        path = folder / name
+        if not path.exists():
+            bad.append(f"{path}: missing")
+            continue
+        found = calculate_md5(str(path))
+        if found != md5:
+            bad.append(f"{path}: md5 {found}, expected {md5}")
+    return bad
+
+
+def download_cifar10(root: Path) -> Path:
+    """Make sure the verified CIFAR-10 batches exist under ``root/cifar-10-batches-py``; return that folder.
+
+    A folder whose files all have torchvision's md5 is used as it is; a tarball already in ``root``
+    is md5-verified and only extracted; otherwise the tarball is downloaded (md5-verified).
+    Extraction goes to a temporary folder that is renamed into place once every file checks out.
+    """
+    from torchvision.datasets import CIFAR10
+    from torchvision.datasets.utils import calculate_md5, check_integrity, download_and_extract_archive
+
+    root = Path(root)
+    folder = cifar10_folder(root)
+    md5s = _expected_md5()
+    if (folder / DEMO_MARKER).exists():
+        raise DataIntegrityError(
+            f"{folder} holds demo data made by spikebench.data.demo (see {folder / DEMO_MARKER}), not the real "
+            "CIFAR-10; use another data root for the download or delete that folder."
+        )
+    if folder.exists():
+        bad = _bad_files(folder, md5s)
+        if not bad:
+            return folder
+        raise DataIntegrityError(
+            f"{folder} exists but does not hold the verified CIFAR-10 batches:\n  " + "\n  ".join(bad)
+            + f"\nDelete {folder} and rerun the download (the tarball in {root}, if verified, is only extracted)."
+        )
+    root.mkdir(parents=True, exist_ok=True)
+    tarball = root / CIFAR10.filename
+    existed = tarball.exists()
+    if existed and not check_integrity(str(tarball), CIFAR10.tgz_md5):
+        raise DataIntegrityError(
+            f"{tarball}: md5 {calculate_md5(str(tarball))} does not match the expected {CIFAR10.tgz_md5} "
+            f"(torchvision.datasets.CIFAR10.tgz_md5); the file is corrupt or partially downloaded "
+            f"({tarball.stat().st_size} bytes). Delete it and rerun the download to fetch it again."
+        )
+    tmp_dir = Path(tempfile.mkdtemp(dir=root, prefix=".extract-cifar10-"))
+    try:
+        try:
+            download_and_extract_archive(
+                CIFAR10.url, download_root=str(root), extract_root=str(tmp_dir),
+                filename=CIFAR10.filename, md5=CIFAR10.tgz_md5,
+            )
+        except Exception:
+            if not existed:
+                tarball.unlink(missing_ok=True)  # never leave a partial download behind
+            raise
+        extracted = cifar10_folder(tmp_dir)
+        bad = _bad_files(extracted, md5s)
+        if bad:
+            raise DataIntegrityError(f"{tarball} extracted to unexpected batches:\n  " + "\n  ".join(bad))
+        os.replace(extracted, folder)
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+    return folder
+
+
+def _unpickle(path: Path) -> dict[str, object]:
+    """Load one CIFAR pickle (Python 2 pickles, like torchvision: latin1), keys as ``str``."""
+    if not path.exists():
+        raise FileNotFoundError(
+            f"CIFAR-10 file missing: {path}. Run the download rule (spikebench.data.cifar10.download_cifar10) "
+            "or make the demo data first."
+        )
+    try:
+        with open(path, "rb") as handle:
+            entry = pickle.load(handle, encoding="latin1")
+    except (pickle.UnpicklingError, EOFError, ValueError) as error:
+        raise DataIntegrityError(f"{path}: not a readable CIFAR-10 pickle ({error})") from error
+    if not isinstance(entry, dict):
+        raise DataIntegrityError(f"{path}: expected a pickled dict, got {type(entry).__name__}")
+    return {key.decode("latin1") if isinstance(key, bytes) else key: value for key, value in entry.items()}
+
+
+def load_cifar10(root: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """Load one CIFAR-10 split: images uint8 [N, 3, 32, 32] (R, G, B planes) and labels int64 [N]."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown CIFAR-10 split {split!r}; expected one of {SPLITS}")
+    folder = cifar10_folder(root)
+    images, labels = [], []
+    for name in TRAIN_BATCHES if split == "train" else TEST_BATCHES:
+        path = folder / name
+        entry = _unpickle(path)
+        if "data" not in entry or "labels" not in entry:
+            raise DataIntegrityError(f"{path}: expected keys 'data' and 'labels', found {sorted(entry)}")
+        data = np.asarray(entry["data"])
+        batch_labels = np.asarray(entry["labels"], dtype=np.int64)
+        if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+            raise DataIntegrityError(f"{path}: expected data uint8 [N, 3072], got {data.dtype} {data.shape}")
+        if batch_labels.shape != (len(data),):
+            raise DataIntegrityError(f"{path}: {batch_labels.shape} labels for {len(data)} images")
+        if batch_labels.size and (batch_labels.min() < 0 or batch_labels.max() > 9):
+            raise DataIntegrityError(f"{path}: labels outside 0..9")
+        images.append(data.reshape(-1, 3, 32, 32))
+        labels.append(batch_labels)
+    return np.concatenate(images), np.concatenate(labels)
+
+
+def label_names(root: Path) -> list[str]:
+    """The class names stored in ``batches.meta`` (airplane ... truck)."""
+    path = cifar10_folder(root) / META_FILE
+    entry = _unpickle(path)
+    if "label_names" not in entry:
+        raise DataIntegrityError(f"{path}: expected key 'label_names', found {sorted(entry)}")
+    return [name.decode() if isinstance(name, bytes) else str(name) for name in entry["label_names"]]
+
+
+def write_cifar_batch(path: Path, data: np.ndarray, labels: np.ndarray, batch_label: str) -> None:
+    """Write a batch in CIFAR-10's pickle format (keys batch_label, labels, data, filenames), atomically.
+
+    ``data`` is uint8 [N, 3, 32, 32] or [N, 3072] (R, G, B planes); torchvision's CIFAR10 reads the result.
+    """
+    data = np.asarray(data)
+    labels = np.asarray(labels)
+    if data.dtype != np.uint8 or data.shape[1:] not in ((3, 32, 32), (3072,)):
+        raise ValueError(f"{path}: expected data uint8 [N, 3, 32, 32] or [N, 3072], got {data.dtype} {data.shape}")
+    if labels.shape != (len(data),):
+        raise ValueError(f"{path}: {labels.shape} labels for {len(data)} images")
+    entry = {
+        "batch_label": batch_label,
+        "labels": [int(label) for label in labels],
+        "data": np.ascontiguousarray(data.reshape(len(data), 3072)),
+        "filenames": [f"{batch_label.replace(' ', '_')}_{i:05d}.png" for i in range(len(data))],
+    }
+    with atomic_output(Path(path)) as tmp, open(tmp, "wb") as handle:
+        pickle.dump(entry, handle, protocol=2)
+
+
+def write_cifar_meta(path: Path, names: list[str], num_cases_per_batch: int) -> None:
+    """Write ``batches.meta`` in CIFAR-10's format (label_names, num_cases_per_batch, num_vis), atomically."""
+    entry = {"num_cases_per_batch": int(num_cases_per_batch), "label_names": list(names), "num_vis": 3072}
+    with atomic_output(Path(path)) as tmp, open(tmp, "wb") as handle:
+        pickle.dump(entry, handle, protocol=2)

