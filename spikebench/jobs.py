@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -44,6 +45,29 @@ def job_logging(log_path: str | Path) -> Iterator[logging.Logger]:
         for handler in handlers:
             log.removeHandler(handler)
             handler.close()
+
+
+def job_environment() -> dict:
+    """Where this job runs: the GPUs the scheduler exposed and the SLURM job, if any."""
+    return {
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+        "slurm_job_gpus": os.environ.get("SLURM_JOB_GPUS"),
+    }
+
+
+def _describe_job(network_id: str, device, log: logging.Logger) -> dict:
+    """Hardware and scheduler facts of this job, logged and returned for its results files."""
+    from spikebench.telemetry import hardware_info
+
+    hardware = {**hardware_info(device), **job_environment()}
+    env = job_environment()
+    log.info(
+        "network %s on %s (CUDA_VISIBLE_DEVICES=%s, SLURM_JOB_ID=%s)",
+        network_id, device, env["cuda_visible_devices"], env["slurm_job_id"],
+    )
+    log.info("hardware: %s", json.dumps(hardware, default=str))
+    return hardware
 
 
 def demo_job(dataset: str, root: str | Path, demo: dict) -> None:
@@ -137,13 +161,12 @@ def train_job(
     """Rule train: pick the device, load the data onto it, train with a telemetry sidecar."""
     from spikebench.data.device import load_split_data
     from spikebench.devices import select_device
-    from spikebench.telemetry import TelemetrySampler, hardware_info, install_sigterm_handler
+    from spikebench.telemetry import TelemetrySampler, install_sigterm_handler
     from spikebench.training import train_network
 
     install_sigterm_handler()
     with select_device(device, log=log) as lease:
-        hardware = hardware_info(lease.device)
-        log.info("network %s on %s; hardware: %s", network_id, lease.device, json.dumps(hardware, default=str))
+        hardware = _describe_job(network_id, lease.device, log)
         train, val = load_split_data(spec, Path(data_root), Path(inputs["split"]), _nmnist_files(inputs), lease.device)
         log.info("%d training / %d validation samples resident on %s", len(train), len(val), lease.device)
         sampler = TelemetrySampler(
@@ -187,11 +210,11 @@ def evaluate_job(
     from spikebench.data.device import load_test_data
     from spikebench.devices import select_device
     from spikebench.evaluation import evaluate_network, write_json_atomic
-    from spikebench.telemetry import TelemetrySampler, hardware_info, install_sigterm_handler
+    from spikebench.telemetry import TelemetrySampler, install_sigterm_handler
 
     install_sigterm_handler()
     with select_device(device, log=log) as lease:
-        hardware = hardware_info(lease.device)
+        hardware = _describe_job(network_id, lease.device, log)
         test = load_test_data(spec, Path(data_root), _nmnist_files(inputs), lease.device)
         log.info("network %s: %d test samples on %s", network_id, len(test), lease.device)
         sampler = TelemetrySampler(

@@ -434,3 +434,12 @@ def test_download_extracts_a_verified_archive_into_tonic_layout(recordings, tmp_
     for f in test_files:
         assert (folders[0] / f.parent.name / f.name).read_bytes() == f.read_bytes()
     assert sorted(p.name for p in (tmp_path / "NMNIST").iterdir()) == ["Test", archive.name]
+
+
+def test_download_refuses_a_folder_of_demo_recordings(tmp_path):
+    from spikebench.data.nmnist import NMNISTDownloadError, download_nmnist
+
+    (tmp_path / "NMNIST" / "Train" / "0").mkdir(parents=True)
+    (tmp_path / "NMNIST" / "DEMO_DATA.txt").write_text("demo")
+    with pytest.raises(NMNISTDownloadError, match="demo recordings"):
+        download_nmnist(tmp_path)

@@ -207,8 +207,16 @@ def download_nmnist(root: str | Path, splits: Iterable[str] = ("train", "test"))
     """
     import tonic
 
+    from spikebench.data.mnist import DEMO_MARKER
+
     root = Path(root)
     cls = tonic.datasets.NMNIST
+    marker = root / cls.__name__ / DEMO_MARKER
+    if marker.exists():
+        raise NMNISTDownloadError(
+            f"{root / cls.__name__} holds demo recordings made by spikebench.data.demo (see {marker}), not the "
+            "real N-MNIST; use another data root for the download or delete that folder."
+        )
     folders = []
     for split in splits:
         folder = nmnist_split_folder(root, split)

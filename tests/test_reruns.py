@@ -1,0 +1,85 @@
+"""What reruns when: after a complete demo run, config and code changes plan exactly the
+affected jobs (README, "What reruns when")."""
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import snakemake_cmd
+
+pytestmark = pytest.mark.slow
+
+AGGREGATION = {"tables", "figures", "all"}
+DATA_RULES = {"demo_mnist", "demo_cifar10", "demo_nmnist", "preprocess_nmnist", "split"}
+
+
+def planned_jobs(workdir: Path, *args: str) -> set[tuple[str, str]]:
+    """(rule, wildcards) of every job `snakemake -n` plans with the demo config and `args`."""
+    run = subprocess.run(
+        snakemake_cmd("-n", "--cores", "2", "--resources", "gpu=1", "--configfile", "config.demo.yaml", *args),
+        cwd=workdir, capture_output=True, text=True, timeout=300,
+    )
+    out = run.stdout + run.stderr
+    assert run.returncode == 0, out[-4000:]
+    jobs = set()
+    for block in re.finditer(r"^(?:local)?rule (\w+):\n((?:[ \t]+.*\n?)*)", out, re.M):
+        wildcards = re.search(r"^\s+wildcards: (.*)$", block.group(2), re.M)
+        jobs.add((block.group(1), wildcards.group(1).strip() if wildcards else ""))
+    return jobs
+
+
+@pytest.fixture
+def finished_copy(demo_run: Path, tmp_path: Path) -> Path:
+    """A copy of the finished demo run (outputs, metadata and timestamps) that a test may change."""
+    dest = tmp_path / "workflow"
+    shutil.copytree(demo_run, dest, symlinks=True)
+    return dest
+
+
+def overlay(workdir: Path, changes: dict) -> str:
+    path = workdir / "change.yaml"
+    path.write_text(yaml.safe_dump(changes))
+    return path.name
+
+
+def network_jobs(network: str) -> set[tuple[str, str]]:
+    return {("train", f"network={network}"), ("evaluate", f"network={network}")}
+
+
+def without_aggregation(jobs):
+    return {job for job in jobs if job[0] not in AGGREGATION}
+
+
+def test_nothing_changed_nothing_to_do(finished_copy):
+    assert planned_jobs(finished_copy) == set()
+
+
+@pytest.mark.parametrize("change", [{"lr": 5.0e-4}, {"epochs": 1}])
+def test_one_networks_setting_reruns_that_network_only(finished_copy, change):
+    jobs = planned_jobs(finished_copy, "--configfile", overlay(finished_copy, {"networks": {"exp1_ann": change}}))
+    assert without_aggregation(jobs) == network_jobs("exp1_ann")
+    assert {"tables", "figures"} <= {rule for rule, _ in jobs}
+
+
+def test_nmnist_time_window_reruns_preprocessing_and_the_nmnist_network(finished_copy):
+    jobs = planned_jobs(finished_copy, "--configfile", overlay(finished_copy, {"nmnist": {"time_window_us": 2000}}))
+    assert without_aggregation(jobs) == {
+        ("preprocess_nmnist", "split=train"), ("preprocess_nmnist", "split=test"),
+    } | network_jobs("exp3_snn_nmnist")
+
+
+def test_figure_style_reruns_only_figures(finished_copy):
+    jobs = planned_jobs(finished_copy, "--configfile", overlay(finished_copy, {"figures": {"style": "ticks"}}))
+    assert {rule for rule, _ in jobs} <= {"figures", "all"} and ("figures", "") in jobs
+
+
+def test_seventh_network_adds_its_jobs_and_the_aggregation(finished_copy):
+    demo = yaml.safe_load((finished_copy / "config.yaml").read_text())["networks"]["exp1_ann"]
+    extra = {**demo, "hidden": [64], "epochs": 1}
+    jobs = planned_jobs(finished_copy, "--configfile", overlay(finished_copy, {"networks": {"exp1_ann_small": extra}}))
+    assert without_aggregation(jobs) == network_jobs("exp1_ann_small")
+    assert not jobs & {("train", "network=exp1_ann"), ("evaluate", "network=exp1_ann")}
