@@ -69,11 +69,100 @@ def test_inputs(wildcards):
 
 
 def all_targets():
-    """What `snakemake` builds by default: every network trained and evaluated."""
+    """What `snakemake` builds by default: every network trained and evaluated, tables and figures."""
     targets = []
     for network in NETWORKS:
         targets += [
             f"{RESULTS}/{network}/epochs.parquet",
             f"{RESULTS}/{network}/test.json",
         ]
+    return targets + results_targets()
+
+
+# ---- results stage: tables and figures, with their places in the report
+
+PAPER_VALUES = os.path.join(workflow.basedir, "spikebench", "paper_values.csv")
+TABLES = f"{RESULTS}/tables"
+FIGURES = f"{RESULTS}/figures"
+# name: (report category, caption, title in the report)
+TABLE_ITEMS = {
+    "table1": ("Summary", "table1", "Table I: training and validation"),
+    "table2": ("Summary", "table2", "Table II: test"),
+    "hardware": ("Summary", "hardware", "Hardware and software of this run"),
+    "comparison": ("Paper comparison", "comparison", "The study's Tables I and II next to this run"),
+    "cost": ("Paper comparison", "cost", "The cost of spiking, this run and the study"),
+}
+SUMMARY_FIGURES = {
+    "energy_per_epoch": "Energy per epoch, all networks",
+    "accuracy_vs_energy": "Test accuracy vs energy and time per test sample",
+}
+
+
+def results_networks():
+    """What the results rules need of each network: its experiment, dataset, kind and architecture."""
+    keys = ("experiment", "dataset", "kind", "architecture")
+    return {n: {k: config["networks"][n][k] for k in keys if k in config["networks"][n]} for n in NETWORKS}
+
+
+def results_experiments():
+    return sorted({int(config["networks"][n]["experiment"]) for n in NETWORKS})
+
+
+def _caption(name):
+    return f"../report/{name}.rst"
+
+
+def experiment_caption(experiment):
+    specific = os.path.join(workflow.basedir, "report", f"experiment{experiment}.rst")
+    return _caption(f"experiment{experiment}") if os.path.exists(specific) else _caption("experiment")
+
+
+def table_outputs():
+    outputs = {}
+    for name, (category, caption, title) in TABLE_ITEMS.items():
+        for ext, fmt in (("html", "HTML (shown)"), ("csv", "CSV (download)")):
+            outputs[f"{name}_{ext}"] = report(
+                f"{TABLES}/{name}.{ext}",
+                category=category,
+                subcategory="Tables",
+                labels={"item": title, "format": fmt},
+                caption=_caption(caption),
+            )
+    return outputs
+
+
+def figure_outputs():
+    outputs = {}
+    for experiment in results_experiments():
+        name = f"experiment{experiment}"
+        outputs[f"{name}_png"] = f"{FIGURES}/{name}.png"
+        outputs[f"{name}_svg"] = report(
+            f"{FIGURES}/{name}.svg",
+            category=f"Experiment {experiment}",
+            subcategory="Figures",
+            labels={"item": f"Experiment {experiment}: panels A-D", "format": "SVG"},
+            caption=experiment_caption(experiment),
+        )
+    for name, title in SUMMARY_FIGURES.items():
+        outputs[f"{name}_png"] = f"{FIGURES}/{name}.png"
+        outputs[f"{name}_svg"] = report(
+            f"{FIGURES}/{name}.svg",
+            category="Summary",
+            subcategory="Figures",
+            labels={"item": title, "format": "SVG"},
+            caption=_caption(name),
+        )
+    return outputs
+
+
+def results_targets():
+    """Every table (CSV + HTML) and figure (PNG + SVG): add these to `all_targets()`."""
+    names = list(TABLE_ITEMS)
+    targets = [f"{TABLES}/{name}.{ext}" for name in names for ext in ("csv", "html")]
+    figures = [f"experiment{e}" for e in results_experiments()] + list(SUMMARY_FIGURES)
+    targets += [f"{FIGURES}/{name}.{ext}" for name in figures for ext in ("png", "svg")]
     return targets
+
+
+def per_network(name):
+    return [f"{RESULTS}/{network}/{name}" for network in NETWORKS]

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Iterator
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 LOGGER_NAME = "spikebench"
@@ -134,10 +135,46 @@ def _nmnist_files(inputs: dict) -> dict | None:
     return None
 
 
-def _add_parquet_metadata(path: str | Path, metadata: dict) -> None:
-    """Rewrite a Parquet file with extra key-value metadata (JSON values), atomically."""
+# Telemetry summary keys as they appear in the epochs table and test.json: the device-memory
+# figures get a `device_memory_` prefix so that they cannot be confused with `peak_memory_mib`,
+# PyTorch's own peak allocation (process peak RSS on the CPU) that training records itself.
+TELEMETRY_COLUMNS = {
+    "avg_memory_mib": "device_memory_avg_mib",
+    "peak_memory_mib": "device_memory_peak_mib",
+    "avg_memory_pct": "device_memory_avg_pct",
+    "peak_memory_pct": "device_memory_peak_pct",
+    "n_samples": "telemetry_n_samples",
+    "duration_s": "telemetry_duration_s",
+}
+
+
+def telemetry_columns(summary: dict) -> dict:
+    return {TELEMETRY_COLUMNS.get(key, key): value for key, value in (summary or {}).items()}
+
+
+class JobTelemetry:
+    """The sampler as training and evaluation see it: phases in, summaries with table names out."""
+
+    def __init__(self, sampler) -> None:
+        self.sampler = sampler
+
+    def phase(self, name: str, epoch: int | None = None) -> None:
+        self.sampler.phase(name, epoch)
+
+    def epoch_summary(self, epoch: int) -> dict:
+        return telemetry_columns(self.sampler.epoch_summary(epoch))
+
+    def phase_summary(self, phase: str, epoch: int | None = None) -> dict:
+        return telemetry_columns(self.sampler.phase_summary(phase, epoch))
+
+
+def _add_parquet_metadata(path: str | Path, metadata: dict, columns: dict | None = None) -> None:
+    """Rewrite a Parquet file with extra key-value metadata (JSON values) and constant columns, atomically."""
     path = Path(path)
     table = pq.read_table(path)
+    for name, value in (columns or {}).items():
+        if name not in table.column_names:
+            table = table.append_column(name, pa.array([value] * table.num_rows))
     existing = dict(table.schema.metadata or {})
     existing.update({k.encode(): json.dumps(v, default=str).encode() for k, v in metadata.items()})
     tmp = path.with_name(f".{path.name}.tmp")
@@ -182,14 +219,14 @@ def train_job(
                     weights_out=Path(outputs["weights"]),
                     epochs_out=Path(outputs["epochs"]),
                     checkpoint_path=Path(checkpoint),
-                    telemetry=sampler,
+                    telemetry=JobTelemetry(sampler),
                     log=log,
                 )
             finally:
                 sampler.stop()
                 sampler.write(outputs["telemetry"])
         meta = {"spikebench.hardware": hardware, "spikebench.network": network_id, "spikebench.spec": spec}
-        _add_parquet_metadata(outputs["epochs"], meta)
+        _add_parquet_metadata(outputs["epochs"], meta, {"n_train": len(train), "n_val": len(val)})
         _add_parquet_metadata(outputs["telemetry"], meta)
 
 
@@ -225,12 +262,17 @@ def evaluate_job(
                 result = evaluate_network(
                     Path(inputs["weights"]), spec, test,
                     network_id=network_id, device=lease.device, which=which, seed=seed,
-                    telemetry=sampler, log=log,
+                    telemetry=JobTelemetry(sampler), log=log,
                 )
             finally:
                 sampler.stop()
                 sampler.write(outputs["telemetry"])
         result["hardware"] = hardware
+        energy_j = (result.get("telemetry") or {}).get("energy_j")
+        if result.get("telemetry") is not None:
+            result["telemetry"]["energy_per_sample_mj"] = (
+                None if energy_j is None else 1000.0 * energy_j / result["n_test"]
+            )
         _add_parquet_metadata(outputs["telemetry"], {"spikebench.hardware": hardware, "spikebench.network": network_id})
         write_json_atomic(result, outputs["test"])
         log.info("test accuracy %.4f, macro F1 %.4f", result["accuracy"], result["f1_macro"])

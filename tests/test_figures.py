@@ -1,0 +1,162 @@
+"""The study's figures from hand-made results: with GPU telemetry, on a CPU, and with telemetry off."""
+
+from __future__ import annotations
+
+import re
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.image as mpimg  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+from matplotlib.patches import Rectangle  # noqa: E402
+
+from spikebench import figures, results  # noqa: E402
+from test_results import STUDY_NETWORKS, make_epochs, make_telemetry, write_fake_run  # noqa: E402
+
+EXP1 = {n: STUDY_NETWORKS[n] for n in ("exp1_ann", "exp1_snn")}
+LABELS = {n: results.network_label(n, STUDY_NETWORKS) for n in STUDY_NETWORKS}
+
+
+def _texts(fig) -> str:
+    return " ".join(t.get_text() for ax in fig.axes for t in ax.texts) + " " + (fig._suptitle.get_text() if fig._suptitle else "")
+
+
+def _experiment(telemetry: str, demo: bool = False, enabled: bool = True):
+    epochs = {n: make_epochs(n, 3, telemetry, scale=1 + i) for i, n in enumerate(EXP1)}
+    timelines = {n: figures.run_timeline(make_telemetry(e, telemetry), make_telemetry(None, telemetry, test_s=1.5))
+                 for n, e in epochs.items()}
+    fig = figures.experiment_figure(1, epochs, timelines, LABELS, demo=demo, telemetry_enabled=enabled)
+    return fig, epochs, timelines
+
+
+def _power_axes(fig):
+    return [ax for ax in fig.axes if "power (W)" in ax.get_ylabel()]
+
+
+def test_gpu_run_draws_the_four_panels_with_phases_shaded():
+    fig, epochs, timelines = _experiment("nvml")
+    try:
+        titles = [ax.get_title() for ax in fig.axes]
+        for panel in ("A  Validation accuracy", "B  Time per epoch", "C  Device memory", "D  Power"):
+            assert any(t.startswith(panel) for t in titles), (panel, titles)
+        ax_a = next(ax for ax in fig.axes if ax.get_title().startswith("A"))
+        assert ax_a.get_ylabel() == "accuracy (%)" and ax_a.get_xlabel() == "epoch"
+        val = [line for line in ax_a.get_lines() if len(line.get_xdata()) == 3]
+        assert any(np.allclose(line.get_ydata(), epochs["exp1_ann"]["val_acc"] * 100) for line in val)
+        power = _power_axes(fig)
+        assert len(power) == 2
+        for ax, n in zip(power, EXP1):
+            (line,) = [ln for ln in ax.get_lines() if len(ln.get_xdata()) > 10]
+            expected = timelines[n]["power_w"].dropna()
+            assert len(line.get_ydata()) == len(expected) and np.allclose(line.get_ydata(), expected)
+            spans = figures.phase_spans(timelines[n])
+            assert list(spans["phase"][:3]) == ["train", "val", "train"] and spans["phase"].iloc[-1] == "test"
+            assert sum(isinstance(p, Rectangle) for p in ax.patches) == len(spans)
+        assert "DEMO DATA" not in _texts(fig) and "not measured" not in _texts(fig)
+    finally:
+        matplotlib.pyplot.close(fig)
+
+
+@pytest.mark.parametrize("telemetry, enabled, reason", [
+    ("cpu", True, "no NVIDIA GPU (ran on cpu): power not measured"),
+    ("none", False, "telemetry disabled in the configuration"),
+])
+def test_unmeasured_telemetry_is_said_in_the_panel_not_drawn_as_zero(telemetry, enabled, reason):
+    fig, _, timelines = _experiment(telemetry, demo=True, enabled=enabled)
+    try:
+        for ax in _power_axes(fig):
+            assert not [ln for ln in ax.get_lines() if len(ln.get_xdata())], "power drawn although not measured"
+            assert any(reason in t.get_text().replace("\n", " ") for t in ax.texts)
+            assert sum(isinstance(p, Rectangle) for p in ax.patches) >= 7  # the phases are still shaded
+        ax_c = next(ax for ax in fig.axes if ax.get_title().startswith("C"))
+        if telemetry == "cpu":  # the process's memory instead of the GPU's, labelled as such
+            assert ax_c.get_ylabel() == "process memory, RSS (MiB)" and len(ax_c.get_lines()) == 2
+            assert "no GPU" in ax_c.get_title()
+        else:
+            assert not ax_c.get_lines() and "Memory not measured" in " ".join(t.get_text() for t in ax_c.texts)
+        assert fig._suptitle.get_text().startswith("DEMO DATA")
+    finally:
+        matplotlib.pyplot.close(fig)
+
+
+def test_cpu_power_from_rapl_is_drawn_and_labelled():
+    fig, _, timelines = _experiment("rapl")
+    try:
+        for ax, n in zip(_power_axes(fig), EXP1):
+            assert ax.get_ylabel().endswith("CPU package power, RAPL (W)")
+            (line,) = [ln for ln in ax.get_lines() if len(ln.get_xdata()) > 10]
+            assert np.nanmax(line.get_ydata()) == pytest.approx(25.0, rel=0.01)  # the fixture's 25 W while training
+            assert np.nanmin(line.get_ydata()) == pytest.approx(17.5, rel=0.01)  # and 70 % of it otherwise
+            assert not ax.texts
+    finally:
+        matplotlib.pyplot.close(fig)
+
+
+def test_write_figures_for_a_run_without_telemetry(tmp_path):
+    write_fake_run(tmp_path / "results", EXP1, telemetry="none")
+    paths = {n: tmp_path / "results" / n for n in EXP1}
+    names = ("experiment1", "energy_per_epoch", "accuracy_vs_energy")
+    outputs = {f"{n}_{ext}": tmp_path / "figures" / f"{n}.{ext}" for n in names for ext in ("png", "svg")}
+    figures.write_figures(
+        {n: p / "epochs.parquet" for n, p in paths.items()}, {n: p / "test.json" for n, p in paths.items()},
+        {n: p / "telemetry_train.parquet" for n, p in paths.items()},
+        {n: p / "telemetry_test.parquet" for n, p in paths.items()},
+        EXP1, outputs, style="ticks", context="paper", dpi=60, demo=True, telemetry_enabled=False,
+    )
+    assert sorted(p.name for p in (tmp_path / "figures").iterdir()) == sorted(p.name for p in outputs.values())
+    for name in names:
+        image = mpimg.imread(outputs[f"{name}_png"])
+        assert image.shape[0] > 200 and image.shape[1] > 400
+        assert image[..., :3].std() > 0.05, f"{name}.png looks blank"
+        svg = outputs[f"{name}_svg"].read_text()
+        assert svg.lstrip().startswith("<?xml") and "DEMO DATA" in svg
+        if name != "experiment1":
+            text = " ".join(re.findall(r"<text[^>]*>([^<]*)</text>", svg))  # wrapped lines joined
+            assert "Energy not measured for exp1_ann, exp1_snn: telemetry disabled in the configuration" in text
+
+
+def test_summary_figures_plot_measured_energy_and_mark_the_rest():
+    epochs = {n: make_epochs(n, 3, "nvml") for n in ("exp1_ann", "exp2_cnn")}
+    epochs["exp2_snn"] = make_epochs("exp2_snn", 3, "cpu")
+    fig = figures.energy_per_epoch_figure(epochs, STUDY_NETWORKS)
+    try:
+        ax = fig.axes[0]
+        bars = [p.get_height() for p in ax.patches if isinstance(p, Rectangle) and p.get_height() > 0]
+        assert sorted(bars) == pytest.approx(sorted(e["energy_j"].mean() for e in list(epochs.values())[:2]))
+        assert ax.get_ylabel() == "energy per epoch, training + validation (J)"
+        assert "not measured" in " ".join(t.get_text() for t in ax.texts)
+    finally:
+        matplotlib.pyplot.close(fig)
+    t2 = pd.DataFrame({
+        "experiment": [1, 2], "network": ["exp1_ann", "exp2_snn"], "test_acc": [97.8, 67.9], "test_time_s": [1.3, 7.9],
+        "n_test": [10000, 10000], "energy_per_test_sample_mj": [5.4, np.nan], "device": ["cuda:0", "cpu"],
+        "telemetry_source": ["nvml", "cpu"],
+    })
+    fig = figures.accuracy_vs_energy_figure(t2)
+    try:
+        ax_e, ax_t = fig.axes[:2]
+        assert ax_e.get_xlabel() == "energy per test sample (mJ)" and ax_t.get_xlabel() == "time per test sample (ms)"
+        points = np.vstack([c.get_offsets() for c in ax_e.collections if len(c.get_offsets())])
+        assert points.tolist() == [[5.4, 97.8]]
+        assert "Energy not measured for exp2_snn" in " ".join(t.get_text() for t in ax_e.texts)
+        points = np.vstack([c.get_offsets() for c in ax_t.collections if len(c.get_offsets())])
+        assert sorted(points[:, 0]) == pytest.approx([0.13, 0.79])
+    finally:
+        matplotlib.pyplot.close(fig)
+
+
+def test_phase_spans_and_thinning():
+    timeline = pd.DataFrame({"t_s": np.arange(0, 10, 0.1), "phase": ["train"] * 50 + ["val"] * 30 + ["test"] * 20,
+                             "power_w": np.r_[np.full(50, 60.0), np.full(30, 40.0), np.full(20, 30.0)]})
+    spans = figures.phase_spans(timeline)
+    assert list(spans["phase"]) == ["train", "val", "test"]
+    assert spans["start_s"].tolist() == pytest.approx([0.0, 5.0, 8.0])
+    assert spans["end_s"].tolist() == pytest.approx([5.0, 8.0, 9.9])  # each ends where the next starts
+    thinned = figures.thin(timeline, "power_w", max_points=10)
+    assert len(thinned) == 10 and thinned["power_w"].mean() == pytest.approx(timeline["power_w"].mean())
+    assert figures.thin(timeline.assign(power_w=np.nan), "power_w").empty
+    assert figures.run_timeline(timeline.iloc[:0].rename(columns={"t_s": "time_s"})).empty

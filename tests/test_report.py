@@ -1,0 +1,220 @@
+"""The Snakemake HTML report, rendered and opened in a real headless browser (Debian's chromium).
+
+`test_demo_report_in_a_browser` renders the report of the whole demo run (session fixture
+`demo_run`); `test_report_of_fixture_results_in_a_browser` does the same for hand-made results
+(only the rules `tables` and `figures` run), so the report is checked even without training.
+Each opens the report in headless chromium, checks in the DOM that the workflow description,
+the categories, the tables and the figures are there, and takes screenshots that must not be blank.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import html
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.image as mpimg  # noqa: E402
+import pytest  # noqa: E402
+
+from conftest import copy_workflow, snakemake_cmd  # noqa: E402
+from test_results import STUDY_NETWORKS, write_fake_run  # noqa: E402
+
+PROJECT = Path(__file__).resolve().parents[1]
+CATEGORIES = ("Experiment 1", "Experiment 2", "Experiment 3", "Summary", "Paper comparison")
+TABLES = ("table1", "table2", "comparison", "cost", "hardware")
+FIGURES = ("experiment1", "experiment2", "experiment3", "energy_per_epoch", "accuracy_vs_energy")
+
+
+def find_chromium() -> str:
+    for name in ("chromium", "chromium-browser"):
+        path = shutil.which(name)
+        if path:
+            return path
+    if Path("/usr/bin/chromium").exists():
+        return "/usr/bin/chromium"
+    pytest.skip("chromium not found (install Debian's package: apt-get install -y chromium); the report "
+                "test needs a real headless browser")
+
+
+def chromium(browser: str, profile: Path, page: Path, *args: str) -> subprocess.CompletedProcess:
+    cmd = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           f"--user-data-dir={profile}", "--window-size=1400,1000", "--virtual-time-budget=15000",
+           *args, page.resolve().as_uri()]
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+    assert run.returncode == 0, f"chromium failed: {run.stderr[-3000:]}"
+    return run
+
+
+def visible_dom(dom: str) -> str:
+    """The DOM without scripts and styles (what the page rendered, not the data it embeds)."""
+    return re.sub(r"<(script|style)\b.*?</\1>", "", dom, flags=re.S)
+
+
+def text_of(fragment: str) -> str:
+    return html.unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", fragment))).strip()
+
+
+def with_view(report: Path, out: Path, result_suffix: str, category: str, subcategory: str) -> Path:
+    """A copy of the report that opens `category`/`subcategory` and shows the result ending in `result_suffix`."""
+    page = report.read_text(encoding="utf-8")
+    script = """<script>
+(function go(tries) {
+  if (typeof app === 'undefined' || !app) { if (tries > 0) setTimeout(function () { go(tries - 1); }, 100); return; }
+  app.setView({navbarMode: 'subcategory', category: %s, subcategory: %s});
+  setTimeout(function () {
+    var path = Object.keys(results).find(function (p) { return p.endsWith(%s); });
+    var kind = results[path].mime_type.indexOf('image/') === 0 ? 'img' : 'html';
+    app.setView({content: kind, contentPath: results[path].data_uri, resultPath: path});
+  }, 300);
+})(100);
+</script>""" % (json.dumps(category), json.dumps(subcategory), json.dumps(result_suffix))
+    end = page.rindex("</body>")
+    out.write_text(page[:end] + script + page[end:], encoding="utf-8")
+    return out
+
+
+def assert_not_blank(png: Path, left: int = 300) -> None:
+    image = mpimg.imread(png)[..., :3]
+    assert image.shape[0] >= 900 and image.shape[1] >= 1300, image.shape
+    assert image.std() > 0.05, f"{png.name}: screenshot is blank"
+    content = image[:, left:]  # right of the report's navigation bar
+    assert content.std() > 0.05 and (content < 0.5).mean() > 0.002, f"{png.name}: content area is blank"
+
+
+def make_report(workdir: Path, *extra: str) -> Path:
+    run = subprocess.run(
+        snakemake_cmd("--report", "report.html", "--configfile", "config.demo.yaml", *extra),
+        cwd=workdir, capture_output=True, text=True, timeout=600,
+    )
+    assert run.returncode == 0, (run.stdout + run.stderr)[-6000:]
+    report = workdir / "report.html"
+    assert report.is_file() and report.stat().st_size > 100_000
+    return report
+
+
+def check_report_in_browser(report: Path, tmp_path: Path, *, demo: bool) -> None:
+    browser = find_chromium()
+    profile = tmp_path / "chromium-profile"
+
+    # The landing page: the workflow description (DEMO DATA at the top of a demo) and the categories
+    dom = visible_dom(chromium(browser, profile, report, "--dump-dom").stdout)
+    described = re.search(r'<div class="prose[^"]*">(.*?)</div>\s*</div>', dom, re.S)
+    assert described, "workflow description not rendered"
+    description = text_of(described.group(1))
+    assert "spikebench: what does a spiking neural network cost on ordinary GPUs?" in description
+    assert "Assumptions where the study is silent" in description and "RTX 3060 Ti" in description
+    assert description.startswith("DEMO DATA") == demo, description[:200]
+    navigation = text_of(dom)
+    for category in CATEGORIES:
+        assert category in navigation, f"category {category!r} missing from the report"
+
+    # Table I shown (HTML in the page's frame), the Summary tables listed with their labels
+    page = with_view(report, tmp_path / "table1-view.html", "/table1.html", "Summary", "Tables")
+    dom = visible_dom(chromium(browser, profile, page, "--dump-dom").stdout)
+    listed = text_of(dom)
+    for label in ("Table I: training and validation", "Table II: test", "Hardware and software of this run"):
+        assert label in listed, f"{label!r} not listed under Summary"
+    frame = re.search(r'<iframe[^>]*src="data:text/html;[^"]*filename=table1\.html;base64,([^"]+)"', dom)
+    assert frame, "Table I is not shown in the page"
+    table = base64.b64decode(html.unescape(frame.group(1))).decode("utf-8")
+    assert "Table I: training and validation" in table and table.count("<tr>") == 1 + len(STUDY_NETWORKS)
+    assert ("DEMO DATA" in table) == demo
+    shot = tmp_path / "table1.png"
+    chromium(browser, profile, page, f"--screenshot={shot}")
+    assert_not_blank(shot)
+
+    # A figure shown as an image
+    page = with_view(report, tmp_path / "figure-view.html", "/experiment1.svg", "Experiment 1", "Figures")
+    dom = visible_dom(chromium(browser, profile, page, "--dump-dom").stdout)
+    image = re.search(r'<img src="data:image/svg\+xml;[^"]*filename=experiment1\.svg;base64,([^"]+)"', dom)
+    assert image, "the figure of experiment 1 is not shown in the page"
+    svg = base64.b64decode(html.unescape(image.group(1))).decode("utf-8")
+    assert "Experiment 1: ANN vs SNN" in svg and ("DEMO DATA" in svg) == demo
+    shot = tmp_path / "experiment1.png"
+    chromium(browser, profile, page, f"--screenshot={shot}")
+    assert_not_blank(shot)
+
+
+@pytest.mark.parametrize("configs, demo", [(("config.yaml",), False), (("config.yaml", "config.demo.yaml"), True)])
+def test_report_texts_render_without_rst_errors(configs, demo):
+    """Every caption and the workflow description, as Snakemake renders them (Jinja2, then docutils)."""
+    from docutils.core import publish_parts
+    from jinja2 import Environment
+
+    from spikebench.config import load_config
+
+    config = load_config(*(PROJECT / c for c in configs))
+
+    class Snakemake:  # what Snakemake passes to the templates (config; captions also get the job's fields)
+        pass
+
+    Snakemake.config = config
+    env = Environment(trim_blocks=True, lstrip_blocks=True)
+    texts = sorted((PROJECT / "report").glob("*.rst"))
+    assert {p.stem for p in texts} >= {"workflow", *TABLES, *FIGURES, "experiment"}
+    for path in texts:
+        rst = env.from_string(path.read_text()).render(snakemake=Snakemake)
+        settings = {"report_level": 2, "halt_level": 5, "warning_stream": io.StringIO()}  # problems go into the page
+        body = publish_parts(rst, writer="html", settings_overrides=settings)["html_body"]
+        assert "system-message" not in body, f"{path.name}: reStructuredText problem\n{body}"
+        assert ("DEMO DATA" in body) == demo, path.name
+    description = text_of(env.from_string((PROJECT / "report" / "workflow.rst").read_text()).render(snakemake=Snakemake))
+    assert description.startswith("**DEMO DATA.**") == demo
+    for network in config["networks"]:
+        assert network in description
+
+
+def with_results_rules(workdir: Path) -> None:
+    """Wire rules/results.smk into a workflow copy whose Snakefile does not include it yet."""
+    snakefile = workdir / "Snakefile"
+    text = snakefile.read_text()
+    if "rules/results.smk" not in text:
+        text = text.replace('include: "rules/evaluation.smk"\n',
+                            'include: "rules/evaluation.smk"\ninclude: "rules/results.smk"\n')
+    if "results_targets()" not in text and "results_targets()" not in (workdir / "rules" / "common.smk").read_text():
+        text = text.replace("all_targets(),", "all_targets() + results_targets(),")
+    snakefile.write_text(text)
+
+
+def test_report_of_fixture_results_in_a_browser(tmp_path):
+    find_chromium()
+    workdir = copy_workflow(tmp_path / "workflow")
+    with_results_rules(workdir)
+    write_fake_run(workdir / "results-demo", telemetry="cpu")
+    only_results = ("--allowed-rules", "tables", "figures", "all")  # the hand-made results stand in for training
+    run = subprocess.run(snakemake_cmd("--cores", "2", "--configfile", "config.demo.yaml", *only_results),
+                         cwd=workdir, capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, (run.stdout + run.stderr)[-6000:]
+    for name in TABLES:
+        assert (workdir / "results-demo" / "tables" / f"{name}.html").is_file()
+    for name in FIGURES:
+        assert (workdir / "results-demo" / "figures" / f"{name}.svg").is_file()
+    # a figure style change reruns the figures only, not the tables
+    (workdir / "style.yaml").write_text("figures:\n  style: darkgrid\n  context: talk\n  dpi: 100\n")
+    plan = subprocess.run(snakemake_cmd("-n", "--cores", "1", "--configfile", "config.demo.yaml", "style.yaml",
+                                        *only_results), cwd=workdir, capture_output=True, text=True, timeout=300)
+    assert plan.returncode == 0, plan.stdout + plan.stderr
+    planned = dict(re.findall(r"^(\w+)\s+(\d+)$", plan.stdout.split("Job stats:")[1].split("total")[0], re.M))
+    assert planned == {"figures": "1", "all": "1"}, plan.stdout
+    check_report_in_browser(make_report(workdir, *only_results), tmp_path, demo=True)
+
+
+@pytest.mark.slow
+def test_demo_report_in_a_browser(demo_run, tmp_path):
+    find_chromium()
+    results = demo_run / "results-demo"
+    missing = [f"tables/{n}.html" for n in TABLES if not (results / "tables" / f"{n}.html").is_file()]
+    missing += [f"figures/{n}.svg" for n in FIGURES if not (results / "figures" / f"{n}.svg").is_file()]
+    assert not missing, (f"the demo run made no {missing}: the Snakefile must include rules/results.smk "
+                         "and all_targets() must return results_targets() too")
+    check_report_in_browser(make_report(demo_run), tmp_path, demo=True)
