@@ -1,0 +1,206 @@
+"""Datasets resident on the training device, batches made there, and rate coding on the device.
+
+A job loads its data once: MNIST and CIFAR-10 as uint8 tensors ``[N, C, H, W]`` on the device (converted to
+float in [0, 1] one batch at a time, MNIST for experiment 3 resized there to ``input_size`` with
+``F.interpolate(mode="bilinear", antialias=True)``, what torchvision's ``Resize`` does on tensors), N-MNIST as
+sparse frames densified a batch at a time (``spikebench.data.nmnist.SparseFrames``). No DataLoader and no
+per-sample Python: a batch is one index tensor.
+
+``nmnist_files`` names the N-MNIST frame Parquet pair of the split being loaded
+(``spikebench.data.nmnist.load_frames``): keys ``frames`` and ``samples`` (or ``train_frames``/``train_samples``
+and ``test_frames``/``test_samples`` in one dict). ``split_path`` is the split file of the official training
+set (``spikebench.data.split.read_split``); ``None`` trains on the whole training set without a validation set.
+Every dataset carries a ``source`` (its file or folder), which shape errors name.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from spikebench.models import DATASET_SHAPES, input_shape
+
+
+class DatasetShapeError(ValueError):
+    """A dataset whose samples do not fit the network."""
+
+
+class DeviceDataset(Protocol):
+    """What training and evaluation need from a dataset."""
+
+    name: str
+    source: str
+    labels: torch.Tensor
+
+    def __len__(self) -> int: ...
+
+    @property
+    def sample_shape(self) -> tuple[int, int, int]: ...
+
+    def batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]: ...
+
+
+class DeviceImages:
+    """uint8 images ``[N, C, H, W]`` and int64 labels on the device; ``batch`` gives float [0, 1] images."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, *, name: str, source: str,
+                 size: int | None = None) -> None:
+        if images.dtype != torch.uint8 or images.dim() != 4:
+            raise DatasetShapeError(f"{source}: expected uint8 images [N, C, H, W], got {images.dtype} "
+                                    f"{tuple(images.shape)}")
+        if labels.shape != (images.shape[0],):
+            raise DatasetShapeError(f"{source}: {images.shape[0]} images but labels of shape {tuple(labels.shape)}")
+        self.images, self.labels = images, labels.long()
+        self.name, self.source, self.size = name, source, size
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    @property
+    def device(self) -> torch.device:
+        return self.images.device
+
+    @property
+    def sample_shape(self) -> tuple[int, int, int]:
+        c, h, w = self.images.shape[1:]
+        return (int(c), self.size, self.size) if self.size else (int(c), int(h), int(w))
+
+    def batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, None]:
+        """Images ``idx`` as float32 in [0, 1], resized on the device if the network asks for it."""
+        x = self.images[idx.to(self.images.device)].float().div_(255.0)
+        if self.size and tuple(x.shape[-2:]) != (self.size, self.size):
+            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False, antialias=True)
+        return x, None
+
+
+class DeviceFrames:
+    """N-MNIST sparse frames on the device; ``batch`` gives ``([T_max, B, 2, 34, 34], n_frames [B])``."""
+
+    def __init__(self, frames, *, name: str, source: str) -> None:
+        self.frames, self.name, self.source = frames, name, source
+        self.labels = frames.labels
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    @property
+    def sample_shape(self) -> tuple[int, int, int]:
+        return DATASET_SHAPES["nmnist"]
+
+    def batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        frames, n_frames = self.frames.dense_batch(idx.to(self.labels.device))
+        if tuple(frames.shape[2:]) != self.sample_shape:
+            raise DatasetShapeError(f"{self.source}: frames of shape {tuple(frames.shape[2:])}, expected "
+                                    f"{self.sample_shape}")
+        return frames, n_frames.to(frames.device)
+
+
+def rate_code(x: torch.Tensor, num_steps: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Bernoulli spikes ``[num_steps, *x.shape]`` with probability ``x`` per step (``snntorch.spikegen.rate``)."""
+    draws = torch.rand((num_steps, *x.shape), generator=generator, device=x.device, dtype=x.dtype)
+    return torch.lt(draws, x, out=draws)  # in place: 1.0 where the draw is below the probability
+
+
+def encode_batch(spec: dict, data: DeviceDataset, idx: torch.Tensor, generator: torch.Generator | None
+                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Network input for samples ``idx``: images (ANN), rate-coded spikes [T, B, ...] or N-MNIST frames (SNN)."""
+    x, n_steps = data.batch(idx)
+    if spec["kind"] == "snn" and n_steps is None:
+        x = rate_code(x, int(spec["num_steps"]), generator)
+    return x, n_steps
+
+
+def check_fits(spec: dict, data: DeviceDataset, network: str = "network") -> None:
+    """Raise ``DatasetShapeError`` naming the dataset file if its samples do not fit the network."""
+    want = input_shape({**spec, "_name": network})
+    if tuple(data.sample_shape) != tuple(want):
+        raise DatasetShapeError(f"{data.source}: samples of shape {tuple(data.sample_shape)} do not fit {network} "
+                                f"(dataset {spec.get('dataset')!r}, expects {want})")
+
+
+def _images(spec: dict, data_root: Path, split: str) -> tuple[np.ndarray, np.ndarray, str]:
+    dataset = spec["dataset"]
+    if dataset == "mnist":
+        from spikebench.data.mnist import load_mnist
+        from spikebench.data.mnist import MNIST_FILES, mnist_raw_folder
+        images, labels = load_mnist(Path(data_root), split)
+        source = str(mnist_raw_folder(Path(data_root)) / MNIST_FILES[split][0])
+    elif dataset == "cifar10":
+        from spikebench.data.cifar10 import load_cifar10
+        from spikebench.data.cifar10 import cifar10_folder
+        images, labels = load_cifar10(Path(data_root), split)
+        source = f"{cifar10_folder(Path(data_root))} ({split} batches)"
+    else:
+        raise DatasetShapeError(f"dataset {dataset!r} is not an image dataset (mnist, cifar10)")
+    images = np.asarray(images)
+    if images.ndim == 3:
+        images = images[:, None]
+    if images.shape[1:] != DATASET_SHAPES[dataset]:
+        raise DatasetShapeError(f"{source}: images of shape {images.shape[1:]}, expected {DATASET_SHAPES[dataset]}")
+    return images, np.asarray(labels), source
+
+
+def _to_device(images: np.ndarray, labels: np.ndarray, spec: dict, device: torch.device, *, name: str,
+               source: str) -> DeviceImages:
+    size = spec.get("input_size")
+    images = np.require(images, requirements=["C_CONTIGUOUS", "WRITEABLE"])   # copies a read-only buffer
+    labels = np.require(labels, dtype=np.int64, requirements=["C_CONTIGUOUS", "WRITEABLE"])
+    return DeviceImages(torch.from_numpy(images).to(device), torch.from_numpy(labels).to(device),
+                        name=name, source=source, size=int(size) if size else None)
+
+
+def _nmnist_paths(nmnist_files: dict | None, split: str) -> tuple[Path, Path]:
+    """The (frames, samples) Parquet pair of ``split``: keys ``frames``/``samples`` or ``<split>_frames``/..."""
+    files = nmnist_files or {}
+    for keys in ((f"{split}_frames", f"{split}_samples"), ("frames", "samples")):
+        if all(k in files for k in keys):
+            return Path(files[keys[0]]), Path(files[keys[1]])
+    raise ValueError(f"N-MNIST needs nmnist_files with keys 'frames' and 'samples' (or '{split}_frames' and "
+                     f"'{split}_samples'), got {sorted(files)}")
+
+
+def load_split_data(spec: dict, data_root: Path, split_path: Path | None, nmnist_files: dict | None,
+                    device: torch.device) -> tuple[DeviceDataset, DeviceDataset | None]:
+    """Training and validation sets of ``spec``'s dataset on ``device`` (validation ``None`` without a split)."""
+    from spikebench.data.split import read_split
+
+    if spec["dataset"] == "nmnist":
+        from spikebench.data.nmnist import load_frames
+        frames, samples = _nmnist_paths(nmnist_files, "train")
+        if split_path is None:
+            train = DeviceFrames(load_frames(frames, samples, device), name="train", source=str(frames))
+            check_fits(spec, train)
+            return train, None
+        train_idx, val_idx = read_split(Path(split_path))
+        train = DeviceFrames(load_frames(frames, samples, device, indices=train_idx), name="train",
+                             source=str(frames))
+        val = DeviceFrames(load_frames(frames, samples, device, indices=val_idx), name="val", source=str(frames))
+        check_fits(spec, train)
+        return train, val
+    images, labels, source = _images(spec, data_root, "train")
+    if split_path is None:
+        train = _to_device(images, labels, spec, device, name="train", source=source)
+        check_fits(spec, train)
+        return train, None
+    train_idx, val_idx = read_split(Path(split_path), n_expected=len(labels))
+    train = _to_device(images[train_idx], labels[train_idx], spec, device, name="train", source=source)
+    val = _to_device(images[val_idx], labels[val_idx], spec, device, name="val", source=source)
+    check_fits(spec, train)
+    return train, val
+
+
+def load_test_data(spec: dict, data_root: Path, nmnist_files: dict | None, device: torch.device) -> DeviceDataset:
+    """The official test set of ``spec``'s dataset on ``device``."""
+    if spec["dataset"] == "nmnist":
+        from spikebench.data.nmnist import load_frames
+        frames, samples = _nmnist_paths(nmnist_files, "test")
+        test = DeviceFrames(load_frames(frames, samples, device), name="test", source=str(frames))
+    else:
+        images, labels, source = _images(spec, data_root, "test")
+        test = _to_device(images, labels, spec, device, name="test", source=source)
+    check_fits(spec, test)
+    return test

