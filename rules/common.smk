@@ -13,6 +13,7 @@ envvars:
     "PYTHONPATH",
 
 from spikebench.config import validate_config
+from spikebench import provenance
 from spikebench.data import catalog
 
 # Stops the run before any job starts, naming every offending key.
@@ -33,6 +34,11 @@ wildcard_constraints:
 def spec(wildcards):
     """The config entry of one network: all of its settings reach its jobs through params."""
     return config["networks"][wildcards.network]
+
+
+def code(stage):
+    """A digest of the package code a job of `stage` runs for this network (spikebench.provenance)."""
+    return lambda wildcards: provenance.code_digest(spec(wildcards), stage)
 
 
 def network_dataset(wildcards):

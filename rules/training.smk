@@ -18,6 +18,7 @@ rule train:
         seed=config["seed"],
         device=config["device"],
         telemetry=config["telemetry"],
+        code=code("train"),
         checkpoint=lambda wildcards: f"{RESULTS}/{wildcards.network}/checkpoint.pt",
     log:
         f"{RESULTS}/logs/train/{{network}}.log",

@@ -310,18 +310,80 @@ def _require(spec: dict, key: str, name: str):
     return spec[key]
 
 
+def _conv_stack(spec: dict, name: str, shape: tuple[int, int, int], n_layers: int, padding: int):
+    """5x5 convolutions (stride 1), each followed by a 2x2 max-pool; returns (convs, flat features)."""
+    channels = [int(c) for c in _require(spec, "channels", name)]
+    if len(channels) != n_layers:
+        raise NetworkSpecError(
+            f"{name}: architecture {spec['architecture']} needs {n_layers} channel widths, got {channels}")
+    h, w = shape[1], shape[2]
+    convs = []
+    for c_in, c_out in zip([shape[0], *channels[:-1]], channels):
+        h, w = _conv_out(h, padding) // 2, _conv_out(w, padding) // 2
+        if h < 1 or w < 1:
+            raise NetworkSpecError(f"{name}: input {shape} is too small for {n_layers} conv + 2x2 max-pool layers")
+        convs.append(nn.Conv2d(c_in, c_out, 5, stride=1, padding=padding))
+    return convs, channels[-1] * h * w
+
+
+def build_fc(spec: dict, name: str, shape: tuple[int, int, int], lif) -> list[nn.Module]:
+    """Experiment 1: Linear 784-256-256-10 with ReLU (ANN) or LIF after each Linear (SNN)."""
+    hidden = [int(h) for h in _require(spec, "hidden", name)]
+    sizes = [shape[0] * shape[1] * shape[2], *hidden, N_CLASSES]
+    if lif is not None:
+        return [SpikingStage(nn.Linear(a, b), lif(), flatten=(i == 0))
+                for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:]))]
+    mods: list[nn.Module] = [nn.Flatten()]
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        mods.append(nn.Linear(a, b))
+        if i < len(sizes) - 2:
+            mods.append(nn.ReLU())
+    return mods
+
+
+def build_conv5(spec: dict, name: str, shape: tuple[int, int, int], lif) -> list[nn.Module]:
+    """Experiment 2: five conv 5x5 (padding 2) + 2x2 max-pool + ReLU/LIF, FC 512 (dropout 0.2), FC 10."""
+    convs, flat = _conv_stack(spec, name, shape, 5, padding=2)
+    fc, dropout = int(_require(spec, "fc", name)), float(spec.get("dropout", 0.0))
+    if lif is not None:
+        stages = [SpikingStage(conv, lif(), pool=True) for conv in convs]
+        stages.append(SpikingStage(nn.Linear(flat, fc), lif(), flatten=True))
+        stages.append(SpikingStage(nn.Linear(fc, N_CLASSES), lif(), dropout=dropout))
+        return stages
+    mods: list[nn.Module] = []
+    for conv in convs:
+        mods += [conv, nn.MaxPool2d(2, 2), nn.ReLU()]
+    return mods + [nn.Flatten(), nn.Linear(flat, fc), nn.ReLU(), nn.Dropout(dropout), nn.Linear(fc, N_CLASSES)]
+
+
+def build_conv2(spec: dict, name: str, shape: tuple[int, int, int], lif) -> list[nn.Module]:
+    """Experiment 3: 12C5-MP2-32C5-MP2-800-10 (no padding), LIF after each layer."""
+    convs, flat = _conv_stack(spec, name, shape, 2, padding=0)
+    if lif is not None:
+        stages = [SpikingStage(conv, lif(), pool=True) for conv in convs]
+        return stages + [SpikingStage(nn.Linear(flat, N_CLASSES), lif(), flatten=True)]
+    mods: list[nn.Module] = []
+    for conv in convs:
+        mods += [conv, nn.MaxPool2d(2, 2), nn.ReLU()]
+    return mods + [nn.Flatten(), nn.Linear(flat, N_CLASSES)]
+
+
+# One builder per architecture: spikebench.provenance hashes a network's builder (not the others),
+# so editing one architecture reruns only the jobs of the networks that use it.
+ARCHITECTURES = {"fc": build_fc, "conv5": build_conv5, "conv2": build_conv2}
+
+
 def build_network(spec: dict, name: str | None = None) -> ANN | SNN:
     """Build the network that one ``networks:`` entry of config.yaml describes (Kaiming-initialised)."""
     name = name or spec.get("_name") or f"{spec.get('architecture')}_{spec.get('kind')}"
     kind, arch = spec.get("kind"), spec.get("architecture")
     if kind not in ("ann", "snn"):
         raise NetworkSpecError(f"{name}: unknown kind {kind!r}; expected 'ann' or 'snn'")
-    if arch not in ("fc", "conv5", "conv2"):
+    if arch not in ARCHITECTURES:
         raise NetworkSpecError(f"{name}: unknown architecture {arch!r}; expected 'fc', 'conv5' or 'conv2'")
     shape = input_shape({**spec, "_name": name})
-    channels_in, height, width = shape
-    snn = kind == "snn"
-    if snn:
+    lif = None
+    if kind == "snn":
         if spec.get("surrogate", "atan") != "atan":
             raise NetworkSpecError(f"{name}: only the 'atan' surrogate is implemented, got {spec.get('surrogate')!r}")
         beta, threshold = float(_require(spec, "beta", name)), float(_require(spec, "threshold", name))
@@ -329,56 +391,8 @@ def build_network(spec: dict, name: str | None = None) -> ANN | SNN:
         def lif() -> Leaky:
             return Leaky(beta, threshold)
 
-    if arch == "fc":
-        hidden = [int(h) for h in _require(spec, "hidden", name)]
-        sizes = [channels_in * height * width, *hidden, N_CLASSES]
-        if snn:
-            stages = [SpikingStage(nn.Linear(a, b), lif(), flatten=(i == 0))
-                      for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:]))]
-        else:
-            mods: list[nn.Module] = [nn.Flatten()]
-            for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-                mods.append(nn.Linear(a, b))
-                if i < len(sizes) - 2:
-                    mods.append(nn.ReLU())
-    else:
-        channels = [int(c) for c in _require(spec, "channels", name)]
-        padding = 2 if arch == "conv5" else 0
-        if arch == "conv5" and len(channels) != 5:
-            raise NetworkSpecError(f"{name}: architecture conv5 needs 5 channel widths, got {channels}")
-        if arch == "conv2" and len(channels) != 2:
-            raise NetworkSpecError(f"{name}: architecture conv2 needs 2 channel widths, got {channels}")
-        h, w = height, width
-        convs = []
-        for c_in, c_out in zip([channels_in, *channels[:-1]], channels):
-            h, w = _conv_out(h, padding) // 2, _conv_out(w, padding) // 2
-            if h < 1 or w < 1:
-                raise NetworkSpecError(
-                    f"{name}: input {shape} is too small for {len(channels)} conv + 2x2 max-pool layers")
-            convs.append(nn.Conv2d(c_in, c_out, 5, stride=1, padding=padding))
-        flat = channels[-1] * h * w
-        if arch == "conv5":
-            fc, dropout = int(_require(spec, "fc", name)), float(spec.get("dropout", 0.0))
-            if snn:
-                stages = [SpikingStage(conv, lif(), pool=True) for conv in convs]
-                stages.append(SpikingStage(nn.Linear(flat, fc), lif(), flatten=True))
-                stages.append(SpikingStage(nn.Linear(fc, N_CLASSES), lif(), dropout=dropout))
-            else:
-                mods = []
-                for conv in convs:
-                    mods += [conv, nn.MaxPool2d(2, 2), nn.ReLU()]
-                mods += [nn.Flatten(), nn.Linear(flat, fc), nn.ReLU(), nn.Dropout(dropout),
-                         nn.Linear(fc, N_CLASSES)]
-        else:  # conv2
-            if snn:
-                stages = [SpikingStage(conv, lif(), pool=True) for conv in convs]
-                stages.append(SpikingStage(nn.Linear(flat, N_CLASSES), lif(), flatten=True))
-            else:
-                mods = []
-                for conv in convs:
-                    mods += [conv, nn.MaxPool2d(2, 2), nn.ReLU()]
-                mods += [nn.Flatten(), nn.Linear(flat, N_CLASSES)]
-    net: ANN | SNN = SNN(name, shape, stages) if snn else ANN(name, shape, nn.Sequential(*mods))
+    layers = ARCHITECTURES[arch](spec, name, shape, lif)
+    net: ANN | SNN = SNN(name, shape, layers) if lif is not None else ANN(name, shape, nn.Sequential(*layers))
     kaiming_init_(net)
     return net
 

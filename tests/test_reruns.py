@@ -83,3 +83,21 @@ def test_seventh_network_adds_its_jobs_and_the_aggregation(finished_copy):
     jobs = planned_jobs(finished_copy, "--configfile", overlay(finished_copy, {"networks": {"exp1_ann_small": extra}}))
     assert without_aggregation(jobs) == network_jobs("exp1_ann_small")
     assert not jobs & {("train", "network=exp1_ann"), ("evaluate", "network=exp1_ann")}
+
+
+def test_code_change_in_one_architecture_reruns_only_its_networks(finished_copy):
+    models = finished_copy / "spikebench" / "models.py"
+    source = models.read_text()
+    marker = '    """Experiment 3: 12C5-MP2-32C5-MP2-800-10 (no padding), LIF after each layer."""\n'
+    assert marker in source
+    models.write_text(source.replace(marker, marker + "    # a change to experiment 3's network\n"))
+    jobs = planned_jobs(finished_copy)
+    assert without_aggregation(jobs) == network_jobs("exp3_snn_mnist") | network_jobs("exp3_snn_nmnist")
+
+
+def test_training_code_change_reruns_every_training_job(finished_copy):
+    training = finished_copy / "spikebench" / "training.py"
+    training.write_text(training.read_text() + "\n# a change to the training loop\n")
+    jobs = planned_jobs(finished_copy)
+    trained = {wildcards for rule, wildcards in jobs if rule == "train"}
+    assert len(trained) == 6 and not {rule for rule, _ in jobs} & DATA_RULES

@@ -1,0 +1,72 @@
+"""Which package code each job depends on, as a digest that Snakemake tracks through `params:`.
+
+Snakemake reruns a job when its `script:` changes, but not when package code it imports changes.
+The train and evaluate rules therefore carry a `code` param: a SHA-256 over the source of exactly
+the model code a network uses (its architecture's builder in `spikebench/models.py`, the ANN or
+the SNN classes, the fused LIF for SNNs, the loss) plus the modules every training or evaluation
+job runs. Editing `build_conv2` reruns the two experiment-3 networks and nothing else; editing
+`training.py` reruns every train (and evaluate) job.
+
+The source is read with `ast` from the files, so building the DAG does not import torch.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import hashlib
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent
+MODELS = PACKAGE / "models.py"
+
+# models.py names every network uses, then those of each kind and each architecture.
+COMMON_MODEL_CODE = ("input_shape", "_Network", "_require", "build_network", "kaiming_init_", "network_loss", "predict")
+KIND_CODE = {
+    "ann": ("ANN",),
+    "snn": ("SNN", "SpikingStage", "Leaky", "LeakyFunction", "ConvPoolFunction", "conv_pool",
+            "step_mask", "spike_counts", "spike_count_loss"),
+}
+ARCHITECTURE_CODE = {
+    "fc": ("build_fc",),
+    "conv5": ("build_conv5", "_conv_stack", "_conv_out"),
+    "conv2": ("build_conv2", "_conv_stack", "_conv_out"),
+}
+# Whole modules each stage's jobs run (besides the model code above).
+STAGE_MODULES = {
+    "train": ("training.py", "data/device.py"),
+    "evaluate": ("evaluation.py", "training.py", "data/device.py"),
+}
+
+
+@functools.cache
+def _definitions(path: Path) -> dict[str, str]:
+    """Top-level function/class name -> its source text (decorators included)."""
+    text = path.read_text()
+    tree = ast.parse(text)
+    out = {}
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            out[node.name] = ast.get_source_segment(text, node, padded=True) or ""
+            for decorator in node.decorator_list:
+                out[node.name] = ast.get_source_segment(text, decorator) + "\n" + out[node.name]
+    return out
+
+
+def model_code_names(spec: dict) -> list[str]:
+    """The models.py definitions the network of `spec` is built and trained with."""
+    names = [*COMMON_MODEL_CODE, *KIND_CODE[spec["kind"]], *ARCHITECTURE_CODE[spec["architecture"]]]
+    return sorted(set(names))
+
+
+def code_digest(spec: dict, stage: str) -> str:
+    """SHA-256 of the code a `stage` ("train" or "evaluate") job of this network runs."""
+    definitions = _definitions(MODELS)
+    digest = hashlib.sha256()
+    for name in model_code_names(spec):
+        if name not in definitions:
+            raise KeyError(f"{MODELS}: no top-level definition {name!r} (update spikebench/provenance.py)")
+        digest.update(f"{name}\n{definitions[name]}\n".encode())
+    for module in STAGE_MODULES[stage]:
+        digest.update(f"{module}\n".encode() + (PACKAGE / module).read_bytes())
+    return digest.hexdigest()
