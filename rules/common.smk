@@ -87,7 +87,8 @@ def all_targets():
 
 # ---- results stage: tables and figures, with their places in the report
 
-PAPER_VALUES = os.path.join(workflow.basedir, "spikebench", "paper_values.csv")
+# Relative to the working directory, so that a moved or copied workflow does not rerun `tables`.
+PAPER_VALUES = os.path.relpath(os.path.join(workflow.basedir, "spikebench", "paper_values.csv"))
 TABLES = f"{RESULTS}/tables"
 FIGURES = f"{RESULTS}/figures"
 # name: (report category, caption, title in the report)
