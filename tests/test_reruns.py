@@ -17,10 +17,10 @@ AGGREGATION = {"tables", "figures", "all"}
 DATA_RULES = {"demo_mnist", "demo_cifar10", "demo_nmnist", "preprocess_nmnist", "split"}
 
 
-def planned_jobs(workdir: Path, *args: str) -> set[tuple[str, str]]:
-    """(rule, wildcards) of every job `snakemake -n` plans with the demo config and `args`."""
+def planned_jobs(workdir: Path, *overlays: str) -> set[tuple[str, str]]:
+    """(rule, wildcards) of every job `snakemake -n` plans with the demo config and `overlays`."""
     run = subprocess.run(
-        snakemake_cmd("-n", "--cores", "2", "--resources", "gpu=1", "--configfile", "config.demo.yaml", *args),
+        snakemake_cmd("-n", "--cores", "2", "--resources", "gpu=1", "--configfile", "config.demo.yaml", *overlays),
         cwd=workdir, capture_output=True, text=True, timeout=300,
     )
     out = run.stdout + run.stderr
@@ -60,27 +60,27 @@ def test_nothing_changed_nothing_to_do(finished_copy):
 
 @pytest.mark.parametrize("change", [{"lr": 5.0e-4}, {"epochs": 1}])
 def test_one_networks_setting_reruns_that_network_only(finished_copy, change):
-    jobs = planned_jobs(finished_copy, "--configfile", overlay(finished_copy, {"networks": {"exp1_ann": change}}))
+    jobs = planned_jobs(finished_copy, overlay(finished_copy, {"networks": {"exp1_ann": change}}))
     assert without_aggregation(jobs) == network_jobs("exp1_ann")
     assert {"tables", "figures"} <= {rule for rule, _ in jobs}
 
 
 def test_nmnist_time_window_reruns_preprocessing_and_the_nmnist_network(finished_copy):
-    jobs = planned_jobs(finished_copy, "--configfile", overlay(finished_copy, {"nmnist": {"time_window_us": 2000}}))
+    jobs = planned_jobs(finished_copy, overlay(finished_copy, {"nmnist": {"time_window_us": 2000}}))
     assert without_aggregation(jobs) == {
         ("preprocess_nmnist", "split=train"), ("preprocess_nmnist", "split=test"),
     } | network_jobs("exp3_snn_nmnist")
 
 
 def test_figure_style_reruns_only_figures(finished_copy):
-    jobs = planned_jobs(finished_copy, "--configfile", overlay(finished_copy, {"figures": {"style": "ticks"}}))
+    jobs = planned_jobs(finished_copy, overlay(finished_copy, {"figures": {"style": "ticks"}}))
     assert {rule for rule, _ in jobs} <= {"figures", "all"} and ("figures", "") in jobs
 
 
 def test_seventh_network_adds_its_jobs_and_the_aggregation(finished_copy):
     demo = yaml.safe_load((finished_copy / "config.yaml").read_text())["networks"]["exp1_ann"]
     extra = {**demo, "hidden": [64], "epochs": 1}
-    jobs = planned_jobs(finished_copy, "--configfile", overlay(finished_copy, {"networks": {"exp1_ann_small": extra}}))
+    jobs = planned_jobs(finished_copy, overlay(finished_copy, {"networks": {"exp1_ann_small": extra}}))
     assert without_aggregation(jobs) == network_jobs("exp1_ann_small")
     assert not jobs & {("train", "network=exp1_ann"), ("evaluate", "network=exp1_ann")}
 
