@@ -30,3 +30,24 @@ def test_demo_plans_demo_data_instead_of_downloads(workflow_dir):
     assert counts["demo_mnist"] == counts["demo_cifar10"] == counts["demo_nmnist"] == 1
     assert not any(rule.startswith("download_") for rule in counts)
     assert counts["train"] == 6 and counts["evaluate"] == 6
+
+
+def test_demo_trains_and_evaluates_all_six_networks(demo_run):
+    """The demo runs end to end: six trained and tested networks, tables and figures, all labelled demo."""
+    import json
+
+    import pandas as pd
+
+    results = demo_run / "results-demo"
+    tests = {p.parent.name: json.loads(p.read_text()) for p in results.glob("*/test.json")}
+    assert set(tests) == {"exp1_ann", "exp1_snn", "exp2_cnn", "exp2_snn", "exp3_snn_mnist", "exp3_snn_nmnist"}
+    for network, result in tests.items():
+        epochs = pd.read_parquet(results / network / "epochs.parquet")
+        assert list(epochs["epoch"]) == list(range(1, len(epochs) + 1))
+        assert result["n_test"] > 0 and sum(map(sum, result["confusion_matrix"])) == result["n_test"]
+    # clearly better than chance (10%) on the demo MNIST
+    assert tests["exp1_ann"]["accuracy"] > 0.6
+    assert tests["exp1_snn"]["accuracy"] > 0.6
+    assert tests["exp3_snn_mnist"]["accuracy"] > 0.3
+    assert (results / "tables" / "table1.csv").read_text().count("DEMO DATA") == 6
+    assert (demo_run / "data-demo" / "DEMO_DATA.txt").exists()
