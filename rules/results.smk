@@ -2,6 +2,8 @@
 # and the study's figures, all marked for the Snakemake report (`snakemake --report`).
 # Each rule's params carry only the config it depends on: a figure style change reruns only
 # `figures`, a telemetry or network change reruns both.
+
+
 rule tables:
     input:
         epochs=per_network("epochs.parquet"),
