@@ -24,13 +24,15 @@ MODELS = PACKAGE / "models.py"
 COMMON_MODEL_CODE = ("input_shape", "_Network", "_require", "build_network", "kaiming_init_", "network_loss", "predict")
 KIND_CODE = {
     "ann": ("ANN",),
-    "snn": ("SNN", "SpikingStage", "Leaky", "LeakyFunction", "ConvPoolFunction", "conv_pool",
+    "snn": ("SNN", "SpikingStage", "active_input_linear", "Leaky", "LeakyFunction", "ConvPoolFunction", "conv_pool",
             "step_mask", "spike_counts", "spike_count_loss"),
 }
 ARCHITECTURE_CODE = {
     "fc": ("build_fc",),
-    "conv5": ("build_conv5", "_conv_stack", "_conv_out"),
-    "conv2": ("build_conv2", "_conv_stack", "_conv_out"),
+    "conv5": ("build_conv5", "_conv_stack", "_conv_out", "Conv2d", "tied_weights_pay", "_tap_selection",
+              "tied_conv2d"),
+    "conv2": ("build_conv2", "_conv_stack", "_conv_out", "Conv2d", "tied_weights_pay", "_tap_selection",
+              "tied_conv2d"),
 }
 # Whole modules each stage's jobs run (besides the model code above).
 STAGE_MODULES = {

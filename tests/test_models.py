@@ -278,3 +278,52 @@ def test_conv_pool_matches_conv_then_max_pool(c_in: int, size: int, padding: int
     torch.testing.assert_close(out, ref, rtol=1e-6, atol=1e-6)   # channels-last sums in another order on the CPU
     for got, want in zip([x.grad, conv.weight.grad, conv.bias.grad], ref_grads):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("size,c_in,c_out", [(2, 16, 24), (4, 8, 12), (1, 4, 6)])
+def test_tied_weight_conv_matches_conv2d(size: int, c_in: int, c_out: int) -> None:
+    """Experiment 2's 4x4 and 2x2 convolutions run as tied-weight Linears: same values and gradients as Conv2d."""
+    from spikebench.models import Conv2d, conv_pool, tied_weights_pay
+
+    assert tied_weights_pay(size, size, 5) and not tied_weights_pay(8, 8, 5)
+    torch.manual_seed(size)
+    ours = Conv2d(c_in, c_out, 5, padding=2)
+    ref = nn.Conv2d(c_in, c_out, 5, padding=2)
+    ref.load_state_dict(ours.state_dict())          # the same parameters and state-dict keys
+    ref.bias.data.normal_()
+    ours.bias.data.copy_(ref.bias.data)
+    x = (torch.rand(9, c_in, size, size) < 0.4).float().requires_grad_()
+    weight = torch.randn(9, c_out, size, size)
+    for run in (lambda m: m(x), lambda m: nn.functional.max_pool2d(m(x), 2) if size > 1 else m(x),
+                lambda m: conv_pool(x, m) if size > 1 else m(x)):
+        outs, grads = [], []
+        for m in (ref, ours):
+            y = run(m)
+            (y * weight[..., :y.shape[-2], :y.shape[-1]]).sum().backward()
+            outs.append(y)
+            grads.append([x.grad.clone(), m.weight.grad.clone(), m.bias.grad.clone()])
+            x.grad = m.weight.grad = m.bias.grad = None
+        torch.testing.assert_close(outs[1], outs[0], rtol=1e-5, atol=1e-5)
+        for got, want in zip(grads[1], grads[0]):
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_active_input_linear_skips_zero_columns_exactly() -> None:
+    """Experiment 1's first layer skips the pixels that are zero in every image: same output and weight gradient."""
+    from spikebench.models import active_input_linear
+
+    torch.manual_seed(5)
+    linear = nn.Linear(30, 7)
+    x = (torch.rand(25, 4, 30) < 0.3).float()
+    x[..., ::3] = 0.0                                  # a third of the inputs never fire
+    y = active_input_linear(x, linear)
+    weight = torch.randn_like(y)
+    (y * weight).sum().backward()
+    grads = [linear.weight.grad.clone(), linear.bias.grad.clone()]
+    linear.zero_grad()
+    ref = linear(x)
+    (ref * weight).sum().backward()
+    torch.testing.assert_close(y, ref, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(grads[0], linear.weight.grad, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(grads[1], linear.bias.grad, rtol=1e-6, atol=1e-6)
+    assert torch.count_nonzero(grads[0][:, ::3]) == 0
