@@ -80,11 +80,32 @@ class InputShapeError(ValueError):
 # --------------------------------------------------------------------------------------------------
 # Fused LIF
 # --------------------------------------------------------------------------------------------------
+def _use_cpu_kernels(x: torch.Tensor) -> bool:
+    """Whether the numba kernels of :mod:`spikebench.kernels` run this float32 CPU tensor's layer (then on as
+    many threads as PyTorch uses)."""
+    if x.device.type != "cpu" or x.dtype != torch.float32 or not CPU_KERNELS:
+        return False
+    from spikebench.kernels import match_torch_threads
+    match_torch_threads()
+    return True
+
+
+#: Use the numba CPU kernels (fused LIF, event-driven convolution) for CPU tensors; False: PyTorch ops only.
+CPU_KERNELS = True
+
+
 class LeakyFunction(torch.autograd.Function):
     """LIF recurrence over all time steps at once: ``current [T, ...] -> (spikes, membrane) [T, ...]``."""
 
     @staticmethod
     def forward(ctx: Any, current: torch.Tensor, beta: float, threshold: float, alpha: float):
+        ctx.beta, ctx.threshold, ctx.alpha = beta, threshold, alpha
+        ctx.set_materialize_grads(False)
+        if _use_cpu_kernels(current):
+            from spikebench.kernels import lif
+            spk, mem = lif.lif_forward(current, beta, threshold)
+            ctx.save_for_backward(mem)
+            return spk, mem
         n_steps = current.shape[0]
         mem = torch.empty_like(current)
         spk = torch.empty_like(current)
@@ -98,8 +119,6 @@ class LeakyFunction(torch.autograd.Function):
             m.sub_(spk[t - 1], alpha=threshold)           # - S[t-1] * threshold (exact: S is 0 or 1)
             torch.gt(m, threshold, out=spk[t])            # H(U[t] - threshold)
         ctx.save_for_backward(mem)
-        ctx.beta, ctx.threshold, ctx.alpha = beta, threshold, alpha
-        ctx.set_materialize_grads(False)
         return spk, mem
 
     @staticmethod
@@ -107,6 +126,9 @@ class LeakyFunction(torch.autograd.Function):
         (mem,) = ctx.saved_tensors
         if grad_spk is None and grad_mem is None:
             return None, None, None, None
+        if _use_cpu_kernels(mem):
+            from spikebench.kernels import lif
+            return lif.lif_backward(mem, grad_spk, grad_mem, ctx.beta, ctx.threshold, ctx.alpha), None, None, None
         if grad_spk is not None:
             # dS/dU of the arctan surrogate, as snntorch.surrogate.ATan.backward computes it.
             grad = (mem - ctx.threshold).mul_(math.pi / 2 * ctx.alpha).pow_(2).add_(1.0)

@@ -3,8 +3,8 @@
 Snakemake reruns a job when its `script:` changes, but not when package code it imports changes.
 The train and evaluate rules therefore carry a `code` param: a SHA-256 over the source of exactly
 the model code a network uses (its architecture's builder in `spikebench/models.py`, the ANN or
-the SNN classes, the fused LIF for SNNs, the loss) plus the modules every training or evaluation
-job runs. Editing `build_conv2` reruns the two experiment-3 networks and nothing else; editing
+the SNN classes, the fused LIF for SNNs, the loss; for SNNs also the numba CPU kernels in
+`spikebench/kernels/`) plus the modules every training or evaluation job runs. Editing `build_conv2` reruns the two experiment-3 networks and nothing else; editing
 `training.py` reruns every train (and evaluate) job.
 
 The source is read with `ast` from the files, so building the DAG does not import torch.
@@ -24,7 +24,8 @@ MODELS = PACKAGE / "models.py"
 COMMON_MODEL_CODE = ("input_shape", "_Network", "_require", "build_network", "kaiming_init_", "network_loss", "predict")
 KIND_CODE = {
     "ann": ("ANN",),
-    "snn": ("SNN", "SpikingStage", "active_input_linear", "Leaky", "LeakyFunction", "ConvPoolFunction", "conv_pool",
+    "snn": ("SNN", "SpikingStage", "active_input_linear", "_use_cpu_kernels", "Leaky", "LeakyFunction",
+            "ConvPoolFunction", "conv_pool",
             "step_mask", "spike_counts", "spike_count_loss"),
 }
 ARCHITECTURE_CODE = {
@@ -33,6 +34,11 @@ ARCHITECTURE_CODE = {
               "tied_conv2d"),
     "conv2": ("build_conv2", "_conv_stack", "_conv_out", "Conv2d", "tied_weights_pay", "_tap_selection",
               "tied_conv2d"),
+}
+# Whole modules the model code of each kind runs (the SNNs' numba CPU kernels).
+KIND_MODULES = {
+    "ann": (),
+    "snn": ("kernels/__init__.py", "kernels/lif.py", "kernels/event_conv.py"),
 }
 # Whole modules each stage's jobs run (besides the model code above).
 STAGE_MODULES = {
@@ -69,6 +75,6 @@ def code_digest(spec: dict, stage: str) -> str:
         if name not in definitions:
             raise KeyError(f"{MODELS}: no top-level definition {name!r} (update spikebench/provenance.py)")
         digest.update(f"{name}\n{definitions[name]}\n".encode())
-    for module in STAGE_MODULES[stage]:
+    for module in (*KIND_MODULES[spec["kind"]], *STAGE_MODULES[stage]):
         digest.update(f"{module}\n".encode() + (PACKAGE / module).read_bytes())
     return digest.hexdigest()
