@@ -92,6 +92,14 @@ def _use_cpu_kernels(x: torch.Tensor) -> bool:
 
 #: Use the numba CPU kernels (fused LIF, event-driven convolution) for CPU tensors; False: PyTorch ops only.
 CPU_KERNELS = True
+#: On the CPU, a convolution whose input has fewer non-zeros than this fraction runs event-driven
+#: (``spikebench.kernels.event_conv``): N-MNIST frames (~0.5%), their layer-1 spikes (~2%), rate-coded MNIST
+#: (~13%). Measured break-even of the forward pass: ~20% for 12 -> 32 channels.
+EVENT_DENSITY = 0.2
+#: The numba LIF kernel runs layers of at least this many neuron-steps (T x neurons). Below, PyTorch's ops are as
+#: fast (experiment 1, [25, 128, 256]: 120 vs 125 ms per training batch) and loading numba would cost ~120 MiB
+#: of resident memory and ~1 s per job for nothing.
+LIF_KERNEL_MIN_SIZE = 2**20
 
 
 class LeakyFunction(torch.autograd.Function):
@@ -101,7 +109,7 @@ class LeakyFunction(torch.autograd.Function):
     def forward(ctx: Any, current: torch.Tensor, beta: float, threshold: float, alpha: float):
         ctx.beta, ctx.threshold, ctx.alpha = beta, threshold, alpha
         ctx.set_materialize_grads(False)
-        if _use_cpu_kernels(current):
+        if current.numel() >= LIF_KERNEL_MIN_SIZE and _use_cpu_kernels(current):
             from spikebench.kernels import lif
             spk, mem = lif.lif_forward(current, beta, threshold)
             ctx.save_for_backward(mem)
@@ -126,7 +134,7 @@ class LeakyFunction(torch.autograd.Function):
         (mem,) = ctx.saved_tensors
         if grad_spk is None and grad_mem is None:
             return None, None, None, None
-        if _use_cpu_kernels(mem):
+        if mem.numel() >= LIF_KERNEL_MIN_SIZE and _use_cpu_kernels(mem):
             from spikebench.kernels import lif
             return lif.lif_backward(mem, grad_spk, grad_mem, ctx.beta, ctx.threshold, ctx.alpha), None, None, None
         if grad_spk is not None:
@@ -180,15 +188,27 @@ class ConvPoolFunction(torch.autograd.Function):
     the CPU, where channels-last is used because PyTorch's CPU max-pool is several times faster in it; all
     images at once on a GPU) and backward routes each chunk's gradient through the saved arg-max indices.
     The max-pool is PyTorch's own, so ties go to the same (first) position as ``nn.MaxPool2d``.
+    On the CPU an input sparser than ``EVENT_DENSITY`` runs through the event-driven numba kernels instead
+    (forward and weight gradient; the input gradient, where needed, stays the dense loop's), which give the
+    same values to float rounding and resolve max-pool ties the same way.
     """
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, padding: int,
                 chunk: int):
         fmt = torch.channels_last if x.device.type == "cpu" else torch.contiguous_format
+        conv_size = (x.shape[2] + 2 * padding - weight.shape[2] + 1, x.shape[3] + 2 * padding - weight.shape[3] + 1)
+        ctx.padding, ctx.chunk, ctx.conv_size, ctx.fmt = padding, chunk, conv_size, fmt
+        ctx.has_bias = bias is not None
+        ctx.events = (_use_cpu_kernels(x) and x.numel() > 0
+                      and torch.count_nonzero(x).item() < EVENT_DENSITY * x.numel())
+        if ctx.events:     # sparse input on the CPU: event-driven kernel, the input's layout as it is
+            from spikebench.kernels import event_conv
+            out, argmax = event_conv.event_conv_pool_forward(x, weight, bias, padding)
+            ctx.save_for_backward(x, weight, argmax)
+            return out
         x = x.contiguous(memory_format=fmt)
         n = x.shape[0]
-        conv_size = (x.shape[2] + 2 * padding - weight.shape[2] + 1, x.shape[3] + 2 * padding - weight.shape[3] + 1)
         shape = (n, weight.shape[0], conv_size[0] // 2, conv_size[1] // 2)
         out = torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=fmt)
         argmax = torch.empty(shape, dtype=torch.int64, device=x.device, memory_format=fmt)
@@ -198,18 +218,23 @@ class ConvPoolFunction(torch.autograd.Function):
                 z = z.contiguous(memory_format=fmt)
             torch.ops.aten.max_pool2d_with_indices.out(z, *_POOL, out=out[s:s + chunk], indices=argmax[s:s + chunk])
         ctx.save_for_backward(x, weight, argmax)
-        ctx.padding, ctx.chunk, ctx.conv_size, ctx.fmt = padding, chunk, conv_size, fmt
-        ctx.has_bias = bias is not None
         return out
 
     @staticmethod
     def backward(ctx: Any, grad_out: torch.Tensor):
         x, weight, argmax = ctx.saved_tensors
         need_x, need_w, need_b = ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.needs_input_grad[2]
-        grad_x = torch.empty_like(x) if need_x else None
+        grad_out = grad_out.contiguous(memory_format=ctx.fmt)
         grad_w = torch.zeros_like(weight) if need_w else None
         grad_b = weight.new_zeros(weight.shape[0]) if need_b else None
-        grad_out = grad_out.contiguous(memory_format=ctx.fmt)
+        if ctx.events and (need_w or need_b):
+            from spikebench.kernels import event_conv
+            gw, gb = event_conv.event_conv_pool_weight_grad(x, grad_out, argmax, weight.shape, ctx.padding)
+            grad_w, grad_b = (gw if need_w else None), (gb if need_b else None)
+            need_w = need_b = False       # the dense loop below computes the input gradient only
+            if not need_x:
+                return None, grad_w, grad_b, None, None
+        grad_x = torch.empty_like(x, memory_format=ctx.fmt) if need_x else None
         for s in range(0, x.shape[0], ctx.chunk):
             g = grad_out[s:s + ctx.chunk]
             like = torch.empty((g.shape[0], g.shape[1], *ctx.conv_size), dtype=g.dtype, device=g.device,
@@ -355,7 +380,12 @@ def active_input_linear(x: torch.Tensor, linear: nn.Linear) -> torch.Tensor:
     batch, so those columns of the [T*B, 784] x [784, 256] products (forward and weight gradient) only add
     zeros. The weight gradient of the skipped columns is exactly zero, as it would be with them included.
     """
-    active = x.reshape(-1, x.shape[-1]).any(0).nonzero().squeeze(1)
+    rows = x.reshape(-1, x.shape[-1])
+    # Column sums as one matrix-vector product (~5x faster than rows.any(0) on the CPU); of |x| unless x >= 0
+    # (spikes), where no sum of non-zeros can cancel to zero.
+    ones = rows.new_ones(1, rows.shape[0])
+    sums = ones @ (rows if rows.min() >= 0 else rows.abs())
+    active = sums.squeeze(0).nonzero().squeeze(1)
     if active.numel() > 0.9 * x.shape[-1]:
         return linear(x)
     return F.linear(x.index_select(-1, active), linear.weight.index_select(1, active), linear.bias)

@@ -113,12 +113,16 @@ def test_rejects_bad_input():
 
 
 def test_leaky_function_uses_the_kernel_on_the_cpu(monkeypatch):
-    """LeakyFunction dispatches float32 CPU tensors to the kernel (same numbers as its PyTorch path)."""
+    """LeakyFunction sends float32 CPU layers of LIF_KERNEL_MIN_SIZE neuron-steps or more to the kernel (same
+    numbers as its PyTorch path), smaller ones to its PyTorch operations."""
     calls = []
     import spikebench.kernels.lif as lif_module
     real = lif_module.lif_forward
     monkeypatch.setattr(lif_module, "lif_forward", lambda *a: calls.append(1) or real(*a))
     current = torch.randn(6, 3, 5)
+    LeakyFunction.apply(current, 0.8, 1.0, ALPHA)
+    assert calls == []
+    monkeypatch.setattr(models, "LIF_KERNEL_MIN_SIZE", current.numel())
     spk, mem = LeakyFunction.apply(current, 0.8, 1.0, ALPHA)
     assert calls == [1]
     ref_spk, ref_mem, _ = reference(current, 0.8, 1.0)

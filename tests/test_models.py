@@ -108,7 +108,11 @@ def _snntorch_lif(current: torch.Tensor, beta: float, threshold: float) -> tuple
     (40, (8, 10), 0.4, 0.95, 0.5),
     (1, (5, 3), 3.0, 0.8, 1.0),
 ])
-def test_lif_matches_snntorch(steps, shape, scale, beta, threshold) -> None:
+@pytest.mark.parametrize("kernel", [False, True], ids=["torch-ops", "numba-kernel"])
+def test_lif_matches_snntorch(steps, shape, scale, beta, threshold, kernel, monkeypatch) -> None:
+    from spikebench import models
+
+    monkeypatch.setattr(models, "LIF_KERNEL_MIN_SIZE", 0 if kernel else 2**62)
     torch.manual_seed(steps)
     current = (torch.randn(steps, *shape) * scale + 0.3).requires_grad_()
     w_spk, w_mem = torch.randn(steps, *shape), torch.randn(steps, *shape)
@@ -154,9 +158,17 @@ def _run_reference(ref: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
     return torch.stack([ref(x[t]) for t in range(x.shape[0])])
 
 
+@pytest.mark.parametrize("kernels", [False, True], ids=["torch-ops", "all-cpu-kernels"])
 @pytest.mark.parametrize("network,steps", [("exp1_snn", 6), ("exp2_snn", 3), ("exp3_snn_mnist", 5),
                                            ("exp3_snn_nmnist", 4)])
-def test_network_matches_snntorch_loop(network: str, steps: int) -> None:
+def test_network_matches_snntorch_loop(network: str, steps: int, kernels: bool, monkeypatch) -> None:
+    """Same output spikes, loss and gradients as a snnTorch-tutorial loop with the same weights; with the CPU
+    kernels forced on for every layer (numba LIF, event-driven convolutions) or off."""
+    from spikebench import models
+
+    monkeypatch.setattr(models, "CPU_KERNELS", kernels)
+    monkeypatch.setattr(models, "LIF_KERNEL_MIN_SIZE", 0)
+    monkeypatch.setattr(models, "EVENT_DENSITY", 1.01)
     torch.manual_seed(1)
     spec = NETWORKS[network]
     net = build_network(spec, network).eval()   # eval: dropout (exp2) off, its masks are random
@@ -256,14 +268,25 @@ def test_ann_loss_is_cross_entropy() -> None:
     torch.testing.assert_close(network_loss("ann", logits, y), nn.functional.cross_entropy(logits, y))
 
 
+@pytest.mark.parametrize("kernels", [True, False], ids=["cpu-kernels", "torch-only"])
 @pytest.mark.parametrize("c_in,size,padding,density", [(1, 32, 0, 0.13), (2, 34, 0, 0.01), (3, 16, 2, 0.3)])
-def test_conv_pool_matches_conv_then_max_pool(c_in: int, size: int, padding: int, density: float) -> None:
+def test_conv_pool_matches_conv_then_max_pool(c_in: int, size: int, padding: int, density: float, kernels: bool,
+                                              monkeypatch) -> None:
     """Chunked conv + max-pool: same output and gradients as Conv2d then MaxPool2d, ties included.
 
     Sparse binary inputs make many 2x2 windows all-zero, so the four candidates of a window tie at the bias;
-    the gradient must go to the same (first) position as in PyTorch's max-pool.
+    the gradient must go to the same (first) position as in PyTorch's max-pool. With the CPU kernels on, the
+    two sparse cases (densities below ``EVENT_DENSITY``) run event-driven, the third densely.
     """
+    from spikebench import models
     from spikebench.models import ConvPoolFunction
+
+    from spikebench.kernels import event_conv
+
+    monkeypatch.setattr(models, "CPU_KERNELS", kernels)
+    calls = []
+    real = event_conv.event_conv_pool_forward
+    monkeypatch.setattr(event_conv, "event_conv_pool_forward", lambda *a: calls.append(1) or real(*a))
 
     torch.manual_seed(c_in)
     conv = nn.Conv2d(c_in, 6, 5, padding=padding)
@@ -275,6 +298,7 @@ def test_conv_pool_matches_conv_then_max_pool(c_in: int, size: int, padding: int
     x.grad = conv.weight.grad = conv.bias.grad = None
     out = ConvPoolFunction.apply(x, conv.weight, conv.bias, padding, 8)   # 5 chunks, the last one short
     (out * weight).sum().backward()
+    assert len(calls) == (kernels and density < models.EVENT_DENSITY)
     torch.testing.assert_close(out, ref, rtol=1e-6, atol=1e-6)   # channels-last sums in another order on the CPU
     for got, want in zip([x.grad, conv.weight.grad, conv.bias.grad], ref_grads):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)

@@ -212,13 +212,15 @@ def test_dataset_that_does_not_fit_names_the_file(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------- the device-resident data path
-def test_rate_code_is_bernoulli_and_reproducible() -> None:
-    x = torch.tensor([[0.0, 0.25, 0.5, 1.0]]).repeat(500, 1)
+@pytest.mark.parametrize("zeros", [0, 12], ids=["dense", "mostly-zero"])
+def test_rate_code_is_bernoulli_and_reproducible(zeros: int) -> None:
+    """Both paths (every input drawn; only the non-zero ones drawn, when most are zero) fire at rate x."""
+    x = torch.tensor([[0.0, 0.25, 0.5, 1.0] + [0.0] * zeros]).repeat(500, 1)
     spikes = rate_code(x, 40, torch.Generator().manual_seed(3))
-    assert spikes.shape == (40, 500, 4) and spikes.dtype == torch.float32
+    assert spikes.shape == (40, 500, 4 + zeros) and spikes.dtype == torch.float32
     assert set(spikes.unique().tolist()) == {0.0, 1.0}
     rates = spikes.mean((0, 1))
-    assert rates[0] == 0.0 and rates[3] == 1.0
+    assert rates[0] == 0.0 and rates[3] == 1.0 and torch.all(rates[4:] == 0.0)
     assert abs(rates[1] - 0.25) < 0.01 and abs(rates[2] - 0.5) < 0.01
     assert torch.equal(spikes, rate_code(x, 40, torch.Generator().manual_seed(3)))
 

@@ -100,7 +100,20 @@ class DeviceFrames:
 
 
 def rate_code(x: torch.Tensor, num_steps: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Bernoulli spikes ``[num_steps, *x.shape]`` with probability ``x`` per step (``snntorch.spikegen.rate``)."""
+    """Bernoulli spikes ``[num_steps, *x.shape]`` with probability ``x`` per step (``snntorch.spikegen.rate``).
+
+    On the CPU, when most inputs are zero (MNIST: ~80% of the pixels of a digit), random numbers are drawn only
+    for the non-zero ones (a zero-probability input never fires either way): the same distribution, ~5x fewer
+    draws. On a GPU every input gets a draw (finding the non-zeros would synchronise with the host).
+    """
+    if x.device.type == "cpu":
+        flat = x.reshape(-1)
+        active = flat.nonzero().squeeze(1)
+        if active.numel() < flat.numel() // 2:
+            draws = torch.rand((num_steps, active.numel()), generator=generator, dtype=x.dtype)
+            spikes = torch.zeros((num_steps, flat.numel()), dtype=x.dtype)
+            spikes.index_copy_(1, active, torch.lt(draws, flat[active], out=draws))
+            return spikes.reshape(num_steps, *x.shape)
     draws = torch.rand((num_steps, *x.shape), generator=generator, device=x.device, dtype=x.dtype)
     return torch.lt(draws, x, out=draws)  # in place: 1.0 where the draw is below the probability
 

@@ -29,17 +29,7 @@ import torch
 from numba import types
 from numba.extending import intrinsic
 
-
-def _njit(**options):
-    """``numba.njit(cache=True, **options)``, or without the on-disk cache where numba finds no writable
-    place for one (neither the package's ``__pycache__`` nor the user's cache dir): it then raises at
-    decoration time, which would make this module fail to import; compiling in every process is fine."""
-    def decorate(func):
-        try:
-            return numba.njit(cache=True, **options)(func)
-        except RuntimeError:
-            return numba.njit(**options)(func)
-    return decorate
+from spikebench.kernels import njit_cached
 
 
 #: Neurons per block: the block's rows (5 x 16 KiB per time step) stay in L2 over the whole time loop.
@@ -57,7 +47,7 @@ def _fma(typingctx, a, b, c):
     return sig, codegen
 
 
-@_njit()
+@njit_cached()
 def _forward_row(cur, mem_prev, spk_prev, mem, spk, beta, thr):  # pragma: no cover - compiled
     for j in range(cur.shape[0]):
         u = ((beta * mem_prev[j]) + cur[j]) - spk_prev[j] * thr
@@ -65,7 +55,7 @@ def _forward_row(cur, mem_prev, spk_prev, mem, spk, beta, thr):  # pragma: no co
         spk[j] = u > thr
 
 
-@_njit(parallel=True)
+@njit_cached(parallel=True)
 def _forward(cur, spk, mem, beta, thr):  # pragma: no cover - compiled
     n_steps, n = cur.shape
     for b in numba.prange((n + BLOCK - 1) // BLOCK):
@@ -80,7 +70,7 @@ def _forward(cur, spk, mem, beta, thr):  # pragma: no cover - compiled
 
 # error_model="numpy": x / 0 gives inf as in PyTorch (and no Python ZeroDivisionError check that
 # would stop the loop from being vectorised).
-@_njit(error_model="numpy")
+@njit_cached(error_model="numpy")
 def _backward_row(mem, grad_spk, grad_mem, grad_next, grad, has_spk, has_mem, has_next,
                   beta, thr, scale, half_alpha):  # pragma: no cover - compiled
     one = np.float32(1.0)
@@ -97,7 +87,7 @@ def _backward_row(mem, grad_spk, grad_mem, grad_next, grad, has_spk, has_mem, ha
         grad[j] = g
 
 
-@_njit(parallel=True)
+@njit_cached(parallel=True)
 def _backward(mem, grad_spk, grad_mem, has_spk, has_mem, grad, beta, thr, scale, half_alpha):  # pragma: no cover
     n_steps, n = mem.shape
     for b in numba.prange((n + BLOCK - 1) // BLOCK):
