@@ -96,6 +96,9 @@ CPU_KERNELS = True
 #: (``spikebench.kernels.event_conv``): N-MNIST frames (~0.5%), their layer-1 spikes (~2%), rate-coded MNIST
 #: (~13%). Measured break-even of the forward pass: ~20% for 12 -> 32 channels.
 EVENT_DENSITY = 0.2
+#: ... and the weight gradient of a convolution with at most 3 input channels runs event-driven below this
+#: density (experiment 2's first layer on rate-coded CIFAR-10, ~50%: 1.13 s -> 0.64 s per 3200 images).
+EVENT_WEIGHT_GRAD_DENSITY = 0.7
 #: The numba LIF kernel runs layers of at least this many neuron-steps (T x neurons). Below, PyTorch's ops are as
 #: fast (experiment 1, [25, 128, 256]: 120 vs 125 ms per training batch) and loading numba would cost ~120 MiB
 #: of resident memory and ~1 s per job for nothing.
@@ -190,7 +193,8 @@ class ConvPoolFunction(torch.autograd.Function):
     The max-pool is PyTorch's own, so ties go to the same (first) position as ``nn.MaxPool2d``.
     On the CPU an input sparser than ``EVENT_DENSITY`` runs through the event-driven numba kernels instead
     (forward and weight gradient; the input gradient, where needed, stays the dense loop's), which give the
-    same values to float rounding and resolve max-pool ties the same way.
+    same values to float rounding and resolve max-pool ties the same way; with at most 3 input channels the
+    weight gradient is event-driven up to ``EVENT_WEIGHT_GRAD_DENSITY``.
     """
 
     @staticmethod
@@ -200,8 +204,10 @@ class ConvPoolFunction(torch.autograd.Function):
         conv_size = (x.shape[2] + 2 * padding - weight.shape[2] + 1, x.shape[3] + 2 * padding - weight.shape[3] + 1)
         ctx.padding, ctx.chunk, ctx.conv_size, ctx.fmt = padding, chunk, conv_size, fmt
         ctx.has_bias = bias is not None
-        ctx.events = (_use_cpu_kernels(x) and x.numel() > 0
-                      and torch.count_nonzero(x).item() < EVENT_DENSITY * x.numel())
+        density = torch.count_nonzero(x).item() / x.numel() if x.numel() and _use_cpu_kernels(x) else 1.0
+        ctx.events = density < EVENT_DENSITY
+        # oneDNN's weight gradient is slow for few input channels: the event kernel's pays up to ~70% density.
+        ctx.event_weight_grad = ctx.events or (x.shape[1] <= 3 and density < EVENT_WEIGHT_GRAD_DENSITY)
         if ctx.events:     # sparse input on the CPU: event-driven kernel, the input's layout as it is
             from spikebench.kernels import event_conv
             out, argmax = event_conv.event_conv_pool_forward(x, weight, bias, padding)
@@ -227,7 +233,7 @@ class ConvPoolFunction(torch.autograd.Function):
         grad_out = grad_out.contiguous(memory_format=ctx.fmt)
         grad_w = torch.zeros_like(weight) if need_w else None
         grad_b = weight.new_zeros(weight.shape[0]) if need_b else None
-        if ctx.events and (need_w or need_b):
+        if ctx.event_weight_grad and (need_w or need_b):
             from spikebench.kernels import event_conv
             gw, gb = event_conv.event_conv_pool_weight_grad(x, grad_out, argmax, weight.shape, ctx.padding)
             grad_w, grad_b = (gw if need_w else None), (gb if need_b else None)

@@ -127,3 +127,20 @@ def test_leaky_function_uses_the_kernel_on_the_cpu(monkeypatch):
     assert calls == [1]
     ref_spk, ref_mem, _ = reference(current, 0.8, 1.0)
     assert torch.equal(spk, ref_spk) and torch.equal(mem, ref_mem)
+
+
+def test_channels_last_layout_is_kept_without_copies():
+    """A channels-last layer (conv + pool output viewed as [T, B, C, H, W]) keeps its layout through the kernel."""
+    conv_out = torch.randn(6 * 4, 5, 7, 7).contiguous(memory_format=torch.channels_last) * 2
+    current = conv_out.view(6, 4, 5, 7, 7)
+    spk, mem = lif_forward(current, 0.8, 1.0)
+    assert spk.stride() == mem.stride() == current.stride()
+    ref_spk, ref_mem, _ = reference(current, 0.8, 1.0)
+    assert torch.equal(spk, ref_spk) and torch.equal(mem, ref_mem)
+    grad_spk = torch.randn_like(current)             # same (channels-last) layout as the spikes
+    grad = lif_backward(mem, grad_spk, None, 0.8, 1.0, ALPHA)
+    assert grad.stride() == current.stride()
+    _, _, ref_grad = reference(current, 0.8, 1.0, grad_spk=grad_spk)
+    torch.testing.assert_close(grad, ref_grad, rtol=1e-6, atol=1e-7)
+    grad = lif_backward(mem, grad_spk.contiguous(), None, 0.8, 1.0, ALPHA)   # another layout: copied, same values
+    torch.testing.assert_close(grad, ref_grad, rtol=1e-6, atol=1e-7)
