@@ -261,45 +261,59 @@ class ConvPoolFunction(torch.autograd.Function):
 # --------------------------------------------------------------------------------------------------
 # Convolution on a small map as a Linear layer with tied weights
 # --------------------------------------------------------------------------------------------------
-def tied_weights_pay(height: int, width: int, kernel: int) -> bool:
-    """True when a 'same' convolution on a ``height x width`` map is cheaper as a Linear layer with tied weights.
+#: The tied-weight matrix may always take this much memory (elements; 16 MiB of float32), see tied_weights_pay.
+TIED_MATRIX_FREE_SIZE = 2**22
+
+
+def tied_weights_pay(x: torch.Tensor, conv: nn.Conv2d) -> bool:
+    """True when ``conv`` (5x5 'same') on ``x [N, C, H, W]`` is better run as a Linear layer with tied weights.
 
     On a map with fewer positions than kernel taps (experiment 2's fourth and fifth convolutions: 4x4 and 2x2
     maps, 5x5 kernel, padding 2) most of a direct convolution's multiply-adds hit the zero padding, and
     oneDNN's weight gradient for such shapes runs at a fraction of its usual speed. As a Linear layer
-    ``[C_out*H*W, C_in*H*W]`` whose entries are the kernel's weights, it does only the products that count:
-    12.3 s -> 0.7 s forward + backward for the fifth convolution of a 3200-image exp2_snn batch on one core.
+    ``[C_out*H*W, H*W*C_in]`` whose entries are the kernel's weights, it does only the products that count:
+    12.3 s -> 0.75 s forward + backward for the fifth convolution of a 3200-image exp2_snn batch on one core
+    (fourth: 4.3 s -> 2.5 s). The matrix and its gradient take memory, though: used only where the matrix is
+    no larger than the layer's output for the batch, or than ``TIED_MATRIX_FREE_SIZE`` (exp2_cnn's 128-image
+    batches: the fourth convolution's 34 MiB matrix would raise the peak by ~60 MiB, so it stays direct).
     """
-    return height * width < kernel * kernel
+    n, _, height, width = x.shape
+    kernel, padding = conv.kernel_size[0], conv.padding[0]
+    if padding * 2 + 1 != kernel or height * width >= kernel * kernel:
+        return False
+    matrix = conv.out_channels * conv.in_channels * (height * width) ** 2
+    return matrix <= max(n * conv.out_channels * height * width, TIED_MATRIX_FREE_SIZE)
 
 
 @functools.lru_cache(maxsize=16)
-def _tap_selection(height: int, width: int, kernel: int, padding: int, device: str) -> torch.Tensor:
-    """0/1 matrix ``[kernel*kernel, (H*W)*(H*W)]``: which kernel tap links output (y, x) to input (iy, ix)."""
-    sel = torch.zeros(kernel, kernel, height * width, height * width)
+def _tap_index(height: int, width: int, kernel: int, padding: int, device: str) -> torch.Tensor:
+    """``[H*W, H*W]`` int64: the kernel tap ``ky*kernel + kx`` that links output position (y, x) to input position
+    (iy, ix), or ``kernel*kernel`` (an extra zero tap) where none does."""
+    index = torch.full((height * width, height * width), kernel * kernel, dtype=torch.int64)
     for y in range(height):
         for x in range(width):
             for iy in range(max(0, y - padding), min(height, y - padding + kernel)):
                 for ix in range(max(0, x - padding), min(width, x - padding + kernel)):
-                    sel[iy - y + padding, ix - x + padding, y * width + x, iy * width + ix] = 1.0
-    return sel.reshape(kernel * kernel, -1).to(device)
+                    index[y * width + x, iy * width + ix] = (iy - y + padding) * kernel + (ix - x + padding)
+    return index.to(device)
 
 
 def tied_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, padding: int) -> torch.Tensor:
     """``F.conv2d(x, weight, bias, padding=padding)`` (stride 1, 'same' size) computed as one Linear layer.
 
-    The effective matrix is built by a product with a 0/1 tap-selection matrix (exact: each entry is one weight
-    times 1), so autograd returns the kernel's gradient as the sum over the positions that share each weight,
-    deterministically on every device. Equal to the direct convolution to float rounding (summation order).
+    The effective matrix ``[C_out*H*W, H*W*C_in]`` is gathered from the kernel's taps (plus a zero tap) in the
+    order that needs no further copy; input features are taken in (position, channel) order, a free view of a
+    channels-last input. Autograd scatters the matrix's gradient back onto the taps. Equal to the direct
+    convolution to float rounding (summation order).
     """
     n, c_in, h, w = x.shape
     c_out, _, k, _ = weight.shape
     if h + 2 * padding - k + 1 != h or w + 2 * padding - k + 1 != w:
         raise ValueError(f"tied_conv2d needs a 'same' convolution; got a {h}x{w} map, kernel {k}, padding {padding}")
-    sel = _tap_selection(h, w, k, padding, str(x.device))
-    w_eff = (weight.reshape(c_out * c_in, k * k) @ sel).reshape(c_out, c_in, h * w, h * w)
-    w_eff = w_eff.permute(0, 2, 1, 3).reshape(c_out * h * w, c_in * h * w)
-    flat = x.reshape(n, c_in * h * w)
+    taps = weight.reshape(c_out, c_in, k * k).transpose(1, 2)                     # [C_out, taps, C_in]
+    taps = torch.cat([taps, taps.new_zeros(c_out, 1, c_in)], 1)                   # + the zero tap
+    w_eff = taps[:, _tap_index(h, w, k, padding, str(x.device))].reshape(c_out * h * w, h * w * c_in)
+    flat = x.permute(0, 2, 3, 1).reshape(n, h * w * c_in)
     out = flat @ w_eff.t() if bias is None else torch.addmm(bias.repeat_interleave(h * w), flat, w_eff.t())
     return out.reshape(n, c_out, h, w)
 
@@ -308,8 +322,7 @@ class Conv2d(nn.Conv2d):
     """``nn.Conv2d`` (same parameters and state-dict keys) that runs as a tied-weight Linear on small maps."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.padding[0] * 2 + 1 == self.kernel_size[0] and tied_weights_pay(x.shape[-2], x.shape[-1],
-                                                                               self.kernel_size[0]):
+        if x.dim() == 4 and tied_weights_pay(x, self):
             return tied_conv2d(x, self.weight, self.bias, int(self.padding[0]))
         return super().forward(x)
 
@@ -318,7 +331,7 @@ def conv_pool(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
     """``max_pool2d(conv(x), 2)`` for ``x [N, C, H, W]``: ``ConvPoolFunction`` (cache-sized chunks on the CPU),
     or the tied-weight Linear followed by PyTorch's max-pool on maps where that pays."""
     padding = int(conv.padding[0])
-    if padding * 2 + 1 == conv.kernel_size[0] and tied_weights_pay(x.shape[2], x.shape[3], conv.kernel_size[0]):
+    if tied_weights_pay(x, conv):
         return F.max_pool2d(tied_conv2d(x, conv.weight, conv.bias, padding), 2)
     if x.device.type == "cpu":
         h = x.shape[2] + 2 * padding - conv.kernel_size[0] + 1

@@ -30,9 +30,9 @@ KIND_CODE = {
 }
 ARCHITECTURE_CODE = {
     "fc": ("build_fc",),
-    "conv5": ("build_conv5", "_conv_stack", "_conv_out", "Conv2d", "tied_weights_pay", "_tap_selection",
+    "conv5": ("build_conv5", "_conv_stack", "_conv_out", "Conv2d", "tied_weights_pay", "_tap_index",
               "tied_conv2d"),
-    "conv2": ("build_conv2", "_conv_stack", "_conv_out", "Conv2d", "tied_weights_pay", "_tap_selection",
+    "conv2": ("build_conv2", "_conv_stack", "_conv_out", "Conv2d", "tied_weights_pay", "_tap_index",
               "tied_conv2d"),
 }
 # Whole modules the model code of each kind runs (the SNNs' numba CPU kernels).

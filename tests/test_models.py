@@ -314,7 +314,12 @@ def test_tied_weight_conv_matches_conv2d(size: int, c_in: int, c_out: int) -> No
     """Experiment 2's 4x4 and 2x2 convolutions run as tied-weight Linears: same values and gradients as Conv2d."""
     from spikebench.models import Conv2d, conv_pool, tied_weights_pay
 
-    assert tied_weights_pay(size, size, 5) and not tied_weights_pay(8, 8, 5)
+    assert tied_weights_pay(torch.zeros(9, c_in, size, size), Conv2d(c_in, c_out, 5, padding=2))
+    assert not tied_weights_pay(torch.zeros(9, c_in, 8, 8), Conv2d(c_in, c_out, 5, padding=2))
+    # exp2's fourth convolution: tied for an SNN's 3200 images per batch, direct for a CNN's 128 (memory)
+    conv4 = Conv2d(128, 256, 5, padding=2)
+    assert tied_weights_pay(torch.zeros(3200, 128, 4, 4), conv4)
+    assert not tied_weights_pay(torch.zeros(128, 128, 4, 4), conv4)
     torch.manual_seed(size)
     ours = Conv2d(c_in, c_out, 5, padding=2)
     ref = nn.Conv2d(c_in, c_out, 5, padding=2)

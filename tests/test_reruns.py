@@ -101,3 +101,11 @@ def test_training_code_change_reruns_every_training_job(finished_copy):
     jobs = planned_jobs(finished_copy)
     trained = {wildcards for rule, wildcards in jobs if rule == "train"}
     assert len(trained) == 6 and not {rule for rule, _ in jobs} & DATA_RULES
+
+
+def test_cpu_kernel_change_reruns_the_snns_only(finished_copy):
+    kernel = finished_copy / "spikebench" / "kernels" / "event_conv.py"
+    kernel.write_text(kernel.read_text() + "\n# a change to the event-driven convolution\n")
+    jobs = planned_jobs(finished_copy)
+    snns = ("exp1_snn", "exp2_snn", "exp3_snn_mnist", "exp3_snn_nmnist")
+    assert without_aggregation(jobs) == set().union(*(network_jobs(n) for n in snns))
