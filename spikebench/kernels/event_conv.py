@@ -62,6 +62,27 @@ def _block_size(n: int) -> int:
     return max(MIN_BLOCK, -(-n // MAX_BLOCKS))
 
 
+@njit_cached(inline="always")
+def _event_taps(i, nhwc, c_in, h, w, pad, ho, wo, kh, kw, n_out):  # pragma: no cover - compiled
+    """Where the input value at flat index ``i`` reaches: its channel ``c`` and row ``yq``, the kernel rows
+    ``ky0 .. ky1-1`` in range, and per kernel row one contiguous run of ``nk`` values that starts at ``b0`` in a
+    conv-map row ``[Wo*C_out]`` and at ``w0`` in a ``wf`` row (taps kx1-1 .. kx0 hit conv columns
+    ox0 .. ox0 + (kx1-kx0) - 1)."""
+    if nhwc:
+        c = i % c_in
+        r = i // c_in
+        xq = r % w
+        yq = r // w
+    else:
+        xq = i % w
+        r = i // w
+        yq = r % h
+        c = r // h
+    ky0, ky1 = max(0, yq + pad - ho + 1), min(kh, yq + pad + 1)
+    kx0, kx1 = max(0, xq + pad - wo + 1), min(kw, xq + pad + 1)
+    return c, yq, ky0, ky1, (xq + pad - kx1 + 1) * n_out, (kw - kx1) * n_out, (kx1 - kx0) * n_out
+
+
 @njit_cached(parallel=True)
 def _forward(x, nhwc, c_in, h, w, wf, bias, pad, ho, wo, out, am, block):  # pragma: no cover - compiled
     # Blocks of images in parallel. The per-block work is a separate (serial) function: compiled inside the
@@ -98,22 +119,7 @@ def _forward_block(x, nhwc, c_in, h, w, wf, bias, pad, ho, wo, out, am, lo, hi):
         for i in range(length):
             v = x[n, i]
             if v != 0:
-                if nhwc:
-                    c = i % c_in
-                    r = i // c_in
-                    xq = r % w
-                    yq = r // w
-                else:
-                    xq = i % w
-                    r = i // w
-                    yq = r % h
-                    c = r // h
-                # Taps kx1-1 .. kx0 hit conv columns ox0 .. ox0 + (kx1-kx0) - 1: one contiguous run.
-                ky0, ky1 = max(0, yq + pad - ho + 1), min(kh, yq + pad + 1)
-                kx0, kx1 = max(0, xq + pad - wo + 1), min(kw, xq + pad + 1)
-                nk = (kx1 - kx0) * n_out
-                b0 = (xq + pad - kx1 + 1) * n_out
-                w0 = (kw - kx1) * n_out
+                c, yq, ky0, ky1, b0, w0, nk = _event_taps(i, nhwc, c_in, h, w, pad, ho, wo, kh, kw, n_out)
                 for ky in range(ky0, ky1):
                     dst = buf[yq + pad - ky, b0:b0 + nk]
                     src = wf[c * kh + ky, w0:w0 + nk]
@@ -187,21 +193,7 @@ def _weight_grad_block(x, nhwc, c_in, h, w, g, am, pad, ho, wo, pw, pb, lo, hi):
         for e in range(n_ev):
             i = events[e]
             v = x[n, i]
-            if nhwc:
-                c = i % c_in
-                r = i // c_in
-                xq = r % w
-                yq = r // w
-            else:
-                xq = i % w
-                r = i // w
-                yq = r % h
-                c = r // h
-            ky0, ky1 = max(0, yq + pad - ho + 1), min(kh, yq + pad + 1)
-            kx0, kx1 = max(0, xq + pad - wo + 1), min(kw, xq + pad + 1)
-            nk = (kx1 - kx0) * n_out
-            b0 = (xq + pad - kx1 + 1) * n_out
-            w0 = (kw - kx1) * n_out
+            c, yq, ky0, ky1, b0, w0, nk = _event_taps(i, nhwc, c_in, h, w, pad, ho, wo, kh, kw, n_out)
             for ky in range(ky0, ky1):
                 src = grid[yq + pad - ky, b0:b0 + nk]
                 dst = pw[c * kh + ky, w0:w0 + nk]
