@@ -34,11 +34,14 @@ Convolution layers (``ConvPoolFunction``: conv + 2x2 max-pool in cache-sized chu
 CPU, only the max-pool arg-max saved) sum in a different order than an NCHW ``nn.Conv2d``, so their currents
 agree with snnTorch's to float rounding.
 
-Two formulations do fewer multiply-adds than a direct layer and give the same values to float rounding, on
-every device: a 'same' 5x5 convolution on a map with fewer positions than kernel taps (experiment 2's 4x4 and
-2x2 maps) runs as one Linear layer with tied weights (:func:`tied_conv2d`, ANN and SNN alike, so the SNN/ANN
-cost ratio stays like for like); on the CPU a Linear layer whose input needs no gradient skips the input
-features that are zero in every row (:func:`active_input_linear`: experiment 1's never-firing pixels).
+Some layers do fewer multiply-adds than a direct implementation and give the same values to float rounding:
+a 'same' 5x5 convolution on a map with fewer positions than kernel taps (experiment 2's 4x4 and 2x2 maps) runs
+as one Linear layer with tied weights where that matrix is small next to the batch (:func:`tied_weights_pay`;
+ANN and SNN by the same rule, every device); on the CPU a Linear layer whose input needs no gradient skips
+the input features that are zero in every row (:func:`active_input_linear`: experiment 1's never-firing
+pixels); and on the CPU the numba kernels of :mod:`spikebench.kernels` run the LIF recurrence of large layers
+(bitwise the same as the PyTorch loop below) and convolutions of sparse inputs event by event
+(``ConvPoolFunction``). ``CPU_KERNELS = False`` switches the numba kernels off.
 
 Losses: ANN cross-entropy; SNN ``spike_count_loss`` = ``snntorch.functional.mse_count_loss(correct_rate,
 incorrect_rate)``. Prediction: the output neuron with the most spikes (ANN: the largest logit); ties go to
