@@ -18,8 +18,8 @@ Kaiming initialisation and the dropout masks; a CPU ``torch.Generator`` shuffles
 draws the rate-coding spikes (training and validation). The checkpoint stores all three states, so a resumed
 run draws the same numbers as an uninterrupted one.
 
-Determinism. On the CPU, the same seed, torch build and thread count give bitwise identical weights and epochs
-tables (timing, speed and memory columns aside), also across a kill and resume (tested). On a GPU, results are
+Determinism. On the CPU, the same seed, torch and numba builds and thread count give bitwise identical weights
+and epochs tables (timing, speed and memory columns aside), also across a kill and resume (tested). On a GPU, results are
 reproducible only to float rounding: cuDNN chooses convolution algorithms per run and some of them
 (notably weight-gradient kernels) accumulate with atomics, so the order of float additions, and after many
 steps the weights, can differ between runs. ``deterministic=True`` calls
