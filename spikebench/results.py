@@ -106,15 +106,21 @@ def read_hardware(path: str | Path) -> dict:
     return value if isinstance(value, dict) else {"value": value}
 
 
+def _read_parquet(path: Path, columns, what: str, written_by: str = "") -> pd.DataFrame:
+    """The Parquet file ``path`` as a DataFrame, or a clear error if it is absent or lacks one of ``columns``."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} not found: {path}{written_by}")
+    df = pq.read_table(path).to_pandas()
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise ResultsInputError(f"{path}: {what} lacks columns {missing} (has {list(df.columns)})")
+    return df
+
+
 def read_epochs(path: str | Path) -> pd.DataFrame:
     """One network's ``epochs.parquet``, sorted by epoch; its hardware JSON in ``.attrs['hardware']``."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"epochs table not found: {path} (written by the rule train)")
-    df = pq.read_table(path).to_pandas()
-    missing = [c for c in EPOCH_COLUMNS if c not in df.columns]
-    if missing:
-        raise ResultsInputError(f"{path}: epochs table lacks columns {missing} (has {list(df.columns)})")
+    df = _read_parquet(path, EPOCH_COLUMNS, "epochs table", " (written by the rule train)")
     if df.empty:
         raise ResultsInputError(f"{path}: epochs table has no rows (expected one per epoch)")
     df = df.sort_values("epoch", kind="stable").reset_index(drop=True)
@@ -146,13 +152,7 @@ def read_test(path: str | Path) -> dict:
 
 def read_telemetry(path: str | Path) -> pd.DataFrame:
     """A telemetry sidecar (one row per sample), sorted by time; may have no rows."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"telemetry sidecar not found: {path}")
-    df = pq.read_table(path).to_pandas()
-    missing = [c for c in TELEMETRY_COLUMNS if c not in df.columns]
-    if missing:
-        raise ResultsInputError(f"{path}: telemetry sidecar lacks columns {missing} (has {list(df.columns)})")
+    df = _read_parquet(Path(path), TELEMETRY_COLUMNS, "telemetry sidecar")
     for column in ("time_s", "power_w", "memory_used_mib", "memory_used_pct", "rss_mib", "cpu_energy_uj"):
         if column not in df:
             continue
