@@ -117,6 +117,7 @@ rule split:
         root=lambda wildcards, input: catalog.root_of(input[0]),
         val_fraction=config["split"]["val_fraction"],
         seed=config["split"]["seed"],
+        data_source=config["data"]["source"],
     log:
         f"{RESULTS}/logs/split_{{dataset}}.log",
     conda:

@@ -12,6 +12,7 @@ rule evaluate:
         network=spec,
         dataset=network_dataset,
         data_root=DATA,
+        data_source=config["data"]["source"],
         weights=config["evaluation"]["weights"],
         seed=config["seed"],
         device=config["device"],

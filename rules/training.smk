@@ -15,6 +15,7 @@ rule train:
         network=spec,
         dataset=network_dataset,
         data_root=DATA,
+        data_source=config["data"]["source"],
         seed=config["seed"],
         device=config["device"],
         telemetry=config["telemetry"],

@@ -12,5 +12,6 @@ with job_logging(snakemake.log[0]) as log:
         seed=snakemake.params.seed,
         device=snakemake.params.device,
         telemetry=snakemake.params.telemetry,
+        data_source=snakemake.params.data_source,
         log=log,
     )

@@ -98,7 +98,17 @@ def demo_job(dataset: str, root: str | Path, demo: dict) -> None:
     log.info("demo %s written under %s (DEMO DATA, not the real dataset)", dataset, root)
 
 
-def training_set_size(dataset: str, root: str | Path) -> int:
+def verify_md5(data_source: str) -> bool:
+    """Whether a job checks dataset files against the libraries' md5 before reading them (`data.source`).
+
+    The real datasets (`download`) are verified, and a file that fails is an error naming it; the demo's
+    stand-ins (`demo`) match no md5 by design and are read unverified, CIFAR-10's pickles still only through
+    a restricted unpickler (spikebench.data.cifar10), so that no data file can run code in a job.
+    """
+    return data_source != "demo"
+
+
+def training_set_size(dataset: str, root: str | Path, *, data_source: str = "download") -> int:
     """Number of samples in the official training set of `dataset`, read from its files."""
     if dataset == "mnist":
         from spikebench.data.catalog import MNIST_FILES, MNIST_RAW
@@ -108,7 +118,7 @@ def training_set_size(dataset: str, root: str | Path) -> int:
     if dataset == "cifar10":
         from spikebench.data.cifar10 import load_cifar10
 
-        return len(load_cifar10(root, "train")[1])
+        return len(load_cifar10(root, "train", verify_md5=verify_md5(data_source))[1])
     if dataset == "nmnist":
         from spikebench.data.catalog import nmnist_folder
 
@@ -116,11 +126,12 @@ def training_set_size(dataset: str, root: str | Path) -> int:
     raise ValueError(f"unknown dataset {dataset!r}")
 
 
-def split_job(dataset: str, root: str | Path, output: str | Path, *, val_fraction: float, seed: int) -> None:
+def split_job(dataset: str, root: str | Path, output: str | Path, *, val_fraction: float, seed: int,
+              data_source: str = "download") -> None:
     """Rule split: a seeded random train/validation split of the training set of `dataset`."""
     from spikebench.data.split import make_split, write_split
 
-    n = training_set_size(dataset, root)
+    n = training_set_size(dataset, root, data_source=data_source)
     split = make_split(n, val_fraction, seed)
     write_split(split, output, dataset=dataset, n=n, val_fraction=val_fraction, seed=seed)
     logging.getLogger(LOGGER_NAME).info(
@@ -194,6 +205,7 @@ def train_job(
     telemetry: dict,
     checkpoint: str | Path,
     log: logging.Logger,
+    data_source: str = "download",
 ) -> None:
     """Rule train: pick the device, load the data onto it, train with a telemetry sidecar."""
     from spikebench.data.device import load_split_data
@@ -204,7 +216,8 @@ def train_job(
     install_sigterm_handler()
     with select_device(device, log=log) as lease:
         hardware = _describe_job(network_id, lease.device, log)
-        train, val = load_split_data(spec, Path(data_root), Path(inputs["split"]), _nmnist_files(inputs), lease.device)
+        train, val = load_split_data(spec, Path(data_root), Path(inputs["split"]), _nmnist_files(inputs), lease.device,
+                                     verify_md5=verify_md5(data_source))
         log.info("%d training / %d validation samples resident on %s", len(train), len(val), lease.device)
         sampler = TelemetrySampler(
             lease.device, interval_s=telemetry["interval_s"], enabled=telemetry["enabled"], log=log
@@ -242,6 +255,7 @@ def evaluate_job(
     device: str,
     telemetry: dict,
     log: logging.Logger,
+    data_source: str = "download",
 ) -> None:
     """Rule evaluate: the official test set through the chosen weights, with telemetry."""
     from spikebench.data.device import load_test_data
@@ -252,7 +266,8 @@ def evaluate_job(
     install_sigterm_handler()
     with select_device(device, log=log) as lease:
         hardware = _describe_job(network_id, lease.device, log)
-        test = load_test_data(spec, Path(data_root), _nmnist_files(inputs), lease.device)
+        test = load_test_data(spec, Path(data_root), _nmnist_files(inputs), lease.device,
+                              verify_md5=verify_md5(data_source))
         log.info("network %s: %d test samples on %s", network_id, len(test), lease.device)
         sampler = TelemetrySampler(
             lease.device, interval_s=telemetry["interval_s"], enabled=telemetry["enabled"], log=log

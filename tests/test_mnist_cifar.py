@@ -165,7 +165,7 @@ def test_label_names_from_the_real_batches_meta(shared_data: Path, tmp_path: Pat
     assert label_names(shared_data / "cifar10") == CIFAR_NAMES
     # the meta we write for demo data reads back the same way
     write_cifar_meta(cifar10_folder(tmp_path) / "batches.meta", CIFAR_NAMES, 10000)
-    assert label_names(tmp_path) == CIFAR_NAMES
+    assert label_names(tmp_path, verify_md5=False) == CIFAR_NAMES
 
 
 def test_written_batches_load_with_the_exact_pixels(shared_data: Path, tmp_path: Path):
@@ -173,7 +173,7 @@ def test_written_batches_load_with_the_exact_pixels(shared_data: Path, tmp_path:
     assert labels.tolist() == [3, 8, 8, 0, 6, 6, 1, 6, 3, 1]
     folder = cifar10_folder(tmp_path)
     write_cifar_batch(folder / "test_batch", images, labels, "testing batch 1 of 1")
-    loaded, loaded_labels = load_cifar10(tmp_path, "test")
+    loaded, loaded_labels = load_cifar10(tmp_path, "test", verify_md5=False)
     assert loaded.dtype == np.uint8 and loaded.shape == (10, 3, 32, 32)
     assert loaded_labels.dtype == np.int64 and loaded_labels.tolist() == labels.tolist()
     assert np.array_equal(loaded, images)
@@ -241,3 +241,109 @@ def test_download_cifar10_fetch_failure_leaves_nothing(tmp_path: Path, no_networ
         download_cifar10(tmp_path)
     assert any("cifar-10-python.tar.gz" in url for url in no_network)
     assert list(tmp_path.iterdir()) == []
+
+
+# --- CIFAR-10 pickles: md5 first (real data), restricted unpickling always --------------------------
+
+class _Payload:
+    """Unpickling this runs ``func(*args)``: what a tampered CIFAR-10 batch could do."""
+
+    def __init__(self, func, args):
+        self.func, self.args = func, args
+
+    def __reduce__(self):
+        return self.func, self.args
+
+
+def _payloads(marker: Path) -> dict[str, object]:
+    import os
+
+    return {
+        "os.system": _Payload(os.system, (f"touch {marker}",)),
+        "open": _Payload(open, (str(marker), "w")),
+        "Path.touch": _Payload(Path.touch, (marker,)),
+    }
+
+
+@pytest.mark.parametrize("payload", ["os.system", "open", "Path.touch"])
+@pytest.mark.parametrize("protocol", [2, pickle.HIGHEST_PROTOCOL])
+def test_a_tampered_cifar_pickle_is_refused_and_runs_nothing(tmp_path: Path, payload: str, protocol: int):
+    from spikebench.data.cifar10 import UnsafePickleError
+
+    marker = tmp_path / "created-by-the-pickle"
+    folder = cifar10_folder(tmp_path / "data")
+    folder.mkdir(parents=True)
+    evil = pickle.dumps({"data": _payloads(marker)[payload], "labels": [0]}, protocol=protocol)
+    pickle.loads(evil)   # the payload is real: plain pickle creates the file
+    assert marker.exists()
+    marker.unlink()
+    for name in ("test_batch", "batches.meta"):
+        (folder / name).write_bytes(evil)
+    with pytest.raises(UnsafePickleError) as error:
+        load_cifar10(tmp_path / "data", "test", verify_md5=False)
+    message = str(error.value)
+    assert str(folder / "test_batch") in message and "refused to load the global" in message
+    assert payload.split(".")[-1] in message or "getattr" in message   # names the refused global
+    assert isinstance(error.value, DataIntegrityError) and "Delete it" in message
+    with pytest.raises(UnsafePickleError, match="batches.meta"):
+        label_names(tmp_path / "data", verify_md5=False)
+    assert not marker.exists()
+
+
+def _python2_batch(data: np.ndarray, labels: list[int]) -> bytes:
+    """A batch as the CIFAR-10 site's Python 2 pickles are laid out (protocol 2; numpy.core names, str data)."""
+    import struct
+
+    def short(b: bytes) -> bytes:   # SHORT_BINSTRING: a Python 2 str
+        return b"U" + bytes([len(b)]) + b
+
+    raw = data.tobytes()
+    out = b"\x80\x02}(" + short(b"data")
+    out += b"cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\nK\x00\x85" + short(b"b") + b"\x87R"
+    out += b"(K\x01M" + struct.pack("<H", data.shape[0]) + b"M" + struct.pack("<H", data.shape[1]) + b"\x86"
+    out += b"cnumpy\ndtype\n" + short(b"u1") + b"K\x00K\x01\x87R"
+    out += b"(K\x03" + short(b"|") + b"NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb"
+    out += b"\x89T" + struct.pack("<I", len(raw)) + raw + b"tb"
+    out += short(b"labels") + b"](" + b"".join(b"K" + bytes([label]) for label in labels) + b"eu."
+    return out
+
+
+def test_the_python2_batch_layout_loads_through_the_restricted_unpickler(shared_data: Path, tmp_path: Path):
+    images, labels = _test_pngs(shared_data)
+    folder = cifar10_folder(tmp_path)
+    folder.mkdir()
+    (folder / "test_batch").write_bytes(_python2_batch(images.reshape(10, 3072), labels.tolist()))
+    loaded, loaded_labels = load_cifar10(tmp_path, "test", verify_md5=False)
+    assert np.array_equal(loaded, images) and loaded_labels.tolist() == labels.tolist()
+
+
+def test_a_batch_with_the_wrong_md5_is_refused_before_unpickling(shared_data: Path, tmp_path: Path, monkeypatch):
+    import spikebench.data.cifar10 as cifar10
+
+    images, labels = _test_pngs(shared_data)
+    folder = cifar10_folder(tmp_path)
+    write_cifar_batch(folder / "test_batch", images, labels, "testing batch 1 of 1")
+    found = hashlib.md5((folder / "test_batch").read_bytes()).hexdigest()
+    unpickled: list[object] = []
+    original_load = cifar10._CifarUnpickler.load
+    monkeypatch.setattr(cifar10._CifarUnpickler, "load", lambda self: unpickled.append(self) or original_load(self))
+    monkeypatch.setattr(pickle, "load", lambda *a, **k: unpickled.append(a))
+    with pytest.raises(DataIntegrityError) as error:
+        load_cifar10(tmp_path, "test")   # verify_md5 defaults to True: the real dataset
+    message = str(error.value)
+    assert str(folder / "test_batch") in message and found in message
+    assert "40351d587109b95175f43aff81a1287e" in message and "Delete it and run the download again" in message
+    assert unpickled == []
+    # the same stand-in is read (restricted) when the caller says it is the demo's
+    assert load_cifar10(tmp_path, "test", verify_md5=False)[1].tolist() == labels.tolist()
+    assert len(unpickled) == 1
+
+
+def test_jobs_verify_cifar10_md5_unless_the_data_source_is_demo(tmp_path: Path):
+    from spikebench.data.demo import make_demo_cifar10
+    from spikebench.jobs import training_set_size
+
+    make_demo_cifar10(tmp_path, n_train=50, n_test=10, seed=0)
+    assert training_set_size("cifar10", tmp_path, data_source="demo") == 50
+    with pytest.raises(DataIntegrityError, match=r"data_batch_1: md5 .* does not match the expected c99cafc1"):
+        training_set_size("cifar10", tmp_path, data_source="download")

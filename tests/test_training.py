@@ -270,8 +270,8 @@ def test_load_split_and_test_data_from_the_pipeline_files(tmp_path: Path, shared
     wrong = tmp_path / "wrong_split.parquet"
     write_split(make_split(40, 0.2, 42), wrong, "cifar10", 40, 0.2, 42)
     with pytest.raises(SplitMismatchError, match="wrong_split.parquet"):
-        load_split_data(NETWORKS["exp2_snn"], root, wrong, None, CPU)
-    test = load_test_data(NETWORKS["exp2_cnn"], root, None, CPU)
+        load_split_data(NETWORKS["exp2_snn"], root, wrong, None, CPU, verify_md5=False)
+    test = load_test_data(NETWORKS["exp2_cnn"], root, None, CPU, verify_md5=False)   # the demo stand-in
     assert len(test) == 20 and test.sample_shape == (3, 32, 32)
 
     frames, samples = tmp_path / "nmnist_frames.parquet", tmp_path / "nmnist_samples.parquet"

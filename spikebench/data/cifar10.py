@@ -108,32 +108,117 @@ def download_cifar10(root: Path) -> Path:
     return folder
 
 
-def _unpickle(path: Path) -> dict[str, object]:
-    """Load one CIFAR pickle (Python 2 pickles, like torchvision: latin1), keys as ``str``."""
+class UnsafePickleError(DataIntegrityError):
+    """A CIFAR-10 pickle that asks for a global a CIFAR batch never holds (it could run code when loaded)."""
+
+
+def _latin1_encode(text: str, encoding: str = "latin1") -> bytes:
+    """``_codecs.encode`` as protocol-2 pickles of ``bytes`` use it, restricted to latin1."""
+    if encoding.replace("-", "").replace("_", "").lower() != "latin1" or not isinstance(text, str):
+        raise pickle.UnpicklingError(f"_codecs.encode with encoding {encoding!r} (only latin1 is admitted)")
+    return text.encode("latin1")
+
+
+def _admitted_globals() -> dict[tuple[str, str], object]:
+    """The only globals a CIFAR-10 pickle may name: numpy's array reconstruction and latin1 bytes.
+
+    The original batches (Python 2) name ``numpy.core.multiarray._reconstruct``, ``numpy.ndarray`` and
+    ``numpy.dtype``; pickles written by NumPy 2 name ``numpy._core.multiarray._reconstruct``, and protocol-2
+    pickles of ``bytes`` written by Python 3 name ``_codecs.encode``. dicts, lists, str, bytes and ints need
+    no global. Both module spellings resolve to NumPy's own function, without importing ``numpy.core``.
+    """
+    try:
+        from numpy._core.multiarray import _reconstruct
+    except ImportError:  # NumPy 1.x
+        from numpy.core.multiarray import _reconstruct
+    return {
+        ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
+        ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
+        ("numpy", "ndarray"): np.ndarray,
+        ("numpy", "dtype"): np.dtype,
+        ("_codecs", "encode"): _latin1_encode,
+    }
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """An unpickler that admits only what a CIFAR-10 batch holds (``_admitted_globals``), nothing callable else."""
+
+    def __init__(self, handle, path: Path) -> None:
+        super().__init__(handle, encoding="latin1")  # Python 2 pickles, as torchvision reads them
+        self.path = path
+        self.admitted = _admitted_globals()
+
+    def find_class(self, module: str, name: str) -> object:
+        try:
+            return self.admitted[(module, name)]
+        except KeyError:
+            raise UnsafePickleError(
+                f"{self.path}: refused to load the global {module}.{name}: a CIFAR-10 batch holds only dicts, "
+                "lists, strings, bytes, ints and numpy arrays, so this file is not one (it could run code when "
+                "loaded). Delete it and download CIFAR-10 again, or make the demo data anew."
+            ) from None
+
+    def persistent_load(self, pid: object) -> object:
+        raise UnsafePickleError(f"{self.path}: refused a persistent id; a CIFAR-10 batch holds none")
+
+
+def _verify_md5(path: Path) -> None:
+    """Raise ``DataIntegrityError`` unless ``path`` has the md5 torchvision lists for that CIFAR-10 file."""
+    from torchvision.datasets.utils import calculate_md5
+
+    expected = _expected_md5().get(path.name)
+    if expected is None:
+        raise DataIntegrityError(f"{path}: not a CIFAR-10 file torchvision lists an md5 for")
+    found = calculate_md5(str(path))
+    if found != expected:
+        raise DataIntegrityError(
+            f"{path}: md5 {found} does not match the expected {expected} (torchvision.datasets.CIFAR10 "
+            f"train_list/test_list/meta), so it is not the original CIFAR-10 file and is not loaded. "
+            f"Delete it and run the download again to fetch it anew; if this data root holds the demo's "
+            f"stand-in, use it with data.source: demo."
+        )
+
+
+def _unpickle(path: Path, *, verify_md5: bool = True) -> dict[str, object]:
+    """Load one CIFAR pickle, keys as ``str``: md5-verified first (``verify_md5``), then restricted unpickling.
+
+    With ``verify_md5`` (the real dataset, ``data.source: download``) a file whose md5 is not torchvision's is
+    an error and is never unpickled. Without it (the demo's stand-in, which matches no md5 by design) the file
+    is still only read by ``_CifarUnpickler``, which refuses every global but numpy's array reconstruction:
+    a tampered file cannot run code either way.
+    """
     if not path.exists():
         raise FileNotFoundError(
             f"CIFAR-10 file missing: {path}. Run the download rule (spikebench.data.cifar10.download_cifar10) "
             "or make the demo data first."
         )
+    if verify_md5:
+        _verify_md5(path)
     try:
         with open(path, "rb") as handle:
-            entry = pickle.load(handle, encoding="latin1")
-    except (pickle.UnpicklingError, EOFError, ValueError) as error:
+            entry = _CifarUnpickler(handle, path).load()
+    except UnsafePickleError:
+        raise
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as error:
         raise DataIntegrityError(f"{path}: not a readable CIFAR-10 pickle ({error})") from error
     if not isinstance(entry, dict):
         raise DataIntegrityError(f"{path}: expected a pickled dict, got {type(entry).__name__}")
     return {key.decode("latin1") if isinstance(key, bytes) else key: value for key, value in entry.items()}
 
 
-def load_cifar10(root: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """Load one CIFAR-10 split: images uint8 [N, 3, 32, 32] (R, G, B planes) and labels int64 [N]."""
+def load_cifar10(root: Path, split: str, *, verify_md5: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Load one CIFAR-10 split: images uint8 [N, 3, 32, 32] (R, G, B planes) and labels int64 [N].
+
+    ``verify_md5``: check each batch against torchvision's md5 before reading it (the real dataset); pass
+    False for the demo's stand-in (``data.source: demo``), which is then read by the restricted unpickler only.
+    """
     if split not in SPLITS:
         raise ValueError(f"unknown CIFAR-10 split {split!r}; expected one of {SPLITS}")
     folder = cifar10_folder(root)
     images, labels = [], []
     for name in TRAIN_BATCHES if split == "train" else TEST_BATCHES:
         path = folder / name
-        entry = _unpickle(path)
+        entry = _unpickle(path, verify_md5=verify_md5)
         if "data" not in entry or "labels" not in entry:
             raise DataIntegrityError(f"{path}: expected keys 'data' and 'labels', found {sorted(entry)}")
         data = np.asarray(entry["data"])
@@ -149,10 +234,10 @@ def load_cifar10(root: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(images), np.concatenate(labels)
 
 
-def label_names(root: Path) -> list[str]:
-    """The class names stored in ``batches.meta`` (airplane ... truck)."""
+def label_names(root: Path, *, verify_md5: bool = True) -> list[str]:
+    """The class names stored in ``batches.meta`` (airplane ... truck); ``verify_md5`` as in ``load_cifar10``."""
     path = cifar10_folder(root) / META_FILE
-    entry = _unpickle(path)
+    entry = _unpickle(path, verify_md5=verify_md5)
     if "label_names" not in entry:
         raise DataIntegrityError(f"{path}: expected key 'label_names', found {sorted(entry)}")
     return [name.decode() if isinstance(name, bytes) else str(name) for name in entry["label_names"]]

@@ -135,7 +135,7 @@ def check_fits(spec: dict, data: DeviceDataset, network: str = "network") -> Non
                                 f"(dataset {spec.get('dataset')!r}, expects {want})")
 
 
-def _images(spec: dict, data_root: Path, split: str) -> tuple[np.ndarray, np.ndarray, str]:
+def _images(spec: dict, data_root: Path, split: str, verify_md5: bool = True) -> tuple[np.ndarray, np.ndarray, str]:
     dataset = spec["dataset"]
     if dataset == "mnist":
         from spikebench.data.mnist import load_mnist
@@ -145,7 +145,7 @@ def _images(spec: dict, data_root: Path, split: str) -> tuple[np.ndarray, np.nda
     elif dataset == "cifar10":
         from spikebench.data.cifar10 import load_cifar10
         from spikebench.data.cifar10 import cifar10_folder
-        images, labels = load_cifar10(Path(data_root), split)
+        images, labels = load_cifar10(Path(data_root), split, verify_md5=verify_md5)
         source = f"{cifar10_folder(Path(data_root))} ({split} batches)"
     else:
         raise DatasetShapeError(f"dataset {dataset!r} is not an image dataset (mnist, cifar10)")
@@ -177,8 +177,12 @@ def _nmnist_paths(nmnist_files: dict | None, split: str) -> tuple[Path, Path]:
 
 
 def load_split_data(spec: dict, data_root: Path, split_path: Path | None, nmnist_files: dict | None,
-                    device: torch.device) -> tuple[DeviceDataset, DeviceDataset | None]:
-    """Training and validation sets of ``spec``'s dataset on ``device`` (validation ``None`` without a split)."""
+                    device: torch.device, *, verify_md5: bool = True) -> tuple[DeviceDataset, DeviceDataset | None]:
+    """Training and validation sets of ``spec``'s dataset on ``device`` (validation ``None`` without a split).
+
+    ``verify_md5``: check CIFAR-10 batches against torchvision's md5 before reading them (False for the demo's
+    stand-in, see ``spikebench.data.cifar10.load_cifar10``).
+    """
     from spikebench.data.split import read_split
 
     if spec["dataset"] == "nmnist":
@@ -194,7 +198,7 @@ def load_split_data(spec: dict, data_root: Path, split_path: Path | None, nmnist
         val = DeviceFrames(load_frames(frames, samples, device, indices=val_idx), name="val", source=str(frames))
         check_fits(spec, train)
         return train, val
-    images, labels, source = _images(spec, data_root, "train")
+    images, labels, source = _images(spec, data_root, "train", verify_md5)
     if split_path is None:
         train = _to_device(images, labels, spec, device, name="train", source=source)
         check_fits(spec, train)
@@ -206,14 +210,15 @@ def load_split_data(spec: dict, data_root: Path, split_path: Path | None, nmnist
     return train, val
 
 
-def load_test_data(spec: dict, data_root: Path, nmnist_files: dict | None, device: torch.device) -> DeviceDataset:
-    """The official test set of ``spec``'s dataset on ``device``."""
+def load_test_data(spec: dict, data_root: Path, nmnist_files: dict | None, device: torch.device, *,
+                   verify_md5: bool = True) -> DeviceDataset:
+    """The official test set of ``spec``'s dataset on ``device`` (``verify_md5`` as in ``load_split_data``)."""
     if spec["dataset"] == "nmnist":
         from spikebench.data.nmnist import load_frames
         frames, samples = _nmnist_paths(nmnist_files, "test")
         test = DeviceFrames(load_frames(frames, samples, device), name="test", source=str(frames))
     else:
-        images, labels, source = _images(spec, data_root, "test")
+        images, labels, source = _images(spec, data_root, "test", verify_md5)
         test = _to_device(images, labels, spec, device, name="test", source=source)
     check_fits(spec, test)
     return test
