@@ -133,6 +133,26 @@ def test_read_idx_reads_gz_and_checks_magic_and_size(shared_data: Path, tmp_path
         read_idx(broken_gz)
 
 
+
+@pytest.mark.parametrize("damage,cause", [("flip@100", "error"), ("flip@3000", "BadGzipFile"), ("cut@2000", "EOFError")])
+def test_read_idx_names_a_damaged_gz_and_the_remedy(shared_data: Path, tmp_path: Path, damage: str, cause: str):
+    """A byte-flipped or truncated copy of the real t10k labels .gz: zlib's bare 'Error -3' gets the path."""
+    real = (shared_data / "mnist" / "t10k-labels-idx1-ubyte.gz").read_bytes()
+    how, offset = damage.split("@")
+    data = bytearray(real[: int(offset)] if how == "cut" else real)
+    if how == "flip":
+        data[int(offset)] ^= 0xFF
+    damaged = tmp_path / "MNIST" / "raw" / "t10k-labels-idx1-ubyte.gz"
+    damaged.parent.mkdir(parents=True)
+    damaged.write_bytes(bytes(data))
+    with pytest.raises(DataIntegrityError) as error:
+        read_idx(damaged)
+    assert type(error.value.__cause__).__name__ == cause   # zlib.error, gzip.BadGzipFile, EOFError
+    message = str(error.value)
+    assert message.startswith(f"{damaged}: cannot decompress") and "corrupt or truncated" in message
+    assert "Delete it and run the download again" in message
+    assert damaged.read_bytes() == bytes(data)   # the user's file is left as it was
+
 def test_write_idx_writes_the_exact_idx_format(shared_data: Path, tmp_path: Path):
     real = gzip.decompress((shared_data / "mnist" / "t10k-labels-idx1-ubyte.gz").read_bytes())
     labels = read_idx(shared_data / "mnist" / "t10k-labels-idx1-ubyte.gz")

@@ -12,6 +12,7 @@ import gzip
 import os
 import shutil
 import tempfile
+import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -150,8 +151,12 @@ def read_idx(path: Path) -> np.ndarray:
         raise FileNotFoundError(f"IDX file not found: {path}")
     try:
         data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-    except (OSError, EOFError) as error:
-        raise DataIntegrityError(f"{path}: cannot decompress ({error}); the file is corrupt or truncated") from error
+    except (zlib.error, EOFError, OSError) as error:   # gzip.BadGzipFile is an OSError
+        what = "cannot decompress" if path.suffix == ".gz" else "cannot read"
+        raise DataIntegrityError(
+            f"{path}: {what} it ({type(error).__name__}: {error}); the file is corrupt or truncated. "
+            "Delete it and run the download again to fetch it anew (its md5 is checked then)."
+        ) from error
     if len(data) < 8:
         raise DataIntegrityError(f"{path}: {len(data)} bytes is too short for an IDX header")
     magic = int.from_bytes(data[:4], "big")
