@@ -23,13 +23,35 @@ import torch
 
 from spikebench.data.device import DeviceDataset, check_fits
 from spikebench.models import build_network
-from spikebench.training import peak_memory, reset_peak_memory, run_batches, short_error, synchronize
+from spikebench.training import peak_memory, reset_peak_memory, run_batches, synchronize, write_error
 
 _LOG = logging.getLogger("spikebench.evaluation")
 
 
 class WeightsFileError(ValueError):
     """A weights file that cannot be read or does not belong to the network."""
+
+
+#: The settings of a network entry that change what the trained network computes from an input (its input,
+#: architecture and sizes, the LIF neuron and surrogate, the number of time steps). ``load_weights`` stops when
+#: one of them differs between the weights file and the config. Not compared, as they only shape training or
+#: label the run: experiment, epochs, optimizer, lr, batch_size, dropout (inactive at test time), and the
+#: spike-count loss's correct_rate/incorrect_rate.
+NETWORK_SETTINGS = ("dataset", "input_size", "kind", "architecture", "hidden", "channels", "fc",
+                    "num_steps", "beta", "threshold", "surrogate")
+
+
+def _check_settings(weights_path: Path, stored: object, spec: dict, network_id: str) -> None:
+    """Raise ``WeightsFileError`` naming every ``NETWORK_SETTINGS`` key whose stored and configured values differ."""
+    if not isinstance(stored, dict):
+        raise WeightsFileError(f"weights file {weights_path} holds no training settings ('spec'), so it cannot be "
+                               f"checked against the config; delete it and train {network_id} again")
+    differ = [f"{key}: {stored.get(key)!r} in the weights file vs {spec.get(key)!r} in the config"
+              for key in NETWORK_SETTINGS if stored.get(key) != spec.get(key)]
+    if differ:
+        raise WeightsFileError(f"weights file {weights_path} was trained with other settings of {network_id} "
+                               f"than the config's: " + "; ".join(differ)
+                               + f". Train {network_id} again (delete the weights file) or restore the setting.")
 
 
 def classification_metrics(y_true, y_pred, n_classes: int = 10) -> dict:
@@ -89,15 +111,25 @@ def write_json_atomic(obj: Any, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        tmp.write_text(json.dumps(_json_safe(obj), indent=2, allow_nan=False) + "\n")
-        os.replace(tmp, path)
+        text = json.dumps(_json_safe(obj), indent=2, allow_nan=False) + "\n"
+        try:
+            tmp.write_text(text)
+            os.replace(tmp, path)
+        except OSError as exc:
+            raise write_error(path, exc) from exc
     finally:
         tmp.unlink(missing_ok=True)
 
 
 def load_weights(weights_path: Path, spec: dict, *, network_id: str, which: str = "last"
                  ) -> tuple[torch.nn.Module, int | None]:
-    """The network of ``spec`` with the ``which`` (last | best_val) weights of ``weights_path``, and their epoch."""
+    """The network of ``spec`` with the ``which`` (last | best_val) weights of ``weights_path``, and their epoch.
+
+    The settings stored with the weights must equal the config's in every key of ``NETWORK_SETTINGS`` (those
+    that change the network's computation: dataset, input_size, kind, architecture, hidden, channels, fc,
+    num_steps, beta, threshold, surrogate); training-only settings (epochs, lr, batch_size, dropout, ...) may
+    differ. A file without stored settings is refused.
+    """
     weights_path = Path(weights_path)
     if which not in ("last", "best_val"):
         raise ValueError(f"evaluation weights {which!r}: expected 'last' or 'best_val'")
@@ -106,13 +138,15 @@ def load_weights(weights_path: Path, spec: dict, *, network_id: str, which: str 
     try:
         saved = torch.load(weights_path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any failure to read means the file is unusable
-        raise WeightsFileError(f"weights file {weights_path} is unreadable ({short_error(exc)}); "
-                               f"delete it and train {network_id} again") from exc
+        # Only the type of torch.load's error: its text advises weights_only=False, i.e. running the file's code.
+        raise WeightsFileError(f"weights file {weights_path} is unreadable ({type(exc).__name__}); "
+                               f"delete it and train {network_id} again") from None
     if not isinstance(saved, dict) or "state_dict" not in saved:
         raise WeightsFileError(f"weights file {weights_path} is not a spikebench weights file (no state_dict)")
     if saved.get("network") not in (None, network_id):
         raise WeightsFileError(f"weights file {weights_path} holds network {saved.get('network')!r}, "
                                f"not {network_id!r}")
+    _check_settings(weights_path, saved.get("spec"), spec, network_id)
     if which == "best_val":
         state, epoch = saved.get("best_val_state_dict"), saved.get("best_val_epoch")
         if state is None:

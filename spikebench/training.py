@@ -80,32 +80,40 @@ def peak_memory(device: torch.device) -> tuple[float, str]:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, "process_max_rss"
 
 
+def write_error(path: Path, exc: OSError) -> OSError:
+    """The ``OSError`` of a failed write, naming the file being written (a full disk's ENOSPC names none)."""
+    if exc.errno is not None:
+        # OSError(errno, ...) picks the matching subclass (PermissionError, ...) and keeps errno.
+        return OSError(exc.errno, f"cannot write {path}: {exc.strerror or exc}")
+    return OSError(f"cannot write {path}: {exc}")
+
+
 def _atomic_torch_save(obj: Any, path: Path) -> None:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        torch.save(obj, tmp)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Through a Python file, so that a full disk is an OSError (ENOSPC), not torch's RuntimeError.
+        with open(tmp, "wb") as handle:
+            torch.save(obj, handle)
         os.replace(tmp, path)
+    except OSError as exc:
+        raise write_error(path, exc) from exc
     finally:
         tmp.unlink(missing_ok=True)
 
 
 def _atomic_parquet(df: pd.DataFrame, path: Path) -> None:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         df.to_parquet(tmp, index=False)
         os.replace(tmp, path)
+    except OSError as exc:
+        raise write_error(path, exc) from exc
     finally:
         tmp.unlink(missing_ok=True)
-
-
-def short_error(exc: BaseException) -> str:
-    """``Type: first line`` of an exception, at most 160 characters (torch.load's messages run long)."""
-    first = (str(exc).strip().splitlines() or [""])[0]
-    return f"{type(exc).__name__}: {first[:160]}"
 
 
 def _cpu_state(net: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -156,8 +164,9 @@ def _load_checkpoint(path: Path, expected: str, log: logging.Logger) -> dict | N
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
         ok = isinstance(ckpt, dict) and {"fingerprint", "epoch", "state_dict", "optimizer", "rng", "rows"} <= ckpt.keys()
     except Exception as exc:  # noqa: BLE001 - any failure to read means the file is unusable
-        raise CheckpointError(f"checkpoint {path} is unreadable ({short_error(exc)}); "
-                              f"delete it to start this network's training afresh") from exc
+        # Only the type of torch.load's error: its text advises weights_only=False, i.e. running the file's code.
+        raise CheckpointError(f"checkpoint {path} is unreadable ({type(exc).__name__}); "
+                              f"delete it to start this network's training afresh") from None
     if not ok:
         raise CheckpointError(f"checkpoint {path} is not a spikebench training checkpoint; "
                               f"delete it to start this network's training afresh")

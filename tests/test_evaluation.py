@@ -13,7 +13,13 @@ import yaml
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 from spikebench.data.device import DatasetShapeError, DeviceImages
-from spikebench.evaluation import WeightsFileError, classification_metrics, evaluate_network, write_json_atomic
+from spikebench.evaluation import (
+    WeightsFileError,
+    classification_metrics,
+    evaluate_network,
+    load_weights,
+    write_json_atomic,
+)
 from spikebench.models import build_network
 from spikebench.training import train_network
 
@@ -133,11 +139,18 @@ def test_weights_errors_name_the_file(tmp_path: Path, trained, mnist_sets) -> No
     corrupt.write_bytes(weights.read_bytes()[:300])
     with pytest.raises(WeightsFileError, match="corrupt.pt.*unreadable"):
         evaluate_network(corrupt, spec, test, network_id="exp1_ann", device=cpu)
-    # weights of exp1_ann given to a wider network of the same id: the differing shapes are named
+    # weights of exp1_ann given to a wider network of the same id: the differing setting is named ...
     wide = {**spec, "hidden": [128, 256]}
+    with pytest.raises(WeightsFileError, match=r"exp1_ann.pt was trained with other settings of exp1_ann.*"
+                                               r"hidden: \[256, 256\] in the weights file vs \[128, 256\] in the config"):
+        evaluate_network(weights, wide, test, network_id="exp1_ann", device=cpu)
+    # ... and where the stored settings say so too, the differing shapes
+    saved = torch.load(weights, weights_only=True)
+    mislabelled = tmp_path / "mislabelled.pt"
+    torch.save({**saved, "spec": wide}, mislabelled)
     with pytest.raises(WeightsFileError, match=r"does not fit exp1_ann.*layers.1.weight: file \(256, 784\) "
                                                r"vs network \(128, 784\)"):
-        evaluate_network(weights, wide, test, network_id="exp1_ann", device=cpu)
+        evaluate_network(mislabelled, wide, test, network_id="exp1_ann", device=cpu)
     # weights of another network
     with pytest.raises(WeightsFileError, match="holds network 'exp1_ann', not 'exp3_snn_mnist'"):
         evaluate_network(weights, NETWORKS["exp3_snn_mnist"],
@@ -145,8 +158,7 @@ def test_weights_errors_name_the_file(tmp_path: Path, trained, mnist_sets) -> No
                          network_id="exp3_snn_mnist", device=cpu)
     # an ANN's weights under an SNN spec with the same id: the parameter names differ
     other = tmp_path / "renamed.pt"
-    saved = torch.load(weights, weights_only=True)
-    torch.save({**saved, "network": "exp1_snn"}, other)
+    torch.save({**saved, "network": "exp1_snn", "spec": NETWORKS["exp1_snn"]}, other)
     with pytest.raises(WeightsFileError, match="does not fit exp1_snn.*missing"):
         evaluate_network(other, NETWORKS["exp1_snn"], test, network_id="exp1_snn", device=cpu)
     # a test set whose images do not fit the network
@@ -157,8 +169,49 @@ def test_weights_errors_name_the_file(tmp_path: Path, trained, mnist_sets) -> No
 def test_best_val_needs_a_validation_set(tmp_path: Path, mnist_sets) -> None:
     net = build_network(NETWORKS["exp1_ann"], "exp1_ann")
     path = tmp_path / "w.pt"
-    torch.save({"network": "exp1_ann", "epoch": 1, "state_dict": net.state_dict(), "best_val_state_dict": None,
-                "best_val_epoch": None}, path)
+    torch.save({"network": "exp1_ann", "spec": NETWORKS["exp1_ann"], "epoch": 1, "state_dict": net.state_dict(),
+                "best_val_state_dict": None, "best_val_epoch": None}, path)
     with pytest.raises(WeightsFileError, match="no best-validation weights"):
         evaluate_network(path, NETWORKS["exp1_ann"], mnist_sets[2], network_id="exp1_ann",
                          device=torch.device("cpu"), which="best_val")
+
+
+@pytest.mark.parametrize("change", [{"beta": 0.5}, {"num_steps": 25}, {"threshold": 0.5}, {"input_size": 32},
+                                    {"kind": "ann"}])
+def test_weights_trained_with_other_settings_are_refused(trained, change: dict) -> None:
+    """A changed beta/num_steps/... no longer loads silently: the setting and both values are named."""
+    weights, spec = trained["exp1_snn"]
+    (key, value), = change.items()
+    with pytest.raises(WeightsFileError) as error:
+        load_weights(weights, {**spec, **change}, network_id="exp1_snn")
+    message = str(error.value)
+    assert f"{weights} was trained with other settings of exp1_snn" in message
+    assert f"{key}: {spec.get(key)!r} in the weights file vs {value!r} in the config" in message
+    assert message.count(" in the weights file vs ") == 1 and "Train exp1_snn again" in message
+
+
+def test_training_only_settings_may_differ(trained, mnist_sets) -> None:
+    weights, spec = trained["exp1_snn"]
+    result = evaluate_network(weights, {**spec, "epochs": 7, "lr": 0.1, "batch_size": 64, "correct_rate": 0.9},
+                              mnist_sets[2], network_id="exp1_snn", device=torch.device("cpu"), seed=0)
+    assert result["accuracy"] > 0.5
+
+
+def test_weights_without_settings_are_refused(tmp_path: Path, trained, mnist_sets) -> None:
+    weights, spec = trained["exp1_ann"]
+    bare = tmp_path / "bare.pt"
+    torch.save({k: v for k, v in torch.load(weights, weights_only=True).items() if k != "spec"}, bare)
+    with pytest.raises(WeightsFileError, match=r"bare.pt holds no training settings"):
+        evaluate_network(bare, spec, mnist_sets[2], network_id="exp1_ann", device=torch.device("cpu"))
+
+
+def test_unreadable_weights_message_gives_no_pytorch_advice(tmp_path: Path, trained, mnist_sets) -> None:
+    """A pickle that torch.load's weights-only unpickler refuses: the message must not advise weights_only=False."""
+    weights, spec = trained["exp1_ann"]
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"network": "exp1_ann", "state_dict": {}, "extra": Path("x")}, foreign)   # a non-allowlisted global
+    with pytest.raises(WeightsFileError) as error:
+        evaluate_network(foreign, spec, mnist_sets[2], network_id="exp1_ann", device=torch.device("cpu"))
+    message = str(error.value)
+    assert message == (f"weights file {foreign} is unreadable (UnpicklingError); delete it and train exp1_ann again")
+    assert error.value.__cause__ is None and error.value.__suppress_context__

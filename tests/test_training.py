@@ -165,6 +165,16 @@ def test_corrupt_checkpoint_is_an_error_naming_the_file(tmp_path: Path, shared_d
         train_network({**NETWORKS["exp1_ann"], "epochs": 1}, train, val, network_id="exp1_ann", device=CPU,
                       seed=0, weights_out=tmp_path / "w.pt", epochs_out=tmp_path / "e.parquet",
                       checkpoint_path=ckpt)
+    # a pickle torch.load's weights-only unpickler refuses: PyTorch's advice to set weights_only=False is not passed on
+    torch.save({"fingerprint": "x", "rng": Path("x")}, ckpt)
+    with pytest.raises(CheckpointError) as error:
+        train_network({**NETWORKS["exp1_ann"], "epochs": 1}, train, val, network_id="exp1_ann", device=CPU,
+                      seed=0, weights_out=tmp_path / "w.pt", epochs_out=tmp_path / "e.parquet",
+                      checkpoint_path=ckpt)
+    assert str(error.value) == (f"checkpoint {ckpt} is unreadable (UnpicklingError); "
+                                "delete it to start this network's training afresh")
+    assert error.value.__cause__ is None and error.value.__suppress_context__   # no PyTorch text in the log either
+    assert ckpt.exists() and not (tmp_path / "w.pt").exists()
     torch.save({"something": 1}, ckpt)
     with pytest.raises(CheckpointError, match="not a spikebench training checkpoint"):
         train_network({**NETWORKS["exp1_ann"], "epochs": 1}, train, val, network_id="exp1_ann", device=CPU,
