@@ -189,8 +189,32 @@ def _add_parquet_metadata(path: str | Path, metadata: dict, columns: dict | None
     existing = dict(table.schema.metadata or {})
     existing.update({k.encode(): json.dumps(v, default=str).encode() for k, v in metadata.items()})
     tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table.replace_schema_metadata(existing), tmp)
-    tmp.replace(path)
+    try:
+        pq.write_table(table.replace_schema_metadata(existing), tmp)
+        tmp.replace(path)
+    except OSError as exc:
+        from spikebench.training import write_error
+        raise write_error(path, exc) from exc
+
+
+def _finish_telemetry(sampler, path: str | Path, log: logging.Logger, failed: BaseException | None = None) -> None:
+    """Stop the sampler and write its sidecar to `path`.
+
+    A write that fails names `path`. While the job is already failing (`failed`), that write failure is only
+    logged, so that the first error (say, the checkpoint save that hit a full disk) is the one raised.
+    """
+    from spikebench.training import write_error
+
+    try:
+        sampler.stop()
+        sampler.write(path)
+    except Exception as exc:  # noqa: BLE001 - re-raised below unless another error is on its way
+        if failed is None:
+            if isinstance(exc, OSError):
+                raise write_error(Path(path), exc) from exc
+            raise
+        log.error("after the job failed (%s: %s), the telemetry sidecar %s could not be written either (%s: %s)",
+                  type(failed).__name__, failed, path, type(exc).__name__, exc)
 
 
 def train_job(
@@ -235,9 +259,10 @@ def train_job(
                     telemetry=JobTelemetry(sampler),
                     log=log,
                 )
-            finally:
-                sampler.stop()
-                sampler.write(outputs["telemetry"])
+            except BaseException as exc:
+                _finish_telemetry(sampler, outputs["telemetry"], log, failed=exc)
+                raise
+            _finish_telemetry(sampler, outputs["telemetry"], log)
         meta = {"spikebench.hardware": hardware, "spikebench.network": network_id, "spikebench.spec": spec}
         _add_parquet_metadata(outputs["epochs"], meta, {"n_train": len(train), "n_val": len(val)})
         _add_parquet_metadata(outputs["telemetry"], meta)
@@ -279,9 +304,10 @@ def evaluate_job(
                     network_id=network_id, device=lease.device, which=which, seed=seed,
                     telemetry=JobTelemetry(sampler), log=log,
                 )
-            finally:
-                sampler.stop()
-                sampler.write(outputs["telemetry"])
+            except BaseException as exc:
+                _finish_telemetry(sampler, outputs["telemetry"], log, failed=exc)
+                raise
+            _finish_telemetry(sampler, outputs["telemetry"], log)
         result["hardware"] = hardware
         energy_j = (result.get("telemetry") or {}).get("energy_j")
         if result.get("telemetry") is not None:

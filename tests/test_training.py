@@ -296,3 +296,83 @@ def test_load_split_and_test_data_from_the_pipeline_files(tmp_path: Path, shared
     assert load_test_data(NETWORKS["exp3_snn_nmnist"], root, files, CPU).sample_shape == (2, 34, 34)
     with pytest.raises(ValueError, match="nmnist_files with keys 'frames' and 'samples'"):
         load_test_data(NETWORKS["exp3_snn_nmnist"], root, None, CPU)
+
+
+@pytest.fixture(scope="module")
+def demo_mnist_job(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """What rule train gives train_job for exp1_ann on the demo MNIST (a split of its 4500 training digits)."""
+    from spikebench.data.demo import make_demo_mnist
+    from spikebench.data.split import make_split, write_split
+
+    root = tmp_path_factory.mktemp("job") / "data"
+    n_train = len(make_demo_mnist(root, n_test=500, seed=0)["train"][1])
+    split = root.parent / "split_mnist.parquet"
+    write_split(make_split(n_train, 0.2, 42), split, "mnist", n_train, 0.2, 42)
+    return {"root": root, "split": split}
+
+
+def _train_job(job: dict, out: Path, log) -> None:
+    from spikebench.jobs import train_job
+
+    train_job("exp1_ann", {**NETWORKS["exp1_ann"], "epochs": 1}, inputs={"split": str(job["split"])},
+              outputs={"weights": out / "weights.pt", "epochs": out / "epochs.parquet",
+                       "telemetry": out / "telemetry_train.parquet"},
+              data_root=job["root"], seed=0, device="cpu", telemetry={"enabled": False, "interval_s": 1.0},
+              checkpoint=out / "checkpoint.pt", log=log, data_source="demo")
+
+
+def _no_space(*args, **kwargs):
+    import errno
+
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_a_full_disk_names_the_checkpoint_and_is_not_masked_by_the_telemetry_write(
+        tmp_path: Path, demo_mnist_job: dict, monkeypatch, caplog: pytest.LogCaptureFixture) -> None:
+    import errno
+    import logging
+
+    from spikebench.telemetry import TelemetrySampler
+
+    monkeypatch.setattr(torch, "save", _no_space)                 # the checkpoint save after epoch 1 ...
+    monkeypatch.setattr(TelemetrySampler, "write", _no_space)     # ... and then the sidecar in the same full disk
+    out = tmp_path / "results" / "exp1_ann"
+    with caplog.at_level("INFO", logger="spikebench"), pytest.raises(OSError) as error:
+        _train_job(demo_mnist_job, out, logging.getLogger("spikebench"))
+    assert error.value.errno == errno.ENOSPC
+    assert str(out / "checkpoint.pt") in str(error.value) and "No space left on device" in str(error.value)
+    assert "telemetry_train.parquet could not be written either" in caplog.text
+    assert not out.exists() or sorted(p.name for p in out.iterdir()) == []   # no partial file left
+
+
+def test_a_failed_telemetry_write_alone_is_raised_naming_the_sidecar(
+        tmp_path: Path, demo_mnist_job: dict, monkeypatch) -> None:
+    import errno
+    import logging
+
+    from spikebench.telemetry import TelemetrySampler
+
+    monkeypatch.setattr(TelemetrySampler, "write", _no_space)
+    out = tmp_path / "results" / "exp1_ann"
+    with pytest.raises(OSError) as error:
+        _train_job(demo_mnist_job, out, logging.getLogger("spikebench"))
+    assert error.value.errno == errno.ENOSPC and str(out / "telemetry_train.parquet") in str(error.value)
+    assert (out / "weights.pt").exists()   # training itself finished
+
+
+def test_saves_name_their_file_on_a_write_error(tmp_path: Path, monkeypatch) -> None:
+    import errno
+
+    import pandas as pd
+
+    from spikebench.evaluation import write_json_atomic
+    from spikebench.training import _atomic_parquet
+
+    monkeypatch.setattr(pd.DataFrame, "to_parquet", _no_space)
+    with pytest.raises(OSError, match=r"cannot write .*epochs.parquet: No space left on device") as error:
+        _atomic_parquet(pd.DataFrame({"a": [1]}), tmp_path / "epochs.parquet")
+    assert error.value.errno == errno.ENOSPC
+    monkeypatch.setattr(Path, "write_text", _no_space)
+    with pytest.raises(OSError, match=r"cannot write .*test.json: No space left on device"):
+        write_json_atomic({"a": 1}, tmp_path / "test.json")
+    assert list(tmp_path.iterdir()) == []
