@@ -92,3 +92,56 @@ def test_workflow_stops_before_any_job(workflow_dir, overlay, key):
     assert run.returncode != 0
     assert key in out
     assert "Job stats" not in out and "rule train" not in out
+
+
+# ---- geometry: an input too small for the convolutions stops the run before any job
+
+@pytest.mark.parametrize(
+    "network, change, expected",
+    [
+        ("exp3_snn_mnist", {"input_size": 8}, "networks.exp3_snn_mnist': input 1x8x8 is too small for architecture "
+         "conv2 (2 x 5x5 conv, padding 0, + 2x2 max-pool): layer 2 gets a 2x2 map, smaller than its 5x5 kernel"),
+        ("exp3_snn_mnist", {"input_size": 12}, "layer 2 gets a 4x4 map, smaller than its 5x5 kernel (padding 0); "
+         "the smallest input_size that fits is 16"),
+        ("exp2_cnn", {"dataset": "mnist"}, "networks.exp2_cnn': input 1x28x28 is too small for architecture conv5 "
+         "(5 x 5x5 conv, padding 2, + 2x2 max-pool): layer 5 gets a 1x1 map, its conv gives 1x1, too small for the "
+         "2x2 max-pool; the smallest input_size that fits is 32"),
+        ("exp3_snn_nmnist", {"input_size": 32}, "networks.exp3_snn_nmnist.input_size': N-MNIST frames are 34x34"),
+        ("exp3_snn_mnist", {"channels": [12, 32, 64]}, "networks.exp3_snn_mnist.channels': architecture conv2 needs 2"),
+    ],
+)
+def test_an_input_too_small_for_the_architecture_is_a_config_error(config, network, change, expected):
+    bad = copy.deepcopy(config)
+    bad["networks"][network].update(change)
+    with pytest.raises(ConfigError) as err:
+        validate_config(bad)
+    assert expected in str(err.value)
+
+
+def test_geometry_check_agrees_with_the_network_builder():
+    """The config's arithmetic and spikebench.models (which builds the layers) accept exactly the same inputs."""
+    from spikebench import config as cfg
+    from spikebench.models import DATASET_SHAPES, NetworkSpecError, build_network
+
+    assert cfg.DATASET_SHAPES == DATASET_SHAPES
+    base = yaml.safe_load((PROJECT / "config.yaml").read_text())["networks"]
+    for network, channels in (("exp3_snn_mnist", [2, 2]), ("exp2_cnn", [2, 2, 2, 2, 2])):
+        for size in range(8, 40):
+            spec = {**base[network], "dataset": "mnist", "input_size": size, "channels": channels, "fc": 4}
+            try:
+                build_network(spec, network)
+                builds = True
+            except NetworkSpecError:
+                builds = False
+            assert (cfg.geometry_errors({network: spec}) == []) == builds, (network, size)
+
+
+def test_workflow_stops_at_a_too_small_input_before_any_job(workflow_dir):
+    (workflow_dir / "small.yaml").write_text(yaml.safe_dump({"networks": {"exp3_snn_mnist": {"input_size": 8}}}))
+    run = subprocess.run(snakemake_cmd("-n", "--cores", "1", "--configfile", "small.yaml"),
+                         cwd=workflow_dir, capture_output=True, text=True, timeout=120)
+    out = run.stdout + run.stderr
+    assert run.returncode != 0
+    assert "networks.exp3_snn_mnist': input 1x8x8 is too small for architecture conv2" in out
+    assert "layer 2 gets a 2x2 map" in out
+    assert "Job stats" not in out and "rule train" not in out
