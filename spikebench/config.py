@@ -86,9 +86,8 @@ DATASET_SHAPES = {"mnist": (1, 28, 28), "cifar10": (3, 32, 32), "nmnist": (2, 34
 CONV_STACKS = {"conv5": (5, 2), "conv2": (2, 0)}
 
 
-def _smallest_map(sizes: list[int], n_layers: int, padding: int) -> tuple[int, int, int] | None:
+def _empty_layer(size: int, n_layers: int, padding: int) -> tuple[int, int, int] | None:
     """(layer, map size it gets, size after its conv) of the first conv + pool layer whose output is empty."""
-    size = sizes[-1]
     for layer in range(1, n_layers + 1):
         conv = size + 2 * padding - 5 + 1
         if conv // 2 < 1:
@@ -119,10 +118,10 @@ def geometry_errors(networks: dict) -> list[str]:
             problems.append(f"config key 'networks.{name}.channels': architecture {arch} needs {n_layers} "
                             f"channel widths, got {spec.get('channels')}")
         side = height if size is None else size
-        empty = _smallest_map([side], n_layers, padding)
+        empty = _empty_layer(side, n_layers, padding)
         if empty is not None:
             layer, got, conv = empty
-            fits = next(s for s in range(side, 10 * 5 ** n_layers) if _smallest_map([s], n_layers, padding) is None)
+            fits = next(s for s in range(side, 10 * 5 ** n_layers) if _empty_layer(s, n_layers, padding) is None)
             reached = (f"smaller than its 5x5 kernel (padding {padding})" if conv < 1
                        else f"its conv gives {conv}x{conv}, too small for the 2x2 max-pool")
             problems.append(
