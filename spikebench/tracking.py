@@ -217,8 +217,10 @@ class WandbTracker:
         self.run.summary.update(dict(metrics))
 
     def close(self, status: str = "FINISHED") -> dict:
-        where = {"run_id": self.run.id, "mode": self.mode, "run_dir": str(Path(self.run.dir).parent),
-                 "url": self.run.url}
+        run_dir = str(Path(self.run.dir).parent)
+        where = {"run_id": self.run.id, "mode": self.mode, "run_dir": run_dir, "url": self.run.url}
+        if self.mode == "offline":
+            where["upload_with"] = f"wandb sync {run_dir}"
         import wandb
 
         self.run.finish(exit_code=0 if status == "FINISHED" else 1)
@@ -334,6 +336,8 @@ def open_run(
         elif backend == "tensorboard":
             tracker = TensorBoardTracker(folder, name, tags, config)
         else:
+            import mlflow.tracking  # noqa: F401  (imported before waiting for the lock)
+
             uri = mlflow_uri(tracking, folder)
             stack.enter_context(_sqlite_lock(uri))
             artifacts = folder / "mlartifacts" if not tracking.get("mlflow_uri") else None

@@ -307,3 +307,18 @@ def test_missing_backend_stops_the_workflow_before_any_job(tmp_path):
     assert run.returncode != 0
     out = run.stdout + run.stderr
     assert "tracking.backend" in out and 'pip install -e ".[wandb]"' in out, out[-3000:]
+
+
+@pytest.mark.slow
+def test_turning_tracking_on_after_a_run_plans_only_track_jobs(demo_run, tmp_path):
+    """A finished demo run: tracking on plans one `track` job per train/evaluate job and nothing else."""
+    import shutil
+
+    from test_reruns import planned_jobs
+
+    workdir = tmp_path / "workflow"
+    shutil.copytree(demo_run, workdir, symlinks=True)
+    (workdir / "tracking.yaml").write_text("tracking: {backend: tensorboard}\n")
+    networks = load_config(workdir / "config.yaml", workdir / "config.demo.yaml")["networks"]
+    expected = {("track", f"network={n}, stage={stage}") for n in networks for stage in tracking.STAGES}
+    assert planned_jobs(workdir, "tracking.yaml") == expected | {("all", "")}
