@@ -39,7 +39,7 @@ from typing import Any, Iterator, Mapping
 
 BACKENDS = ("none", "wandb", "tensorboard", "mlflow")
 IMPLEMENTATION = "spikebench"
-# The modules each backend needs, and the extra of pyproject.toml that installs them.
+# The modules each backend needs; the extra `.[<backend>]` of pyproject.toml installs them.
 BACKEND_MODULES = {"wandb": ("wandb",), "tensorboard": ("tensorboard",), "mlflow": ("mlflow", "sqlalchemy", "alembic")}
 STAGES = {"train": "epochs.parquet", "evaluate": "test.json"}
 
@@ -154,8 +154,8 @@ def epoch_metrics(row: Mapping[str, Any]) -> dict[str, float]:
     return numeric(row, skip=("epoch", "n_train", "n_val"))
 
 
-def test_metrics(result: Mapping[str, Any]) -> dict[str, float]:
-    """test.json as metrics: ``test_<key>`` for the test metrics, ``test_<key>`` for the telemetry summary."""
+def summary_metrics(result: Mapping[str, Any]) -> dict[str, float]:
+    """test.json's numbers as ``test_<key>`` (``test_time_s`` as is), its telemetry summary's as ``test_<key>`` too."""
     metrics = numeric(result, prefix="test_", skip=("experiment", "epoch_of_weights"))
     metrics = {k.replace("test_test_", "test_"): v for k, v in metrics.items()}
     metrics.update(numeric(result.get("telemetry") or {}, prefix="test_"))
@@ -381,7 +381,7 @@ def track_job(
         hardware, steps, summary = epochs.attrs.get("hardware", {}), epochs.to_dict("records"), {}
     else:
         test = read_test(result)
-        hardware, steps, summary = test.get("hardware") or {}, [], test_metrics(test)
+        hardware, steps, summary = test.get("hardware") or {}, [], summary_metrics(test)
     name, tags = run_name(network, seed, stage), run_tags(network, spec, stage, hardware)
     config = {"network": dict(spec), "seed": int(seed), "results_file": str(result)}
     if stage == "evaluate":

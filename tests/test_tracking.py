@@ -101,7 +101,7 @@ def test_metrics_leave_out_what_was_not_measured(tmp_path):
     assert "energy_j" not in metrics and "avg_power_w" not in metrics and "avg_gpu_util_pct" not in metrics
     assert metrics["val_acc"] == rows[0]["val_acc"] and metrics["epoch_time_s"] == rows[0]["epoch_time_s"]
     assert "epoch" not in metrics and "device" not in metrics
-    test = tracking.test_metrics(read_test(results / NETWORK / "test.json"))
+    test = tracking.summary_metrics(read_test(results / NETWORK / "test.json"))
     assert "test_energy_j" not in test and test["test_device_memory_avg_pct"] == 4.2
     assert test["test_time_s"] == 1.5 and "test_per_class_recall" not in test
 
