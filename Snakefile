@@ -18,6 +18,7 @@ include: "rules/data.smk"
 include: "rules/training.smk"
 include: "rules/evaluation.smk"
 include: "rules/results.smk"
+include: "rules/tracking.smk"
 
 
 rule all:

@@ -82,7 +82,7 @@ def all_targets():
             f"{RESULTS}/{network}/epochs.parquet",
             f"{RESULTS}/{network}/test.json",
         ]
-    return targets + results_targets()
+    return targets + results_targets() + TRACKING_TARGETS  # rules/tracking.smk
 
 
 # ---- results stage: tables and figures, with their places in the report
