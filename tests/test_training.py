@@ -84,6 +84,8 @@ WORKER = textwrap.dedent("""
     torch.set_num_threads(1)
     from spikebench.data.device import DeviceImages
     from spikebench.data.mnist import read_idx
+    from spikebench.jobs import PARTIAL_TELEMETRY, JobTelemetry
+    from spikebench.telemetry import TelemetrySampler
     from spikebench.training import train_network
     import logging
     logging.basicConfig(level=logging.INFO, stream=sys.stderr)
@@ -93,27 +95,42 @@ WORKER = textwrap.dedent("""
     train = DeviceImages(images[:256], labels[:256], name="train", source="t10k", size=32)
     val = DeviceImages(images[256:320], labels[256:320], name="val", source="t10k", size=32)
 
-    class StopDuringSecondEpoch:   # telemetry hook: after epoch 2's training steps, before its checkpoint
+    class StopDuringSecondEpoch(JobTelemetry):   # after epoch 2's training steps, before its checkpoint
         def phase(self, name, epoch):
+            super().phase(name, epoch)
             if name == "val" and epoch == 2:
                 (out / "killable").write_text("now")
                 time.sleep(600)
-        def epoch_summary(self, epoch):
-            return {}
 
-    train_network(spec, train, val, network_id="tiny", device=torch.device("cpu"), seed=7,
-                  weights_out=out / "weights.pt", epochs_out=out / "epochs.parquet",
-                  checkpoint_path=out / "checkpoint.pt", telemetry=StopDuringSecondEpoch() if mode == "kill" else None)
+    sampler = TelemetrySampler("cpu", interval_s=0.02)
+    hook = (StopDuringSecondEpoch if mode == "kill" else JobTelemetry)(sampler, out / PARTIAL_TELEMETRY)
+    with sampler:
+        train_network(spec, train, val, network_id="tiny", device=torch.device("cpu"), seed=7,
+                      weights_out=out / "weights.pt", epochs_out=out / "epochs.parquet",
+                      checkpoint_path=out / "checkpoint.pt", telemetry=hook, warmup_steps=int(sys.argv[5]))
+        hook.write(out / "telemetry_train.parquet")
+    hook.discard_partial()
 """)
 
 
-def _worker(tmp_path: Path, shared_data: Path, out: Path, mode: str) -> subprocess.Popen:
+def _worker(tmp_path: Path, shared_data: Path, out: Path, mode: str, warmup_steps: int = 0) -> subprocess.Popen:
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
     out.mkdir(exist_ok=True)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(PROJECT), os.environ.get("PYTHONPATH", "")])}
-    return subprocess.Popen([sys.executable, str(script), str(shared_data), str(out), mode, json.dumps(TINY_CONV5_SNN)],
+    return subprocess.Popen([sys.executable, str(script), str(shared_data), str(out), mode, json.dumps(TINY_CONV5_SNN),
+                             str(warmup_steps)],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _computed_columns(table: pd.DataFrame) -> pd.DataFrame:
+    """The epochs table without the columns that depend on the machine (timing, memory, telemetry)."""
+    from spikebench.jobs import telemetry_columns
+    from spikebench.telemetry import SUMMARY_KEYS
+
+    measured = set(TIMING_COLUMNS) | set(telemetry_columns(dict.fromkeys(SUMMARY_KEYS))) | {
+        "train_energy_j", "val_energy_j", "train_energy_above_idle_j", "val_energy_above_idle_j"}
+    return table.drop(columns=[c for c in table.columns if c in measured])
 
 
 def test_resume_after_kill_equals_an_uninterrupted_run(tmp_path: Path, shared_data: Path) -> None:
@@ -127,6 +144,7 @@ def test_resume_after_kill_equals_an_uninterrupted_run(tmp_path: Path, shared_da
         time.sleep(0.05)
     assert marker.exists() and killed.poll() is None, killed.communicate()[1]
     assert (tmp_path / "resumed" / "checkpoint.pt").exists()
+    assert (tmp_path / "resumed" / "telemetry_train.partial.parquet").exists()
     killed.send_signal(signal.SIGKILL)
     killed.communicate()
     assert killed.returncode == -signal.SIGKILL
@@ -138,6 +156,7 @@ def test_resume_after_kill_equals_an_uninterrupted_run(tmp_path: Path, shared_da
     assert resumed.returncode == 0, err
     assert "resuming from checkpoint" in err and "after epoch 1 of 3" in err
     assert not (tmp_path / "resumed" / "checkpoint.pt").exists()
+    assert not (tmp_path / "resumed" / "telemetry_train.partial.parquet").exists()
     a = torch.load(tmp_path / "full" / "weights.pt", weights_only=True)
     b = torch.load(tmp_path / "resumed" / "weights.pt", weights_only=True)
     assert a["state_dict"].keys() == b["state_dict"].keys()
@@ -145,10 +164,26 @@ def test_resume_after_kill_equals_an_uninterrupted_run(tmp_path: Path, shared_da
         assert torch.equal(a["state_dict"][key], b["state_dict"][key]), key
         assert torch.equal(a["best_val_state_dict"][key], b["best_val_state_dict"][key]), key
     assert a["best_val_epoch"] == b["best_val_epoch"]
-    ta = pd.read_parquet(tmp_path / "full" / "epochs.parquet").drop(columns=list(TIMING_COLUMNS))
-    tb = pd.read_parquet(tmp_path / "resumed" / "epochs.parquet").drop(columns=list(TIMING_COLUMNS))
+    ta = _computed_columns(pd.read_parquet(tmp_path / "full" / "epochs.parquet"))
+    tb = _computed_columns(pd.read_parquet(tmp_path / "resumed" / "epochs.parquet"))
     pd.testing.assert_frame_equal(ta, tb, check_exact=True)
     assert ta["epoch"].tolist() == [1, 2, 3] and ta["train_loss"].nunique() == 3
+
+    # The sidecar of the resumed run covers every epoch: epoch 1 from the killed process, 2 and 3 from the new one.
+    from spikebench.telemetry import read_samples, sidecar_metadata
+
+    sidecar = tmp_path / "resumed" / "telemetry_train.parquet"
+    samples = read_samples(sidecar)
+    for phase in ("train", "val"):
+        assert sorted(samples.loc[samples["phase"] == phase, "epoch"].unique()) == [1, 2, 3], phase
+    assert samples["time_s"].is_monotonic_increasing
+    meta = sidecar_metadata(sidecar)
+    assert meta["resumed_epochs"] == [1] and [r["after_epoch"] for r in meta["resumes"]] == [1]
+    assert "resumed_epochs" not in sidecar_metadata(tmp_path / "full" / "telemetry_train.parquet")
+    # exactly one training interval per epoch: the killed process's half epoch 2 is not in it
+    train_epochs = samples.loc[samples["phase"] == "train", "epoch"].to_numpy(dtype="int64")
+    assert 1 + int((np.diff(train_epochs) != 0).sum()) == 3 and len(meta["phases"]) == len({(b["phase"], b["epoch"], b["start_s"]) for b in meta["phases"]})
+    assert [b["epoch"] for b in meta["phases"] if b["phase"] == "train"] == [1, 2, 3]
 
 
 def _small(shared_data: Path, n: int = 256) -> tuple[DeviceImages, DeviceImages]:
