@@ -1147,10 +1147,13 @@ def _nvml_queries(nvml: Any, handle: Any) -> dict[str, Callable[[], Any]]:
 
 
 def _nvml_handle(nvml: Any, index: int, uuid: str | None) -> Any:
-    handle = _safe(lambda: nvml.nvmlDeviceGetHandleByUUID(uuid)) if uuid else None
-    if handle is None:
-        handle = nvml.nvmlDeviceGetHandleByIndex(_nvml_index_guess(index))
-    return handle
+    """NVML handle of torch's CUDA device ``index``: by UUID (torch's is bare), else by index."""
+    candidates = [] if not uuid else [uuid] if uuid.startswith(("GPU-", "MIG-")) else [f"GPU-{uuid}", f"MIG-{uuid}"]
+    for candidate in candidates:
+        handle = _safe(lambda: nvml.nvmlDeviceGetHandleByUUID(candidate))
+        if handle is not None:
+            return handle
+    return nvml.nvmlDeviceGetHandleByIndex(_nvml_index_guess(index))
 
 
 def gpu_state(device: torch.device | str, nvml: Any = None, handle: Any = None) -> dict[str, Any]:

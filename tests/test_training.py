@@ -321,3 +321,90 @@ def test_load_split_and_test_data_from_the_pipeline_files(tmp_path: Path, shared
     assert load_test_data(NETWORKS["exp3_snn_nmnist"], root, files, CPU).sample_shape == (2, 34, 34)
     with pytest.raises(ValueError, match="nmnist_files with keys 'frames' and 'samples'"):
         load_test_data(NETWORKS["exp3_snn_nmnist"], root, None, CPU)
+
+
+# ---------------------------------------------------------------- measurement: warm-up, phase timing, memory
+def _tiny_sets(shared_data: Path, size: int | None = 32) -> tuple[DeviceImages, DeviceImages]:
+    images, labels = _mnist_t10k(shared_data)
+    return (DeviceImages(images[:128].clone(), labels[:128].clone(), name="train", source="t10k", size=size),
+            DeviceImages(images[128:160].clone(), labels[128:160].clone(), name="val", source="t10k", size=size))
+
+
+def test_warm_up_leaves_results_bitwise_unchanged(tmp_path: Path, shared_data: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Warm-up steps run (the loss is computed 3 + 1 more times) and weights, optimiser and every random
+    stream are put back: the epochs table (computed columns) and the weights are bitwise those of a run without."""
+    import spikebench.training as training
+
+    train, val = _tiny_sets(shared_data)
+    spec = {**TINY_CONV5_SNN, "epochs": 2}
+    calls = {"n": 0}
+    real_loss = training.network_loss
+
+    def counting_loss(*args, **kwargs):
+        calls["n"] += 1
+        return real_loss(*args, **kwargs)
+
+    monkeypatch.setattr(training, "network_loss", counting_loss)
+    tables, counts = {}, {}
+    for steps in (0, 3):
+        calls["n"] = 0
+        out = tmp_path / f"w{steps}"
+        tables[steps] = train_network(spec, train, val, network_id="tiny", device=CPU, seed=3, warmup_steps=steps,
+                                      weights_out=out / "w.pt", epochs_out=out / "e.parquet",
+                                      checkpoint_path=out / "c.pt")
+        counts[steps] = calls["n"]
+    assert counts[3] == counts[0] + 3 + 1                 # 3 training steps and one validation batch
+    pd.testing.assert_frame_equal(_computed_columns(tables[0]), _computed_columns(tables[3]), check_exact=True)
+    a, b = (torch.load(tmp_path / f"w{s}" / "w.pt", weights_only=True) for s in (0, 3))
+    for key in a["state_dict"]:
+        assert torch.equal(a["state_dict"][key], b["state_dict"][key]), key
+
+
+def test_phase_times_exclude_the_telemetry_boundary(tmp_path: Path, shared_data: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A telemetry boundary that takes 100 s (on a fake clock) is in neither val_time_s nor epoch_time_s."""
+    import spikebench.training as training
+    from spikebench.telemetry import NullTelemetry
+
+    offset = {"s": 0.0}
+    real = time.perf_counter
+    monkeypatch.setattr(training.time, "perf_counter", lambda: real() + offset["s"])
+
+    class SlowBoundary(NullTelemetry):
+        def phase(self, name, epoch=None):
+            offset["s"] += 100.0          # as if two synchronous NVML samples took 100 s
+
+    train, val = _tiny_sets(shared_data, size=None)
+    table = train_network({**NETWORKS["exp1_ann"], "epochs": 2}, train, val, network_id="exp1_ann", device=CPU,
+                          seed=0, telemetry=SlowBoundary(), weights_out=tmp_path / "w.pt",
+                          epochs_out=tmp_path / "e.parquet", checkpoint_path=tmp_path / "c.pt")
+    assert (table["val_time_s"] < 100).all() and (table["train_time_s"] < 100).all(), table
+    assert np.allclose(table["epoch_time_s"], table["train_time_s"] + table["val_time_s"], rtol=0, atol=1e-12)
+
+
+def test_memory_columns_cpu_and_fake_cuda(tmp_path: Path, shared_data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import spikebench.training as training
+
+    train, val = _tiny_sets(shared_data, size=None)
+    expected = (128 + 32) * (28 * 28 + 8) / 2**20          # uint8 images and int64 labels, each stored once
+    assert training.dataset_mib(train, val) == pytest.approx(expected, rel=1e-12)
+    table = train_network({**NETWORKS["exp1_ann"], "epochs": 1}, train, val, network_id="exp1_ann", device=CPU,
+                          seed=0, weights_out=tmp_path / "w.pt", epochs_out=tmp_path / "e.parquet",
+                          checkpoint_path=tmp_path / "c.pt")
+    row = table.iloc[0]
+    assert row["dataset_mib"] == pytest.approx(expected, rel=1e-12)
+    assert row["memory_source"] == "process_max_rss" and row["peak_memory_mib"] > 0     # RSS on the CPU
+    assert pd.isna(row["activation_peak_mib"]) and pd.isna(row["reserved_peak_mib"])
+    assert "cannot be reset" in row["memory_null_reason"]
+
+    # CUDA: activation = the phase's peak minus the allocation at its start; torch's reserved peak.
+    cuda = torch.device("cuda", 0)
+    fake = {"memory_allocated": 300 * 2**20, "max_memory_reserved": 2048 * 2**20}
+    for name, value in fake.items():
+        monkeypatch.setattr(torch.cuda, name, lambda device=None, value=value: value)
+    start = training._cuda_mib("memory_allocated", cuda)
+    assert start == 300.0 and training._cuda_mib("max_memory_reserved", cuda) == 2048.0
+    assert training._cuda_mib("memory_allocated", CPU) is None
+    columns = training.memory_columns(cuda, start, 1324.0, 2048.0)
+    assert columns == {"activation_peak_mib": 1024.0, "reserved_peak_mib": 2048.0, "memory_null_reason": None}
