@@ -18,6 +18,7 @@ import torch
 import yaml
 
 from spikebench.data.device import DatasetShapeError, DeviceImages, encode_batch, rate_code
+from spikebench.telemetry import NullTelemetry
 from spikebench.training import TIMING_COLUMNS, CheckpointError, train_network
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -217,13 +218,10 @@ def test_checkpoint_of_other_settings_starts_afresh(tmp_path: Path, shared_data:
         return train_network(spec, train, val, network_id="exp1_ann", device=CPU, seed=seed, telemetry=telemetry,
                              weights_out=out / "w.pt", epochs_out=out / "e.parquet", checkpoint_path=out / "c.pt")
 
-    class InterruptSecondEpoch:
-        def phase(self, name, epoch):
+    class InterruptSecondEpoch(NullTelemetry):
+        def phase(self, name, epoch=None):
             if name == "train" and epoch == 2:
                 raise KeyboardInterrupt
-
-        def epoch_summary(self, epoch):
-            return {}
 
     with pytest.raises(KeyboardInterrupt):
         run("a", seed=0, telemetry=InterruptSecondEpoch())
@@ -365,7 +363,6 @@ def test_phase_times_exclude_the_telemetry_boundary(tmp_path: Path, shared_data:
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """A telemetry boundary that takes 100 s (on a fake clock) is in neither val_time_s nor epoch_time_s."""
     import spikebench.training as training
-    from spikebench.telemetry import NullTelemetry
 
     offset = {"s": 0.0}
     real = time.perf_counter
