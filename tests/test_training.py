@@ -405,3 +405,49 @@ def test_memory_columns_cpu_and_fake_cuda(tmp_path: Path, shared_data: Path, mon
     assert training._cuda_mib("memory_allocated", CPU) is None
     columns = training.memory_columns(cuda, start, 1324.0, 2048.0)
     assert columns == {"activation_peak_mib": 1024.0, "reserved_peak_mib": 2048.0, "memory_null_reason": None}
+
+
+def test_train_and_evaluate_jobs_record_idle_power_memory_and_provenance(tmp_path: Path) -> None:
+    """The jobs as the rules run them, on the CPU: every new column and record is there, null with its reason
+    where the CPU cannot measure it, and the partial sidecar is gone once the job has succeeded."""
+    import logging
+
+    from spikebench.data.demo import make_demo_mnist
+    from spikebench.data.split import make_split, write_split
+    from spikebench.jobs import evaluate_job, train_job
+    from spikebench.results import read_hardware
+    from spikebench.telemetry import sidecar_metadata
+
+    root, results_dir = tmp_path / "data", tmp_path / "results" / "exp1_ann"
+    n_train = len(make_demo_mnist(root, n_test=200, seed=0)["train"][1])
+    split = tmp_path / "mnist_split.parquet"
+    write_split(make_split(n_train, 0.2, 42), split, "mnist", n_train, 0.2, 42)
+    spec = {**NETWORKS["exp1_ann"], "epochs": 1}
+    telemetry = {"enabled": True, "interval_s": 0.05, "idle_s": 0.2, "warmup_steps": 2}
+    outputs = {"weights": results_dir / "weights.pt", "epochs": results_dir / "epochs.parquet",
+               "telemetry": results_dir / "telemetry_train.parquet"}
+    log = logging.getLogger("spikebench.test")
+    train_job("exp1_ann", spec, inputs={"split": split}, outputs=outputs, data_root=root, seed=0, device="cpu",
+              telemetry=telemetry, checkpoint=results_dir / "checkpoint.pt", log=log)
+    assert sorted(p.name for p in results_dir.iterdir()) == ["epochs.parquet", "telemetry_train.parquet", "weights.pt"]
+    epochs = pd.read_parquet(outputs["epochs"])
+    for column in ("energy_above_idle_j", "train_energy_above_idle_j", "idle_power_w", "energy_reliable",
+                   "activation_peak_mib", "reserved_peak_mib", "dataset_mib", "memory_null_reason"):
+        assert column in epochs.columns, column
+    assert epochs["dataset_mib"].iloc[0] > 0 and pd.isna(epochs["activation_peak_mib"].iloc[0])
+    idle = sidecar_metadata(outputs["telemetry"])["idle"]
+    if idle["idle_power_w"] is None:            # no RAPL here: the reason is recorded, energy above idle null
+        assert idle["idle_null_reason"] and epochs["energy_above_idle_j"].isna().all()
+    hardware = read_hardware(outputs["epochs"])
+    assert hardware["temperature_start_c"] is None and hardware["temperature_end_c"] is None
+    assert hardware["null_reasons"]["temperature_end_c"] == "no GPU: the job runs on cpu"
+    assert "cudnn_benchmark" in hardware and hardware["torch_version"] == torch.__version__
+
+    test_out = {"test": results_dir / "test.json", "telemetry": results_dir / "telemetry_test.parquet"}
+    evaluate_job("exp1_ann", spec, inputs={"weights": outputs["weights"]}, outputs=test_out, data_root=root,
+                 which="last", seed=0, device="cpu", telemetry=telemetry, log=log)
+    result = json.loads(test_out["test"].read_text())
+    assert {"energy_above_idle_j", "energy_above_idle_per_sample_mj", "idle_power_w",
+            "energy_reliable"} <= set(result["telemetry"])
+    assert "power_limit_w" in result["hardware"] and "temperature_end_c" in result["hardware"]
+    assert result["hardware"]["null_reasons"]["power_limit_w"] == "no GPU: the job runs on cpu"
