@@ -42,6 +42,13 @@ difference between the first and last sample of each phase interval (samples are
 at both ends of every phase), summed over intervals; otherwise trapezoidal integration of
 ``power_w``. ``avg_power_w`` is ``energy_j / duration_s`` whenever the energy is known (exactly
 the time-weighted mean power when integrated), else the time-weighted mean of ``power_w``.
+With an idle power (:meth:`TelemetrySampler.measure_idle`, sampled before the job's work),
+``energy_above_idle_j`` is the energy minus idle power times duration; an NVML energy over an
+interval shorter than :data:`MIN_RELIABLE_ENERGY_S` is flagged (``energy_reliable`` False).
+
+Resume: :meth:`TelemetrySampler.write` with ``through_epoch`` writes a partial sidecar after each
+epoch; :meth:`TelemetrySampler.restore` puts its finished epochs in front of a resumed run's
+samples (metadata ``resumed_epochs``), so the final sidecar covers the whole training.
 """
 
 from __future__ import annotations

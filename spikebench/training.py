@@ -7,11 +7,15 @@ and saves a checkpoint; the final outputs (weights, epochs Parquet) are written 
 is then deleted.
 
 Epochs table (one row per epoch): network, epoch (1-based), train_loss, train_acc, val_loss, val_acc
-(accuracies as fractions), train_time_s, val_time_s, epoch_time_s (CUDA synchronised before each timer read),
-train_samples_per_s, val_samples_per_s, peak_memory_mib with memory_source (``torch_cuda_max_allocated``: the
-largest of the train and val phases' peaks, resident data included; ``process_max_rss``: the process's peak
-resident set size so far, which cannot be reset and so never decreases), device, plus the telemetry hook's
-``epoch_summary`` columns.
+(accuracies as fractions), train_time_s, val_time_s (each clock read after the telemetry boundary call and a
+CUDA synchronisation: they time only their phase), epoch_time_s (their sum), train_samples_per_s,
+val_samples_per_s, peak_memory_mib with memory_source (``torch_cuda_max_allocated``: the largest of the train
+and val phases' peaks, resident data included; ``process_max_rss``: the process's peak resident set size so
+far, which cannot be reset and so never decreases), activation_peak_mib (training phase's peak allocation minus
+the allocation at its start), reserved_peak_mib (torch's reserved peak, train and val) and memory_null_reason
+(why those two are null: on the CPU), dataset_mib (resident training and validation tensors), device, plus the
+telemetry hook's ``epoch_summary`` columns. Before the first epoch of a process, ``warmup_steps`` untimed steps
+run and every state is restored after them (:func:`warm_up`).
 
 Random numbers, all derived from ``seed``: the global torch RNG (seeded before the network is built) draws the
 Kaiming initialisation and the dropout masks; a CPU ``torch.Generator`` shuffles; a generator on the device
