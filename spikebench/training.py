@@ -239,15 +239,12 @@ def warm_up(net: torch.nn.Module, optimizer: torch.optim.Optimizer, spec: dict, 
         return
     weights = {k: v.detach().clone() for k, v in net.state_dict().items()}
     opt_state, rng = copy.deepcopy(optimizer.state_dict()), _rng_states(device, *generators)
-    kind, batch_size = spec["kind"], int(spec["batch_size"])
+    batch_size = int(spec["batch_size"])
     idx = torch.arange(min(batch_size, len(train)), device=device)
     net.train()
     for _ in range(steps):
         x, n_steps = encode_batch(spec, train, idx, generators[-1])
-        loss = network_loss(kind, net(x), train.labels[idx], n_steps, spec)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        train_step(net, optimizer, spec, x, train.labels[idx], n_steps)
     if val is not None:
         run_batches(net, spec, _Head(val, batch_size), batch_size, generators[-1])
     synchronize(device)
@@ -274,6 +271,17 @@ class _Head:
 # --------------------------------------------------------------------------------------------------
 # Training
 # --------------------------------------------------------------------------------------------------
+def train_step(net: torch.nn.Module, optimizer: torch.optim.Optimizer, spec: dict, x: torch.Tensor,
+               y: torch.Tensor, n_steps: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimiser step on one batch (the timed epochs and the warm-up run this same code); (loss, output)."""
+    out = net(x)
+    loss = network_loss(spec["kind"], out, y, n_steps, spec)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss, out
+
+
 def _train_epoch(net: torch.nn.Module, optimizer: torch.optim.Optimizer, spec: dict, train: DeviceDataset,
                  shuffle_gen: torch.Generator, spike_gen: torch.Generator, device: torch.device) -> tuple[float, float]:
     """One pass over the training set in a fresh random order; (mean loss, accuracy)."""
@@ -285,11 +293,7 @@ def _train_epoch(net: torch.nn.Module, optimizer: torch.optim.Optimizer, spec: d
     for idx in order.split(batch_size):
         x, n_steps = encode_batch(spec, train, idx, spike_gen)
         y = train.labels[idx]
-        out = net(x)
-        loss = network_loss(kind, out, y, n_steps, spec)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        loss, out = train_step(net, optimizer, spec, x, y, n_steps)
         loss_sum += loss.detach().double() * len(idx)
         correct += (predict(kind, out.detach(), n_steps) == y).sum()
     return loss_sum.item() / n_train, correct.item() / n_train
@@ -335,6 +339,24 @@ def _run_epoch(net, optimizer, spec, train, val, gens, device, epoch, telemetry)
     }
 
 
+def _checkpoint_rng(device: torch.device, shuffle_gen: torch.Generator, spike_gen: torch.Generator) -> dict:
+    return {"torch_cpu": torch.get_rng_state(),
+            "torch_cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+            "shuffle": shuffle_gen.get_state(), "spikes": spike_gen.get_state()}
+
+
+def _restore(ckpt: dict, net: torch.nn.Module, optimizer: torch.optim.Optimizer, device: torch.device,
+             shuffle_gen: torch.Generator, spike_gen: torch.Generator) -> None:
+    """Weights, optimiser and the random states of a checkpoint, so training goes on as if never stopped."""
+    net.load_state_dict(ckpt["state_dict"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    torch.set_rng_state(ckpt["rng"]["torch_cpu"])
+    if device.type == "cuda" and ckpt["rng"].get("torch_cuda") is not None:
+        torch.cuda.set_rng_state(ckpt["rng"]["torch_cuda"], device)
+    shuffle_gen.set_state(ckpt["rng"]["shuffle"])
+    spike_gen.set_state(ckpt["rng"]["spikes"])
+
+
 def train_network(spec: dict, train: DeviceDataset, val: DeviceDataset | None, *, network_id: str,
                   device: torch.device, seed: int, weights_out: Path, epochs_out: Path, checkpoint_path: Path,
                   telemetry=None, log: logging.Logger | None = None, deterministic: bool = False,
@@ -367,13 +389,7 @@ def train_network(spec: dict, train: DeviceDataset, val: DeviceDataset | None, *
     expected = fingerprint(spec, seed, train, val, device)
     ckpt = _load_checkpoint(checkpoint_path, expected, log)
     if ckpt is not None:
-        net.load_state_dict(ckpt["state_dict"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        torch.set_rng_state(ckpt["rng"]["torch_cpu"])
-        if device.type == "cuda" and ckpt["rng"].get("torch_cuda") is not None:
-            torch.cuda.set_rng_state(ckpt["rng"]["torch_cuda"], device)
-        shuffle_gen.set_state(ckpt["rng"]["shuffle"])
-        spike_gen.set_state(ckpt["rng"]["spikes"])
+        _restore(ckpt, net, optimizer, device, shuffle_gen, spike_gen)
         rows, best = list(ckpt["rows"]), dict(ckpt["best"])
         first_epoch = int(ckpt["epoch"]) + 1
         log.info("%s: resuming from checkpoint %s after epoch %d of %d", network_id, checkpoint_path,
@@ -399,10 +415,7 @@ def train_network(spec: dict, train: DeviceDataset, val: DeviceDataset | None, *
         _atomic_torch_save({
             "fingerprint": expected, "network": network_id, "epoch": epoch,
             "state_dict": _cpu_state(net), "optimizer": optimizer.state_dict(),
-            "rng": {"torch_cpu": torch.get_rng_state(),
-                    "torch_cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-                    "shuffle": shuffle_gen.get_state(), "spikes": spike_gen.get_state()},
-            "rows": rows, "best": best,
+            "rng": _checkpoint_rng(device, shuffle_gen, spike_gen), "rows": rows, "best": best,
         }, checkpoint_path)
 
     table = pd.DataFrame(rows)

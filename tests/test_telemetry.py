@@ -873,3 +873,21 @@ def test_gpu_provenance_with_fake_nvml(torch_uuid: Callable[[str | None], None])
     cpu = T.hardware_info("cpu")
     assert all(cpu[k] is None for k in ("sm_clock_mhz", "power_limit_w", "temperature_start_c"))
     assert cpu["null_reasons"]["power_limit_w"] == "no GPU: the job runs on cpu"
+
+
+def test_memory_pct_has_the_mib_figure_beside_it_as_numerator(torch_uuid: Callable[[str | None], None],
+                                                               tmp_path: Path) -> None:
+    """device_memory_*_pct = device_memory_*_mib / the device's total: NVML's used memory on a GPU, RSS on the CPU."""
+    from spikebench.jobs import telemetry_columns
+
+    torch_uuid(UUID_B)
+    with T.TelemetrySampler("cuda:0", interval_s=0.01, nvml=FakeNVML(two_gpus())) as s:
+        run_epoch(s, 1, 0.03, 0.01)
+        gpu = telemetry_columns(s.epoch_summary(1))
+    assert gpu["device_memory_peak_pct"] == pytest.approx(gpu["device_memory_peak_mib"] / 24576 * 100, rel=1e-12)
+    assert gpu["device_memory_avg_pct"] == pytest.approx(gpu["device_memory_avg_mib"] / 24576 * 100, rel=1e-12)
+    with T.TelemetrySampler("cpu", interval_s=0.01, rapl_root=tmp_path) as c:
+        run_epoch(c, 1, 0.03, 0.01)
+        cpu = telemetry_columns(c.epoch_summary(1))
+        ram = c._cpu.ram_total_mib
+    assert cpu["device_memory_peak_pct"] == pytest.approx(cpu["device_memory_peak_mib"] / ram * 100, rel=1e-12)
