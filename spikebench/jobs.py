@@ -168,10 +168,14 @@ class JobTelemetry:
         self.sampler.phase(name, epoch)
 
     def epoch_summary(self, epoch: int) -> dict:
-        return telemetry_columns(self.sampler.epoch_summary(epoch))
+        return {**telemetry_columns(self.sampler.epoch_summary(epoch)), **self._idle_reason()}
 
     def phase_summary(self, phase: str, epoch: int | None = None) -> dict:
-        return telemetry_columns(self.sampler.phase_summary(phase, epoch))
+        return {**telemetry_columns(self.sampler.phase_summary(phase, epoch)), **self._idle_reason()}
+
+    def _idle_reason(self) -> dict:
+        """Why ``idle_power_w`` (and so ``energy_above_idle_j``) is null, beside them."""
+        return {"idle_null_reason": self.sampler.idle.get("idle_null_reason")}
 
     def epoch_done(self, epoch: int, key: str | None = None) -> None:
         if self.partial is not None:

@@ -438,6 +438,7 @@ def test_train_and_evaluate_jobs_record_idle_power_memory_and_provenance(tmp_pat
     idle = sidecar_metadata(outputs["telemetry"])["idle"]
     if idle["idle_power_w"] is None:            # no RAPL here: the reason is recorded, energy above idle null
         assert idle["idle_null_reason"] and epochs["energy_above_idle_j"].isna().all()
+        assert (epochs["idle_null_reason"] == idle["idle_null_reason"]).all()
     hardware = read_hardware(outputs["epochs"])
     assert hardware["temperature_start_c"] is None and hardware["temperature_end_c"] is None
     assert hardware["null_reasons"]["temperature_end_c"] == "no GPU: the job runs on cpu"
@@ -447,7 +448,7 @@ def test_train_and_evaluate_jobs_record_idle_power_memory_and_provenance(tmp_pat
     evaluate_job("exp1_ann", spec, inputs={"weights": outputs["weights"]}, outputs=test_out, data_root=root,
                  which="last", seed=0, device="cpu", telemetry=telemetry, log=log)
     result = json.loads(test_out["test"].read_text())
-    assert {"energy_above_idle_j", "energy_above_idle_per_sample_mj", "idle_power_w",
+    assert {"energy_above_idle_j", "energy_above_idle_per_sample_mj", "idle_power_w", "idle_null_reason",
             "energy_reliable"} <= set(result["telemetry"])
     assert "power_limit_w" in result["hardware"] and "temperature_end_c" in result["hardware"]
     assert result["hardware"]["null_reasons"]["power_limit_w"] == "no GPU: the job runs on cpu"
