@@ -891,3 +891,21 @@ def test_memory_pct_has_the_mib_figure_beside_it_as_numerator(torch_uuid: Callab
         cpu = telemetry_columns(c.epoch_summary(1))
         ram = c._cpu.ram_total_mib
     assert cpu["device_memory_peak_pct"] == pytest.approx(cpu["device_memory_peak_mib"] / ram * 100, rel=1e-12)
+
+
+def test_restore_keeps_only_the_epochs_of_the_checkpoint(tmp_path: Path) -> None:
+    """Killed between the partial sidecar (through epoch 2) and checkpoint 2: the resume from checkpoint 1 reruns
+    epoch 2, so the first run's epoch-2 samples are dropped and epoch 2 appears once."""
+    with T.TelemetrySampler("cpu", interval_s=0.01, rapl_root=tmp_path) as first:
+        run_epoch(first, 1, 0.02, 0.01)
+        run_epoch(first, 2, 0.02, 0.01)
+        first.write(tmp_path / "partial.parquet", through_epoch=2, checkpoint_key="k")
+    with T.TelemetrySampler("cpu", interval_s=0.01, rapl_root=tmp_path) as resumed:
+        assert resumed.restore(tmp_path / "partial.parquet", 1, key="k") == [1]
+        run_epoch(resumed, 2, 0.02, 0.01)
+    df, phases = resumed.samples(), resumed.phases()
+    assert df["time_s"].is_monotonic_increasing
+    assert phases.dropna(subset=["epoch"])["epoch"].tolist() == [1, 1, 2, 2]
+    old_epoch2 = first.samples().query("epoch == 2")["timestamp"]
+    assert not df["timestamp"].isin(old_epoch2).any()
+    assert resumed.info["resumed_epochs"] == [1] and resumed.info["resumes"][0]["after_epoch"] == 1
