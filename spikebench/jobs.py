@@ -164,19 +164,52 @@ def telemetry_columns(summary: dict) -> dict:
 
 
 class JobTelemetry:
-    """The sampler as training and evaluation see it: phases in, summaries with table names out."""
+    """The sampler as training and evaluation see it: phases in, summaries with table names out.
 
-    def __init__(self, sampler) -> None:
+    With ``partial``, a Parquet path beside the checkpoint (not a declared output), the samples so
+    far are written there after every epoch (:meth:`epoch_done`, before the checkpoint is saved)
+    and put back in front of the new samples when training resumes (:meth:`resume`), so the final
+    sidecar (:meth:`write`) covers every epoch of a killed and resumed run."""
+
+    def __init__(self, sampler, partial: str | Path | None = None) -> None:
         self.sampler = sampler
+        self.partial = Path(partial) if partial is not None else None
 
     def phase(self, name: str, epoch: int | None = None) -> None:
         self.sampler.phase(name, epoch)
 
     def epoch_summary(self, epoch: int) -> dict:
-        return telemetry_columns(self.sampler.epoch_summary(epoch))
+        return {**telemetry_columns(self.sampler.epoch_summary(epoch)), **self._idle_reason()}
 
     def phase_summary(self, phase: str, epoch: int | None = None) -> dict:
-        return telemetry_columns(self.sampler.phase_summary(phase, epoch))
+        return {**telemetry_columns(self.sampler.phase_summary(phase, epoch)), **self._idle_reason()}
+
+    def _idle_reason(self) -> dict:
+        """Why ``idle_power_w`` (and so ``energy_above_idle_j``) is null, beside them."""
+        return {"idle_null_reason": self.sampler.idle.get("idle_null_reason")}
+
+    def epoch_done(self, epoch: int, key: str | None = None) -> None:
+        if self.partial is not None:
+            from spikebench.training import write_error
+
+            try:
+                self.sampler.write(self.partial, through_epoch=int(epoch), checkpoint_key=key)
+            except OSError as exc:
+                raise write_error(self.partial, exc) from exc
+
+    def resume(self, through_epoch: int, key: str | None = None) -> None:
+        if self.partial is not None:
+            self.sampler.restore(self.partial, through_epoch, key)
+
+    def write(self, path: str | Path) -> None:
+        """Stop the sampler and write the whole run's sidecar to ``path`` (the partial file stays until
+        :meth:`discard_partial`, called once the job has succeeded, so a failed run keeps it)."""
+        self.sampler.stop()
+        self.sampler.write(path)
+
+    def discard_partial(self) -> None:
+        if self.partial is not None:
+            self.partial.unlink(missing_ok=True)
 
 
 def _add_parquet_metadata(path: str | Path, metadata: dict, columns: dict | None = None) -> None:
@@ -197,8 +230,9 @@ def _add_parquet_metadata(path: str | Path, metadata: dict, columns: dict | None
         raise write_error(path, exc) from exc
 
 
-def _finish_telemetry(sampler, path: str | Path, log: logging.Logger, failed: BaseException | None = None) -> None:
-    """Stop the sampler and write its sidecar to `path`.
+def _finish_telemetry(hook: JobTelemetry, path: str | Path, log: logging.Logger,
+                      failed: BaseException | None = None) -> None:
+    """Stop the sampler and write the whole run's sidecar to `path` (:meth:`JobTelemetry.write`).
 
     A write that fails names `path`. While the job is already failing (`failed`), that write failure is only
     logged, so that the first error (say, the checkpoint save that hit a full disk) is the one raised.
@@ -206,8 +240,7 @@ def _finish_telemetry(sampler, path: str | Path, log: logging.Logger, failed: Ba
     from spikebench.training import write_error
 
     try:
-        sampler.stop()
-        sampler.write(path)
+        hook.write(path)
     except Exception as exc:  # noqa: BLE001 - re-raised below unless another error is on its way
         if failed is None:
             if isinstance(exc, OSError):
@@ -246,7 +279,9 @@ def train_job(
         sampler = TelemetrySampler(
             lease.device, interval_s=telemetry["interval_s"], enabled=telemetry["enabled"], log=log
         )
+        hook = JobTelemetry(sampler, partial=Path(checkpoint).with_name(PARTIAL_TELEMETRY))
         with sampler:
+            _measure_idle(sampler, telemetry, log)
             try:
                 train_network(
                     spec, train, val,
@@ -256,16 +291,45 @@ def train_job(
                     weights_out=Path(outputs["weights"]),
                     epochs_out=Path(outputs["epochs"]),
                     checkpoint_path=Path(checkpoint),
-                    telemetry=JobTelemetry(sampler),
+                    telemetry=hook,
                     log=log,
+                    warmup_steps=int(telemetry.get("warmup_steps", WARMUP_STEPS)),
                 )
             except BaseException as exc:
-                _finish_telemetry(sampler, outputs["telemetry"], log, failed=exc)
+                _finish_telemetry(hook, outputs["telemetry"], log, failed=exc)
                 raise
-            _finish_telemetry(sampler, outputs["telemetry"], log)
+            _finish_telemetry(hook, outputs["telemetry"], log)
+        _end_state(hardware, lease.device)
         meta = {"spikebench.hardware": hardware, "spikebench.network": network_id, "spikebench.spec": spec}
         _add_parquet_metadata(outputs["epochs"], meta, {"n_train": len(train), "n_val": len(val)})
         _add_parquet_metadata(outputs["telemetry"], meta)
+        hook.discard_partial()
+
+
+PARTIAL_TELEMETRY = "telemetry_train.partial.parquet"
+"""The samples of a training's finished epochs, beside its checkpoint (not a declared output)."""
+WARMUP_STEPS = 3
+IDLE_S = 5.0
+"""Defaults of ``telemetry.warmup_steps`` and ``telemetry.idle_s`` (as in the config schema)."""
+
+
+def _measure_idle(sampler, telemetry: dict, log: logging.Logger) -> None:
+    idle = sampler.measure_idle(float(telemetry.get("idle_s", IDLE_S)))
+    if idle["idle_power_w"] is None:
+        log.info("idle power not measured: %s; energy_above_idle_j stays null", idle["idle_null_reason"])
+    else:
+        log.info("idle power %.1f W over %.1f s (%s)", idle["idle_power_w"], idle["idle_s"], idle["idle_energy_source"])
+
+
+def _end_state(hardware: dict, device) -> None:
+    """Add the GPU temperature at the job's end (and why it is null) to its hardware record."""
+    from spikebench.telemetry import gpu_state
+
+    state = gpu_state(str(device))
+    hardware["temperature_end_c"] = state["temperature_c"]
+    reason = state["null_reasons"].get("temperature_c")
+    if reason is not None:
+        hardware.setdefault("null_reasons", {})["temperature_end_c"] = reason
 
 
 def evaluate_job(
@@ -297,22 +361,29 @@ def evaluate_job(
         sampler = TelemetrySampler(
             lease.device, interval_s=telemetry["interval_s"], enabled=telemetry["enabled"], log=log
         )
+        hook = JobTelemetry(sampler)
         with sampler:
+            _measure_idle(sampler, telemetry, log)
             try:
                 result = evaluate_network(
                     Path(inputs["weights"]), spec, test,
                     network_id=network_id, device=lease.device, which=which, seed=seed,
-                    telemetry=JobTelemetry(sampler), log=log,
+                    telemetry=hook, log=log,
                 )
             except BaseException as exc:
-                _finish_telemetry(sampler, outputs["telemetry"], log, failed=exc)
+                _finish_telemetry(hook, outputs["telemetry"], log, failed=exc)
                 raise
-            _finish_telemetry(sampler, outputs["telemetry"], log)
+            _finish_telemetry(hook, outputs["telemetry"], log)
+        _end_state(hardware, lease.device)
         result["hardware"] = hardware
         energy_j = (result.get("telemetry") or {}).get("energy_j")
         if result.get("telemetry") is not None:
             result["telemetry"]["energy_per_sample_mj"] = (
                 None if energy_j is None else 1000.0 * energy_j / result["n_test"]
+            )
+            above = result["telemetry"].get("energy_above_idle_j")
+            result["telemetry"]["energy_above_idle_per_sample_mj"] = (
+                None if above is None else 1000.0 * above / result["n_test"]
             )
         _add_parquet_metadata(outputs["telemetry"], {"spikebench.hardware": hardware, "spikebench.network": network_id})
         write_json_atomic(result, outputs["test"])

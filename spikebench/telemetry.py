@@ -42,6 +42,13 @@ difference between the first and last sample of each phase interval (samples are
 at both ends of every phase), summed over intervals; otherwise trapezoidal integration of
 ``power_w``. ``avg_power_w`` is ``energy_j / duration_s`` whenever the energy is known (exactly
 the time-weighted mean power when integrated), else the time-weighted mean of ``power_w``.
+With an idle power (:meth:`TelemetrySampler.measure_idle`, sampled before the job's work),
+``energy_above_idle_j`` is the energy minus idle power times duration; an NVML energy over an
+interval shorter than :data:`MIN_RELIABLE_ENERGY_S` is flagged (``energy_reliable`` False).
+
+Resume: :meth:`TelemetrySampler.write` with ``through_epoch`` writes a partial sidecar after each
+epoch; :meth:`TelemetrySampler.restore` puts its finished epochs in front of a resumed run's
+samples (metadata ``resumed_epochs``), so the final sidecar covers the whole training.
 """
 
 from __future__ import annotations
@@ -75,6 +82,8 @@ __all__ = [
     "CPU_WINDOW_S",
     "ENERGY_SOURCES",
     "PHASES",
+    "MIN_RELIABLE_ENERGY_S",
+    "NullTelemetry",
     "SAMPLE_SCHEMA",
     "SUMMARY_KEYS",
     "RaplReader",
@@ -82,6 +91,7 @@ __all__ = [
     "empty_samples",
     "hardware_info",
     "install_sigterm_handler",
+    "gpu_state",
     "read_samples",
     "sidecar_metadata",
     "summarize",
@@ -93,6 +103,9 @@ ENERGY_SOURCES: tuple[str, ...] = ("nvml_energy_counter", "nvml_power_integrated
 RAPL_ROOT = Path("/sys/class/powercap")
 CPU_WINDOW_S = 0.05
 """Shortest wall-time window over which ``cpu_util_pct`` is computed (s)."""
+MIN_RELIABLE_ENERGY_S = 1.0
+"""Shortest phase interval whose NVML energy is reported as reliable (s): the energy counter updates
+every ~100 ms and the power reading is a ~1 s moving average (Zeus's measurement notes)."""
 JOIN_TIMEOUT_S = 5.0
 """How long :meth:`TelemetrySampler.stop` waits for the sampling thread (s)."""
 METADATA_KEY = b"spikebench.telemetry"
@@ -138,8 +151,13 @@ SUMMARY_KEYS: tuple[str, ...] = (
     "telemetry_source",
     "n_samples",
     "duration_s",
+    "idle_power_w",
+    "energy_above_idle_j",
+    "energy_reliable",
+    "energy_unreliable_reason",
 )
-"""Keys of :func:`summarize`'s result (``epoch_summary`` adds ``train_energy_j``, ``val_energy_j``)."""
+"""Keys of :func:`summarize`'s result (``epoch_summary`` adds ``train_energy_j``, ``val_energy_j``,
+``train_energy_above_idle_j``, ``val_energy_above_idle_j``)."""
 
 
 # --------------------------------------------------------------------------- table helpers
@@ -165,6 +183,22 @@ def _frame(rows: list[list[Any]]) -> pd.DataFrame:
         else:
             out[name] = pd.Series(values, dtype="object").astype(dtype)
     return pd.DataFrame(out)
+
+
+def _rows_of(df: pd.DataFrame) -> list[list[Any]]:
+    """The raw sample rows of a telemetry table (inverse of :func:`_frame`; NA as None)."""
+    if df.empty:
+        return []
+    columns = []
+    for name in _COLUMNS:
+        col = df[name]
+        if name == "timestamp":
+            columns.append([t.timestamp() for t in col])
+        elif name == "time_s":
+            columns.append(col.astype("float64").tolist())
+        else:
+            columns.append([None if v is pd.NA else v for v in col.astype(object).where(col.notna(), None)])
+    return [list(row) for row in zip(*columns)]
 
 
 def read_samples(path: str | os.PathLike[str]) -> pd.DataFrame:
@@ -200,13 +234,17 @@ def _scalar(x: float | None) -> float | None:
     return None if x is None or not math.isfinite(x) else float(x)
 
 
-def summarize(samples: pd.DataFrame, phases: str | Iterable[str], epoch: int | None = None) -> dict[str, Any]:
+def summarize(samples: pd.DataFrame, phases: str | Iterable[str], epoch: int | None = None,
+              idle_power_w: float | None = None) -> dict[str, Any]:
     """Summarise the samples of the given phase(s), optionally of one epoch only.
 
     ``phases`` is a phase name or several (e.g. ``("train", "val")``); ``epoch=None`` selects every
     epoch. A *phase interval* is a contiguous run of samples with the same (phase, epoch); energy
     and durations are summed over intervals, never across the gap between two intervals. Rows are
     taken in ``time_s`` order (a stable sort: rows with equal times keep their table order).
+    ``energy_above_idle_j`` is ``energy_j - idle_power_w * duration_s`` (None without an idle power).
+    An NVML energy of a selection with an interval shorter than :data:`MIN_RELIABLE_ENERGY_S` has
+    ``energy_reliable`` False and the reason in ``energy_unreliable_reason`` (None without energy).
     Returns the :data:`SUMMARY_KEYS` with plain Python values (``None`` where unavailable).
     """
     missing = [c for c in _COLUMNS if c not in samples.columns]
@@ -303,6 +341,7 @@ def summarize(samples: pd.DataFrame, phases: str | Iterable[str], epoch: int | N
     else:
         avg_power = time_avg("power_w")
 
+    result.update(_energy_quality(energy, energy_source, duration, idle_power_w, dt, pair, seg))
     result.update(
         avg_power_w=_scalar(avg_power) if avg_power is not None else None,
         energy_j=energy,
@@ -318,6 +357,29 @@ def summarize(samples: pd.DataFrame, phases: str | Iterable[str], epoch: int | N
         duration_s=duration,
     )
     return result
+
+
+def _energy_quality(energy: float | None, energy_source: str | None, duration: float, idle_power_w: float | None,
+                    dt: np.ndarray, pair: np.ndarray, seg: np.ndarray) -> dict[str, Any]:
+    """``idle_power_w``, ``energy_above_idle_j``, ``energy_reliable`` and its reason for :func:`summarize`."""
+    idle = _scalar(idle_power_w) if idle_power_w is not None else None
+    out: dict[str, Any] = {"idle_power_w": idle, "energy_above_idle_j": None, "energy_reliable": None,
+                           "energy_unreliable_reason": None}
+    if energy is None:
+        return out
+    if idle is not None:
+        out["energy_above_idle_j"] = energy - idle * duration
+    out["energy_reliable"] = True
+    if energy_source is not None and energy_source.startswith("nvml"):
+        _, index = np.unique(seg, return_inverse=True)
+        shortest = float(np.bincount(index, weights=np.where(pair, dt, 0.0)).min())
+        if shortest < MIN_RELIABLE_ENERGY_S:
+            out["energy_reliable"] = False
+            out["energy_unreliable_reason"] = (
+                f"a phase interval of {shortest:.3g} s is shorter than {MIN_RELIABLE_ENERGY_S:g} s: NVML's energy "
+                "counter updates every ~100 ms and its power reading is a ~1 s average"
+            )
+    return out
 
 
 # --------------------------------------------------------------------------- readers
@@ -636,6 +698,8 @@ class TelemetrySampler:
         self._cpu: _CpuReader | None = None
         self._nvml: _NvmlReader | None = None
         self._torch_cuda = False
+        self.idle: dict[str, Any] = {"idle_power_w": None, "idle_s": None, "idle_energy_source": None,
+                                     "idle_null_reason": "idle power not measured (telemetry.idle_s: 0)"}
 
     # ---- lifecycle
 
@@ -836,6 +900,96 @@ class TelemetrySampler:
             start = self._rows[-1][_IX["time_s"]]
             self._boundaries.append({"phase": name, "epoch": epoch, "start_s": start, "end_s": None})
 
+    def measure_idle(self, seconds: float) -> dict[str, Any]:
+        """Sample ``seconds`` of the idle device (call while nothing runs) and keep its mean power.
+
+        The result (also in ``self.idle`` and the sidecar's metadata ``idle``): ``idle_power_w``,
+        ``idle_s``, ``idle_energy_source``, and ``idle_null_reason`` when it could not be measured
+        (telemetry disabled, no power or energy reading); later summaries report energy above it.
+        """
+        if self._state != "running" or self.source == "none":
+            reason = "telemetry disabled"
+        elif self._nvml is None and not (self._cpu is not None and self._cpu.rapl.available):
+            reason = "no power or energy reading on this device (CPU path without readable RAPL counters)"
+        elif seconds <= 0:
+            reason = "idle power not measured (telemetry.idle_s: 0)"
+        else:
+            reason = None
+        if reason is None:
+            if self._phase != ("idle", None):
+                self.phase("idle", None)
+            with self._lock:
+                self._sample_locked(torch_peak=False)
+                start = self._rows[-1][_IX["time_s"]]
+            time.sleep(seconds)
+            with self._lock:
+                self._sample_locked(torch_peak=False)
+                end = self._rows[-1][_IX["time_s"]]
+            df = self.samples()
+            window = summarize(df[(df["time_s"] >= start) & (df["time_s"] <= end)], "idle")
+            if window["avg_power_w"] is None:
+                reason = "no power or energy reading during the idle window"
+            self.idle = {"idle_power_w": window["avg_power_w"], "idle_s": window["duration_s"],
+                         "idle_energy_source": window["energy_source"], "idle_null_reason": reason,
+                         "start_s": start, "end_s": end}
+        else:
+            self.idle = {"idle_power_w": None, "idle_s": None, "idle_energy_source": None, "idle_null_reason": reason}
+        self.info["idle"] = self.idle
+        return dict(self.idle)
+
+    def restore(self, path: str | os.PathLike[str], through_epoch: int, key: str | None = None) -> list[int]:
+        """Put the samples of epochs ``1..through_epoch`` of an earlier, killed run of this job (the
+        partial sidecar at ``path``) in front of this run's samples; returns the epochs restored.
+
+        This run's times are shifted to follow the earlier ones by the wall time between them, so
+        ``time_s`` stays increasing across the resume. Metadata ``resumed_epochs`` lists the epochs
+        whose samples come from an earlier process, ``resumes`` each resume (after which epoch, at
+        which ``time_s``). A missing or unreadable partial sidecar, or one whose metadata
+        ``checkpoint_key`` is not ``key``, restores nothing (logged).
+        """
+        try:
+            prior, meta = read_samples(path), sidecar_metadata(path)
+        except (OSError, ValueError) as exc:
+            self.log.warning("telemetry: samples of the epochs before the resume are lost (%s)", exc)
+            return []
+        if key is not None and meta.get("checkpoint_key") != key:
+            self.log.warning("telemetry: partial sidecar %s belongs to another checkpoint; samples of the epochs "
+                             "before the resume are lost", path)
+            return []
+        ends = [b["end_s"] for b in meta.get("phases", [])
+                if b.get("epoch") is not None and b["epoch"] <= through_epoch and b.get("end_s") is not None]
+        cut = max(ends, default=-math.inf)
+        prior = prior[prior["time_s"] <= cut]
+        epochs = sorted({int(e) for e in prior["epoch"].dropna()})
+        if epochs != list(range(1, through_epoch + 1)):
+            self.log.warning("telemetry: the partial sidecar %s holds epochs %s of the %d before the resume",
+                             path, epochs, through_epoch)
+        boundaries = [b for b in meta.get("phases", []) if b.get("end_s") is not None and b["end_s"] <= cut]
+        with self._lock:
+            if not prior.empty and self._rows:
+                gap = max(self._rows[0][_IX["timestamp"]] - prior["timestamp"].iloc[-1].timestamp(), 0.0)
+                shift = float(prior["time_s"].iloc[-1]) + gap - self._rows[0][_IX["time_s"]] + 1e-6
+                self._shift_locked(shift)
+            else:
+                shift = 0.0
+            self._rows[:0] = _rows_of(prior)
+            self._boundaries[:0] = boundaries
+            self.info["resumed_epochs"] = epochs
+            self.info["resumes"] = [*meta.get("resumes", []), {"after_epoch": int(through_epoch), "time_s": shift}]
+        return epochs
+
+    def _shift_locked(self, shift: float) -> None:
+        self._t0 -= shift
+        for row in self._rows:
+            row[_IX["time_s"]] += shift
+        for b in self._boundaries:
+            for key in ("start_s", "end_s"):
+                if b[key] is not None:
+                    b[key] += shift
+        for key in ("start_s", "end_s"):
+            if self.idle.get(key) is not None:
+                self.idle[key] += shift
+
     def _checkpoint(self, phases: tuple[str, ...], epoch: int | None) -> None:
         """Sample now if the current phase is being summarised, so it is covered up to now."""
         name, current_epoch = self._phase
@@ -868,20 +1022,24 @@ class TelemetrySampler:
     def phase_summary(self, phase: str, epoch: int | None = None) -> dict[str, Any]:
         """:func:`summarize` of one phase (all epochs when ``epoch`` is None)."""
         self._checkpoint((phase,), epoch)
-        return summarize(self.samples(), phase, epoch)
+        return summarize(self.samples(), phase, epoch, self.idle["idle_power_w"])
 
     def epoch_summary(self, epoch: int) -> dict[str, Any]:
         """:func:`summarize` of the train and val phases of ``epoch`` together, plus
         ``train_energy_j`` and ``val_energy_j``."""
         self._checkpoint(("train", "val"), epoch)
         df = self.samples()
-        out = summarize(df, ("train", "val"), epoch)
-        out["train_energy_j"] = summarize(df, "train", epoch)["energy_j"]
-        out["val_energy_j"] = summarize(df, "val", epoch)["energy_j"]
+        idle = self.idle["idle_power_w"]
+        out = summarize(df, ("train", "val"), epoch, idle)
+        for phase in ("train", "val"):
+            part = summarize(df, phase, epoch, idle)
+            out[f"{phase}_energy_j"] = part["energy_j"]
+            out[f"{phase}_energy_above_idle_j"] = part["energy_above_idle_j"]
         return out
 
-    def write(self, path: str | os.PathLike[str]) -> Path:
-        """Write the table to Parquet atomically (temporary file + rename); returns the path."""
+    def write(self, path: str | os.PathLike[str], **extra_info: Any) -> Path:
+        """Write the table to Parquet atomically (temporary file + rename); returns the path.
+        ``extra_info`` goes into the metadata beside the sampler settings and phase boundaries."""
         import pyarrow as pa
         import pyarrow.parquet as pq
 
@@ -889,7 +1047,7 @@ class TelemetrySampler:
         path.parent.mkdir(parents=True, exist_ok=True)
         table = pa.Table.from_pandas(self.samples(), preserve_index=False)
         with self._lock:
-            info = dict(self.info, phases=[dict(b) for b in self._boundaries])
+            info = dict(self.info, **extra_info, phases=[dict(b) for b in self._boundaries])
         meta = dict(table.schema.metadata or {})
         meta[METADATA_KEY] = json.dumps(info, default=str).encode()
         table = table.replace_schema_metadata(meta)
@@ -901,6 +1059,31 @@ class TelemetrySampler:
             if tmp.exists():
                 tmp.unlink()
         return path
+
+
+class NullTelemetry:
+    """The telemetry hook of a training or test run without a sampler: every call does nothing.
+
+    The hook protocol :func:`spikebench.training.train_network` calls: ``phase(name, epoch)`` at
+    each phase boundary, ``epoch_summary(epoch)`` (columns for the epochs table),
+    ``epoch_done(epoch, key)`` after each epoch, just before its checkpoint is saved (keep the
+    samples so far across a kill), ``resume(through_epoch, key)`` after a checkpoint was loaded.
+    """
+
+    def phase(self, name: str, epoch: int | None = None) -> None:
+        return None
+
+    def epoch_summary(self, epoch: int) -> dict[str, Any]:
+        return {}
+
+    def phase_summary(self, phase: str, epoch: int | None = None) -> dict[str, Any]:
+        return {}
+
+    def epoch_done(self, epoch: int, key: str | None = None) -> None:
+        return None
+
+    def resume(self, through_epoch: int, key: str | None = None) -> None:
+        return None
 
 
 # --------------------------------------------------------------------------- signals
@@ -949,14 +1132,108 @@ def _package_version(name: str) -> str | None:
         return None
 
 
-def hardware_info(device: torch.device | str, nvml: Any = None) -> dict[str, Any]:
+GPU_STATE_KEYS: tuple[str, ...] = (
+    "sm_clock_mhz", "memory_clock_mhz", "applications_sm_clock_mhz", "applications_memory_clock_mhz",
+    "power_limit_w", "enforced_power_limit_w", "persistence_mode", "temperature_c",
+)
+"""Keys of :func:`gpu_state` besides ``null_reasons``."""
+
+
+def _nvml_queries(nvml: Any, handle: Any) -> dict[str, Callable[[], Any]]:
+    sm, mem = getattr(nvml, "NVML_CLOCK_SM", 1), getattr(nvml, "NVML_CLOCK_MEM", 2)
+    return {
+        "sm_clock_mhz": lambda: float(nvml.nvmlDeviceGetClockInfo(handle, sm)),
+        "memory_clock_mhz": lambda: float(nvml.nvmlDeviceGetClockInfo(handle, mem)),
+        "applications_sm_clock_mhz": lambda: float(nvml.nvmlDeviceGetApplicationsClock(handle, sm)),
+        "applications_memory_clock_mhz": lambda: float(nvml.nvmlDeviceGetApplicationsClock(handle, mem)),
+        "power_limit_w": lambda: nvml.nvmlDeviceGetPowerManagementLimit(handle) / 1000.0,
+        "enforced_power_limit_w": lambda: nvml.nvmlDeviceGetEnforcedPowerLimit(handle) / 1000.0,
+        "persistence_mode": lambda: bool(nvml.nvmlDeviceGetPersistenceMode(handle)),
+        "temperature_c": lambda: float(nvml.nvmlDeviceGetTemperature(handle, getattr(nvml, "NVML_TEMPERATURE_GPU", 0))),
+    }
+
+
+def _nvml_handle(nvml: Any, index: int, uuid: str | None) -> Any:
+    """NVML handle of torch's CUDA device ``index``: by UUID (torch's is bare), else by index."""
+    candidates = [] if not uuid else [uuid] if uuid.startswith(("GPU-", "MIG-")) else [f"GPU-{uuid}", f"MIG-{uuid}"]
+    for candidate in candidates:
+        handle = _safe(lambda: nvml.nvmlDeviceGetHandleByUUID(candidate))
+        if handle is not None:
+            return handle
+    return nvml.nvmlDeviceGetHandleByIndex(_nvml_index_guess(index))
+
+
+def gpu_state(device: torch.device | str, nvml: Any = None, handle: Any = None) -> dict[str, Any]:
+    """Clocks (current and application), power limits, persistence mode and temperature of the
+    job's GPU from NVML, as MLPerf asks them recorded. Every :data:`GPU_STATE_KEYS` is present;
+    one that could not be read is None with the reason in ``null_reasons``. ``handle``: an NVML
+    handle already open (the caller initialised NVML); otherwise NVML is opened and shut here."""
+    out: dict[str, Any] = dict.fromkeys(GPU_STATE_KEYS)
+    kind, index = _parse_device(device if isinstance(device, str) else str(device))
+
+    if kind != "cuda":
+        return _null_state(f"no GPU: the job runs on {kind}")
+    opened = False
+    try:
+        if handle is None:
+            if nvml is None:
+                import pynvml as nvml
+            nvml.nvmlInit()
+            opened = True
+            handle = _nvml_handle(nvml, index or 0, _torch_gpu_uuid(index or 0))
+    except Exception as exc:  # noqa: BLE001 - no library, no driver, no device
+        if opened:
+            _safe(nvml.nvmlShutdown)
+        return _null_state(f"NVML unavailable: {type(exc).__name__}: {exc}")
+    reasons: dict[str, str] = {}
+    try:
+        for key, query in _nvml_queries(nvml, handle).items():
+            try:
+                out[key] = query()
+            except Exception as exc:  # noqa: BLE001 - NotSupported on this GPU, no permission, ...
+                reasons[key] = f"NVML: {type(exc).__name__}: {exc}"
+    finally:
+        if opened:
+            _safe(nvml.nvmlShutdown)
+    return {**out, "null_reasons": reasons}
+
+
+def _null_state(reason: str) -> dict[str, Any]:
+    return {**dict.fromkeys(GPU_STATE_KEYS), "null_reasons": dict.fromkeys(GPU_STATE_KEYS, reason)}
+
+
+def _torch_flags() -> dict[str, Any]:
+    import torch
+
+    return {
+        "cudnn_benchmark": bool(torch.backends.cudnn.benchmark),
+        "cudnn_deterministic": bool(torch.backends.cudnn.deterministic),
+    }
+
+
+def hardware_info(device: torch.device | str, nvml: Any = None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """The hardware and software a job runs on (best effort: anything unavailable is None).
 
     Keys: device, device_name, gpu_uuid, memory_total_mib (the device's memory: GPU memory on
     CUDA, RAM otherwise), driver_version, cuda_version (PyTorch's build), cudnn_version,
     torch_version, snntorch_version, python_version, cpu_model, cpu_count, ram_total_mib,
-    host_name, platform, cuda_visible_devices.
+    host_name, platform, cuda_visible_devices, cudnn_benchmark, cudnn_deterministic, the
+    :func:`gpu_state` keys at the job's start (``temperature_c`` as ``temperature_start_c``) and
+    ``null_reasons`` (key -> why it is None, for the GPU state). ``extra``: further entries merged
+    in last (e.g. the precision and thread settings a job applies).
     """
+    info = _hardware_info(device, nvml)
+    state = info.pop("_gpu_state")
+    reasons = state.pop("null_reasons", {})
+    state["temperature_start_c"] = state.pop("temperature_c")
+    if "temperature_c" in reasons:
+        reasons["temperature_start_c"] = reasons.pop("temperature_c")
+    info.update(state, **_torch_flags(), null_reasons=reasons)
+    info.update(extra or {})
+    return info
+
+
+def _hardware_info(device: torch.device | str, nvml: Any = None) -> dict[str, Any]:
     import torch
 
     device = torch.device(device)
@@ -980,6 +1257,7 @@ def hardware_info(device: torch.device | str, nvml: Any = None) -> dict[str, Any
         "platform": _safe(platform.platform),
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
     }
+    info["_gpu_state"] = _null_state(f"no GPU: the job runs on {device.type}")
     if device.type != "cuda":
         return info
     index = device.index if device.index is not None else (_safe(torch.cuda.current_device) or 0)
@@ -995,10 +1273,12 @@ def hardware_info(device: torch.device | str, nvml: Any = None) -> dict[str, Any
         try:
             import pynvml as nvml
         except ImportError:
+            info["_gpu_state"] = _null_state("NVML unavailable: pynvml (PyPI nvidia-ml-py) is not installed")
             return info
     try:
         nvml.nvmlInit()
-    except Exception:  # noqa: BLE001
+    except Exception as exc:  # noqa: BLE001
+        info["_gpu_state"] = _null_state(f"NVML unavailable: {type(exc).__name__}: {exc}")
         return info
     try:
         info["driver_version"] = _safe(lambda: _text(nvml.nvmlSystemGetDriverVersion()))
@@ -1012,6 +1292,9 @@ def hardware_info(device: torch.device | str, nvml: Any = None) -> dict[str, Any
                 info["device_name"] = _safe(lambda: _text(nvml.nvmlDeviceGetName(handle)))
             if info["memory_total_mib"] is None:
                 info["memory_total_mib"] = _safe(lambda: nvml.nvmlDeviceGetMemoryInfo(handle).total / MIB)
+            info["_gpu_state"] = gpu_state(device, nvml, handle)
+        else:
+            info["_gpu_state"] = _null_state(f"NVML has no device for {device} (UUID {info['gpu_uuid']})")
     finally:
         _safe(nvml.nvmlShutdown)
     return info

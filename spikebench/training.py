@@ -7,11 +7,15 @@ and saves a checkpoint; the final outputs (weights, epochs Parquet) are written 
 is then deleted.
 
 Epochs table (one row per epoch): network, epoch (1-based), train_loss, train_acc, val_loss, val_acc
-(accuracies as fractions), train_time_s, val_time_s, epoch_time_s (CUDA synchronised before each timer read),
-train_samples_per_s, val_samples_per_s, peak_memory_mib with memory_source (``torch_cuda_max_allocated``: the
-largest of the train and val phases' peaks, resident data included; ``process_max_rss``: the process's peak
-resident set size so far, which cannot be reset and so never decreases), device, plus the telemetry hook's
-``epoch_summary`` columns.
+(accuracies as fractions), train_time_s, val_time_s (each clock read after the telemetry boundary call and a
+CUDA synchronisation: they time only their phase), epoch_time_s (their sum), train_samples_per_s,
+val_samples_per_s, peak_memory_mib with memory_source (``torch_cuda_max_allocated``: the largest of the train
+and val phases' peaks, resident data included; ``process_max_rss``: the process's peak resident set size so
+far, which cannot be reset and so never decreases), activation_peak_mib (training phase's peak allocation minus
+the allocation at its start), reserved_peak_mib (torch's reserved peak, train and val) and memory_null_reason
+(why those two are null: on the CPU), dataset_mib (resident training and validation tensors), device, plus the
+telemetry hook's ``epoch_summary`` columns. Before the first epoch of a process, ``warmup_steps`` untimed steps
+run and every state is restored after them (:func:`warm_up`).
 
 Random numbers, all derived from ``seed``: the global torch RNG (seeded before the network is built) draws the
 Kaiming initialisation and the dropout masks; a CPU ``torch.Generator`` shuffles; a generator on the device
@@ -31,6 +35,7 @@ uninterrupted one.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
@@ -46,12 +51,14 @@ import torch
 
 from spikebench.data.device import DeviceDataset, check_fits, encode_batch
 from spikebench.models import build_network, network_loss, predict
+from spikebench.telemetry import NullTelemetry
 
 _LOG = logging.getLogger("spikebench.training")
 
 #: Columns of the epochs table that depend on the machine's speed, not on the computation.
 TIMING_COLUMNS = ("train_time_s", "val_time_s", "epoch_time_s", "train_samples_per_s", "val_samples_per_s",
-                  "peak_memory_mib", "memory_source", "device")
+                  "peak_memory_mib", "memory_source", "activation_peak_mib", "reserved_peak_mib",
+                  "memory_null_reason", "device")
 
 
 class CheckpointError(RuntimeError):
@@ -178,15 +185,199 @@ def _load_checkpoint(path: Path, expected: str, log: logging.Logger) -> dict | N
 
 
 # --------------------------------------------------------------------------------------------------
+# Memory and warm-up
+# --------------------------------------------------------------------------------------------------
+def dataset_mib(*datasets: DeviceDataset | None) -> float:
+    """Resident size of the datasets' tensors (each storage counted once), MiB."""
+    seen: dict[tuple[str, int], int] = {}
+
+    def visit(obj: Any, depth: int) -> None:
+        if isinstance(obj, torch.Tensor):
+            storage = obj.untyped_storage()
+            seen[(str(obj.device), storage.data_ptr())] = storage.nbytes()
+        elif depth < 2 and hasattr(obj, "__dict__") and not isinstance(obj, type):
+            for value in vars(obj).values():
+                visit(value, depth + 1)
+
+    for data in datasets:
+        if data is not None:
+            visit(data, 0)
+    return sum(seen.values()) / 2**20
+
+
+CPU_MEMORY_REASON = ("CPU: no caching allocator (no reserved memory), and the process's peak resident set size "
+                     "(peak_memory_mib) cannot be reset per phase, so no activation peak")
+
+
+def memory_columns(device: torch.device, train_start_mib: float | None, train_peak_mib: float | None,
+                   reserved_peak_mib: float | None) -> dict:
+    """``activation_peak_mib`` (training phase's peak allocation minus the allocation at its start),
+    ``reserved_peak_mib`` (torch's reserved peak) and ``memory_null_reason`` (why they are null)."""
+    if device.type != "cuda":
+        return {"activation_peak_mib": None, "reserved_peak_mib": None, "memory_null_reason": CPU_MEMORY_REASON}
+    return {"activation_peak_mib": train_peak_mib - train_start_mib, "reserved_peak_mib": reserved_peak_mib,
+            "memory_null_reason": None}
+
+
+def _cuda_mib(fn_name: str, device: torch.device) -> float | None:
+    return getattr(torch.cuda, fn_name)(device) / 2**20 if device.type == "cuda" else None
+
+
+def _rng_states(device: torch.device, *generators: torch.Generator) -> dict:
+    return {"torch_cpu": torch.get_rng_state(),
+            "torch_cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+            "generators": [g.get_state() for g in generators]}
+
+
+def _set_rng_states(states: dict, device: torch.device, *generators: torch.Generator) -> None:
+    torch.set_rng_state(states["torch_cpu"])
+    if device.type == "cuda" and states.get("torch_cuda") is not None:
+        torch.cuda.set_rng_state(states["torch_cuda"], device)
+    for g, state in zip(generators, states["generators"]):
+        g.set_state(state)
+
+
+def warm_up(net: torch.nn.Module, optimizer: torch.optim.Optimizer, spec: dict, train: DeviceDataset,
+            val: DeviceDataset | None, steps: int, generators: tuple[torch.Generator, ...],
+            device: torch.device) -> None:
+    """``steps`` untimed training steps and one validation batch on full-size batches (cuBLAS/cuDNN set-up,
+    lazy kernel loading and allocator growth happen here, not in epoch 1), then the weights, optimiser state
+    and every random state (global CPU/CUDA, ``generators``) are put back as they were: the run goes on
+    bitwise as without the warm-up (tested on the CPU)."""
+    if steps <= 0:
+        return
+    weights = {k: v.detach().clone() for k, v in net.state_dict().items()}
+    opt_state, rng = copy.deepcopy(optimizer.state_dict()), _rng_states(device, *generators)
+    batch_size = int(spec["batch_size"])
+    idx = torch.arange(min(batch_size, len(train)), device=device)
+    net.train()
+    for _ in range(steps):
+        x, n_steps = encode_batch(spec, train, idx, generators[-1])
+        train_step(net, optimizer, spec, x, train.labels[idx], n_steps)
+    if val is not None:
+        run_batches(net, spec, _Head(val, batch_size), batch_size, generators[-1])
+    synchronize(device)
+    optimizer.zero_grad(set_to_none=True)
+    net.load_state_dict(weights)
+    optimizer.load_state_dict(opt_state)
+    _set_rng_states(rng, device, *generators)
+
+
+class _Head:
+    """The first ``n`` samples of a dataset (one validation batch for the warm-up)."""
+
+    def __init__(self, data: DeviceDataset, n: int) -> None:
+        self.data, self.n = data, min(n, len(data))
+        self.labels = data.labels[: self.n]
+
+    def __len__(self) -> int:
+        return self.n
+
+    def batch(self, idx: torch.Tensor):
+        return self.data.batch(idx)
+
+
+# --------------------------------------------------------------------------------------------------
 # Training
 # --------------------------------------------------------------------------------------------------
+def train_step(net: torch.nn.Module, optimizer: torch.optim.Optimizer, spec: dict, x: torch.Tensor,
+               y: torch.Tensor, n_steps: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimiser step on one batch (the timed epochs and the warm-up run this same code); (loss, output)."""
+    out = net(x)
+    loss = network_loss(spec["kind"], out, y, n_steps, spec)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss, out
+
+
+def _train_epoch(net: torch.nn.Module, optimizer: torch.optim.Optimizer, spec: dict, train: DeviceDataset,
+                 shuffle_gen: torch.Generator, spike_gen: torch.Generator, device: torch.device) -> tuple[float, float]:
+    """One pass over the training set in a fresh random order; (mean loss, accuracy)."""
+    kind, batch_size, n_train = spec["kind"], int(spec["batch_size"]), len(train)
+    net.train()
+    loss_sum = torch.zeros((), device=device, dtype=torch.float64)
+    correct = torch.zeros((), device=device, dtype=torch.int64)
+    order = torch.randperm(n_train, generator=shuffle_gen).to(device)
+    for idx in order.split(batch_size):
+        x, n_steps = encode_batch(spec, train, idx, spike_gen)
+        y = train.labels[idx]
+        loss, out = train_step(net, optimizer, spec, x, y, n_steps)
+        loss_sum += loss.detach().double() * len(idx)
+        correct += (predict(kind, out.detach(), n_steps) == y).sum()
+    return loss_sum.item() / n_train, correct.item() / n_train
+
+
+def _run_epoch(net, optimizer, spec, train, val, gens, device, epoch, telemetry) -> dict:
+    """Train and validate one epoch; the timing and memory columns of its row.
+
+    Each clock is read after the telemetry boundary call that opens its phase and after a device
+    synchronisation, so ``train_time_s`` and ``val_time_s`` time only their phase, and
+    ``epoch_time_s`` is their sum."""
+    shuffle_gen, spike_gen = gens
+    reset_peak_memory(device)
+    telemetry.phase("train", epoch)
+    synchronize(device)
+    start_mib = _cuda_mib("memory_allocated", device)
+    t0 = time.perf_counter()
+    train_loss, train_acc = _train_epoch(net, optimizer, spec, train, shuffle_gen, spike_gen, device)
+    synchronize(device)
+    t1 = time.perf_counter()
+    memory_mib, memory_source = peak_memory(device)   # read before telemetry.phase resets CUDA's peak
+    reserved_mib = _cuda_mib("max_memory_reserved", device)
+    memory = memory_columns(device, start_mib, memory_mib, reserved_mib)
+    val_loss = val_acc = math.nan
+    val_time = 0.0
+    if val is not None:
+        telemetry.phase("val", epoch)
+        synchronize(device)
+        t2 = time.perf_counter()
+        val_loss, val_acc, _ = run_batches(net, spec, val, int(spec["batch_size"]), spike_gen)
+        synchronize(device)
+        val_time = time.perf_counter() - t2
+        memory_mib = max(memory_mib, peak_memory(device)[0])
+        if reserved_mib is not None:
+            memory["reserved_peak_mib"] = max(reserved_mib, _cuda_mib("max_memory_reserved", device))
+    telemetry.phase("idle", None)
+    return {
+        "train_loss": train_loss, "train_acc": train_acc, "val_loss": val_loss, "val_acc": val_acc,
+        "train_time_s": t1 - t0, "val_time_s": val_time if val is not None else math.nan,
+        "epoch_time_s": (t1 - t0) + val_time, "train_samples_per_s": len(train) / (t1 - t0),
+        "val_samples_per_s": (len(val) / val_time) if val is not None and val_time > 0 else math.nan,
+        "peak_memory_mib": memory_mib, "memory_source": memory_source, **memory,
+    }
+
+
+def _checkpoint_rng(device: torch.device, shuffle_gen: torch.Generator, spike_gen: torch.Generator) -> dict:
+    return {"torch_cpu": torch.get_rng_state(),
+            "torch_cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+            "shuffle": shuffle_gen.get_state(), "spikes": spike_gen.get_state()}
+
+
+def _restore(ckpt: dict, net: torch.nn.Module, optimizer: torch.optim.Optimizer, device: torch.device,
+             shuffle_gen: torch.Generator, spike_gen: torch.Generator) -> None:
+    """Weights, optimiser and the random states of a checkpoint, so training goes on as if never stopped."""
+    net.load_state_dict(ckpt["state_dict"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    torch.set_rng_state(ckpt["rng"]["torch_cpu"])
+    if device.type == "cuda" and ckpt["rng"].get("torch_cuda") is not None:
+        torch.cuda.set_rng_state(ckpt["rng"]["torch_cuda"], device)
+    shuffle_gen.set_state(ckpt["rng"]["shuffle"])
+    spike_gen.set_state(ckpt["rng"]["spikes"])
+
+
 def train_network(spec: dict, train: DeviceDataset, val: DeviceDataset | None, *, network_id: str,
                   device: torch.device, seed: int, weights_out: Path, epochs_out: Path, checkpoint_path: Path,
-                  telemetry=None, log: logging.Logger | None = None, deterministic: bool = False) -> pd.DataFrame:
-    """Train the network ``spec`` describes, resuming from ``checkpoint_path``; returns the epochs table."""
+                  telemetry=None, log: logging.Logger | None = None, deterministic: bool = False,
+                  warmup_steps: int = 0) -> pd.DataFrame:
+    """Train the network ``spec`` describes, resuming from ``checkpoint_path``; returns the epochs table.
+
+    ``telemetry``: the hook (:class:`spikebench.telemetry.NullTelemetry` documents its calls; None: no
+    telemetry). ``warmup_steps``: untimed steps before the first epoch of this process (:func:`warm_up`)."""
     log = log or _LOG
+    telemetry = telemetry if telemetry is not None else NullTelemetry()
     device = torch.device(device)
-    kind, batch_size, n_epochs = spec["kind"], int(spec["batch_size"]), int(spec["epochs"])
+    n_epochs = int(spec["epochs"])
     check_fits(spec, train, network_id)
     if val is not None:
         check_fits(spec, val, network_id)
@@ -207,79 +398,33 @@ def train_network(spec: dict, train: DeviceDataset, val: DeviceDataset | None, *
     expected = fingerprint(spec, seed, train, val, device)
     ckpt = _load_checkpoint(checkpoint_path, expected, log)
     if ckpt is not None:
-        net.load_state_dict(ckpt["state_dict"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        torch.set_rng_state(ckpt["rng"]["torch_cpu"])
-        if device.type == "cuda" and ckpt["rng"].get("torch_cuda") is not None:
-            torch.cuda.set_rng_state(ckpt["rng"]["torch_cuda"], device)
-        shuffle_gen.set_state(ckpt["rng"]["shuffle"])
-        spike_gen.set_state(ckpt["rng"]["spikes"])
+        _restore(ckpt, net, optimizer, device, shuffle_gen, spike_gen)
         rows, best = list(ckpt["rows"]), dict(ckpt["best"])
         first_epoch = int(ckpt["epoch"]) + 1
         log.info("%s: resuming from checkpoint %s after epoch %d of %d", network_id, checkpoint_path,
                  first_epoch - 1, n_epochs)
+        telemetry.resume(first_epoch - 1, expected)
+    if first_epoch <= n_epochs:
+        warm_up(net, optimizer, spec, train, val, int(warmup_steps), (shuffle_gen, spike_gen), device)
 
-    n_train = len(train)
+    data_mib = dataset_mib(train, val)
     for epoch in range(first_epoch, n_epochs + 1):
-        reset_peak_memory(device)
-        # ---- training phase
-        if telemetry is not None:
-            telemetry.phase("train", epoch)
-        synchronize(device)
-        t0 = time.perf_counter()
-        net.train()
-        loss_sum = torch.zeros((), device=device, dtype=torch.float64)
-        correct = torch.zeros((), device=device, dtype=torch.int64)
-        order = torch.randperm(n_train, generator=shuffle_gen).to(device)
-        for idx in order.split(batch_size):
-            x, n_steps = encode_batch(spec, train, idx, spike_gen)
-            y = train.labels[idx]
-            out = net(x)
-            loss = network_loss(kind, out, y, n_steps, spec)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            loss_sum += loss.detach().double() * len(idx)
-            correct += (predict(kind, out.detach(), n_steps) == y).sum()
-        train_loss, train_acc = loss_sum.item() / n_train, correct.item() / n_train
-        synchronize(device)
-        t1 = time.perf_counter()
-        memory_mib, memory_source = peak_memory(device)   # read before telemetry.phase resets CUDA's peak
-        # ---- validation phase
-        if val is not None:
-            if telemetry is not None:
-                telemetry.phase("val", epoch)
-            val_loss, val_acc, _ = run_batches(net, spec, val, batch_size, spike_gen)
-            synchronize(device)
-            memory_mib = max(memory_mib, peak_memory(device)[0])
-        else:
-            val_loss = val_acc = math.nan
-        t2 = time.perf_counter()
-        if telemetry is not None:
-            telemetry.phase("idle", None)
-        row = {
-            "network": network_id, "epoch": epoch,
-            "train_loss": train_loss, "train_acc": train_acc, "val_loss": val_loss, "val_acc": val_acc,
-            "train_time_s": t1 - t0, "val_time_s": t2 - t1, "epoch_time_s": t2 - t0,
-            "train_samples_per_s": n_train / (t1 - t0),
-            "val_samples_per_s": (len(val) / (t2 - t1)) if val is not None and t2 > t1 else math.nan,
-            "peak_memory_mib": memory_mib, "memory_source": memory_source, "device": str(device),
-        }
-        if telemetry is not None:
-            row.update(telemetry.epoch_summary(epoch) or {})
+        row = {"network": network_id, "epoch": epoch,
+               **_run_epoch(net, optimizer, spec, train, val, (shuffle_gen, spike_gen), device, epoch, telemetry),
+               "dataset_mib": data_mib, "device": str(device)}
+        row.update(telemetry.epoch_summary(epoch) or {})
         rows.append(row)
-        if val is not None and val_acc > best["val_acc"]:
-            best = {"val_acc": val_acc, "epoch": epoch, "state_dict": _cpu_state(net)}
+        if val is not None and row["val_acc"] > best["val_acc"]:
+            best = {"val_acc": row["val_acc"], "epoch": epoch, "state_dict": _cpu_state(net)}
         log.info("%s epoch %d/%d: train loss %.4f acc %.4f | val loss %.4f acc %.4f | %.1f s, %.0f samples/s, "
-                 "peak %.0f MiB (%s)", network_id, epoch, n_epochs, train_loss, train_acc, val_loss, val_acc,
-                 t2 - t0, row["train_samples_per_s"], memory_mib, memory_source)
+                 "peak %.0f MiB (%s)", network_id, epoch, n_epochs, row["train_loss"], row["train_acc"],
+                 row["val_loss"], row["val_acc"], row["epoch_time_s"], row["train_samples_per_s"],
+                 row["peak_memory_mib"], row["memory_source"])
+        telemetry.epoch_done(epoch, expected)     # the samples so far, before the checkpoint that needs them
         _atomic_torch_save({
             "fingerprint": expected, "network": network_id, "epoch": epoch,
             "state_dict": _cpu_state(net), "optimizer": optimizer.state_dict(),
-            "rng": {"torch_cpu": torch.get_rng_state(),
-                    "torch_cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-                    "shuffle": shuffle_gen.get_state(), "spikes": spike_gen.get_state()},
-            "rows": rows, "best": best,
+            "rng": _checkpoint_rng(device, shuffle_gen, spike_gen), "rows": rows, "best": best,
         }, checkpoint_path)
 
     table = pd.DataFrame(rows)

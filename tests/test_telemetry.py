@@ -67,6 +67,7 @@ class FakeNVML:
     NVML_ERROR_NOT_SUPPORTED = 3
     NVML_TEMPERATURE_GPU = 0
     NVML_CLOCK_SM = 1
+    NVML_CLOCK_MEM = 2
 
     def __init__(self, gpus: list[dict[str, Any]], energy_counter: bool = True, counter_step_mj: int = 1000) -> None:
         self.gpus = gpus
@@ -142,8 +143,27 @@ class FakeNVML:
 
     def nvmlDeviceGetClockInfo(self, gpu: dict[str, Any], clock: int) -> int:
         self._check()
-        assert clock == self.NVML_CLOCK_SM
-        return gpu["sm_clock"]
+        assert clock in (self.NVML_CLOCK_SM, self.NVML_CLOCK_MEM)
+        return gpu["sm_clock"] if clock == self.NVML_CLOCK_SM else gpu.get("mem_clock", 6251)
+
+    # provenance (hardware_info / gpu_state)
+    def nvmlDeviceGetApplicationsClock(self, gpu: dict[str, Any], clock: int) -> int:
+        self._check()
+        if "app_clocks" not in gpu:
+            raise FakeNotSupported()
+        return gpu["app_clocks"][clock]
+
+    def nvmlDeviceGetPowerManagementLimit(self, gpu: dict[str, Any]) -> int:
+        self._check()
+        return gpu.get("power_limit_mw", 72_000)
+
+    def nvmlDeviceGetEnforcedPowerLimit(self, gpu: dict[str, Any]) -> int:
+        self._check()
+        return gpu.get("enforced_power_limit_mw", 70_000)
+
+    def nvmlDeviceGetPersistenceMode(self, gpu: dict[str, Any]) -> int:
+        self._check()
+        return gpu.get("persistence", 1)
 
 
 UUID_A = "11111111-2222-3333-4444-555555555555"
@@ -705,7 +725,8 @@ def test_disabled_sampler_has_no_thread_and_null_columns(tmp_path: Path) -> None
     df = s.samples()
     assert (df["source"] == "none").all() and df[MEASUREMENTS].isna().all().all() and df["error"].isna().all()
     assert (df.dtypes == T.empty_samples().dtypes).all()
-    assert set(summary) == set(T.SUMMARY_KEYS) | {"train_energy_j", "val_energy_j"}
+    assert set(summary) == set(T.SUMMARY_KEYS) | {"train_energy_j", "val_energy_j", "train_energy_above_idle_j",
+                                                 "val_energy_above_idle_j"}
     nulls = {k for k, v in summary.items() if v is None}
     assert nulls == set(summary) - {"telemetry_source", "n_samples", "duration_s"}
     assert summary["telemetry_source"] == "none"
@@ -753,3 +774,138 @@ def test_hardware_info_cpu_and_fake_gpu(torch_uuid: Callable[[str | None], None]
         assert gpu["device_name"] == "Fake L4" and gpu["memory_total_mib"] == 24576.0
     assert (fake.init_calls, fake.shutdown_calls) == (1, 1)
     assert math.isfinite(info["ram_total_mib"])
+
+
+# --------------------------------------------------------------------------- idle power, energy above idle, provenance
+
+
+def test_energy_above_idle_per_phase_and_epoch_with_fake_nvml(torch_uuid: Callable[[str | None], None]) -> None:
+    """Idle 10 W, training 200 W, validation 80 W (integrated power, exact): the energy above idle of a phase
+    is its energy minus 10 W times its duration; phases far shorter than 1 s are flagged unreliable."""
+    torch_uuid(UUID_B)
+    watts = {"train": 200.0, "val": 80.0, "test": 150.0, "idle": 10.0}
+    holder: dict[str, T.TelemetrySampler] = {}
+    fake = FakeNVML(two_gpus(power_b=lambda: watts[holder["s"].current_phase[0]]), energy_counter=False)
+    s = holder["s"] = T.TelemetrySampler("cuda:0", interval_s=0.01, nvml=fake)
+    with s:
+        idle = s.measure_idle(0.05)
+        run_epoch(s, 1, 0.05, 0.03)
+        summary = s.epoch_summary(1)
+        train = s.phase_summary("train", 1)
+    assert idle["idle_power_w"] == pytest.approx(10.0) and idle["idle_null_reason"] is None
+    assert idle["idle_energy_source"] == "nvml_power_integrated" and idle["idle_s"] >= 0.05
+    assert train["idle_power_w"] == pytest.approx(10.0)
+    assert train["energy_above_idle_j"] == pytest.approx(190.0 * train["duration_s"], rel=1e-9)
+    assert summary["train_energy_above_idle_j"] == pytest.approx(train["energy_above_idle_j"], rel=1e-12)
+    val = s.phase_summary("val", 1)
+    assert summary["val_energy_above_idle_j"] == pytest.approx(70.0 * val["duration_s"], rel=1e-9)
+    assert summary["energy_above_idle_j"] == pytest.approx(summary["energy_j"] - 10.0 * summary["duration_s"])
+    assert summary["energy_reliable"] is False and "shorter than 1 s" in summary["energy_unreliable_reason"]
+    assert s.info["idle"]["idle_power_w"] == pytest.approx(10.0)
+
+
+def test_energy_reliability_and_above_idle_arithmetic() -> None:
+    """On exact tables: a 4 s phase is reliable; a 0.5 s one is not; no idle power, no energy above idle."""
+    counter = [1_000_000, 1_100_000, 1_200_000, 1_400_000]
+    df = table(epoch0_train(counter))
+    summary = T.summarize(df, "train", 0, idle_power_w=20.0)
+    assert summary["energy_j"] == pytest.approx(400.0) and summary["duration_s"] == pytest.approx(4.0)
+    assert summary["energy_above_idle_j"] == pytest.approx(400.0 - 20.0 * 4.0)
+    assert summary["energy_reliable"] is True and summary["energy_unreliable_reason"] is None
+    assert T.summarize(df, "train", 0)["energy_above_idle_j"] is None
+    short = table(gpu_rows("val", 0, [0.0, 0.5], power_w=[50.0, 50.0], energy_counter_mj=[0, 25_000]))
+    flagged = T.summarize(short, "val", 0, idle_power_w=10.0)
+    assert flagged["energy_j"] == pytest.approx(25.0) and flagged["energy_above_idle_j"] == pytest.approx(20.0)
+    assert flagged["energy_reliable"] is False and "0.5 s" in flagged["energy_unreliable_reason"]
+    nothing = T.summarize(table(gpu_rows("val", 0, [0.0, 0.5])), "val", 0, idle_power_w=10.0)
+    assert nothing["energy_j"] is None and nothing["energy_above_idle_j"] is None and nothing["energy_reliable"] is None
+
+
+def test_idle_power_is_null_with_the_reason_without_a_reading(tmp_path: Path) -> None:
+    """The CPU path without RAPL has no power reading: no idle window is sampled, the reason is recorded."""
+    with T.TelemetrySampler("cpu", interval_s=0.01, rapl_root=tmp_path) as s:
+        n_before = len(s.samples())
+        idle = s.measure_idle(5.0)
+        assert len(s.samples()) == n_before          # nothing was sampled: it returned at once
+        s.phase("test")
+        summary = s.phase_summary("test")
+    assert idle["idle_power_w"] is None and "RAPL" in idle["idle_null_reason"]
+    assert summary["idle_power_w"] is None and summary["energy_above_idle_j"] is None
+    with T.TelemetrySampler("cpu", enabled=False) as off:
+        assert off.measure_idle(5.0)["idle_null_reason"] == "telemetry disabled"
+
+
+def test_restore_refuses_a_partial_sidecar_of_another_checkpoint(tmp_path: Path) -> None:
+    with T.TelemetrySampler("cpu", interval_s=0.01, rapl_root=tmp_path) as first:
+        run_epoch(first, 1, 0.02, 0.01)
+        first.write(tmp_path / "partial.parquet", through_epoch=1, checkpoint_key="abc")
+    with T.TelemetrySampler("cpu", interval_s=0.01, rapl_root=tmp_path) as other:
+        assert other.restore(tmp_path / "partial.parquet", 1, key="xyz") == []
+        assert other.restore(tmp_path / "missing.parquet", 1, key="abc") == []
+        assert "resumed_epochs" not in other.info
+    with T.TelemetrySampler("cpu", interval_s=0.01, rapl_root=tmp_path) as same:
+        assert same.restore(tmp_path / "partial.parquet", 1, key="abc") == [1]
+        run_epoch(same, 2, 0.02, 0.01)
+    df = same.samples()
+    assert df["time_s"].is_monotonic_increasing and sorted(df["epoch"].dropna().unique()) == [1, 2]
+    assert T.summarize(df, "train", 1)["n_samples"] == T.summarize(first.samples(), "train", 1)["n_samples"]
+
+
+def test_gpu_provenance_with_fake_nvml(torch_uuid: Callable[[str | None], None]) -> None:
+    """Clocks, power limits, persistence mode and temperature of the job's GPU; NotSupported is null with the reason."""
+    torch_uuid(UUID_B)
+    gpus = two_gpus()
+    gpus[1]["app_clocks"] = {1: 1590, 2: 6250}
+    fake = FakeNVML(gpus)
+    info = T.hardware_info("cuda:0", nvml=fake, extra={"precision": "fp32", "torch_threads": 1})
+    assert info["sm_clock_mhz"] == 1740.0 and info["memory_clock_mhz"] == 6251.0
+    assert (info["applications_sm_clock_mhz"], info["applications_memory_clock_mhz"]) == (1590.0, 6250.0)
+    assert info["power_limit_w"] == 72.0 and info["enforced_power_limit_w"] == 70.0
+    assert info["persistence_mode"] is True and info["temperature_start_c"] == 61.0
+    assert info["null_reasons"] == {} and info["driver_version"] == "580.65.06"
+    assert info["precision"] == "fp32" and info["torch_threads"] == 1        # extra merged in
+    assert info["cudnn_benchmark"] is torch.backends.cudnn.benchmark and info["torch_version"] == torch.__version__
+    assert fake.init_calls == fake.shutdown_calls == 1
+    del gpus[1]["app_clocks"]
+    state = T.gpu_state("cuda:0", nvml=fake)
+    assert state["applications_sm_clock_mhz"] is None and "Not Supported" in state["null_reasons"]["applications_sm_clock_mhz"]
+    assert state["temperature_c"] == 61.0 and fake.init_calls == fake.shutdown_calls == 2
+    cpu = T.hardware_info("cpu")
+    assert all(cpu[k] is None for k in ("sm_clock_mhz", "power_limit_w", "temperature_start_c"))
+    assert cpu["null_reasons"]["power_limit_w"] == "no GPU: the job runs on cpu"
+
+
+def test_memory_pct_has_the_mib_figure_beside_it_as_numerator(torch_uuid: Callable[[str | None], None],
+                                                               tmp_path: Path) -> None:
+    """device_memory_*_pct = device_memory_*_mib / the device's total: NVML's used memory on a GPU, RSS on the CPU."""
+    from spikebench.jobs import telemetry_columns
+
+    torch_uuid(UUID_B)
+    with T.TelemetrySampler("cuda:0", interval_s=0.01, nvml=FakeNVML(two_gpus())) as s:
+        run_epoch(s, 1, 0.03, 0.01)
+        gpu = telemetry_columns(s.epoch_summary(1))
+    assert gpu["device_memory_peak_pct"] == pytest.approx(gpu["device_memory_peak_mib"] / 24576 * 100, rel=1e-12)
+    assert gpu["device_memory_avg_pct"] == pytest.approx(gpu["device_memory_avg_mib"] / 24576 * 100, rel=1e-12)
+    with T.TelemetrySampler("cpu", interval_s=0.01, rapl_root=tmp_path) as c:
+        run_epoch(c, 1, 0.03, 0.01)
+        cpu = telemetry_columns(c.epoch_summary(1))
+        ram = c._cpu.ram_total_mib
+    assert cpu["device_memory_peak_pct"] == pytest.approx(cpu["device_memory_peak_mib"] / ram * 100, rel=1e-12)
+
+
+def test_restore_keeps_only_the_epochs_of_the_checkpoint(tmp_path: Path) -> None:
+    """Killed between the partial sidecar (through epoch 2) and checkpoint 2: the resume from checkpoint 1 reruns
+    epoch 2, so the first run's epoch-2 samples are dropped and epoch 2 appears once."""
+    with T.TelemetrySampler("cpu", interval_s=0.01, rapl_root=tmp_path) as first:
+        run_epoch(first, 1, 0.02, 0.01)
+        run_epoch(first, 2, 0.02, 0.01)
+        first.write(tmp_path / "partial.parquet", through_epoch=2, checkpoint_key="k")
+    with T.TelemetrySampler("cpu", interval_s=0.01, rapl_root=tmp_path) as resumed:
+        assert resumed.restore(tmp_path / "partial.parquet", 1, key="k") == [1]
+        run_epoch(resumed, 2, 0.02, 0.01)
+    df, phases = resumed.samples(), resumed.phases()
+    assert df["time_s"].is_monotonic_increasing
+    assert phases.dropna(subset=["epoch"])["epoch"].tolist() == [1, 1, 2, 2]
+    old_epoch2 = first.samples().query("epoch == 2")["timestamp"]
+    assert not df["timestamp"].isin(old_epoch2).any()
+    assert resumed.info["resumed_epochs"] == [1] and resumed.info["resumes"][0]["after_epoch"] == 1

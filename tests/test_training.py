@@ -18,6 +18,7 @@ import torch
 import yaml
 
 from spikebench.data.device import DatasetShapeError, DeviceImages, encode_batch, rate_code
+from spikebench.telemetry import NullTelemetry
 from spikebench.training import TIMING_COLUMNS, CheckpointError, train_network
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -84,6 +85,8 @@ WORKER = textwrap.dedent("""
     torch.set_num_threads(1)
     from spikebench.data.device import DeviceImages
     from spikebench.data.mnist import read_idx
+    from spikebench.jobs import PARTIAL_TELEMETRY, JobTelemetry
+    from spikebench.telemetry import TelemetrySampler
     from spikebench.training import train_network
     import logging
     logging.basicConfig(level=logging.INFO, stream=sys.stderr)
@@ -93,27 +96,42 @@ WORKER = textwrap.dedent("""
     train = DeviceImages(images[:256], labels[:256], name="train", source="t10k", size=32)
     val = DeviceImages(images[256:320], labels[256:320], name="val", source="t10k", size=32)
 
-    class StopDuringSecondEpoch:   # telemetry hook: after epoch 2's training steps, before its checkpoint
+    class StopDuringSecondEpoch(JobTelemetry):   # after epoch 2's training steps, before its checkpoint
         def phase(self, name, epoch):
+            super().phase(name, epoch)
             if name == "val" and epoch == 2:
                 (out / "killable").write_text("now")
                 time.sleep(600)
-        def epoch_summary(self, epoch):
-            return {}
 
-    train_network(spec, train, val, network_id="tiny", device=torch.device("cpu"), seed=7,
-                  weights_out=out / "weights.pt", epochs_out=out / "epochs.parquet",
-                  checkpoint_path=out / "checkpoint.pt", telemetry=StopDuringSecondEpoch() if mode == "kill" else None)
+    sampler = TelemetrySampler("cpu", interval_s=0.02)
+    hook = (StopDuringSecondEpoch if mode == "kill" else JobTelemetry)(sampler, out / PARTIAL_TELEMETRY)
+    with sampler:
+        train_network(spec, train, val, network_id="tiny", device=torch.device("cpu"), seed=7,
+                      weights_out=out / "weights.pt", epochs_out=out / "epochs.parquet",
+                      checkpoint_path=out / "checkpoint.pt", telemetry=hook, warmup_steps=int(sys.argv[5]))
+        hook.write(out / "telemetry_train.parquet")
+    hook.discard_partial()
 """)
 
 
-def _worker(tmp_path: Path, shared_data: Path, out: Path, mode: str) -> subprocess.Popen:
+def _worker(tmp_path: Path, shared_data: Path, out: Path, mode: str, warmup_steps: int = 0) -> subprocess.Popen:
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
     out.mkdir(exist_ok=True)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(PROJECT), os.environ.get("PYTHONPATH", "")])}
-    return subprocess.Popen([sys.executable, str(script), str(shared_data), str(out), mode, json.dumps(TINY_CONV5_SNN)],
+    return subprocess.Popen([sys.executable, str(script), str(shared_data), str(out), mode, json.dumps(TINY_CONV5_SNN),
+                             str(warmup_steps)],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _computed_columns(table: pd.DataFrame) -> pd.DataFrame:
+    """The epochs table without the columns that depend on the machine (timing, memory, telemetry)."""
+    from spikebench.jobs import telemetry_columns
+    from spikebench.telemetry import SUMMARY_KEYS
+
+    measured = set(TIMING_COLUMNS) | set(telemetry_columns(dict.fromkeys(SUMMARY_KEYS))) | {
+        "train_energy_j", "val_energy_j", "train_energy_above_idle_j", "val_energy_above_idle_j"}
+    return table.drop(columns=[c for c in table.columns if c in measured])
 
 
 def test_resume_after_kill_equals_an_uninterrupted_run(tmp_path: Path, shared_data: Path) -> None:
@@ -127,6 +145,7 @@ def test_resume_after_kill_equals_an_uninterrupted_run(tmp_path: Path, shared_da
         time.sleep(0.05)
     assert marker.exists() and killed.poll() is None, killed.communicate()[1]
     assert (tmp_path / "resumed" / "checkpoint.pt").exists()
+    assert (tmp_path / "resumed" / "telemetry_train.partial.parquet").exists()
     killed.send_signal(signal.SIGKILL)
     killed.communicate()
     assert killed.returncode == -signal.SIGKILL
@@ -138,6 +157,7 @@ def test_resume_after_kill_equals_an_uninterrupted_run(tmp_path: Path, shared_da
     assert resumed.returncode == 0, err
     assert "resuming from checkpoint" in err and "after epoch 1 of 3" in err
     assert not (tmp_path / "resumed" / "checkpoint.pt").exists()
+    assert not (tmp_path / "resumed" / "telemetry_train.partial.parquet").exists()
     a = torch.load(tmp_path / "full" / "weights.pt", weights_only=True)
     b = torch.load(tmp_path / "resumed" / "weights.pt", weights_only=True)
     assert a["state_dict"].keys() == b["state_dict"].keys()
@@ -145,10 +165,26 @@ def test_resume_after_kill_equals_an_uninterrupted_run(tmp_path: Path, shared_da
         assert torch.equal(a["state_dict"][key], b["state_dict"][key]), key
         assert torch.equal(a["best_val_state_dict"][key], b["best_val_state_dict"][key]), key
     assert a["best_val_epoch"] == b["best_val_epoch"]
-    ta = pd.read_parquet(tmp_path / "full" / "epochs.parquet").drop(columns=list(TIMING_COLUMNS))
-    tb = pd.read_parquet(tmp_path / "resumed" / "epochs.parquet").drop(columns=list(TIMING_COLUMNS))
+    ta = _computed_columns(pd.read_parquet(tmp_path / "full" / "epochs.parquet"))
+    tb = _computed_columns(pd.read_parquet(tmp_path / "resumed" / "epochs.parquet"))
     pd.testing.assert_frame_equal(ta, tb, check_exact=True)
     assert ta["epoch"].tolist() == [1, 2, 3] and ta["train_loss"].nunique() == 3
+
+    # The sidecar of the resumed run covers every epoch: epoch 1 from the killed process, 2 and 3 from the new one.
+    from spikebench.telemetry import read_samples, sidecar_metadata
+
+    sidecar = tmp_path / "resumed" / "telemetry_train.parquet"
+    samples = read_samples(sidecar)
+    for phase in ("train", "val"):
+        assert sorted(samples.loc[samples["phase"] == phase, "epoch"].unique()) == [1, 2, 3], phase
+    assert samples["time_s"].is_monotonic_increasing
+    meta = sidecar_metadata(sidecar)
+    assert meta["resumed_epochs"] == [1] and [r["after_epoch"] for r in meta["resumes"]] == [1]
+    assert "resumed_epochs" not in sidecar_metadata(tmp_path / "full" / "telemetry_train.parquet")
+    # exactly one training interval per epoch: the killed process's half epoch 2 is not in it
+    train_epochs = samples.loc[samples["phase"] == "train", "epoch"].to_numpy(dtype="int64")
+    assert 1 + int((np.diff(train_epochs) != 0).sum()) == 3 and len(meta["phases"]) == len({(b["phase"], b["epoch"], b["start_s"]) for b in meta["phases"]})
+    assert [b["epoch"] for b in meta["phases"] if b["phase"] == "train"] == [1, 2, 3]
 
 
 def _small(shared_data: Path, n: int = 256) -> tuple[DeviceImages, DeviceImages]:
@@ -192,13 +228,10 @@ def test_checkpoint_of_other_settings_starts_afresh(tmp_path: Path, shared_data:
         return train_network(spec, train, val, network_id="exp1_ann", device=CPU, seed=seed, telemetry=telemetry,
                              weights_out=out / "w.pt", epochs_out=out / "e.parquet", checkpoint_path=out / "c.pt")
 
-    class InterruptSecondEpoch:
-        def phase(self, name, epoch):
+    class InterruptSecondEpoch(NullTelemetry):
+        def phase(self, name, epoch=None):
             if name == "train" and epoch == 2:
                 raise KeyboardInterrupt
-
-        def epoch_summary(self, epoch):
-            return {}
 
     with pytest.raises(KeyboardInterrupt):
         run("a", seed=0, telemetry=InterruptSecondEpoch())
@@ -334,15 +367,23 @@ def test_a_full_disk_names_the_checkpoint_and_is_not_masked_by_the_telemetry_wri
 
     from spikebench.telemetry import TelemetrySampler
 
+    real_write = TelemetrySampler.write
+
+    def no_space_for_the_sidecar(self, path, *args, **kwargs):    # the partial sidecar (before the checkpoint)
+        if Path(path).name == "telemetry_train.parquet":         # still fits; the final one does not
+            _no_space()
+        return real_write(self, path, *args, **kwargs)
+
     monkeypatch.setattr(torch, "save", _no_space)                 # the checkpoint save after epoch 1 ...
-    monkeypatch.setattr(TelemetrySampler, "write", _no_space)     # ... and then the sidecar in the same full disk
+    monkeypatch.setattr(TelemetrySampler, "write", no_space_for_the_sidecar)   # ... then the sidecar
     out = tmp_path / "results" / "exp1_ann"
     with caplog.at_level("INFO", logger="spikebench"), pytest.raises(OSError) as error:
         _train_job(demo_mnist_job, out, logging.getLogger("spikebench"))
     assert error.value.errno == errno.ENOSPC
     assert str(out / "checkpoint.pt") in str(error.value) and "No space left on device" in str(error.value)
     assert "telemetry_train.parquet could not be written either" in caplog.text
-    assert not out.exists() or sorted(p.name for p in out.iterdir()) == []   # no partial file left
+    # no half-written file left; the partial sidecar of the finished epoch stays for a resume
+    assert sorted(p.name for p in out.iterdir()) == ["telemetry_train.partial.parquet"]
 
 
 def test_a_failed_telemetry_write_alone_is_raised_naming_the_sidecar(
@@ -352,7 +393,14 @@ def test_a_failed_telemetry_write_alone_is_raised_naming_the_sidecar(
 
     from spikebench.telemetry import TelemetrySampler
 
-    monkeypatch.setattr(TelemetrySampler, "write", _no_space)
+    real_write = TelemetrySampler.write
+
+    def no_space_for_the_sidecar(self, path, *args, **kwargs):
+        if Path(path).name == "telemetry_train.parquet":
+            _no_space()
+        return real_write(self, path, *args, **kwargs)
+
+    monkeypatch.setattr(TelemetrySampler, "write", no_space_for_the_sidecar)
     out = tmp_path / "results" / "exp1_ann"
     with pytest.raises(OSError) as error:
         _train_job(demo_mnist_job, out, logging.getLogger("spikebench"))
@@ -376,3 +424,134 @@ def test_saves_name_their_file_on_a_write_error(tmp_path: Path, monkeypatch) -> 
     with pytest.raises(OSError, match=r"cannot write .*test.json: No space left on device"):
         write_json_atomic({"a": 1}, tmp_path / "test.json")
     assert list(tmp_path.iterdir()) == []
+# ---------------------------------------------------------------- measurement: warm-up, phase timing, memory
+def _tiny_sets(shared_data: Path, size: int | None = 32) -> tuple[DeviceImages, DeviceImages]:
+    images, labels = _mnist_t10k(shared_data)
+    return (DeviceImages(images[:128].clone(), labels[:128].clone(), name="train", source="t10k", size=size),
+            DeviceImages(images[128:160].clone(), labels[128:160].clone(), name="val", source="t10k", size=size))
+
+
+def test_warm_up_leaves_results_bitwise_unchanged(tmp_path: Path, shared_data: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Warm-up steps run (the loss is computed 3 + 1 more times) and weights, optimiser and every random
+    stream are put back: the epochs table (computed columns) and the weights are bitwise those of a run without."""
+    import spikebench.training as training
+
+    train, val = _tiny_sets(shared_data)
+    spec = {**TINY_CONV5_SNN, "epochs": 2}
+    calls = {"n": 0}
+    real_loss = training.network_loss
+
+    def counting_loss(*args, **kwargs):
+        calls["n"] += 1
+        return real_loss(*args, **kwargs)
+
+    monkeypatch.setattr(training, "network_loss", counting_loss)
+    tables, counts = {}, {}
+    for steps in (0, 3):
+        calls["n"] = 0
+        out = tmp_path / f"w{steps}"
+        tables[steps] = train_network(spec, train, val, network_id="tiny", device=CPU, seed=3, warmup_steps=steps,
+                                      weights_out=out / "w.pt", epochs_out=out / "e.parquet",
+                                      checkpoint_path=out / "c.pt")
+        counts[steps] = calls["n"]
+    assert counts[3] == counts[0] + 3 + 1                 # 3 training steps and one validation batch
+    pd.testing.assert_frame_equal(_computed_columns(tables[0]), _computed_columns(tables[3]), check_exact=True)
+    a, b = (torch.load(tmp_path / f"w{s}" / "w.pt", weights_only=True) for s in (0, 3))
+    for key in a["state_dict"]:
+        assert torch.equal(a["state_dict"][key], b["state_dict"][key]), key
+
+
+def test_phase_times_exclude_the_telemetry_boundary(tmp_path: Path, shared_data: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A telemetry boundary that takes 100 s (on a fake clock) is in neither val_time_s nor epoch_time_s."""
+    import spikebench.training as training
+
+    offset = {"s": 0.0}
+    real = time.perf_counter
+    monkeypatch.setattr(training.time, "perf_counter", lambda: real() + offset["s"])
+
+    class SlowBoundary(NullTelemetry):
+        def phase(self, name, epoch=None):
+            offset["s"] += 100.0          # as if two synchronous NVML samples took 100 s
+
+    train, val = _tiny_sets(shared_data, size=None)
+    table = train_network({**NETWORKS["exp1_ann"], "epochs": 2}, train, val, network_id="exp1_ann", device=CPU,
+                          seed=0, telemetry=SlowBoundary(), weights_out=tmp_path / "w.pt",
+                          epochs_out=tmp_path / "e.parquet", checkpoint_path=tmp_path / "c.pt")
+    assert (table["val_time_s"] < 100).all() and (table["train_time_s"] < 100).all(), table
+    assert np.allclose(table["epoch_time_s"], table["train_time_s"] + table["val_time_s"], rtol=0, atol=1e-12)
+
+
+def test_memory_columns_cpu_and_fake_cuda(tmp_path: Path, shared_data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import spikebench.training as training
+
+    train, val = _tiny_sets(shared_data, size=None)
+    expected = (128 + 32) * (28 * 28 + 8) / 2**20          # uint8 images and int64 labels, each stored once
+    assert training.dataset_mib(train, val) == pytest.approx(expected, rel=1e-12)
+    table = train_network({**NETWORKS["exp1_ann"], "epochs": 1}, train, val, network_id="exp1_ann", device=CPU,
+                          seed=0, weights_out=tmp_path / "w.pt", epochs_out=tmp_path / "e.parquet",
+                          checkpoint_path=tmp_path / "c.pt")
+    row = table.iloc[0]
+    assert row["dataset_mib"] == pytest.approx(expected, rel=1e-12)
+    assert row["memory_source"] == "process_max_rss" and row["peak_memory_mib"] > 0     # RSS on the CPU
+    assert pd.isna(row["activation_peak_mib"]) and pd.isna(row["reserved_peak_mib"])
+    assert "cannot be reset" in row["memory_null_reason"]
+
+    # CUDA: activation = the phase's peak minus the allocation at its start; torch's reserved peak.
+    cuda = torch.device("cuda", 0)
+    fake = {"memory_allocated": 300 * 2**20, "max_memory_reserved": 2048 * 2**20}
+    for name, value in fake.items():
+        monkeypatch.setattr(torch.cuda, name, lambda device=None, value=value: value)
+    start = training._cuda_mib("memory_allocated", cuda)
+    assert start == 300.0 and training._cuda_mib("max_memory_reserved", cuda) == 2048.0
+    assert training._cuda_mib("memory_allocated", CPU) is None
+    columns = training.memory_columns(cuda, start, 1324.0, 2048.0)
+    assert columns == {"activation_peak_mib": 1024.0, "reserved_peak_mib": 2048.0, "memory_null_reason": None}
+
+
+def test_train_and_evaluate_jobs_record_idle_power_memory_and_provenance(tmp_path: Path) -> None:
+    """The jobs as the rules run them, on the CPU: every new column and record is there, null with its reason
+    where the CPU cannot measure it, and the partial sidecar is gone once the job has succeeded."""
+    import logging
+
+    from spikebench.data.demo import make_demo_mnist
+    from spikebench.data.split import make_split, write_split
+    from spikebench.jobs import evaluate_job, train_job
+    from spikebench.results import read_hardware
+    from spikebench.telemetry import sidecar_metadata
+
+    root, results_dir = tmp_path / "data", tmp_path / "results" / "exp1_ann"
+    n_train = len(make_demo_mnist(root, n_test=200, seed=0)["train"][1])
+    split = tmp_path / "mnist_split.parquet"
+    write_split(make_split(n_train, 0.2, 42), split, "mnist", n_train, 0.2, 42)
+    spec = {**NETWORKS["exp1_ann"], "epochs": 1}
+    telemetry = {"enabled": True, "interval_s": 0.05, "idle_s": 0.2, "warmup_steps": 2}
+    outputs = {"weights": results_dir / "weights.pt", "epochs": results_dir / "epochs.parquet",
+               "telemetry": results_dir / "telemetry_train.parquet"}
+    log = logging.getLogger("spikebench.test")
+    train_job("exp1_ann", spec, inputs={"split": split}, outputs=outputs, data_root=root, seed=0, device="cpu",
+              telemetry=telemetry, checkpoint=results_dir / "checkpoint.pt", log=log)
+    assert sorted(p.name for p in results_dir.iterdir()) == ["epochs.parquet", "telemetry_train.parquet", "weights.pt"]
+    epochs = pd.read_parquet(outputs["epochs"])
+    for column in ("energy_above_idle_j", "train_energy_above_idle_j", "idle_power_w", "energy_reliable",
+                   "activation_peak_mib", "reserved_peak_mib", "dataset_mib", "memory_null_reason"):
+        assert column in epochs.columns, column
+    assert epochs["dataset_mib"].iloc[0] > 0 and pd.isna(epochs["activation_peak_mib"].iloc[0])
+    idle = sidecar_metadata(outputs["telemetry"])["idle"]
+    if idle["idle_power_w"] is None:            # no RAPL here: the reason is recorded, energy above idle null
+        assert idle["idle_null_reason"] and epochs["energy_above_idle_j"].isna().all()
+        assert (epochs["idle_null_reason"] == idle["idle_null_reason"]).all()
+    hardware = read_hardware(outputs["epochs"])
+    assert hardware["temperature_start_c"] is None and hardware["temperature_end_c"] is None
+    assert hardware["null_reasons"]["temperature_end_c"] == "no GPU: the job runs on cpu"
+    assert "cudnn_benchmark" in hardware and hardware["torch_version"] == torch.__version__
+
+    test_out = {"test": results_dir / "test.json", "telemetry": results_dir / "telemetry_test.parquet"}
+    evaluate_job("exp1_ann", spec, inputs={"weights": outputs["weights"]}, outputs=test_out, data_root=root,
+                 which="last", seed=0, device="cpu", telemetry=telemetry, log=log)
+    result = json.loads(test_out["test"].read_text())
+    assert {"energy_above_idle_j", "energy_above_idle_per_sample_mj", "idle_power_w", "idle_null_reason",
+            "energy_reliable"} <= set(result["telemetry"])
+    assert "power_limit_w" in result["hardware"] and "temperature_end_c" in result["hardware"]
+    assert result["hardware"]["null_reasons"]["power_limit_w"] == "no GPU: the job runs on cpu"
