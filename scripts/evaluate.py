@@ -12,5 +12,6 @@ with job_logging(snakemake.log[0]) as log:
         seed=snakemake.params.seed,
         device=snakemake.params.device,
         telemetry=snakemake.params.telemetry,
+        numerics=snakemake.params.numerics,
         log=log,
     )
