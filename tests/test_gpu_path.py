@@ -233,3 +233,13 @@ def test_bf16_forward_runs_every_network_in_bfloat16_with_fp32_gradients(restore
         loss.backward()
         assert seen == [True]
         assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in net.parameters())
+
+
+def test_hardware_line_of_the_tables_names_the_precision(restore_numerics):
+    from spikebench.results import describe_hardware
+
+    hardware = {"device": "cpu", "torch_version": "2.x", "numerics": devices.apply_numerics("tf32", False, "eager")}
+    line = describe_hardware(hardware)
+    assert "precision tf32, cudnn.benchmark False, LIF eager" in line
+    assert f"threads torch {torch.get_num_threads()}" in line
+    assert "precision" not in describe_hardware({"device": "cpu", "torch_version": "2.x"})   # older results
