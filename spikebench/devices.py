@@ -9,6 +9,11 @@ GPU. ``lock_dir`` defaults to :func:`default_lock_dir`. When every GPU is taken 
 ``requested``: ``auto`` (a free GPU if torch sees one, else the CPU, with a log line saying why), ``cpu``,
 ``cuda`` (a free GPU; an error if there is none) or ``cuda:N`` (torch's index N, relative to
 ``CUDA_VISIBLE_DEVICES``; waits while another job holds it).
+
+:func:`apply_numerics` sets what the device computes with, for every job explicitly: the config's
+``precision`` (both TF32 flags, the float32 matmul precision, bf16 autocast via :func:`autocast`),
+``cudnn_benchmark`` and ``lif_backend``; :func:`numeric_settings` is the record of them (with the torch and
+numba thread counts) that each job stores with its hardware.
 """
 
 from __future__ import annotations
