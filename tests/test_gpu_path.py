@@ -93,13 +93,22 @@ class _Allocations(TorchDispatchMode):
         return out
 
 
-def _old_backward(x, weight, argmax, grad_out, padding):
+def _old_backward(x, weight, argmax, grad_out, padding, chunk=None):
     """The previous backward (an empty conv-output-sized tensor passed only for its shape), for reference."""
-    conv = (grad_out.shape[0], weight.shape[0], x.shape[2] + 2 * padding - 4, x.shape[3] + 2 * padding - 4)
-    like = torch.empty(conv, memory_format=torch.channels_last)
-    grad_z = torch.ops.aten.max_pool2d_with_indices_backward(grad_out, like, *models._POOL, argmax)
-    return torch.ops.aten.convolution_backward(grad_z, x, weight, [weight.shape[0]], [1, 1], [padding, padding],
-                                               [1, 1], False, [0, 0], 1, [True, True, True])
+    chunk = chunk or x.shape[0]
+    gxs, gw, gb = [], torch.zeros_like(weight), weight.new_zeros(weight.shape[0])
+    for s in range(0, x.shape[0], chunk):
+        g = grad_out[s:s + chunk]
+        conv = (g.shape[0], weight.shape[0], x.shape[2] + 2 * padding - 4, x.shape[3] + 2 * padding - 4)
+        like = torch.empty(conv, memory_format=torch.channels_last)
+        grad_z = torch.ops.aten.max_pool2d_with_indices_backward(g, like, *models._POOL, argmax[s:s + chunk])
+        gx, w, b = torch.ops.aten.convolution_backward(grad_z, x[s:s + chunk], weight, [weight.shape[0]], [1, 1],
+                                                       [padding, padding], [1, 1], False, [0, 0], 1,
+                                                       [True, True, True])
+        gxs.append(gx)
+        gw += w
+        gb += b
+    return torch.cat(gxs), gw, gb
 
 
 @pytest.mark.parametrize("chunk", [3, 1000], ids=["cpu-chunks", "one-chunk-as-on-a-gpu"])
@@ -113,13 +122,11 @@ def test_convpool_backward_gradients_unchanged_and_one_conv_sized_buffer(monkeyp
     grad_out = torch.randn(out.shape, generator=g).contiguous(memory_format=torch.channels_last)
     with _Allocations(min(chunk, 10) * 8 * 12 * 12) as seen:
         out.backward(grad_out)
-    assert len(seen.storages) == 1                        # the gradient buffer itself, nothing beside it
-    if chunk >= 10:                                       # one chunk: the old backward in one call, bitwise
-        z = F.conv2d(x.detach(), weight.detach(), bias.detach(), padding=2).contiguous(
-            memory_format=torch.channels_last)
-        _, argmax = torch.ops.aten.max_pool2d_with_indices(z, *models._POOL)
-        gx, gw, gb = _old_backward(x.detach(), weight.detach(), argmax, grad_out, 2)
-        assert torch.equal(x.grad, gx) and torch.equal(weight.grad, gw) and torch.equal(bias.grad, gb)
+    assert len(seen.storages) == 1                        # the gradient buffer itself (reused), nothing beside it
+    z = F.conv2d(x.detach(), weight.detach(), bias.detach(), padding=2).contiguous(memory_format=torch.channels_last)
+    _, argmax = torch.ops.aten.max_pool2d_with_indices(z, *models._POOL)
+    gx, gw, gb = _old_backward(x.detach(), weight.detach(), argmax, grad_out, 2, chunk)
+    assert torch.equal(x.grad, gx) and torch.equal(weight.grad, gw) and torch.equal(bias.grad, gb)   # bitwise
 
 
 def test_old_convpool_backward_allocated_a_second_conv_sized_tensor():
