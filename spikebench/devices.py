@@ -9,6 +9,11 @@ GPU. ``lock_dir`` defaults to :func:`default_lock_dir`. When every GPU is taken 
 ``requested``: ``auto`` (a free GPU if torch sees one, else the CPU, with a log line saying why), ``cpu``,
 ``cuda`` (a free GPU; an error if there is none) or ``cuda:N`` (torch's index N, relative to
 ``CUDA_VISIBLE_DEVICES``; waits while another job holds it).
+
+:func:`apply_numerics` sets what the device computes with, for every job explicitly: the config's
+``precision`` (both TF32 flags, the float32 matmul precision, bf16 autocast via :func:`autocast`),
+``cudnn_benchmark`` and ``lif_backend``; :func:`numeric_settings` is the record of them (with the torch and
+numba thread counts) that each job stores with its hardware.
 """
 
 from __future__ import annotations
@@ -148,3 +153,69 @@ def select_device(requested: str, lock_dir: Path | None = None, log: logging.Log
                      ", ".join(f"cuda:{i}" for i in candidates), lock_dir, poll_s)
             waiting = True
         time.sleep(poll_s)
+
+
+# --------------------------------------------------------------------------------------------------
+# Numerics: precision, cuDNN autotuning and the LIF backend, set explicitly for every job
+# --------------------------------------------------------------------------------------------------
+#: Config key ``precision``: what each value sets. PyTorch's own defaults differ between cuDNN convolutions
+#: (TF32 allowed) and matrix products (FP32), which would give an SNN whose layer runs as a matrix product and
+#: its CNN whose layer is a convolution different arithmetic; every job therefore sets both flags.
+PRECISIONS = {
+    "fp32": {"allow_tf32": False, "matmul_precision": "highest", "autocast_dtype": None},
+    "tf32": {"allow_tf32": True, "matmul_precision": "high", "autocast_dtype": None},
+    "bf16": {"allow_tf32": False, "matmul_precision": "highest", "autocast_dtype": torch.bfloat16},
+}
+
+
+def apply_numerics(precision: str = "fp32", cudnn_benchmark: bool = True, lif_backend: str = "auto") -> dict:
+    """Set the precision flags, ``cudnn.benchmark`` and the LIF backend for this process; returns
+    :func:`numeric_settings` (what is now in force). Raises ``ValueError`` naming the config key on a bad value."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"config key 'precision': {precision!r} is not one of {', '.join(PRECISIONS)}")
+    from spikebench import models
+
+    try:
+        models.set_lif_backend(lif_backend)
+    except ValueError as exc:
+        raise ValueError(f"config key 'lif_backend': {exc}") from None
+    chosen = PRECISIONS[precision]
+    torch.backends.cuda.matmul.allow_tf32 = chosen["allow_tf32"]
+    torch.backends.cudnn.allow_tf32 = chosen["allow_tf32"]
+    torch.set_float32_matmul_precision(chosen["matmul_precision"])
+    torch.backends.cudnn.benchmark = bool(cudnn_benchmark)
+    global _PRECISION
+    _PRECISION = precision
+    return numeric_settings()
+
+
+_PRECISION = "fp32"
+
+
+def autocast(device: torch.device | str):
+    """The forward pass's context: ``torch.autocast`` to bfloat16 under precision bf16, else a no-op."""
+    import contextlib
+
+    dtype = PRECISIONS[_PRECISION]["autocast_dtype"]
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(torch.device(device).type, dtype=dtype)
+
+
+def numeric_settings() -> dict:
+    """What governs a job's arithmetic and CPU use now (recorded with the hardware of every job)."""
+    from spikebench import models
+    from spikebench.kernels import thread_counts
+
+    return {
+        "precision": _PRECISION,
+        "cuda_matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32,
+        "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
+        "float32_matmul_precision": torch.get_float32_matmul_precision(),
+        "autocast_dtype": str(PRECISIONS[_PRECISION]["autocast_dtype"] or "none").replace("torch.", ""),
+        "cudnn_benchmark": torch.backends.cudnn.benchmark,
+        "cudnn_deterministic": torch.backends.cudnn.deterministic,
+        "lif_backend": models.LIF_BACKEND,
+        "cpu_kernels": models.CPU_KERNELS,
+        **thread_counts(),
+    }

@@ -71,6 +71,23 @@ def _describe_job(network_id: str, device, log: logging.Logger) -> dict:
     return hardware
 
 
+def _apply_numerics(numerics: dict | None, log: logging.Logger) -> dict:
+    """Set the config's precision, cudnn_benchmark and lif_backend (``spikebench.devices.apply_numerics``) for
+    this job, explicitly (never PyTorch's defaults), and log them."""
+    from spikebench.devices import apply_numerics
+
+    settings = apply_numerics(**(numerics or {}))
+    log.info("numerics: %s", json.dumps(settings, default=str))
+    return settings
+
+
+def _numerics_after_run() -> dict:
+    """The numeric settings at the end of the job: numba's thread count exists once its first kernel ran."""
+    from spikebench.devices import numeric_settings
+
+    return numeric_settings()
+
+
 def demo_job(dataset: str, root: str | Path, demo: dict) -> None:
     """Write one dataset of the offline demo (config `data.demo`) under `root`."""
     from spikebench.data import demo as demo_data
@@ -263,6 +280,7 @@ def train_job(
     checkpoint: str | Path,
     log: logging.Logger,
     data_source: str = "download",
+    numerics: dict | None = None,
 ) -> None:
     """Rule train: pick the device, load the data onto it, train with a telemetry sidecar."""
     from spikebench.data.device import load_split_data
@@ -273,6 +291,7 @@ def train_job(
     install_sigterm_handler()
     with select_device(device, log=log) as lease:
         hardware = _describe_job(network_id, lease.device, log)
+        hardware["numerics"] = _apply_numerics(numerics, log)
         train, val = load_split_data(spec, Path(data_root), Path(inputs["split"]), _nmnist_files(inputs), lease.device,
                                      verify_md5=verify_md5(data_source))
         log.info("%d training / %d validation samples resident on %s", len(train), len(val), lease.device)
@@ -300,6 +319,7 @@ def train_job(
                 raise
             _finish_telemetry(hook, outputs["telemetry"], log)
         _end_state(hardware, lease.device)
+        hardware["numerics"] = _numerics_after_run()
         meta = {"spikebench.hardware": hardware, "spikebench.network": network_id, "spikebench.spec": spec}
         _add_parquet_metadata(outputs["epochs"], meta, {"n_train": len(train), "n_val": len(val)})
         _add_parquet_metadata(outputs["telemetry"], meta)
@@ -345,6 +365,7 @@ def evaluate_job(
     telemetry: dict,
     log: logging.Logger,
     data_source: str = "download",
+    numerics: dict | None = None,
 ) -> None:
     """Rule evaluate: the official test set through the chosen weights, with telemetry."""
     from spikebench.data.device import load_test_data
@@ -355,6 +376,7 @@ def evaluate_job(
     install_sigterm_handler()
     with select_device(device, log=log) as lease:
         hardware = _describe_job(network_id, lease.device, log)
+        hardware["numerics"] = _apply_numerics(numerics, log)
         test = load_test_data(spec, Path(data_root), _nmnist_files(inputs), lease.device,
                               verify_md5=verify_md5(data_source))
         log.info("network %s: %d test samples on %s", network_id, len(test), lease.device)
@@ -375,6 +397,7 @@ def evaluate_job(
                 raise
             _finish_telemetry(hook, outputs["telemetry"], log)
         _end_state(hardware, lease.device)
+        hardware["numerics"] = _numerics_after_run()
         result["hardware"] = hardware
         energy_j = (result.get("telemetry") or {}).get("energy_j")
         if result.get("telemetry") is not None:

@@ -37,11 +37,15 @@ agree with snnTorch's to float rounding.
 Some layers do fewer multiply-adds than a direct implementation and give the same values to float rounding:
 a 'same' 5x5 convolution on a map with fewer positions than kernel taps (experiment 2's 4x4 and 2x2 maps) runs
 as one Linear layer with tied weights where that matrix is small next to the batch (:func:`tied_weights_pay`;
-ANN and SNN by the same rule, every device); on the CPU a Linear layer whose input needs no gradient skips
-the input features that are zero in every row (:func:`active_input_linear`: experiment 1's never-firing
-pixels); and on the CPU the numba kernels of :mod:`spikebench.kernels` run the LIF recurrence of large layers
-(bitwise the same as the PyTorch loop below) and convolutions of sparse inputs event by event
-(``ConvPoolFunction``). ``CPU_KERNELS = False`` switches the numba kernels off.
+ANN and SNN by the same rule, on the CPU only: on a GPU both always run cuDNN's convolution); on the CPU a
+Linear layer whose input needs no gradient skips the input features that are zero in every row
+(:func:`active_input_linear`: experiment 1's never-firing pixels); and on the CPU the numba kernels of
+:mod:`spikebench.kernels` run the LIF recurrence of large layers (bitwise the same as the PyTorch loop below)
+and convolutions of sparse inputs event by event (``ConvPoolFunction``). ``CPU_KERNELS = False`` switches the
+numba kernels off. On CUDA the LIF recurrence runs ``torch.compile``'d (``LIF_BACKEND``, config ``lif_backend``):
+one fused kernel per layer forward and one backward instead of ~5 launches per time step; the same values to
+float rounding (the compiler may contract multiply-adds). Under precision bf16 (``torch.autocast``) the synapses
+run in bfloat16 and the LIF membrane in float32.
 
 Losses: ANN cross-entropy; SNN ``spike_count_loss`` = ``snntorch.functional.mse_count_loss(correct_rate,
 incorrect_rate)``. Prediction: the output neuron with the most spikes (ANN: the largest logit); ties go to
@@ -108,6 +112,62 @@ EVENT_WEIGHT_GRAD_DENSITY = 0.7
 LIF_KERNEL_MIN_SIZE = 2**20
 
 
+#: How the LIF recurrence runs outside the numba CPU kernels: ``auto`` (compiled on CUDA, the eager loop
+#: elsewhere), ``eager`` (the PyTorch loop below: ~5 kernel launches per time step on a GPU) or ``compiled``
+#: (``torch.compile`` of :func:`lif_recurrence` / :func:`lif_recurrence_backward`: one fused kernel per layer
+#: and direction on CUDA). Set from the config key ``lif_backend`` by the jobs (:func:`set_lif_backend`).
+LIF_BACKEND = "auto"
+LIF_BACKENDS = ("auto", "eager", "compiled")
+
+
+def set_lif_backend(name: str) -> None:
+    """Choose ``LIF_BACKEND`` (config key ``lif_backend``)."""
+    global LIF_BACKEND
+    if name not in LIF_BACKENDS:
+        raise ValueError(f"lif_backend {name!r}: expected one of {', '.join(LIF_BACKENDS)}")
+    LIF_BACKEND = name
+
+
+def _lif_compiled(x: torch.Tensor) -> bool:
+    """Whether this layer's recurrence runs compiled (``LIF_BACKEND``; the numba kernels take precedence)."""
+    return LIF_BACKEND == "compiled" or (LIF_BACKEND == "auto" and x.device.type == "cuda")
+
+
+def lif_recurrence(current: torch.Tensor, beta: float, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The LIF forward of ``current [T, N]`` written functionally, the eager loop's operations in its order, for
+    ``torch.compile``: the loop over T unrolls into one graph that inductor fuses into one kernel over N."""
+    mem = [current[0]]                                        # U[0] = I[0]
+    spk = [(current[0] > threshold).to(current.dtype)]
+    for t in range(1, current.shape[0]):
+        u = (mem[-1] * beta + current[t]) - spk[-1] * threshold
+        mem.append(u)
+        spk.append((u > threshold).to(current.dtype))
+    return torch.stack(spk), torch.stack(mem)
+
+
+def lif_recurrence_backward(mem: torch.Tensor, grad_spk: torch.Tensor | None, grad_mem: torch.Tensor | None,
+                            beta: float, threshold: float, alpha: float) -> torch.Tensor:
+    """dL/d(current) ``[T, N]`` of :func:`lif_recurrence` (the eager backward's formula), for ``torch.compile``."""
+    if grad_spk is not None:
+        x = (mem - threshold) * (math.pi / 2 * alpha)
+        local = (1.0 / (x * x + 1.0)) * (alpha / 2) * grad_spk
+        if grad_mem is not None:
+            local = local + grad_mem
+    else:
+        local = grad_mem
+    grads = [local[-1]]
+    for t in range(mem.shape[0] - 2, -1, -1):
+        grads.append(local[t] + beta * grads[-1])
+    return torch.stack(grads[::-1])
+
+
+@functools.cache
+def _compiled(fn):
+    # dynamic=None: the first call specialises on its shape; a layer of another size recompiles once with a
+    # dynamic neuron count. T stays static (the loop is unrolled over it).
+    return torch.compile(fn, fullgraph=True, dynamic=None)
+
+
 class LeakyFunction(torch.autograd.Function):
     """LIF recurrence over all time steps at once: ``current [T, ...] -> (spikes, membrane) [T, ...]``."""
 
@@ -121,6 +181,11 @@ class LeakyFunction(torch.autograd.Function):
             ctx.save_for_backward(mem)
             return spk, mem
         n_steps = current.shape[0]
+        if _lif_compiled(current) and current.numel():
+            spk, mem = _compiled(lif_recurrence)(current.reshape(n_steps, -1), beta, threshold)
+            ctx.save_for_backward(mem)
+            ctx.shape = current.shape
+            return spk.view(current.shape), mem.view(current.shape)
         mem = torch.empty_like(current)
         spk = torch.empty_like(current)
         # t = 0: U[-1] = 0 and S[-1] = 0, so U[0] = 0 * beta + I[0] - 0 = I[0] exactly.
@@ -140,6 +205,10 @@ class LeakyFunction(torch.autograd.Function):
         (mem,) = ctx.saved_tensors
         if grad_spk is None and grad_mem is None:
             return None, None, None, None
+        if getattr(ctx, "shape", None) is not None:       # the compiled forward saved mem as [T, N]
+            flat = [g.reshape(mem.shape) if g is not None else None for g in (grad_spk, grad_mem)]
+            grad = _compiled(lif_recurrence_backward)(mem, *flat, ctx.beta, ctx.threshold, ctx.alpha)
+            return grad.view(ctx.shape), None, None, None
         if mem.numel() >= LIF_KERNEL_MIN_SIZE and _use_cpu_kernels(mem):
             from spikebench.kernels import lif
             return lif.lif_backward(mem, grad_spk, grad_mem, ctx.beta, ctx.threshold, ctx.alpha), None, None, None
@@ -172,6 +241,8 @@ class Leaky(nn.Module):
         self.alpha = float(alpha)
 
     def forward(self, current: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if current.dtype in (torch.bfloat16, torch.float16):
+            current = current.float()     # under autocast (precision bf16) the membrane still integrates in fp32
         return LeakyFunction.apply(current, self.beta, self.threshold, self.alpha)
 
     def extra_repr(self) -> str:
@@ -204,6 +275,10 @@ class ConvPoolFunction(torch.autograd.Function):
     def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, padding: int,
                 chunk: int):
         fmt = torch.channels_last if x.device.type == "cpu" else torch.contiguous_format
+        if torch.is_autocast_enabled(x.device.type):    # precision bf16: the convolution in autocast's dtype
+            dtype = torch.get_autocast_dtype(x.device.type)
+            x, weight = x.to(dtype), weight.to(dtype)
+            bias = bias.to(dtype) if bias is not None else None
         conv_size = (x.shape[2] + 2 * padding - weight.shape[2] + 1, x.shape[3] + 2 * padding - weight.shape[3] + 1)
         ctx.padding, ctx.chunk, ctx.conv_size, ctx.fmt = padding, chunk, conv_size, fmt
         ctx.has_bias = bias is not None
@@ -244,11 +319,17 @@ class ConvPoolFunction(torch.autograd.Function):
             if not need_x:
                 return None, grad_w, grad_b, None, None
         grad_x = torch.empty_like(x, memory_format=ctx.fmt) if need_x else None
+        # One chunk-sized buffer for the conv output's gradient, reused by every chunk. The max-pool backward
+        # reads only the shape and layout of its `self` argument, so the buffer is passed as both `self` and
+        # the output: no second conv-output-sized tensor just for its shape (on a GPU, where one chunk is the
+        # whole batch, that was ~1.7 GB for experiment 3's N-MNIST SNN).
+        buffer = torch.empty((min(ctx.chunk, x.shape[0]), grad_out.shape[1], *ctx.conv_size), dtype=grad_out.dtype,
+                             device=grad_out.device, memory_format=ctx.fmt)
         for s in range(0, x.shape[0], ctx.chunk):
             g = grad_out[s:s + ctx.chunk]
-            like = torch.empty((g.shape[0], g.shape[1], *ctx.conv_size), dtype=g.dtype, device=g.device,
-                               memory_format=ctx.fmt)     # shape and layout only; its values are not read
-            grad_z = torch.ops.aten.max_pool2d_with_indices_backward(g, like, *_POOL, argmax[s:s + ctx.chunk])
+            grad_z = buffer[:g.shape[0]]
+            torch.ops.aten.max_pool2d_with_indices_backward.grad_input(g, grad_z, *_POOL, argmax[s:s + ctx.chunk],
+                                                                       grad_input=grad_z)
             gx, gw, gb = torch.ops.aten.convolution_backward(
                 grad_z, x[s:s + ctx.chunk], weight, [weight.shape[0]] if ctx.has_bias else None,
                 [1, 1], [ctx.padding, ctx.padding], [1, 1], False, [0, 0], 1, [need_x, need_w, need_b])
@@ -282,6 +363,13 @@ def tied_weights_pay(x: torch.Tensor, conv: nn.Conv2d) -> bool:
     """
     n, _, height, width = x.shape
     kernel, padding = conv.kernel_size[0], conv.padding[0]
+    # CPU only. The rule depends on the batch, so on a GPU it would give exp2_snn's conv4 (3200 images) a
+    # cuBLAS matrix product and exp2_cnn's (128 images) a cuDNN convolution: different kernels, with different
+    # accumulation orders and, unless `precision` pins both, different TF32 defaults. The CNN/SNN cost ratio
+    # would then compare kernel choices, not networks. The saving it buys is also a CPU one (oneDNN's weight
+    # gradient on tiny maps); so off the CPU both networks always run the direct convolution.
+    if x.device.type != "cpu":
+        return False
     if padding * 2 + 1 != kernel or height * width >= kernel * kernel:
         return False
     matrix = conv.out_channels * conv.in_channels * (height * width) ** 2

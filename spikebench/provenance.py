@@ -25,7 +25,8 @@ COMMON_MODEL_CODE = ("input_shape", "_Network", "_require", "build_network", "ka
 KIND_CODE = {
     "ann": ("ANN",),
     "snn": ("SNN", "SpikingStage", "active_input_linear", "_use_cpu_kernels", "Leaky", "LeakyFunction",
-            "ConvPoolFunction", "conv_pool",
+            "ConvPoolFunction", "conv_pool", "_lif_compiled", "lif_recurrence", "lif_recurrence_backward",
+            "_compiled",
             "step_mask", "spike_counts", "spike_count_loss"),
 }
 ARCHITECTURE_CODE = {
@@ -42,8 +43,8 @@ KIND_MODULES = {
 }
 # Whole modules each stage's jobs run (besides the model code above).
 STAGE_MODULES = {
-    "train": ("training.py", "data/device.py"),
-    "evaluate": ("evaluation.py", "training.py", "data/device.py"),
+    "train": ("training.py", "data/device.py", "devices.py"),
+    "evaluate": ("evaluation.py", "training.py", "data/device.py", "devices.py"),
 }
 
 

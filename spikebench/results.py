@@ -281,6 +281,11 @@ def describe_hardware(hardware: Mapping[str, Any] | None) -> str:
         value = pick(*keys)
         if value is not None:
             parts.append(f"{label} {value}")
+    numerics = hardware.get("numerics") if isinstance(hardware.get("numerics"), Mapping) else {}
+    if numerics.get("precision"):     # spikebench.devices.numeric_settings: the arithmetic both networks used
+        parts.append(f"precision {numerics['precision']}, cudnn.benchmark {numerics.get('cudnn_benchmark')}, "
+                     f"LIF {numerics.get('lif_backend')}, threads torch {numerics.get('torch_threads')} / "
+                     f"numba {numerics.get('numba_threads')}")
     return "; ".join(parts)
 
 

@@ -50,6 +50,7 @@ import pandas as pd
 import torch
 
 from spikebench.data.device import DeviceDataset, check_fits, encode_batch
+from spikebench.devices import autocast
 from spikebench.models import build_network, network_loss, predict
 from spikebench.telemetry import NullTelemetry
 
@@ -153,7 +154,8 @@ def run_batches(net: torch.nn.Module, spec: dict, data: DeviceDataset, batch_siz
         for idx in torch.arange(len(data), device=device).split(batch_size):
             x, n_steps = encode_batch(spec, data, idx, generator)
             y = data.labels[idx]
-            out = net(x)
+            with autocast(device):
+                out = net(x)
             loss_sum += network_loss(spec["kind"], out, y, n_steps, spec).double() * len(idx)
             pred = predict(spec["kind"], out, n_steps)
             correct += (pred == y).sum()
@@ -283,8 +285,9 @@ class _Head:
 def train_step(net: torch.nn.Module, optimizer: torch.optim.Optimizer, spec: dict, x: torch.Tensor,
                y: torch.Tensor, n_steps: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimiser step on one batch (the timed epochs and the warm-up run this same code); (loss, output)."""
-    out = net(x)
-    loss = network_loss(spec["kind"], out, y, n_steps, spec)
+    with autocast(x.device):                      # precision bf16: torch.autocast; else nothing
+        out = net(x)
+        loss = network_loss(spec["kind"], out, y, n_steps, spec)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -388,7 +391,8 @@ def train_network(spec: dict, train: DeviceDataset, val: DeviceDataset | None, *
     # Network, optimiser and the three random streams, all from `seed`.
     torch.manual_seed(seed)                       # initialisation and dropout (global RNG)
     net = build_network(spec, network_id).to(device)
-    optimizer = torch.optim.Adam(net.parameters(), lr=float(spec["lr"]))
+    # fused=True on CUDA: one kernel for the whole update instead of several per parameter tensor.
+    optimizer = torch.optim.Adam(net.parameters(), lr=float(spec["lr"]), fused=True if device.type == "cuda" else None)
     shuffle_gen = torch.Generator().manual_seed(seed)                   # batch order (CPU)
     spike_gen = torch.Generator(device=device).manual_seed(seed + 1)    # rate-coding spikes (device)
 

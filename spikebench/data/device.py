@@ -3,8 +3,9 @@
 A job loads its data once: MNIST and CIFAR-10 as uint8 tensors ``[N, C, H, W]`` on the device (converted to
 float in [0, 1] one batch at a time, MNIST for experiment 3 resized there to ``input_size`` with
 ``F.interpolate(mode="bilinear", antialias=True)``, what torchvision's ``Resize`` does on tensors), N-MNIST as
-sparse frames densified a batch at a time (``spikebench.data.nmnist.SparseFrames``). No DataLoader and no
-per-sample Python: a batch is one index tensor.
+sparse frames densified a batch at a time (``spikebench.data.nmnist.SparseFrames``; on a GPU without reading
+anything back from the device, :class:`DeviceFrames`). No DataLoader and no per-sample Python: a batch is one
+index tensor.
 
 ``nmnist_files`` names the N-MNIST frame Parquet pair of the split being loaded
 (``spikebench.data.nmnist.load_frames``): keys ``frames`` and ``samples`` (or ``train_frames``/``train_samples``
@@ -78,11 +79,24 @@ class DeviceImages:
 
 
 class DeviceFrames:
-    """N-MNIST sparse frames on the device; ``batch`` gives ``([T_max, B, 2, 34, 34], n_frames [B])``."""
+    """N-MNIST sparse frames on the device; ``batch`` gives ``([T, B, 2, 34, 34], n_frames [B])``.
 
-    def __init__(self, frames, *, name: str, source: str) -> None:
+    On the CPU T is the batch's longest sample (``SparseFrames.dense_batch``, as before). On a GPU the batch's
+    shape must not depend on values that live on the device (reading them back would stall the host once per
+    batch), so T is the longest sample of the whole dataset and the cells are gathered into a buffer sized for
+    the batch's worst case, both known from CPU copies kept here (:func:`dense_batch_without_sync`); the extra
+    padding frames are masked out of losses and predictions like any other (``spikebench.models.step_mask``).
+    ``host_sync`` forces one way or the other (None: by the device).
+    """
+
+    def __init__(self, frames, *, name: str, source: str, host_sync: bool | None = None) -> None:
         self.frames, self.name, self.source = frames, name, source
         self.labels = frames.labels
+        self.host_sync = frames.device.type == "cpu" if host_sync is None else bool(host_sync)
+        lengths = (frames.offsets[1:] - frames.offsets[:-1]).cpu().numpy()
+        self.t_max = int(frames.n_frames.max().cpu()) if len(frames) else 0
+        # cells_bound[k-1]: the cells of the k longest samples, an upper bound for any k-sample batch (host ints).
+        self.cells_bound = np.cumsum(np.sort(lengths)[::-1]).tolist()
 
     def __len__(self) -> int:
         return len(self.frames)
@@ -92,11 +106,44 @@ class DeviceFrames:
         return DATASET_SHAPES["nmnist"]
 
     def batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        frames, n_frames = self.frames.dense_batch(idx.to(self.labels.device))
+        idx = idx.to(self.labels.device)
+        if self.host_sync or idx.numel() == 0:
+            frames, n_frames = self.frames.dense_batch(idx)
+        else:
+            bound = self.cells_bound[min(idx.numel(), len(self)) - 1] if len(self) else 0
+            frames, n_frames = dense_batch_without_sync(self.frames, idx, self.t_max, bound)
         if tuple(frames.shape[2:]) != self.sample_shape:
             raise DatasetShapeError(f"{self.source}: frames of shape {tuple(frames.shape[2:])}, expected "
                                     f"{self.sample_shape}")
         return frames, n_frames.to(frames.device)
+
+
+def dense_batch_without_sync(frames, idx: torch.Tensor, t_max: int, cells_bound: int
+                             ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``SparseFrames.dense_batch(idx)`` padded to ``t_max`` frames, with no value read back from the device.
+
+    ``cells_bound`` (>= the batch's number of cells) sizes the gather: slot j belongs to the sample whose cell
+    range holds it (``searchsorted`` over the running cell counts); slots past the batch's last cell write into
+    one extra element that is then dropped. ``idx`` must lie in 0..len-1 (it is not checked: that would sync).
+    """
+    from spikebench.data.nmnist import _CELLS, _HEIGHT, _POLARITIES, _WIDTH
+
+    device, batch = frames.device, idx.numel()
+    starts = frames.offsets[idx]
+    lengths = frames.offsets[idx + 1] - starts
+    size = t_max * batch * _CELLS
+    out = torch.zeros(size + 1, dtype=torch.float32, device=device)         # + the sink of the padding slots
+    if cells_bound:
+        ends = torch.cumsum(lengths, 0)
+        slot = torch.arange(cells_bound, device=device)
+        b = torch.searchsorted(ends, slot, right=True)
+        valid = b < batch
+        b = b.clamp_(max=batch - 1)
+        pos = torch.where(valid, slot - (ends - lengths)[b] + starts[b], 0)
+        cell = frames.cells[pos].to(torch.int64)
+        flat = torch.where(valid, ((cell // _CELLS) * batch + b) * _CELLS + cell % _CELLS, size)
+        out.index_put_((flat,), frames.counts[pos].to(torch.float32))
+    return out[:size].view(t_max, batch, _POLARITIES, _HEIGHT, _WIDTH), frames.n_frames[idx].clone()
 
 
 def rate_code(x: torch.Tensor, num_steps: int, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -3,7 +3,8 @@
 - :mod:`spikebench.kernels.lif`: the LIF recurrence forward and backward in one pass over memory.
 - :mod:`spikebench.kernels.event_conv`: event-driven (sparse-input) convolution + 2x2 max-pool.
 
-On a GPU the models use PyTorch's own operations instead.
+On a GPU the models use PyTorch's own operations instead (and ``torch.compile`` of the LIF recurrence,
+``spikebench.models.LIF_BACKEND``).
 """
 
 import numba
@@ -23,7 +24,33 @@ def njit_cached(**options):
 
 def match_torch_threads() -> None:
     """Run numba's parallel loops on as many threads as PyTorch uses (``torch.set_num_threads``), so that one
-    setting governs a job's CPU use; numba's own default is every core."""
+    setting governs a job's CPU use; numba's own default is every core.
+
+    Starting numba's threading layer (on its first parallel call, or in ``numba.set_num_threads``) sets the
+    OpenMP runtime's thread count to every core, and PyTorch, which shares that runtime, then reports and uses
+    that count too. The layer is therefore started here first, with PyTorch's count read before and put back
+    after, so both stay at the configured count (``torch.get_num_threads()`` before the first SNN layer).
+    """
+    import torch
+    from numba.np.ufunc import parallel
+
+    wanted = torch.get_num_threads()
+    parallel._launch_threads()            # idempotent; the first call is what resets the OpenMP thread count
+    if torch.get_num_threads() != wanted:
+        torch.set_num_threads(wanted)
+    numba.set_num_threads(max(1, min(wanted, numba.config.NUMBA_NUM_THREADS)))
+
+
+def thread_counts() -> dict:
+    """The thread counts PyTorch and numba use now and numba's threading layer (numba's are None before any
+    numba kernel ran in this process: the models then used no numba kernel)."""
     import torch
 
-    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+    try:
+        layer = numba.threading_layer()
+    except ValueError:                    # not started yet: no parallel kernel has run in this process
+        layer = None
+    # numba.get_num_threads() would start the layer (and so reset the OpenMP count): read it only once started.
+    return {"torch_threads": torch.get_num_threads(), "torch_interop_threads": torch.get_num_interop_threads(),
+            "numba_threads": numba.get_num_threads() if layer is not None else None,
+            "numba_threading_layer": layer}
