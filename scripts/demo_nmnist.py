@@ -1,5 +1,5 @@
-"""Rule demo_nmnist: N-MNIST recordings simulated from the demo digits, in tonic's layout."""
+"""Rule demo_nmnist: make only the missing files of the demo nmnist (DEMO DATA), write its manifest."""
 from spikebench.jobs import demo_job, job_logging
 
 with job_logging(snakemake.log[0]):
-    demo_job("nmnist", snakemake.params.root, snakemake.params.demo)
+    demo_job("nmnist", snakemake.params.root, snakemake.params.demo, snakemake.output.manifest)

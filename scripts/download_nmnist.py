@@ -1,6 +1,5 @@
-"""Rule download_nmnist: the N-MNIST recordings through tonic, in tonic's layout."""
-from spikebench.data.nmnist import download_nmnist
-from spikebench.jobs import job_logging
+"""Rule download_nmnist: verify nmnist under data.root, fetch only what is missing, write its manifest."""
+from spikebench.jobs import download_job, job_logging
 
 with job_logging(snakemake.log[0]):
-    download_nmnist(snakemake.params.root)
+    download_job("nmnist", snakemake.params.root, snakemake.output.manifest)
