@@ -321,10 +321,10 @@ def test_demo_makes_only_what_is_missing(tmp_path: Path):
 
 # --- the real Snakemake rules on a partial data root ------------------------------------------------
 
-def run_until(workdir: Path, rule: str, overlay: dict, *config: str) -> subprocess.CompletedProcess:
+def run_until(workdir: Path, rule: str, overlay: dict, *configfiles: str) -> subprocess.CompletedProcess:
     (workdir / "overlay.yaml").write_text(yaml.safe_dump(overlay))
     return subprocess.run(
-        snakemake_cmd("--cores", "1", "--until", rule, *config, "--configfile", "overlay.yaml"),
+        snakemake_cmd("--cores", "1", "--until", rule, "--configfile", *configfiles, "overlay.yaml"),
         cwd=workdir, capture_output=True, text=True, timeout=600,
     )
 
@@ -365,7 +365,7 @@ def test_snakemake_demo_rule_keeps_an_existing_split_and_makes_the_missing_one(t
     demo.make_demo_nmnist(root, images[:30], labels[:30], "train", seed=0)
     before = snapshot(root)
     run = run_until(workdir, "demo_nmnist", {"data": {"root": str(root), "demo": settings}},
-                    "--configfile", "config.demo.yaml")
+                    "config.demo.yaml")
     assert run.returncode == 0, (run.stdout + run.stderr)[-4000:]
     assert kept(before, snapshot(root))
     assert len(list((root / "NMNIST" / "Test").glob("*/*.bin"))) == 10
