@@ -78,7 +78,9 @@ def demo_job(dataset: str, root: str | Path, demo: dict, manifest: str | Path) -
 
     log = logging.getLogger(LOGGER_NAME)
     seed = int(demo.get("seed", 0))
-    extra: dict = {"demo": demo}
+    keys = {"mnist": ("mnist_test",), "cifar10": ("cifar10_train", "cifar10_test"),
+            "nmnist": ("mnist_test", "nmnist_train", "nmnist_test")}.get(dataset, ())
+    extra: dict = {"demo": {key: demo[key] for key in ("seed", *keys) if key in demo}}  # this dataset's settings only
     if dataset == "mnist":
         files = demo_data.ensure_demo_mnist(root, n_test=int(demo.get("mnist_test", 1000)), seed=seed)
     elif dataset == "cifar10":

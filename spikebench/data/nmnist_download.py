@@ -18,7 +18,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from spikebench.data.manifest import damaged_message, file_record, md5sum
+from spikebench.data.manifest import damaged_message, file_record
 from spikebench.data.mnist import DEMO_MARKER, DataIntegrityError
 from spikebench.data.nmnist import NMNISTDownloadError, NMNISTRecordingError, nmnist_split_folder, read_recording
 
