@@ -1,4 +1,5 @@
-"""Rule demo_cifar10: make only the missing files of the demo cifar10 (DEMO DATA), write its manifest."""
+"""Rule demo_cifar10 (demo CIFAR-10: a synthetic stand-in; DEMO DATA): make only the missing files, write the
+verified manifest. Existing files are never moved, rewritten or deleted."""
 from spikebench.jobs import demo_job, job_logging
 
 with job_logging(snakemake.log[0]):

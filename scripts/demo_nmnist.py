@@ -1,4 +1,5 @@
-"""Rule demo_nmnist: make only the missing files of the demo nmnist (DEMO DATA), write its manifest."""
+"""Rule demo_nmnist (demo N-MNIST: simulated from the demo digits; DEMO DATA): make only the missing files, write the
+verified manifest. Existing files are never moved, rewritten or deleted."""
 from spikebench.jobs import demo_job, job_logging
 
 with job_logging(snakemake.log[0]):

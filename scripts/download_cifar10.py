@@ -1,4 +1,5 @@
-"""Rule download_cifar10: verify cifar10 under data.root, fetch only what is missing, write its manifest."""
+"""Rule download_cifar10 (CIFAR-10, torchvision's files and md5s): check what is under data.root, fetch only what
+is missing, write the verified manifest. Existing files are never moved, rewritten or deleted."""
 from spikebench.jobs import download_job, job_logging
 
 with job_logging(snakemake.log[0]):

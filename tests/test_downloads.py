@@ -36,7 +36,7 @@ from spikebench.jobs import demo_job, download_job
 
 
 def snapshot(root: Path) -> dict[str, tuple]:
-    """Every file (md5, inode, mtime) and folder under ``root``: equal snapshots = nothing moved, rewritten or deleted."""
+    """Every file (md5, inode, mtime) and folder under ``root``: equal snapshots = nothing moved, rewritten, deleted."""
     state = {}
     for path in sorted(root.rglob("*")):
         rel = str(path.relative_to(root))

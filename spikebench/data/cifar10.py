@@ -47,7 +47,10 @@ def _damaged(folder: Path, md5s: dict[str, str]) -> list[str]:
 
 
 def _extract_missing(tarball: Path, folder: Path, names: list[str], md5s: dict[str, str]) -> None:
-    """Extract the members ``names`` of the verified tarball into ``folder``: each to a temporary name, md5-checked, renamed."""
+    """Extract the members ``names`` of the verified tarball into ``folder``.
+
+    Each member goes to a temporary name, is md5-checked and then renamed.
+    """
     import tarfile
 
     from spikebench.data.mnist import DataIntegrityError
@@ -173,7 +176,9 @@ def cifar_batch_bytes(data: np.ndarray, labels: np.ndarray, batch_label: str) ->
     data = np.asarray(data)
     labels = np.asarray(labels)
     if data.dtype != np.uint8 or data.shape[1:] not in ((3, 32, 32), (3072,)):
-        raise ValueError(f"{batch_label}: expected data uint8 [N, 3, 32, 32] or [N, 3072], got {data.dtype} {data.shape}")
+        raise ValueError(
+            f"{batch_label}: expected data uint8 [N, 3, 32, 32] or [N, 3072], got {data.dtype} {data.shape}"
+        )
     if labels.shape != (len(data),):
         raise ValueError(f"{batch_label}: {labels.shape} labels for {len(data)} images")
     entry = {

@@ -472,7 +472,8 @@ def ensure_demo_nmnist(root: Path, digits: dict[str, tuple[np.ndarray, np.ndarra
             problems += found
     if problems:
         raise DataIntegrityError(damaged_message(
-            "demo N-MNIST", problems, "delete the folder named above and rerun to make it again, or point data.root elsewhere"
+            "demo N-MNIST", problems,
+            "delete the folder named above and rerun to make it again, or point data.root elsewhere",
         ))
     for split, (images, labels) in digits.items():
         if split not in entries:
