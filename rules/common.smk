@@ -46,17 +46,16 @@ def network_dataset(wildcards):
 
 
 def dataset_inputs(dataset, split):
-    """Raw files (and for N-MNIST the preprocessed frames) a job on `dataset`/`split` reads."""
+    """What a job on `dataset`/`split` reads: the dataset's verified manifest (its files come through
+    the data root in params and are never declared), for N-MNIST the preprocessed frames."""
     if dataset == "nmnist":
         return catalog.nmnist_frames(RESULTS, split)
-    return {"raw": catalog.raw_files(dataset, DATA)}
+    return {"manifest": catalog.manifest_file(RESULTS, dataset)}
 
 
 def split_inputs(wildcards):
-    """The training set's raw files: the split depends on its size only (not on preprocessing)."""
-    if wildcards.dataset == "nmnist":
-        return [catalog.nmnist_folder(DATA, "train")]
-    return catalog.raw_files(wildcards.dataset, DATA)
+    """The dataset's manifest: the split depends on the training set only (not on preprocessing)."""
+    return [catalog.manifest_file(RESULTS, wildcards.dataset)]
 
 
 def train_inputs(wildcards):

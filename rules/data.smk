@@ -1,14 +1,18 @@
 # Data stage: datasets in the libraries' own layouts under data.root (downloaded, or made
 # offline for the demo), the N-MNIST frames as sparse Parquet, and the train/validation splits.
-# Downloads are local rules: cluster compute nodes often have no internet.
+# A dataset's own files are never declared to Snakemake (so it can never delete them): each
+# download/demo job verifies what is there, fetches or makes only what is missing, and writes a
+# small verified manifest, <results>/data/manifest_<dataset>.json, which the jobs reading that
+# dataset take as input (they get the data root through params). Downloads are local rules:
+# cluster compute nodes often have no internet.
 
 if DEMO:
 
     rule demo_mnist:
         output:
-            catalog.mnist_files(DATA),
+            manifest=catalog.manifest_file(RESULTS, "mnist"),
         params:
-            root=lambda wildcards, output: catalog.root_of(output[0]),
+            root=DATA,
             demo=config["data"].get("demo", {}),
         log:
             f"{RESULTS}/logs/demo_mnist.log",
@@ -20,9 +24,9 @@ if DEMO:
 
     rule demo_cifar10:
         output:
-            catalog.cifar10_files(DATA),
+            manifest=catalog.manifest_file(RESULTS, "cifar10"),
         params:
-            root=lambda wildcards, output: catalog.root_of(output[0]),
+            root=DATA,
             demo=config["data"].get("demo", {}),
         log:
             f"{RESULTS}/logs/demo_cifar10.log",
@@ -34,12 +38,11 @@ if DEMO:
 
     rule demo_nmnist:
         input:
-            catalog.mnist_files(DATA),
+            catalog.manifest_file(RESULTS, "mnist"),  # simulated from the demo MNIST digits
         output:
-            train=directory(catalog.nmnist_folder(DATA, "train")),
-            test=directory(catalog.nmnist_folder(DATA, "test")),
+            manifest=catalog.manifest_file(RESULTS, "nmnist"),
         params:
-            root=lambda wildcards, output: catalog.root_of(output[0]),
+            root=DATA,
             demo=config["data"].get("demo", {}),
         log:
             f"{RESULTS}/logs/demo_nmnist.log",
@@ -53,9 +56,9 @@ else:
 
     rule download_mnist:
         output:
-            catalog.mnist_files(DATA),
+            manifest=catalog.manifest_file(RESULTS, "mnist"),
         params:
-            root=lambda wildcards, output: catalog.root_of(output[0]),
+            root=DATA,
         log:
             f"{RESULTS}/logs/download_mnist.log",
         localrule: True
@@ -66,9 +69,9 @@ else:
 
     rule download_cifar10:
         output:
-            catalog.cifar10_files(DATA),
+            manifest=catalog.manifest_file(RESULTS, "cifar10"),
         params:
-            root=lambda wildcards, output: catalog.root_of(output[0]),
+            root=DATA,
         log:
             f"{RESULTS}/logs/download_cifar10.log",
         localrule: True
@@ -79,10 +82,9 @@ else:
 
     rule download_nmnist:
         output:
-            train=directory(catalog.nmnist_folder(DATA, "train")),
-            test=directory(catalog.nmnist_folder(DATA, "test")),
+            manifest=catalog.manifest_file(RESULTS, "nmnist"),
         params:
-            root=lambda wildcards, output: catalog.root_of(output[0]),
+            root=DATA,
         log:
             f"{RESULTS}/logs/download_nmnist.log",
         localrule: True
@@ -94,10 +96,11 @@ else:
 
 rule preprocess_nmnist:
     input:
-        recordings=lambda wildcards: catalog.nmnist_folder(DATA, wildcards.split),
+        manifest=catalog.manifest_file(RESULTS, "nmnist"),
     output:
         **catalog.nmnist_frames(RESULTS, "{split}"),
     params:
+        recordings=lambda wildcards: catalog.nmnist_folder(DATA, wildcards.split),
         denoise_filter_us=config["nmnist"]["denoise_filter_us"],
         time_window_us=config["nmnist"]["time_window_us"],
     log:
@@ -114,7 +117,7 @@ rule split:
     output:
         catalog.split_file(RESULTS, "{dataset}"),
     params:
-        root=lambda wildcards, input: catalog.root_of(input[0]),
+        root=DATA,
         val_fraction=config["split"]["val_fraction"],
         seed=config["split"]["seed"],
         data_source=config["data"]["source"],

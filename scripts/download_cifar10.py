@@ -1,6 +1,6 @@
-"""Rule download_cifar10: torchvision's CIFAR-10 archive, md5-verified, extracted in place."""
-from spikebench.data.cifar10 import download_cifar10
-from spikebench.jobs import job_logging
+"""Rule download_cifar10 (CIFAR-10, torchvision's files and md5s): check what is under data.root, fetch only what
+is missing, write the verified manifest. Existing files are never moved, rewritten or deleted."""
+from spikebench.jobs import download_job, job_logging
 
 with job_logging(snakemake.log[0]):
-    download_cifar10(snakemake.params.root)
+    download_job("cifar10", snakemake.params.root, snakemake.output.manifest)

@@ -1,6 +1,6 @@
-"""Rule download_mnist: torchvision's MNIST files, md5-verified, in torchvision's layout."""
-from spikebench.data.mnist import download_mnist
-from spikebench.jobs import job_logging
+"""Rule download_mnist (MNIST, torchvision's files and md5s): check what is under data.root, fetch only what
+is missing, write the verified manifest. Existing files are never moved, rewritten or deleted."""
+from spikebench.jobs import download_job, job_logging
 
 with job_logging(snakemake.log[0]):
-    download_mnist(snakemake.params.root)
+    download_job("mnist", snakemake.params.root, snakemake.output.manifest)

@@ -1,6 +1,6 @@
-"""Rule download_nmnist: the N-MNIST recordings through tonic, in tonic's layout."""
-from spikebench.data.nmnist import download_nmnist
-from spikebench.jobs import job_logging
+"""Rule download_nmnist (N-MNIST, tonic's archives and md5s): check what is under data.root, fetch only what
+is missing, write the verified manifest. Existing files are never moved, rewritten or deleted."""
+from spikebench.jobs import download_job, job_logging
 
 with job_logging(snakemake.log[0]):
-    download_nmnist(snakemake.params.root)
+    download_job("nmnist", snakemake.params.root, snakemake.output.manifest)

@@ -4,7 +4,7 @@ from spikebench.jobs import job_logging
 
 with job_logging(snakemake.log[0]) as log:
     preprocess_split(
-        snakemake.input.recordings,
+        snakemake.params.recordings,
         snakemake.output.frames,
         snakemake.output.samples,
         denoise_filter_us=snakemake.params.denoise_filter_us,

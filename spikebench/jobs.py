@@ -88,31 +88,59 @@ def _numerics_after_run() -> dict:
     return numeric_settings()
 
 
-def demo_job(dataset: str, root: str | Path, demo: dict) -> None:
-    """Write one dataset of the offline demo (config `data.demo`) under `root`."""
+def demo_job(dataset: str, root: str | Path, demo: dict, manifest: str | Path) -> None:
+    """Rules demo_*: make only the missing files of one demo dataset (config `data.demo`), write its manifest."""
     from spikebench.data import demo as demo_data
-    from spikebench.data.mnist import load_mnist
+    from spikebench.data.manifest import write_manifest
 
     log = logging.getLogger(LOGGER_NAME)
-    root = Path(root)
     seed = int(demo.get("seed", 0))
+    keys = {"mnist": ("mnist_test",), "cifar10": ("cifar10_train", "cifar10_test"),
+            "nmnist": ("mnist_test", "nmnist_train", "nmnist_test")}.get(dataset, ())
+    extra: dict = {"demo": {key: demo[key] for key in ("seed", *keys) if key in demo}}  # this dataset's settings only
     if dataset == "mnist":
-        demo_data.make_demo_mnist(root, n_test=int(demo.get("mnist_test", 1000)), seed=seed)
+        files = demo_data.ensure_demo_mnist(root, n_test=int(demo.get("mnist_test", 1000)), seed=seed)
     elif dataset == "cifar10":
-        demo_data.make_demo_cifar10(
-            root,
-            n_train=int(demo.get("cifar10_train", 5000)),
-            n_test=int(demo.get("cifar10_test", 1000)),
-            seed=seed,
-        )
+        n_train, n_test = int(demo.get("cifar10_train", 5000)), int(demo.get("cifar10_test", 1000))
+        files = demo_data.ensure_demo_cifar10(root, n_train=n_train, n_test=n_test, seed=seed)
     elif dataset == "nmnist":
+        from spikebench.data.mnist import load_mnist
+
+        digits = {}
         for split, key, default in (("train", "nmnist_train", 1000), ("test", "nmnist_test", 200)):
-            images, labels = load_mnist(root, split)
+            images, labels = load_mnist(root, split)  # the demo MNIST, verified by rule demo_mnist
             n = min(int(demo.get(key, default)), len(labels))
-            demo_data.make_demo_nmnist(root, images[:n], labels[:n], split, seed=seed)
+            digits[split] = (images[:n], labels[:n])
+        body = demo_data.ensure_demo_nmnist(root, digits, seed=seed)
+        files, extra = body["files"], {**extra, "splits": body["splits"]}
     else:
         raise ValueError(f"no demo data for dataset {dataset!r}")
-    log.info("demo %s written under %s (DEMO DATA, not the real dataset)", dataset, root)
+    write_manifest(manifest, dataset=dataset, root=root, source="demo", files=files, extra=extra)
+    log.info("demo %s verified under %s (DEMO DATA, not the real dataset); manifest %s", dataset, root, manifest)
+
+
+def download_job(dataset: str, root: str | Path, manifest: str | Path) -> None:
+    """Rules download_*: verify the dataset under `root`, fetch only what is missing, write its manifest."""
+    from spikebench.data.manifest import write_manifest
+
+    extra: dict = {}
+    if dataset == "mnist":
+        from spikebench.data.mnist import download_mnist
+
+        files = download_mnist(root)
+    elif dataset == "cifar10":
+        from spikebench.data.cifar10 import download_cifar10
+
+        files = download_cifar10(root)
+    elif dataset == "nmnist":
+        from spikebench.data.nmnist_download import download_nmnist
+
+        body = download_nmnist(root)
+        files, extra = body["files"], {"splits": body["splits"]}
+    else:
+        raise ValueError(f"no download for dataset {dataset!r}")
+    write_manifest(manifest, dataset=dataset, root=root, source="download", files=files, extra=extra)
+    logging.getLogger(LOGGER_NAME).info("%s verified under %s; manifest %s", dataset, root, manifest)
 
 
 def verify_md5(data_source: str) -> bool:

@@ -228,13 +228,14 @@ def test_demo_nmnist_goes_through_the_real_preprocessing(demo_root: Path):
     assert frames.sum() >= 0.99 * len(denoised)  # tonic's ToFrame may leave out the last event
 
 
-def test_demo_nmnist_is_deterministic_and_replaces_earlier_runs(tmp_path: Path, demo_root: Path):
+def test_demo_nmnist_is_deterministic_and_never_replaces_a_folder(tmp_path: Path, demo_root: Path):
     images, labels = load_mnist(demo_root, "test")
     demo.make_demo_nmnist(tmp_path / "a", images[:12], labels[:12], "test", seed=5)
-    demo.make_demo_nmnist(tmp_path / "b", images[:20], labels[:20], "test", seed=9)  # an earlier, bigger run
-    paths = demo.make_demo_nmnist(tmp_path / "b", images[:12], labels[:12], "test", seed=5)
-    assert len(paths) == 12 and all(p.exists() for p in paths)
+    demo.make_demo_nmnist(tmp_path / "b", images[:12], labels[:12], "test", seed=5)
     a = _digests(tmp_path / "a" / "NMNIST" / "Test")
-    assert a == _digests(tmp_path / "b" / "NMNIST" / "Test")  # identical, and no stale recording 13..20 left
+    assert len(a) == 12 and a == _digests(tmp_path / "b" / "NMNIST" / "Test")
+    with pytest.raises(FileExistsError, match="never replaces"):  # an existing folder is left as it is
+        demo.make_demo_nmnist(tmp_path / "b", images[:20], labels[:20], "test", seed=9)
+    assert _digests(tmp_path / "b" / "NMNIST" / "Test") == a
     demo.make_demo_nmnist(tmp_path / "c", images[:12], labels[:12], "test", seed=6)
     assert a != _digests(tmp_path / "c" / "NMNIST" / "Test")

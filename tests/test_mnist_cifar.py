@@ -62,22 +62,28 @@ def _leftovers(folder: Path) -> list[str]:
 
 
 def test_download_mnist_only_verifies_and_extracts_existing_gz(mnist_gz_root: Path, no_network):
-    paths = download_mnist(mnist_gz_root, splits=("test",))
     raw = mnist_raw_folder(mnist_gz_root)
-    assert paths == [raw / name for name in MNIST_FILES["test"]]
+    gz_before = {p.name: p.read_bytes() for p in raw.iterdir()}
+    records = download_mnist(mnist_gz_root, splits=("test",))
+    paths = [raw / name for name in MNIST_FILES["test"]]
     assert no_network == []
     assert hashlib.md5(paths[0].read_bytes()).hexdigest() == "2646ac647ad5339dbf082846283269ea"
     assert hashlib.md5(paths[1].read_bytes()).hexdigest() == "27ae3e4e09519cfbb04c329615203637"
+    assert {p.name: p.read_bytes() for p in raw.glob("*.gz")} == gz_before  # the .gz files are kept as they were
     assert _leftovers(raw) == []
+    by_path = {r["path"]: r for r in records}
+    gz = by_path["MNIST/raw/t10k-images-idx3-ubyte.gz"]
+    assert gz["md5"] == gz["expected_md5"] == "9fb629c4189551a2d022fa330f9573f3"
+    assert by_path["MNIST/raw/t10k-images-idx3-ubyte"]["size_bytes"] == 16 + 10000 * 784
 
     images, labels = load_mnist(mnist_gz_root, "test")
     assert images.shape == (10000, 28, 28) and images.dtype == np.uint8
     assert labels.dtype == np.int64
     assert np.bincount(labels, minlength=10).tolist() == T10K_LABEL_COUNTS
     assert labels[:5].tolist() == [7, 2, 1, 0, 4]
-    # the uncompressed files are used as they are on a second call: still nothing fetched
+    # the uncompressed files are checked and used as they are on a second call: still nothing fetched
     mtime = paths[0].stat().st_mtime_ns
-    assert download_mnist(mnist_gz_root, splits=("test",)) == paths
+    assert download_mnist(mnist_gz_root, splits=("test",)) == records
     assert paths[0].stat().st_mtime_ns == mtime and no_network == []
 
 
@@ -100,7 +106,7 @@ def test_download_mnist_stops_on_a_corrupt_gz(mnist_gz_root: Path, no_network):
         download_mnist(mnist_gz_root, splits=("test",))
     message = str(error.value)
     assert str(gz) in message and found in message and "9fb629c4189551a2d022fa330f9573f3" in message
-    assert "Delete" in message
+    assert "delete" in message
     assert not (raw / "t10k-images-idx3-ubyte").exists()
     assert gz.stat().st_size == 500_000  # not overwritten by a silent re-download
     assert no_network == [] and _leftovers(raw) == []
@@ -237,9 +243,10 @@ def test_download_cifar10_stops_on_a_corrupt_tarball(tmp_path: Path, no_network)
         download_cifar10(tmp_path)
     message = str(error.value)
     assert str(tarball) in message and found in message and "c58f30108f718f92721af3b95e74349a" in message
-    assert "Delete" in message
+    assert "delete" in message
     assert not cifar10_folder(tmp_path).exists() and no_network == []
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cifar-10-python.tar.gz"]
+    assert tarball.read_bytes() == b"\x1f\x8b" + bytes(1000)
 
 
 def test_download_cifar10_refuses_unverified_batches(shared_data: Path, tmp_path: Path, no_network):
@@ -248,12 +255,14 @@ def test_download_cifar10_refuses_unverified_batches(shared_data: Path, tmp_path
     folder.mkdir()
     shutil.copyfile(shared_data / "cifar10" / "cifar-10-batches-py" / "batches.meta", folder / "batches.meta")
     write_cifar_batch(folder / "test_batch", images, labels, "testing batch 1 of 1")
+    before = (folder / "test_batch").read_bytes()
     with pytest.raises(DataIntegrityError) as error:
         download_cifar10(tmp_path)
     message = str(error.value)
     assert "test_batch: md5" in message and "40351d587109b95175f43aff81a1287e" in message
-    assert "data_batch_1: missing" in message and "batches.meta" not in message
-    assert no_network == []
+    assert "batches.meta" not in message and "data_batch_1" not in message  # verified / missing: not damaged
+    assert (folder / "test_batch").read_bytes() == before
+    assert no_network == []  # nothing fetched while a damaged file is there
 
 
 def test_download_cifar10_fetch_failure_leaves_nothing(tmp_path: Path, no_network):

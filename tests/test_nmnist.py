@@ -16,12 +16,13 @@ import tonic
 import torch
 
 from spikebench.data import nmnist
+from spikebench.data.mnist import DataIntegrityError
+from spikebench.data.nmnist_download import download_nmnist
 from spikebench.data.nmnist import (
     NMNIST_SENSOR_SIZE,
     NMNISTDownloadError,
     NMNISTFramesError,
     NMNISTRecordingError,
-    download_nmnist,
     events_frames,
     load_frames,
     nmnist_split_folder,
@@ -387,58 +388,64 @@ def test_preprocess_split_bad_recording_names_it_and_leaves_no_output(recordings
 
 @pytest.fixture
 def no_network(monkeypatch):
-    """Make tonic's network functions fail loudly; record whether they were called."""
+    """Make the download fail loudly (torchvision's URL functions, which spikebench.data.fetch uses)."""
+    import torchvision.datasets.utils as tv_utils
+
     calls: list[str] = []
 
-    def refuse(*args, **kwargs):
-        calls.append(str(args[0]) if args else "")
+    def refuse(url, *args, **kwargs):
+        calls.append(str(url))
         raise OSError("network disabled in tests")
 
-    monkeypatch.setattr(tonic.download_utils, "_get_redirect_url", refuse)
-    monkeypatch.setattr(tonic.download_utils, "_urlretrieve", refuse)
+    monkeypatch.setattr(tv_utils, "_get_redirect_url", lambda url, max_hops=3: url)
+    monkeypatch.setattr(tv_utils, "_urlretrieve", refuse)
     return calls
 
 
 def test_download_skips_extracted_folder(recordings, tmp_path, no_network):
     copy_layout([f for f in recordings if f.parents[1].name == "Train"][:5], tmp_path)
-    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
-    assert download_nmnist(tmp_path, splits=("train",)) == [tmp_path / "NMNIST" / "Train"]
-    assert no_network == []
-    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+    before = {p.relative_to(tmp_path): p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    body = download_nmnist(tmp_path, splits=("train",))
+    assert no_network == [] and body["files"] == []
+    entry = body["splits"]["train"]
+    assert entry["folder"] == "NMNIST/Train" and entry["n_recordings"] == 5 and len(entry["sample"]) == 5
+    assert sum(entry["recordings_per_class"].values()) == 5
+    assert {p.relative_to(tmp_path): p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
 
 
 def test_download_corrupt_archive_gives_clear_error(tmp_path, no_network):
     archive = tmp_path / "NMNIST" / tonic.datasets.NMNIST.test_filename
     archive.parent.mkdir(parents=True)
     archive.write_bytes(b"PK\x03\x04 this is not the N-MNIST archive")
-    with pytest.raises(NMNISTDownloadError) as err:
+    with pytest.raises(DataIntegrityError) as err:
         download_nmnist(tmp_path, splits=("test",))
     message = str(err.value)
-    assert str(archive) in message and "Delete" in message and tonic.datasets.NMNIST.test_md5 in message
-    assert len(no_network) == 1  # tonic tried to fetch it again
-    assert archive.exists() and not (tmp_path / "NMNIST" / "Test").exists()
+    assert str(archive) in message and "delete" in message and tonic.datasets.NMNIST.test_md5 in message
+    assert no_network == []  # nothing fetched while a damaged file is there
+    assert archive.read_bytes() == b"PK\x03\x04 this is not the N-MNIST archive"
     assert sorted(p.name for p in (tmp_path / "NMNIST").iterdir()) == [archive.name]  # no staging left
 
 
 def test_download_extracts_a_verified_archive_into_tonic_layout(recordings, tmp_path, monkeypatch, no_network):
-    """A present archive with the expected md5 is verified and extracted by tonic; nothing is fetched."""
+    """A present archive with the expected md5 is verified and extracted; nothing is fetched."""
     test_files = [f for f in recordings if f.parents[1].name == "Test"][:6]
     archive = tmp_path / "NMNIST" / tonic.datasets.NMNIST.test_filename
     archive.parent.mkdir(parents=True)
     with zipfile.ZipFile(archive, "w") as zf:
         for f in test_files:
             zf.write(f, f"Test/{f.parent.name}/{f.name}")
-    monkeypatch.setattr(tonic.datasets.NMNIST, "test_md5", hashlib.md5(archive.read_bytes()).hexdigest())
-    folders = download_nmnist(tmp_path, splits=("test",))
-    assert folders == [tmp_path / "NMNIST" / "Test"] and no_network == []
+    archive_bytes = archive.read_bytes()
+    monkeypatch.setattr(tonic.datasets.NMNIST, "test_md5", hashlib.md5(archive_bytes).hexdigest())
+    body = download_nmnist(tmp_path, splits=("test",))
+    assert body["splits"]["test"]["n_recordings"] == 6 and no_network == []
+    assert [r["path"] for r in body["files"]] == ["NMNIST/test.zip"]
     for f in test_files:
-        assert (folders[0] / f.parent.name / f.name).read_bytes() == f.read_bytes()
+        assert (tmp_path / "NMNIST" / "Test" / f.parent.name / f.name).read_bytes() == f.read_bytes()
     assert sorted(p.name for p in (tmp_path / "NMNIST").iterdir()) == ["Test", archive.name]
+    assert archive.read_bytes() == archive_bytes  # the archive stays where it was
 
 
 def test_download_refuses_a_folder_of_demo_recordings(tmp_path):
-    from spikebench.data.nmnist import NMNISTDownloadError, download_nmnist
-
     (tmp_path / "NMNIST" / "Train" / "0").mkdir(parents=True)
     (tmp_path / "NMNIST" / "DEMO_DATA.txt").write_text("demo")
     with pytest.raises(NMNISTDownloadError, match="demo recordings"):

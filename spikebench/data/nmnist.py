@@ -56,8 +56,8 @@ Stored files (one pair per split, written by :func:`preprocess_split`):
 
 Public API:
 
-* :func:`download_nmnist` (tonic's ``NMNIST`` class, tonic's layout ``root/NMNIST/{Train,Test}``;
-  staged extraction) and :func:`nmnist_split_folder`;
+* :func:`nmnist_split_folder` (tonic's layout ``root/NMNIST/{Train,Test}``; the verified download
+  is :func:`spikebench.data.nmnist_download.download_nmnist`);
 * :func:`read_recording` (tonic's event array), :func:`recording_frames` / :func:`events_frames`
   (:class:`RecordingFrames`: sparse cells, ``to_dense()`` gives tonic's int16 frames);
 * :func:`preprocess_split` (one split -> frames + samples Parquet, streamed by row group);
@@ -70,14 +70,12 @@ about 100x faster than tonic's per-sample pipeline on the same machine.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
 import os
-import shutil
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib import metadata as importlib_metadata
@@ -172,7 +170,7 @@ class RecordingFrames(NamedTuple):
 
 
 # ----------------------------------------------------------------------------------------------
-# download (tonic's own dataset class, tonic's layout)
+# layout (the verified download is spikebench.data.nmnist_download)
 # ----------------------------------------------------------------------------------------------
 
 
@@ -181,93 +179,6 @@ def nmnist_split_folder(root: str | Path, split: str) -> Path:
     if split not in SPLIT_FOLDERS:
         raise ValueError(f"unknown N-MNIST split {split!r}; expected one of {sorted(SPLIT_FOLDERS)}")
     return Path(root) / "NMNIST" / SPLIT_FOLDERS[split]
-
-
-def _has_recordings(folder: Path) -> bool:
-    return folder.is_dir() and next(folder.glob("*/*.bin"), None) is not None
-
-
-def _md5(path: Path) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def download_nmnist(root: str | Path, splits: Iterable[str] = ("train", "test")) -> list[Path]:
-    """Fetch N-MNIST with ``tonic.datasets.NMNIST`` into tonic's layout; return the split folders.
-
-    A split whose folder (``root/NMNIST/Train`` or ``Test``) already holds ``<digit>/*.bin``
-    recordings is used as it is and nothing is fetched. Otherwise tonic's class downloads (or reuses,
-    if its md5 matches) the archive ``root/NMNIST/{train,test}.zip`` and extracts it inside a hidden
-    staging folder; the split folder is renamed into place only once extraction has finished, so a
-    half-extracted folder never looks complete. A failed download, md5 mismatch or broken archive
-    raises :class:`NMNISTDownloadError` naming the archive and how to recover.
-    """
-    import tonic
-
-    from spikebench.data.mnist import DEMO_MARKER
-
-    root = Path(root)
-    cls = tonic.datasets.NMNIST
-    marker = root / cls.__name__ / DEMO_MARKER
-    if marker.exists():
-        raise NMNISTDownloadError(
-            f"{root / cls.__name__} holds demo recordings made by spikebench.data.demo (see {marker}), not the "
-            "real N-MNIST; use another data root for the download or delete that folder."
-        )
-    folders = []
-    for split in splits:
-        folder = nmnist_split_folder(root, split)
-        if _has_recordings(folder):
-            folders.append(folder)
-            continue
-        train = split == "train"
-        filename = cls.train_filename if train else cls.test_filename
-        expected_md5 = cls.train_md5 if train else cls.test_md5
-        tonic_folder = cls.train_folder if train else cls.test_folder
-        nm_dir = root / cls.__name__
-        archive = nm_dir / filename
-        staging = nm_dir / f".download-{split}"
-        staged_dir = staging / cls.__name__  # tonic's location_on_system for save_to=staging
-        staged_archive = staged_dir / filename
-        nm_dir.mkdir(parents=True, exist_ok=True)
-        if staging.exists():  # left by an interrupted run: keep its archive, drop the rest
-            if staged_archive.exists() and not archive.exists():
-                os.replace(staged_archive, archive)
-            shutil.rmtree(staging)
-        staged_dir.mkdir(parents=True)
-        if archive.exists():  # let tonic verify and reuse it instead of downloading again
-            os.replace(archive, staged_archive)
-        try:
-            cls(save_to=str(staging), train=train)
-            extracted = staged_dir / tonic_folder
-            if not _has_recordings(extracted):
-                raise NMNISTDownloadError(f"the archive has no {tonic_folder}/<digit>/*.bin recordings")
-        except Exception as err:
-            if staged_archive.exists():
-                os.replace(staged_archive, archive)
-            shutil.rmtree(staging, ignore_errors=True)
-            if archive.exists():
-                found = _md5(archive)
-                state = (
-                    f"md5 {found} does not match tonic's {expected_md5}: the file is corrupt or partial"
-                    if found != expected_md5
-                    else f"md5 matches ({expected_md5}) but extracting it failed"
-                )
-            else:
-                state = "the file is missing (the download failed)"
-            raise NMNISTDownloadError(
-                f"N-MNIST {split} archive {archive}: {state} ({type(err).__name__}: {err}). "
-                f"Delete {archive} if it exists and rerun to download it again from {cls.base_url}, "
-                f"or put the official {filename} (md5 {expected_md5}) there."
-            ) from err
-        os.replace(extracted, folder)
-        os.replace(staged_archive, archive)
-        shutil.rmtree(staging, ignore_errors=True)
-        folders.append(folder)
-    return folders
 
 
 # ----------------------------------------------------------------------------------------------

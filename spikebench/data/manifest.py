@@ -1,0 +1,86 @@
+"""The verified-data manifest: what a download (or demo) job checked under the data root.
+
+The dataset files themselves are never declared to Snakemake (so Snakemake can never delete
+them). Each download/demo job verifies what is there, fetches only what is missing and writes one
+small JSON file, ``<results>/data/manifest_<dataset>.json``, that the jobs reading the dataset take
+as input. Its content is deterministic for an unchanged data root (sorted keys, no timestamps):
+it changes, and so reruns those jobs, only when a file's size or md5 (or an N-MNIST count) changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from importlib import metadata
+from pathlib import Path
+
+#: Packages whose versions a manifest records (the ones that define what "verified" means).
+VERSIONED_PACKAGES = ("spikebench", "numpy", "torchvision", "tonic")
+
+
+def md5sum(path: str | Path) -> str:
+    """The md5 of a file, read in 1 MiB blocks."""
+    digest = hashlib.md5()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def file_record(path: str | Path, root: str | Path, expected_md5: str | None = None, md5: str | None = None) -> dict:
+    """One checked file: its path relative to the data root, size, md5 and the published md5 (or null)."""
+    path = Path(path)
+    return {
+        "path": path.relative_to(root).as_posix(),
+        "size_bytes": path.stat().st_size,
+        "md5": md5 or md5sum(path),
+        "expected_md5": expected_md5,
+    }
+
+
+def library_versions() -> dict[str, str | None]:
+    versions = {}
+    for name in VERSIONED_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def damaged_message(dataset: str, problems: list[str], recover: str | None = None) -> str:
+    """The error for files that failed their check: each named, left as they are, how to recover."""
+    recover = recover or "delete each file named above and rerun to download it again (or put an intact copy there)"
+    return (
+        f"{dataset}: {len(problems)} file(s) failed their check and were left exactly as they are:\n  "
+        + "\n  ".join(problems)
+        + f"\nTo recover: {recover}. spikebench never moves, rewrites or deletes a dataset file."
+    )
+
+
+def write_manifest(
+    path: str | Path, *, dataset: str, root: str | Path, source: str, files: list[dict], extra: dict | None = None
+) -> dict:
+    """Write the manifest of ``dataset`` atomically (temporary name in the same folder, then rename)."""
+    content = {
+        "dataset": dataset,
+        "source": source,
+        "data_root": str(root),
+        "files": sorted(files, key=lambda record: record["path"]),
+        **(extra or {}),
+        "versions": library_versions(),
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(json.dumps(content, indent=1, sort_keys=True) + "\n")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return content
+
+
+def read_manifest(path: str | Path) -> dict:
+    return json.loads(Path(path).read_text())
