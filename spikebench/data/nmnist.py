@@ -681,10 +681,15 @@ def recording_frames(path: str | Path, denoise_filter_us: int, time_window_us: i
     recording.
     """
     filter_time, time_window = _check_params(denoise_filter_us, time_window_us)
-    batch = _compute_batch(_read_batch([Path(path)]), filter_time, time_window, _CELL_DTYPES_WIDE)
-    _check_batch(batch, wide=True)
-    columns = batch.columns[1:]  # no sample column
-    row = batch.stats[0]
+    raw = _read_bytes(path)
+    columns = [np.empty(raw.size // _EVENT_BYTES, dtype) for dtype in _CELL_DTYPES_WIDE]
+    row = _frames_batch(raw, np.array([0, raw.size], np.int64), 0, filter_time, time_window, *columns)[0]
+    if row[_ST_STATUS] == _OK:
+        columns = [c[: row[_ST_END]] for c in columns[1:]]  # no sample column
+    else:  # a bad file raises here; unsorted timestamps take numpy's searchsorted path
+        batch = _compute_batch(_read_batch([Path(path)]), filter_time, time_window, _CELL_DTYPES_WIDE)
+        _check_batch(batch, wide=True)
+        columns, row = batch.columns[1:], batch.stats[0]
     return RecordingFrames(
         *columns, n_frames=int(row[_ST_FRAMES]), n_events=int(row[_ST_EVENTS]), n_events_denoised=int(row[_ST_DENOISED])
     )
@@ -767,9 +772,14 @@ def _compute_batch(batch: _Batch, filter_time: int, time_window: int, dtypes=_CE
 
 def _check_batch(batch: _Batch, wide: bool = False) -> list[str]:
     """Raise for the first bad recording in file order; the warnings (recordings Denoise emptied)."""
+    stats = batch.stats
+    bad_rows = (stats[:, _ST_STATUS] != _OK) & (stats[:, _ST_STATUS] != _UNSORTED) | (stats[:, _ST_DENOISED] == 0)
+    if not wide:
+        bad_rows |= (stats[:, _ST_FRAMES] > _INT16_MAX + 1) | (stats[:, _ST_MAX_COUNT] > _INT16_MAX)
     warnings = []
-    for i, path in enumerate(batch.files):
-        status, bad, _, denoised, n_frames, _, most = batch.stats[i]
+    for i in np.flatnonzero(bad_rows).tolist():  # few or none: the per-row checks in file order
+        path = batch.files[i]
+        status, bad, _, denoised, n_frames, _, most = stats[i].tolist()
         if status in (_BAD_X, _BAD_Y):
             raw = batch.raw[batch.bounds[i] : batch.bounds[i + 1]]
             raise _coordinate_error(path, raw, int(bad), "x" if status == _BAD_X else "y")
