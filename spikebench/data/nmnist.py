@@ -835,14 +835,17 @@ def list_recordings(recordings_dir: str | Path) -> tuple[list[Path], np.ndarray]
     recordings_dir = Path(recordings_dir)
     if not recordings_dir.is_dir():
         raise FileNotFoundError(f"N-MNIST recordings folder {recordings_dir} does not exist")
-    files = sorted(recordings_dir.glob("*/*.bin"), key=lambda f: (f.parent.name, f.name))
-    if not files:
+    found = sorted((f.parts[-2], f.name, f) for f in recordings_dir.glob("*/*.bin"))  # (digit folder, name)
+    if not found:
         raise FileNotFoundError(f"{recordings_dir}: no <digit>/*.bin recordings (tonic's N-MNIST layout)")
-    bad = sorted({f.parent.name for f in files if f.parent.name not in "0123456789" or len(f.parent.name) != 1})
+    bad = sorted({folder for folder, _, _ in found if folder not in _DIGIT_FOLDERS})
     if bad:
         raise ValueError(f"{recordings_dir}: recording folders must be digits 0..9 (the label), found {bad}")
-    labels = np.array([int(f.parent.name) for f in files], dtype=np.int64)
-    return files, labels
+    labels = np.array([int(folder) for folder, _, _ in found], dtype=np.int64)
+    return [f for _, _, f in found], labels
+
+
+_DIGIT_FOLDERS = frozenset("0123456789")
 
 
 def _loggers(log) -> tuple[Callable[[str], None], Callable[[str], None]]:
