@@ -1043,9 +1043,10 @@ def _pack_cells(sample, frame, polarity, y, x, count, n_frames, previous, cells,
         yy = np.int64(y[r])
         xx = np.int64(x[r])
         c = np.int64(count[r])
-        if f < 0 or f >= n_frames[s] or pp < 0 or pp > 1 or yy < 0 or yy > 33 or xx < 0 or xx > 33 or c < 1 or c > 32767:
+        outside = f < 0 or f >= n_frames[s] or pp < 0 or pp >= _POLARITIES or yy < 0 or yy >= _HEIGHT or xx < 0
+        if outside or xx >= _WIDTH or c < 1 or c > _INT16_MAX:
             return 3, r
-        cells[pos + r] = f * 2312 + pp * 1156 + yy * 34 + xx
+        cells[pos + r] = f * _CELLS + pp * _PLANE + yy * _WIDTH + xx
         counts[pos + r] = c
         per_sample[s] += 1
         previous = s
