@@ -105,6 +105,9 @@ rule preprocess_nmnist:
         time_window_us=config["nmnist"]["time_window_us"],
     log:
         f"{RESULTS}/logs/preprocess_nmnist_{{split}}.log",
+    # one thread writes Parquet while the other reads and frames the next recordings; a third would
+    # wait on the single Parquet writer. Snakemake lowers it to --cores; the files are the same for any.
+    threads: 2
     conda:
         "../envs/data.yaml"
     script:

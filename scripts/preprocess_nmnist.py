@@ -10,4 +10,5 @@ with job_logging(snakemake.log[0]) as log:
         denoise_filter_us=snakemake.params.denoise_filter_us,
         time_window_us=snakemake.params.time_window_us,
         log=log,
+        threads=snakemake.threads,  # the rule's threads: (capped by --cores); the output does not depend on it
     )

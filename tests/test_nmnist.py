@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 import zipfile
 from pathlib import Path
@@ -381,6 +382,103 @@ def test_preprocess_split_bad_recording_names_it_and_leaves_no_output(recordings
         preprocess_split(nm_dir / "Train", out / "f.parquet", out / "s.parquet", *STUDY)
     with pytest.raises(FileNotFoundError):
         preprocess_split(tmp_path / "nowhere", out / "f.parquet", out / "s.parquet", *STUDY)
+
+
+def test_preprocess_split_same_files_for_any_threads_and_cells_of_each_recording(nmnist_data, tmp_path):
+    """All 500 real Train recordings in chunks of 7 (many compiled batches, framing overlapping the writes):
+    the Parquet files are byte-identical for 1, 2 and 3 threads, and each sample's cells are exactly
+    recording_frames' (tonic-checked above) of its file."""
+    outputs = {}
+    for threads in (1, 2, 3):
+        out = tmp_path / f"threads{threads}"
+        summary = preprocess_split(
+            nmnist_data / "Train", out / "f.parquet", out / "s.parquet", *STUDY, chunk_size=7, threads=threads
+        )
+        assert summary["threads"] == threads and summary["n_samples"] == 500
+        outputs[threads] = ((out / "f.parquet").read_bytes(), (out / "s.parquet").read_bytes())
+    assert outputs[1] == outputs[2] == outputs[3]
+
+    table = pq.read_table(tmp_path / "threads2" / "f.parquet")
+    assert pq.ParquetFile(tmp_path / "threads2" / "f.parquet").num_row_groups == 72  # ceil(500 / 7)
+    cols = {name: table.column(name).to_numpy() for name in table.column_names}
+    samples = pq.read_table(tmp_path / "threads2" / "s.parquet")
+    bounds = np.searchsorted(cols["sample"], np.arange(501))
+    files, _ = nmnist.list_recordings(nmnist_data / "Train")
+    for i, f in enumerate(files):
+        rec = recording_frames(f, *STUDY)
+        lo, hi = bounds[i], bounds[i + 1]
+        for name in ("frame", "polarity", "y", "x", "count"):
+            assert np.array_equal(cols[name][lo:hi], getattr(rec, name)), (f, name)
+        row = {name: samples.column(name)[i].as_py() for name in ("n_frames", "n_events", "n_events_denoised")}
+        assert row == {"n_frames": rec.n_frames, "n_events": rec.n_events, "n_events_denoised": rec.n_events_denoised}
+
+
+def test_preprocess_split_unsorted_and_emptied_recordings_equal_tonic(recordings, tmp_path):
+    """A recording whose timestamps go backwards (numpy's searchsorted path, spliced into its chunk) and
+    one that Denoise empties, between real ones: every sample still equals tonic's Compose."""
+    real = [f for f in recordings if f.parents[1].name == "Train"]
+    nm_dir = copy_layout(real[:3] + [f for f in real if f.parent.name == "1"][:2], tmp_path / "root")
+    folder = nm_dir / "Train" / "0"
+    assert sorted(p.name for p in folder.iterdir()) == ["00002.bin", "00022.bin", "00035.bin"]
+    write_bin(folder / "00010.bin", [1, 2, 1, 2, 1, 2, 3], [1, 1, 2, 2, 1, 1, 1],
+              [5000, 5100, 4000, 7000, 6500, 9000, 2000], [0, 1, 1, 0, 0, 1, 1])
+    emptied = write_bin(folder / "00030.bin", [0, 30, 15], [0, 30, 15], [20000, 60000, 90000], [0, 1, 0])
+    out, messages = tmp_path / "out", []
+    preprocess_split(nm_dir / "Train", out / "f.parquet", out / "s.parquet", *STUDY, chunk_size=3, threads=2,
+                     log=messages.append)
+    assert [m for m in messages if "Denoise kept no event" in m] == [
+        f"warning: {emptied}: Denoise kept no event; stored with 0 frames (tonic returns no frames)"
+    ]
+    sf = load_frames(out / "f.parquet", out / "s.parquet")
+    files, _ = nmnist.list_recordings(nm_dir / "Train")
+    assert [f.name for f in files[:5]] == ["00002.bin", "00010.bin", "00022.bin", "00030.bin", "00035.bin"]
+    for i, f in enumerate(files):
+        ref = tonic_transform(*STUDY)(tonic_read(f))
+        batch, n_frames = sf.dense_batch([i])
+        if f == emptied:
+            assert ref.dtype.names is not None and len(ref) == 0 and n_frames.tolist() == [0]
+            continue
+        assert n_frames.tolist() == [ref.shape[0]], f
+        assert torch.equal(batch[:, 0], torch.from_numpy(ref.astype(np.float32))), f
+
+
+def test_the_rules_threads_reach_the_job(recordings, tmp_path, monkeypatch):
+    """rules/data.smk asks 2 threads for preprocess_nmnist; the script passes snakemake.threads on; with 2
+    the recordings are framed in a worker thread while the job's own thread writes Parquet."""
+    import runpy
+    import subprocess
+    import threading
+    from types import SimpleNamespace
+
+    from conftest import PROJECT, copy_workflow, snakemake_cmd
+
+    workflow = copy_workflow(tmp_path / "workflow")
+    plan = subprocess.run(snakemake_cmd("-n", "--cores", "2", "--configfile", "config.demo.yaml"),
+                          cwd=workflow, capture_output=True, text=True, timeout=180)
+    assert plan.returncode == 0, plan.stdout + plan.stderr
+    jobs = [block for block in plan.stdout.split("\n\n") if "rule preprocess_nmnist:" in block]
+    assert len(jobs) == 2 and all(re.search(r"^\s*threads: 2$", job, re.M) for job in jobs), jobs
+
+    nm_dir = copy_layout([f for f in recordings if f.parents[1].name == "Test"][:6], tmp_path / "root")
+    workers: list[str] = []
+    compute = nmnist._compute_batch
+    monkeypatch.setattr(
+        nmnist, "_compute_batch", lambda *a, **k: workers.append(threading.current_thread().name) or compute(*a, **k)
+    )
+    for threads in (1, 2):
+        out, log = tmp_path / f"out{threads}", tmp_path / f"job{threads}.log"
+        snakemake = SimpleNamespace(
+            input=SimpleNamespace(recordings=str(nm_dir / "Test")),
+            output=SimpleNamespace(frames=str(out / "f.parquet"), samples=str(out / "s.parquet")),
+            params=SimpleNamespace(denoise_filter_us=STUDY[0], time_window_us=STUDY[1]),
+            log=[str(log)],
+            threads=threads,
+        )
+        workers.clear()
+        runpy.run_path(str(PROJECT / "scripts" / "preprocess_nmnist.py"), init_globals={"snakemake": snakemake})
+        assert f"; {threads} thread{'s' if threads > 1 else ''}\n" in log.read_text()
+        assert workers == (["MainThread"] if threads == 1 else ["nmnist-frames_0"])
+    assert (tmp_path / "out1" / "f.parquet").read_bytes() == (tmp_path / "out2" / "f.parquet").read_bytes()
 
 
 # ---------------------------------------------------------------------------------------------- download
