@@ -27,9 +27,13 @@ def main() -> None:
     ap.add_argument("--network", default="exp2_snn")
     ap.add_argument("--untrained", action="store_true", help="the Kaiming-initialised network instead")
     ap.add_argument("--samples", type=int, default=256)
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="override the network's settings, e.g. threshold=0.5 num_steps=10 (values as YAML)")
     args = ap.parse_args()
     config = load_config(*args.configfile)
-    spec = {**config["networks"][args.network], "_name": args.network}
+    import yaml
+    overrides = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in args.set)}
+    spec = {**config["networks"][args.network], **overrides, "_name": args.network}
     if args.untrained:
         torch.manual_seed(config["seed"])
         net = build_network(spec, args.network)
