@@ -489,12 +489,11 @@ def _ratio_bars(ax: plt.Axes, cost: pd.DataFrame, run_metric: str, study_metric:
             if low is not None and high is not None and pd.notna(low.iloc[0]) and pd.notna(high.iloc[0]):
                 ax.errorbar(x + dx, value, yerr=[[value - float(low.iloc[0])], [float(high.iloc[0]) - value]],
                             color="black", capsize=4, lw=1.2)
-            ax.annotate(f"{value:.2g}x" + ("\n\u2717 did not learn" if failed else ""), (x + dx, value),
+            ax.annotate(f"{value:.2g}x" + (" \u2717" if failed else ""), (x + dx, value),
                         xytext=(0, 3), textcoords="offset points", ha="center", va="bottom", fontsize="small",
                         color="#b00020" if failed else "black")
             drawn.append(value)
-    ticks = ["Exp. {}\n{}".format(e, c if len(c) <= 12 else c.replace(" / ", " /\n"))
-             for e, c in pairs.itertuples(index=False)]
+    ticks = ["Exp. {}\n{}".format(e, c.replace(" / ", " /\n")) for e, c in pairs.itertuples(index=False)]
     ax.set_xticks(range(len(pairs)), ticks)
     return drawn
 
@@ -526,7 +525,8 @@ def cost_of_spiking_figure(cost: pd.DataFrame, *, demo: bool = False, energy_not
     axes[0].set_ylabel("SNN over ANN (x; > 1: the SNN costs more)")
     handles = [Patch(color=SOURCE_COLORS["this run"], label="this run"), Patch(color=SOURCE_COLORS["study"], label="study")]
     if cost["not_learned"].astype(str).str.len().gt(0).any():
-        handles.append(Patch(facecolor="white", edgecolor="#b00020", hatch="//", label="a network did not learn"))
+        handles.append(Patch(facecolor="white", edgecolor="#b00020", hatch="//",
+                             label="\u2717 a network did not learn (test accuracy < 2x chance)"))
     fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize="small")
     title = "The cost of spiking: SNN over ANN (Exp. 3: N-MNIST SNN over MNIST SNN)"
     fig.suptitle(("DEMO DATA \u2014 " if demo else "") + title, fontweight="bold", color="#b00020" if demo else "black",

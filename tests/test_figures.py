@@ -187,7 +187,9 @@ def test_cost_of_spiking_figure_marks_networks_that_did_not_learn_and_draws_inte
         assert heights == pytest.approx(sorted(expected))
         hatched = [p for p in bars if p.get_hatch()]
         assert [p.get_height() for p in hatched] == pytest.approx([cost.loc[time_rows & (cost["experiment"] == 2), "run_ratio"].iloc[0]])
-        assert "did not learn" in " ".join(t.get_text() for t in ax_time.texts)
+        marked = [t.get_text() for t in ax_time.texts if "\u2717" in t.get_text()]
+        assert len(marked) == 1 and marked[0].startswith(f"{hatched[0].get_height():.2g}x")
+        assert any("did not learn" in t.get_text() for t in fig.legends[0].get_texts())
         from matplotlib.container import ErrorbarContainer
         intervals = [c for c in ax_time.containers if isinstance(c, ErrorbarContainer)]
         assert len(intervals) == 3 and not any(isinstance(c, ErrorbarContainer) for c in ax_memory.containers)
