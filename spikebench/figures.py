@@ -523,7 +523,7 @@ def cost_of_spiking_figure(cost: pd.DataFrame, *, demo: bool = False, energy_not
         if run_metric == "energy_per_epoch_j" and energy_note:
             _message(ax, energy_note, width=30)
     axes[0].set_ylabel("SNN over ANN (x; > 1: the SNN costs more)")
-    handles = [Patch(color=SOURCE_COLORS["this run"], label="this run"), Patch(color=SOURCE_COLORS["study"], label="study")]
+    handles = [Patch(color=color, label=source) for source, color in SOURCE_COLORS.items()]
     if cost["not_learned"].astype(str).str.len().gt(0).any():
         handles.append(Patch(facecolor="white", edgecolor="#b00020", hatch="//",
                              label="\u2717 a network did not learn (test accuracy < 2x chance)"))

@@ -677,7 +677,8 @@ def cost_view(cost: pd.DataFrame) -> pd.DataFrame:
         unit = "" if unit in ("1", "") else (" %" if unit.startswith("%") else f" {unit}")
         return f"{format_number(a) or 'n/a'} / {format_number(b) or 'n/a'}{unit}"
 
-    labels = [COST_LABELS.get(m, m) + (f" ({u})" if u and u != "1" else "") for m, u in zip(cost["metric"], cost["unit"])]
+    labels = [COST_LABELS.get(m, m) + (f" ({u})" if u and u != "1" else "")
+              for m, u in zip(cost["metric"], cost["unit"])]
     return pd.DataFrame({
         "experiment": cost["experiment"].to_numpy(),
         "comparison": cost["comparison"].to_numpy(),
