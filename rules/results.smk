@@ -30,6 +30,7 @@ rule figures:
         tests=per_network("test.json"),
         telemetry_train=per_network("telemetry_train.parquet"),
         telemetry_test=per_network("telemetry_test.parquet"),
+        paper=PAPER_VALUES,
     output:
         **figure_outputs(),
     params:

@@ -1,4 +1,4 @@
-"""Rule figures: the study's four panels per experiment, energy per epoch, accuracy vs energy (PNG + SVG)."""
+"""Rule figures: the cost of spiking (headline), four panels per experiment, energy and accuracy (PNG + SVG)."""
 from spikebench.figures import write_figures
 from spikebench.jobs import job_logging
 
@@ -17,5 +17,6 @@ with job_logging(snakemake.log[0]) as log:
         dpi=int(style.get("dpi", 150)),
         demo=snakemake.params.demo,
         telemetry_enabled=snakemake.params.telemetry_enabled,
+        paper_path=snakemake.input.paper,
     )
     log.info("figures written: %s", ", ".join(snakemake.output))

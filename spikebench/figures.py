@@ -1,5 +1,7 @@
 """The study's figures from this run (seaborn), and two beyond the study.
 
+- :func:`cost_of_spiking_figure`: the headline, SNN/ANN ratios of time, energy and memory per
+  experiment, this run next to the study.
 - :func:`experiment_figure`: one figure per experiment with the study's four panels, every network
   of the experiment in each: (A) validation accuracy per epoch, (B) time per epoch, (C) device
   memory over the run, (D) power over the run with the phases (train / val / test) shaded.
@@ -7,16 +9,19 @@
 - :func:`accuracy_vs_energy_figure`: test accuracy against energy (and time) per test sample.
 
 Telemetry that was not measured is never drawn as 0: the panel says so, and why. Figures of a
-demo run carry DEMO DATA in their title. Each figure is saved as PNG and SVG, atomically.
+demo run carry DEMO DATA in their title. Each figure is saved as PNG and SVG, atomically. Every
+figure colours a network by what it is (:func:`network_colors`: ANN orange, SNN blue, SNN on event
+data green) and is sized for the report's width (:data:`REPORT_WIDTH_IN`).
 """
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 import textwrap
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 import matplotlib
 
@@ -36,16 +41,52 @@ DEMO_TITLE = "DEMO DATA (not the study's data) \u2014 "
 MAX_POINTS = 1500  # per line: long runs (100 ms samples over hours) are averaged into bins
 
 
+#: Width of every figure (inches): the report shows an SVG ~1000 px wide at 1400 px, so 10 in keeps 1 pt ~ 1.4 px.
+REPORT_WIDTH_IN = 10.0
+#: Smallest font (pt) any text of a figure gets: legible at the report's width.
+MIN_FONT_PT = 9.0
+
+_DEEP = sns.color_palette("deep", 10)
+#: The one colour mapping of every figure: what a network is, not its position in a list.
+KIND_COLORS = {"ann": _DEEP[1], "snn": _DEEP[0], "snn_events": _DEEP[2]}
+#: Colours of the headline figure's two sources.
+SOURCE_COLORS = {"this run": _DEEP[0], "study": "#9e9e9e"}
+
+
 def set_style(style: str = "whitegrid", context: str = "paper") -> None:
-    """The config's seaborn style and context (``figures.style``, ``figures.context``)."""
+    """The config's seaborn style and context (``figures.style``, ``figures.context``), no font below MIN_FONT_PT."""
     sns.set_theme(style=style, context=context)
+    for key in ("font.size", "axes.labelsize", "axes.titlesize", "xtick.labelsize", "ytick.labelsize",
+                "legend.fontsize", "legend.title_fontsize"):
+        size = matplotlib.rcParams[key]
+        if isinstance(size, (int, float)) and size < MIN_FONT_PT + 1:
+            matplotlib.rcParams[key] = MIN_FONT_PT + 1
+
+
+def network_kind(spec: Mapping[str, Any]) -> str:
+    """"ann", "snn" or "snn_events" (an SNN on N-MNIST's event frames)."""
+    kind = str(spec.get("kind", "")).lower()
+    return "snn_events" if kind == "snn" and spec.get("dataset") == "nmnist" else kind
+
+
+def network_colors(networks: Mapping[str, Mapping]) -> dict[str, Any]:
+    """The colour of every network of the config (:data:`KIND_COLORS`), the same in every figure."""
+    return {n: KIND_COLORS.get(network_kind(spec), _DEEP[7]) for n, spec in networks.items()}
 
 
 def network_palette(names: list[str]) -> dict[str, Any]:
-    """The study's colours: the first network of an experiment orange, the second blue, then others."""
-    deep = sns.color_palette("deep", 10)
-    order = [deep[1], deep[0], deep[2], deep[3], deep[4], deep[5], deep[6], deep[7]]
+    """Colours by position, for networks without a spec: the first orange, the second blue, then others."""
+    order = [_DEEP[1], _DEEP[0], _DEEP[2], _DEEP[3], _DEEP[4], _DEEP[5], _DEEP[6], _DEEP[7]]
     return {name: order[i % len(order)] for i, name in enumerate(names)}
+
+
+def _log_scale(ax: plt.Axes, axis: str = "y") -> None:
+    """A log axis with plain tick labels ("0.5", "10"): mathtext exponents would print at 70% of the font size."""
+    getattr(ax, f"set_{axis}scale")("log")
+    formatter = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}")
+    target = ax.yaxis if axis == "y" else ax.xaxis
+    target.set_major_formatter(formatter)
+    target.set_minor_formatter(matplotlib.ticker.NullFormatter())
 
 
 def _message(ax: plt.Axes, text: str, width: int = 48) -> None:
@@ -86,24 +127,34 @@ def with_power(sidecar: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def _from_phase_start(sidecar: pd.DataFrame, phase: str) -> pd.DataFrame:
+    """The samples from the first one of ``phase`` on, with ``t_s`` counted from it (start-up left out);
+    all samples from the first when no sample has that phase."""
+    t = sidecar["time_s"].astype(float)
+    in_phase = (sidecar["phase"].astype("string").fillna("") == phase).to_numpy(bool) if "phase" in sidecar else None
+    start = float(t[in_phase].min()) if in_phase is not None and in_phase.any() else float(t.min())
+    part = with_power(sidecar.loc[t >= start])
+    return part.assign(t_s=(part["time_s"].astype(float) - start).to_numpy())
+
+
 def run_timeline(train: pd.DataFrame, test: pd.DataFrame | None = None) -> pd.DataFrame:
     """The train and test sidecars on one time axis, ``t_s`` seconds from the first training sample.
 
-    The test phase follows training directly (a short gap marks the boundary); the real gap
-    between the two jobs, which may be hours on a cluster, is left out. Adds ``power_kind``
-    (see :func:`with_power`).
+    Start-up (loading data and the network before the first training sample) is left out; the test phase
+    follows training directly (a short gap marks the boundary), from its first test sample; the real gap
+    between the two jobs, which may be hours on a cluster, is left out. Adds ``power_kind`` (see
+    :func:`with_power`).
     """
     parts = []
     end = 0.0
     if train is not None and len(train):
-        t = train["time_s"].astype(float)
-        part = with_power(train).assign(t_s=(t - t.min()).to_numpy())
+        part = _from_phase_start(train, "train")
         end = float(part["t_s"].max())
         parts.append(part)
     if test is not None and len(test):
-        t = test["time_s"].astype(float)
         gap = max(end * 0.01, 0.5) if parts else 0.0
-        part = with_power(test).assign(t_s=(t - t.min() + end + gap).to_numpy())
+        part = _from_phase_start(test, "test")
+        part = part.assign(t_s=part["t_s"].to_numpy() + end + gap)
         part["phase"] = part["phase"].astype(object).where(part["phase"].notna(), "test")
         parts.append(part)
     if not parts:
@@ -171,13 +222,16 @@ def experiment_figure(
     *,
     demo: bool = False,
     telemetry_enabled: bool = True,
+    colors: Mapping[str, Any] | None = None,
 ) -> plt.Figure:
-    """The study's four panels for one experiment; ``telemetry`` maps network to :func:`run_timeline`."""
+    """The study's four panels for one experiment; ``telemetry`` maps network to :func:`run_timeline`;
+    ``colors`` maps network to colour (default: by position, :func:`network_palette`)."""
     names = list(epochs)
     if not names:
         raise ValueError(f"experiment {experiment}: no networks to plot")
-    palette = network_palette([labels[n] for n in names])
-    fig = plt.figure(figsize=(12, 8.5), layout="constrained")
+    palette = ({labels[n]: colors[n] for n in names} if colors is not None
+               else network_palette([labels[n] for n in names]))
+    fig = plt.figure(figsize=(REPORT_WIDTH_IN, 7.8), layout="constrained")
     grid = fig.add_gridspec(2, 2)
     ax_a, ax_b, ax_c = fig.add_subplot(grid[0, 0]), fig.add_subplot(grid[0, 1]), fig.add_subplot(grid[1, 0])
     grid_d = grid[1, 1].subgridspec(len(names), 1, hspace=0.08)
@@ -211,7 +265,7 @@ def experiment_figure(
 
     t_max = max((float(tl["t_s"].max()) for tl in telemetry.values() if len(tl)), default=0.0)
     scale, unit = _time_unit(t_max)
-    xlabel = f"time since the start of training ({unit})"
+    xlabel = f"time since the first training sample ({unit}; start-up left out)"
 
     # (C) memory over the run: GPU memory from NVML; without a GPU, the process's resident memory
     series = {n: memory_series(telemetry.get(n, pd.DataFrame())) for n in names}
@@ -269,7 +323,7 @@ def experiment_figure(
     present = {p for tl in telemetry.values() if len(tl) for p in phase_spans(tl)["phase"]}
     handles = [Patch(color=PHASE_COLORS[p], label=PHASE_NAMES[p]) for p in PHASE_COLORS if p in present]
     if handles:
-        axes_d[0].legend(handles=handles, fontsize="x-small", loc="upper right", ncols=len(handles), framealpha=0.9)
+        axes_d[0].legend(handles=handles, fontsize="small", loc="upper right", ncols=len(handles), framealpha=0.9)
 
     title = f"Experiment {experiment}: " + " vs ".join(labels[n] for n in names)
     fig.suptitle((DEMO_TITLE if demo else "") + title, fontweight="bold", color="#b00020" if demo else "black")
@@ -287,6 +341,20 @@ def _energy_frame(epochs: Mapping[str, pd.DataFrame], networks: Mapping[str, Map
     ], ignore_index=True)
 
 
+KIND_NAMES = {"ann": "ANN / CNN", "snn": "SNN", "snn_events": "SNN on event data (N-MNIST)"}
+
+
+def _kind_handles(networks: Mapping[str, Mapping], shown: Iterable[str]) -> list[Patch]:
+    """Legend entries of the kinds among the ``shown`` networks, in KIND_COLORS' order."""
+    kinds = {network_kind(networks[n]) for n in shown}
+    return [Patch(color=c, label=KIND_NAMES[k]) for k, c in KIND_COLORS.items() if k in kinds]
+
+
+def energy_measured(epochs: Mapping[str, pd.DataFrame]) -> bool:
+    """Whether any network has an energy reading for any epoch (else the energy figure is left out)."""
+    return any(pd.to_numeric(e["energy_j"], errors="coerce").notna().any() for e in epochs.values())
+
+
 def energy_per_epoch_figure(
     epochs: Mapping[str, pd.DataFrame],
     networks: Mapping[str, Mapping],
@@ -297,22 +365,22 @@ def energy_per_epoch_figure(
     """Energy per epoch (training + validation) of every network: bars are means, dots are epochs."""
     order = results._order(networks, epochs)
     data = _energy_frame({n: epochs[n] for n in order}, networks)
-    fig, ax = plt.subplots(figsize=(10, 5.5), layout="constrained")
+    fig, ax = plt.subplots(figsize=(REPORT_WIDTH_IN, 5.5), layout="constrained")
     measured = data.dropna(subset=["energy_j"])
     missing = [n for n in order if n not in set(measured["network"])]
     if len(measured):
-        hue_order = sorted(data["experiment"].unique())
-        sns.barplot(data=data, x="network", y="energy_j", hue="experiment", hue_order=hue_order, order=order,
-                    errorbar=None, alpha=0.8, ax=ax)
+        colors = network_colors({n: networks[n] for n in order})
+        sns.barplot(data=data, x="network", y="energy_j", hue="network", palette=colors, order=order,
+                    hue_order=order, errorbar=None, alpha=0.8, legend=False, ax=ax)
         sns.stripplot(data=data, x="network", y="energy_j", order=order, color="black", size=4, jitter=0.15,
                       ax=ax, legend=False)
         values = measured["energy_j"]
         if values.min() > 0 and values.max() / values.min() > 30:
-            ax.set_yscale("log")
+            _log_scale(ax, "y")
         for n in missing:
             ax.text(order.index(n), 0.02, "not measured", rotation=90, ha="center", va="bottom", color="#8a1c1c",
                     transform=ax.get_xaxis_transform(), fontsize="small")
-        ax.legend(title=None, fontsize="small")
+        ax.legend(handles=_kind_handles(networks, order), fontsize="small")
     else:
         ax.set_yticks([])
     if missing:
@@ -331,32 +399,44 @@ def accuracy_vs_energy_figure(
     *,
     demo: bool = False,
     telemetry_enabled: bool = True,
+    networks: Mapping[str, Mapping] | None = None,
 ) -> plt.Figure:
-    """Test accuracy against energy per test sample (left) and time per test sample (right)."""
+    """Test accuracy against energy per test sample (left) and time per test sample (right); with
+    ``networks``, points are coloured by kind (:func:`network_colors`) and shaped by experiment."""
     data = t2.assign(
         experiment=t2["experiment"].map(lambda x: f"Experiment {int(x)}"),
         time_per_sample_ms=t2["test_time_s"].astype(float) / t2["n_test"].astype(float) * 1e3,
     )
-    fig, (ax_e, ax_t) = plt.subplots(1, 2, figsize=(12, 5.2), layout="constrained", sharey=True)
+    fig, (ax_e, ax_t) = plt.subplots(1, 2, figsize=(REPORT_WIDTH_IN, 4.8), layout="constrained", sharey=True)
     hue_order = sorted(data["experiment"].unique())
+    if networks is not None:
+        data["kind"] = [KIND_NAMES.get(network_kind(networks[n]), "other") for n in data["network"]]
+        kind_colors = {KIND_NAMES[k]: c for k, c in KIND_COLORS.items()}
     for ax, x, xlabel in (
         (ax_e, "energy_per_test_sample_mj", "energy per test sample (mJ)"),
         (ax_t, "time_per_sample_ms", "time per test sample (ms)"),
     ):
         shown = data.dropna(subset=[x, "test_acc"])
         if len(shown):
-            sns.scatterplot(data=shown, x=x, y="test_acc", hue="experiment", hue_order=hue_order, s=90, ax=ax,
-                            legend=ax is ax_t or len(shown) > 0)
+            if networks is not None:
+                sns.scatterplot(data=shown, x=x, y="test_acc", hue="kind", palette=kind_colors, style="experiment",
+                                style_order=hue_order, s=90, ax=ax)
+            else:
+                sns.scatterplot(data=shown, x=x, y="test_acc", hue="experiment", hue_order=hue_order, s=90, ax=ax)
             for row in shown.itertuples():
                 ax.annotate(row.network, (getattr(row, x), row.test_acc), xytext=(5, 4), textcoords="offset points",
-                            fontsize="x-small")
+                            fontsize="small")
             if shown[x].min() > 0 and shown[x].max() / shown[x].min() > 30:
-                ax.set_xscale("log")
+                _log_scale(ax, "x")
             if ax.get_legend() is not None:
                 ax.legend(fontsize="small", title=None)
         else:
             ax.set_xticks([])
+        ax.axhline(results.LEARNED_FACTOR * results.CHANCE_PCT, color="#b00020", ls=":", lw=1)
         ax.set(xlabel=xlabel, ylabel="test accuracy (%)")
+    ax_t.annotate(f"{results.LEARNED_FACTOR:g}x chance: below, a network did not learn",
+                  (1, results.LEARNED_FACTOR * results.CHANCE_PCT), xycoords=("axes fraction", "data"),
+                  xytext=(-4, 3), textcoords="offset points", ha="right", fontsize="small", color="#b00020")
     ax_e.set_title("Accuracy vs energy per test sample")
     ax_t.set_title("Accuracy vs time per test sample")
     missing = data.loc[data["energy_per_test_sample_mj"].isna()]
@@ -366,6 +446,91 @@ def accuracy_vs_energy_figure(
         _message(ax_e, f"Energy not measured for {', '.join(missing['network'])}: " + "; ".join(sorted(reasons)))
     if demo:
         fig.suptitle(DEMO_TITLE + "test accuracy vs cost per test sample", fontweight="bold", color="#b00020")
+    return fig
+
+
+def _memory_metric(cost: pd.DataFrame) -> str:
+    """``activation_peak_mib`` where the cost table has it with a value, else ``peak_memory_mib``."""
+    rows = cost[cost["metric"] == "activation_peak_mib"]
+    return "activation_peak_mib" if len(rows) and rows["run_ratio"].notna().any() else "peak_memory_mib"
+
+
+def _headline_panels(cost: pd.DataFrame) -> list[tuple[str, str, str, str]]:
+    """(title, run metric, study metric, memory note) of the headline figure's three panels."""
+    memory = _memory_metric(cost)
+    on_cpu = cost.loc[cost["metric"] == memory, "note"].astype(str).str.contains("process's resident memory").any()
+    run_memory = ("activation memory (activation_peak_mib)" if memory == "activation_peak_mib"
+                  else "peak memory (peak_memory_mib" + (": process RSS on the CPU)" if on_cpu else ")"))
+    return [
+        ("Time per epoch", "avg_epoch_time_s", "avg_epoch_time_s", ""),
+        ("Energy per epoch", "energy_per_epoch_j", "energy_per_epoch_j", "study: power x time"),
+        ("Memory", memory, "avg_memory_pct", f"this run: {run_memory}; study: average GPU memory (%)"),
+    ]
+
+
+def _ratio_bars(ax: plt.Axes, cost: pd.DataFrame, run_metric: str, study_metric: str) -> list[float]:
+    """One pair of bars (this run, study) per experiment; returns the ratios drawn."""
+    pairs = cost.drop_duplicates("experiment")[["experiment", "comparison"]]
+    drawn, width = [], 0.38
+    for x, (experiment, _comparison) in enumerate(pairs.itertuples(index=False)):
+        run = cost[(cost["experiment"] == experiment) & (cost["metric"] == run_metric)]
+        study = cost[(cost["experiment"] == experiment) & (cost["metric"] == study_metric)]
+        for dx, source, rows, column in ((-width / 2, "this run", run, "run_ratio"),
+                                         (width / 2, "study", study, "paper_ratio")):
+            value = float(rows[column].iloc[0]) if len(rows) else math.nan
+            failed = source == "this run" and len(rows) and str(rows["not_learned"].iloc[0] or "")
+            if math.isnan(value):
+                ax.text(x + dx, 0.03, "not measured" if source == "this run" else "not reported", rotation=90,
+                        ha="center", va="bottom", fontsize="small", color="#8a1c1c", transform=ax.get_xaxis_transform())
+                continue
+            ax.bar(x + dx, value, width, color="white" if failed else SOURCE_COLORS[source],
+                   edgecolor="#b00020" if failed else SOURCE_COLORS[source], hatch="//" if failed else None, lw=1.5)
+            low, high = (rows.get("ci_low"), rows.get("ci_high")) if source == "this run" else (None, None)
+            if low is not None and high is not None and pd.notna(low.iloc[0]) and pd.notna(high.iloc[0]):
+                ax.errorbar(x + dx, value, yerr=[[value - float(low.iloc[0])], [float(high.iloc[0]) - value]],
+                            color="black", capsize=4, lw=1.2)
+            ax.annotate(f"{value:.2g}x" + (" \u2717" if failed else ""), (x + dx, value),
+                        xytext=(0, 3), textcoords="offset points", ha="center", va="bottom", fontsize="small",
+                        color="#b00020" if failed else "black")
+            drawn.append(value)
+    ticks = ["Exp. {}\n{}".format(e, c.replace(" / ", " /\n")) for e, c in pairs.itertuples(index=False)]
+    ax.set_xticks(range(len(pairs)), ticks)
+    return drawn
+
+
+def cost_of_spiking_figure(cost: pd.DataFrame, *, demo: bool = False, energy_note: str | None = None) -> plt.Figure:
+    """The headline: per experiment, the SNN/ANN ratios of time per epoch, energy per epoch and memory,
+    this run next to the study (``results.cost_of_spiking``'s table).
+
+    Bars above the line at 1 mean that the SNN costs more. A ratio with ``ci_low``/``ci_high`` (repeats)
+    gets an interval; a pair with a network that did not learn (``not_learned``) is hatched and marked.
+    ``energy_note`` (why this run has no energy) is written into the energy panel.
+    """
+    if cost.empty:
+        raise ValueError("the cost of spiking has no rows: no experiment pairs an SNN with an ANN or a second SNN")
+    fig, axes = plt.subplots(1, 3, figsize=(REPORT_WIDTH_IN, 4.6), layout="constrained")
+    for ax, (title, run_metric, study_metric, note) in zip(axes, _headline_panels(cost)):
+        drawn = _ratio_bars(ax, cost, run_metric, study_metric)
+        ax.axhline(1.0, color="black", lw=0.8)
+        if drawn and min(drawn) > 0 and max(drawn) / min(drawn) > 20:
+            _log_scale(ax, "y")
+        top = max(drawn, default=1.0)
+        ax.set_ylim(top=top * (3 if ax.get_yscale() == "log" else 1.3))
+        if ax.get_yscale() != "log":
+            ax.set_ylim(bottom=0)
+        ax.set_title(title)
+        ax.set_xlabel(textwrap.fill(note, 38) if note else "")
+        if run_metric == "energy_per_epoch_j" and energy_note:
+            _message(ax, energy_note, width=30)
+    axes[0].set_ylabel("SNN over ANN (x; > 1: the SNN costs more)")
+    handles = [Patch(color=color, label=source) for source, color in SOURCE_COLORS.items()]
+    if cost["not_learned"].astype(str).str.len().gt(0).any():
+        handles.append(Patch(facecolor="white", edgecolor="#b00020", hatch="//",
+                             label="\u2717 a network did not learn (test accuracy < 2x chance)"))
+    fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize="small")
+    title = "The cost of spiking: SNN over ANN (Exp. 3: N-MNIST SNN over MNIST SNN)"
+    fig.suptitle(("DEMO DATA \u2014 " if demo else "") + title, fontweight="bold", color="#b00020" if demo else "black",
+                 fontsize="medium")
     return fig
 
 
@@ -412,11 +577,13 @@ def write_figures(
     dpi: int = 150,
     demo: bool = False,
     telemetry_enabled: bool = True,
+    paper_path: str | Path = results.PAPER_VALUES,
 ) -> None:
     """Rule figures: every figure as PNG + SVG.
 
-    ``outputs`` keys: ``experiment{N}_png``/``_svg`` per experiment, ``energy_per_epoch_png``/``_svg``,
-    ``accuracy_vs_energy_png``/``_svg``.
+    ``outputs`` keys: ``cost_of_spiking_png``/``_svg``, ``experiment{N}_png``/``_svg`` per experiment,
+    ``energy_per_epoch_png``/``_svg``, ``accuracy_vs_energy_png``/``_svg``, and optionally ``measured``: a folder
+    that gets a copy of ``energy_per_epoch.svg`` only where energy was measured (what the report shows).
     """
     set_style(style, context)
     epochs = {n: results.read_epochs(p) for n, p in epochs_paths.items()}
@@ -427,15 +594,41 @@ def write_figures(
         for n in epochs
     }
     labels = {n: results.network_label(n, networks) for n in networks}
+    colors = network_colors(networks)
     order = results._order(networks, epochs)
+    t2 = results.table2(tests, networks)
+    measured = energy_measured(epochs)
+    if "cost_of_spiking_png" in outputs:
+        cost = results.cost_of_spiking(results.table1(epochs, networks), results.load_paper_values(paper_path),
+                                       networks, t2)
+        reasons = {results.missing_reason("energy_per_epoch_j", _context(e), telemetry_enabled) for e in epochs.values()}
+        note = None if measured else "Not measured in this run: " + "; ".join(sorted(reasons))
+        save_figure(cost_of_spiking_figure(cost, demo=demo, energy_note=note), outputs["cost_of_spiking_png"],
+                    outputs.get("cost_of_spiking_svg"), dpi)
     for experiment in experiments_of({n: networks[n] for n in order}):
         members = [n for n in order if int(networks[n]["experiment"]) == experiment]
         fig = experiment_figure(
             experiment, {n: epochs[n] for n in members}, {n: timelines[n] for n in members}, labels,
-            demo=demo, telemetry_enabled=telemetry_enabled,
+            demo=demo, telemetry_enabled=telemetry_enabled, colors=colors,
         )
         save_figure(fig, outputs[f"experiment{experiment}_png"], outputs.get(f"experiment{experiment}_svg"), dpi)
     fig = energy_per_epoch_figure(epochs, networks, demo=demo, telemetry_enabled=telemetry_enabled)
     save_figure(fig, outputs["energy_per_epoch_png"], outputs.get("energy_per_epoch_svg"), dpi)
-    fig = accuracy_vs_energy_figure(results.table2(tests, networks), demo=demo, telemetry_enabled=telemetry_enabled)
+    if "measured" in outputs:
+        folder = Path(outputs["measured"])
+        folder.mkdir(parents=True, exist_ok=True)
+        if measured and outputs.get("energy_per_epoch_svg"):
+            _copy_atomic(Path(outputs["energy_per_epoch_svg"]), folder / "energy_per_epoch.svg")
+    fig = accuracy_vs_energy_figure(t2, demo=demo, telemetry_enabled=telemetry_enabled, networks=networks)
     save_figure(fig, outputs["accuracy_vs_energy_png"], outputs.get("accuracy_vs_energy_svg"), dpi)
+
+
+def _copy_atomic(source: Path, target: Path) -> None:
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(source.read_bytes())
+        results.chmod_default(tmp)
+        os.replace(tmp, target)
+    finally:
+        Path(tmp).unlink(missing_ok=True)

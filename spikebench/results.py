@@ -82,6 +82,18 @@ UNITS = {
 }
 
 COST_METRICS = ("avg_epoch_time_s", "median_epoch_time_s", "energy_per_epoch_j", "avg_power_w", "avg_memory_pct", "peak_memory_mib")
+#: Cost metrics compared only where Table I has the column (added by newer telemetry).
+OPTIONAL_COST_METRICS = ("activation_peak_mib",)
+#: What each cost metric is, for the cost table's HTML view and the headline figure.
+COST_LABELS = {
+    "avg_epoch_time_s": "time per epoch", "median_epoch_time_s": "median time per epoch", "energy_per_epoch_j": "energy per epoch", "avg_power_w": "average power",
+    "avg_memory_pct": "average memory", "peak_memory_mib": "peak memory", "activation_peak_mib": "activation memory",
+}
+
+#: Chance accuracy (%) of the study's 10-class tasks; a network whose test accuracy is below
+#: LEARNED_FACTOR x chance is flagged as not having learned.
+CHANCE_PCT = 10.0
+LEARNED_FACTOR = 2.0
 
 DATASET_NAMES = {"mnist": "MNIST", "cifar10": "CIFAR-10", "nmnist": "N-MNIST"}
 
@@ -297,6 +309,24 @@ def _order(networks: Mapping[str, Mapping], present: Iterable[str]) -> list[str]
         raise ResultsInputError(f"networks {unknown} have results but no config entry under 'networks'")
     listed = [n for n in networks if n in present]
     return sorted(listed, key=lambda n: (int(networks[n].get("experiment", 0)), listed.index(n)))
+
+
+def not_learned(t2: pd.DataFrame) -> dict[str, float]:
+    """Networks of Table II whose test accuracy (%) is within LEARNED_FACTOR x chance: {network: accuracy}."""
+    acc = pd.to_numeric(t2["test_acc"], errors="coerce").astype(float)
+    low = acc < LEARNED_FACTOR * CHANCE_PCT
+    return dict(zip(t2.loc[low, "network"], acc[low]))
+
+
+def not_learned_note(network: str, accuracy_pct: float) -> str:
+    """The footnote of a network that did not learn."""
+    return (f"did not learn: {network}'s test accuracy {accuracy_pct:.1f}% is within {LEARNED_FACTOR:g}x of chance "
+            f"({CHANCE_PCT:g}% for 10 classes), so its costs are not those of a working network")
+
+
+def learning_notes(table: pd.DataFrame, flagged: Mapping[str, float]) -> dict[tuple[int, str], str]:
+    """Footnotes on the ``network`` cell of every flagged network's row of a Table I/II frame."""
+    return {(i, "network"): not_learned_note(n, flagged[n]) for i, n in enumerate(table["network"]) if n in flagged}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -578,48 +608,95 @@ def spiking_pairs(networks: Mapping[str, Mapping]) -> list[dict[str, Any]]:
     return pairs
 
 
-def cost_of_spiking(t1: pd.DataFrame, paper: pd.DataFrame, networks: Mapping[str, Mapping]) -> pd.DataFrame:
+def _cost_value(frame: pd.DataFrame, network: str, metric: str) -> float:
+    if network in frame.index and metric in frame.columns:
+        return _num(frame.at[network, metric])
+    return math.nan
+
+
+def _cost_run_note(metric: str, run: pd.DataFrame, num: str, den: str) -> str | None:
+    """What this run's memory value measures where it is not the GPU's (a CPU run)."""
+    if metric not in ("avg_memory_pct", "peak_memory_mib"):
+        return None
+    rows = [run.loc[n] for n in (num, den) if n in run.index]
+    if not rows or not any(source_kind(r.get("telemetry_source")) == "cpu" or str(r.get("device") or "") == "cpu"
+                           for r in rows):
+        return None
+    return ("this run on the CPU: the process's resident memory (RSS), mostly the runtime (Python, PyTorch, "
+            "libraries) rather than the network's activations, so the ratio understates the SNN's extra memory")
+
+
+def cost_of_spiking(t1: pd.DataFrame, paper: pd.DataFrame, networks: Mapping[str, Mapping],
+                    t2: pd.DataFrame | None = None) -> pd.DataFrame:
     """Per experiment, the SNN/ANN ratios of time per epoch, energy per epoch, power and memory, run vs study.
 
     The study's energy per epoch is derived (average power x average time per epoch); it reports
-    no peak memory in MiB, so that ratio is run-only.
+    no peak memory in MiB, so that ratio is run-only. With Table II (``t2``), a pair with a network that
+    did not learn (:func:`not_learned`) names it in ``not_learned`` and its ratios carry a note.
     """
     p1 = paper[paper["table"] == "I"].pivot_table(index="network", columns="metric", values="value", aggfunc="first")
     if "avg_power_w" in p1 and "avg_epoch_time_s" in p1:
         p1["energy_per_epoch_j"] = p1["avg_power_w"] * p1["avg_epoch_time_s"]
     run = t1.set_index("network")
+    flagged = not_learned(t2) if t2 is not None else {}
+    metrics = COST_METRICS + tuple(m for m in OPTIONAL_COST_METRICS if m in t1.columns)
     rows = []
     for pair in spiking_pairs(networks):
         num, den = pair["numerator"], pair["denominator"]
-        for metric in COST_METRICS:
-            def value(frame: pd.DataFrame, network: str) -> float:
-                if network in frame.index and metric in frame.columns:
-                    return _num(frame.at[network, metric])
-                return math.nan
-
-            rn, rd = value(run, num), value(run, den)
-            pn, pd_ = value(p1, num), value(p1, den)
-            note = pair["note"]
+        failed = [n for n in (num, den) if n in flagged]
+        for metric in metrics:
+            rn, rd = _cost_value(run, num, metric), _cost_value(run, den, metric)
+            pn, pd_ = _cost_value(p1, num, metric), _cost_value(p1, den, metric)
+            notes = [pair["note"]]
             if metric == "energy_per_epoch_j":
-                note += "; study value derived as average power x average time per epoch"
-            if metric == "peak_memory_mib":
-                note += "; the study reports no peak memory in MiB"
+                notes.append("study value derived as average power x average time per epoch")
+            if metric in ("peak_memory_mib", *OPTIONAL_COST_METRICS):
+                notes.append("the study reports no peak memory in MiB")
             if metric == "median_epoch_time_s":
-                note += "; the study reports no median time per epoch"
+                notes.append("the study reports no median time per epoch")
             if math.isnan(rn) or math.isnan(rd):
-                note += "; this run: not measured (see Table I's footnotes)"
+                notes.append("this run: not measured (see Table I's footnotes)")
+            else:
+                notes.append(_cost_run_note(metric, run, num, den))
+            notes += [f"this run: {not_learned_note(n, flagged[n])}" for n in failed]
             rows.append({
                 "experiment": pair["experiment"], "comparison": pair["comparison"],
-                "numerator": num, "denominator": den, "metric": metric, "unit": UNITS[metric],
+                "numerator": num, "denominator": den, "metric": metric, "unit": UNITS.get(metric, "MiB"),
                 "run_numerator": rn, "run_denominator": rd,
                 "run_ratio": rn / rd if rd and not math.isnan(rd) else math.nan,
                 "paper_numerator": pn, "paper_denominator": pd_,
                 "paper_ratio": pn / pd_ if pd_ and not math.isnan(pd_) else math.nan,
-                "note": note,
+                "not_learned": ", ".join(failed),
+                "note": "; ".join(n for n in notes if n),
             })
     columns = ["experiment", "comparison", "numerator", "denominator", "metric", "unit", "run_numerator",
-               "run_denominator", "run_ratio", "paper_numerator", "paper_denominator", "paper_ratio", "note"]
+               "run_denominator", "run_ratio", "paper_numerator", "paper_denominator", "paper_ratio",
+               "not_learned", "note"]
     return pd.DataFrame(rows, columns=columns)
+
+
+def cost_view(cost: pd.DataFrame) -> pd.DataFrame:
+    """The cost table as the report shows it: one row per experiment and metric, narrow columns.
+
+    ``this run`` and ``study`` give numerator / denominator with the unit, ``ratio ...`` their ratios.
+    """
+    def pair(a: float, b: float, unit: str) -> str | None:
+        if _is_missing(a) and _is_missing(b):
+            return None
+        unit = "" if unit in ("1", "") else (" %" if unit.startswith("%") else f" {unit}")
+        return f"{format_number(a) or 'n/a'} / {format_number(b) or 'n/a'}{unit}"
+
+    labels = [COST_LABELS.get(m, m) + (f" ({u})" if u and u != "1" else "")
+              for m, u in zip(cost["metric"], cost["unit"])]
+    return pd.DataFrame({
+        "experiment": cost["experiment"].to_numpy(),
+        "comparison": cost["comparison"].to_numpy(),
+        "metric": labels,
+        "this run": [pair(a, b, u) for a, b, u in zip(cost["run_numerator"], cost["run_denominator"], cost["unit"])],
+        "study": [pair(a, b, u) for a, b, u in zip(cost["paper_numerator"], cost["paper_denominator"], cost["unit"])],
+        "ratio, this run": cost["run_ratio"].to_numpy(dtype=float),
+        "ratio, study": cost["paper_ratio"].to_numpy(dtype=float),
+    })
 
 
 # ---------------------------------------------------------------------------------------------
@@ -755,19 +832,36 @@ def write_table(
     notes: Mapping[tuple[int, str], str] | None = None,
     demo: bool = False,
     html_drop: Iterable[str] = ("hardware", "paper_hardware", "run_hardware", "note"),
+    html_table: pd.DataFrame | None = None,
 ) -> None:
     """Write a table as CSV (with a ``notes`` column when there are footnotes) and as HTML.
 
-    The HTML leaves out ``html_drop`` (long text the page states once, or footnotes say).
+    The HTML leaves out ``html_drop`` (long text the page states once, or footnotes say); with
+    ``html_table`` it shows that frame (same rows, e.g. a narrower view) instead, ``notes`` keyed by its columns.
     """
     csv_table = table.copy()
-    if notes is not None and "note" not in csv_table.columns:
+    if notes is not None and "note" not in csv_table.columns and html_table is None:
         csv_table["notes"] = notes_column(table, notes)
     if demo:
         csv_table["data"] = "DEMO DATA"
     write_csv(csv_table, csv_path)
-    shown = table.drop(columns=[c for c in html_drop if c in table.columns])
+    shown = table if html_table is None else html_table
+    shown = shown.drop(columns=[c for c in html_drop if c in shown.columns])
     _atomic_write_text(render_html(shown, title=title, intro=intro, notes=notes, demo=demo), html_path)
+
+
+def _energy_source_notes(table: pd.DataFrame) -> dict[tuple[int, str], str]:
+    """A footnote on every empty ``energy_source`` cell: there was no energy to name a source for."""
+    return {
+        (i, "energy_source"): "no energy measured (no NVML energy counter or power readings, no readable RAPL "
+                              "counter), so there is no energy source"
+        for i, value in enumerate(table["energy_source"]) if _is_missing(value) or value == ""
+    } if "energy_source" in table else {}
+
+
+def _table_notes(table: pd.DataFrame, telemetry_enabled: bool, flagged: Mapping[str, float]) -> dict:
+    """All footnotes of a Table I/II frame: missing telemetry, empty energy source, networks that did not learn."""
+    return {**explain_missing(table, telemetry_enabled), **_energy_source_notes(table), **learning_notes(table, flagged)}
 
 
 def _comparison_notes(comparison: pd.DataFrame) -> dict[tuple[int, str], str]:
@@ -775,16 +869,19 @@ def _comparison_notes(comparison: pd.DataFrame) -> dict[tuple[int, str], str]:
 
 
 def _cost_notes(cost: pd.DataFrame) -> dict[tuple[int, str], str]:
-    """The cost table's notes as footnotes on the cells they explain."""
+    """The cost table's notes as footnotes on the cells of :func:`cost_view` they explain."""
     notes: dict[tuple[int, str], str] = {}
     for i, text in enumerate(cost["note"]):
+        parts: dict[str, list[str]] = {}
         for part in filter(None, str(text).split("; ")):
             if part.startswith("this run"):
-                notes[(i, "run_ratio")] = part
+                column = "ratio, this run"
             elif part.startswith(("study value", "the study")):
-                notes[(i, "paper_ratio")] = part
+                column = "ratio, study"
             else:
-                notes[(i, "comparison")] = part
+                column = "comparison"
+            parts.setdefault(column, []).append(part)
+        notes.update({(i, column): "; ".join(texts) for column, texts in parts.items()})
     return notes
 
 
@@ -809,14 +906,15 @@ def write_tables(
     t1 = table1(epochs, networks)
     t2 = table2(tests, networks)
     comparison = paper_comparison(t1, t2, paper, telemetry_enabled)
-    cost = cost_of_spiking(t1, paper, networks)
+    cost = cost_of_spiking(t1, paper, networks, t2)
+    flagged = not_learned(t2)
     hardware = hardware_table(t1, t2)
     paper_hw = str(paper["hardware"].iloc[0])
     run_hw = "; ".join(sorted(set(t1["hardware"]) | set(t2["hardware"])))
     hardware_line = f"Hardware. The study: {paper_hw}. This run: {run_hw}."
     write_table(
         t1, outputs["table1_csv"], outputs["table1_html"], demo=demo,
-        notes=explain_missing(t1, telemetry_enabled),
+        notes=_table_notes(t1, telemetry_enabled, flagged),
         title="Table I: training and validation (one row per network)",
         intro=[
             "The study's columns (accuracies in %, epochs to the best validation accuracy, average time per "
@@ -828,7 +926,7 @@ def write_tables(
     )
     write_table(
         t2, outputs["table2_csv"], outputs["table2_html"], demo=demo,
-        notes=explain_missing(t2, telemetry_enabled),
+        notes=_table_notes(t2, telemetry_enabled, flagged),
         title="Table II: test (one row per network)",
         intro=[
             "The study's columns (test accuracy in %, time to run the test set, average device memory and power "
@@ -849,11 +947,14 @@ def write_tables(
     )
     write_table(
         cost, outputs["cost_csv"], outputs["cost_html"], demo=demo, notes=_cost_notes(cost),
+        html_table=cost_view(cost),
         title="The cost of spiking: SNN over ANN, this run and the study",
         intro=[
-            "Per experiment, the SNN's time per epoch, energy per epoch, average power and memory over the ANN's "
-            "(ratio > 1: the SNN costs more). Experiment 3 has no ANN: it compares the N-MNIST SNN with the MNIST "
-            "SNN instead. The study reports no energy: its energy per epoch is average power x time per epoch.",
+            "One row per experiment and metric: the SNN's value over the ANN's (this run, study) and their ratio "
+            "(> 1: the SNN costs more). Experiment 3 has no ANN: it compares the N-MNIST SNN with the MNIST "
+            "SNN instead. The study reports no energy: its energy per epoch is average power x time per epoch. "
+            f"A network whose test accuracy is below {LEARNED_FACTOR:g}x chance ({LEARNED_FACTOR * CHANCE_PCT:g}%) "
+            "did not learn: its ratios carry a footnote.",
             hardware_line,
         ],
     )

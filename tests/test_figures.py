@@ -160,3 +160,118 @@ def test_phase_spans_and_thinning():
     assert len(thinned) == 10 and thinned["power_w"].mean() == pytest.approx(timeline["power_w"].mean())
     assert figures.thin(timeline.assign(power_w=np.nan), "power_w").empty
     assert figures.run_timeline(timeline.iloc[:0].rename(columns={"t_s": "time_s"})).empty
+
+
+def _cost(tmp_path, accuracies=None, telemetry="cpu"):
+    write_fake_run(tmp_path / "results", telemetry=telemetry)
+    paths = {n: tmp_path / "results" / n for n in STUDY_NETWORKS}
+    t1 = results.table1({n: results.read_epochs(p / "epochs.parquet") for n, p in paths.items()}, STUDY_NETWORKS)
+    t2 = results.table2({n: results.read_test(p / "test.json") for n, p in paths.items()}, STUDY_NETWORKS)
+    for network, accuracy in (accuracies or {}).items():
+        t2.loc[t2["network"] == network, "test_acc"] = accuracy
+    return t1, results.cost_of_spiking(t1, results.load_paper_values(), STUDY_NETWORKS, t2)
+
+
+def test_cost_of_spiking_figure_marks_networks_that_did_not_learn_and_draws_intervals(tmp_path):
+    _, cost = _cost(tmp_path, {"exp2_snn": 10.8})
+    time_rows = cost["metric"] == "avg_epoch_time_s"
+    cost.loc[time_rows, "ci_low"] = cost.loc[time_rows, "run_ratio"] * 0.9    # as repeats would give
+    cost.loc[time_rows, "ci_high"] = cost.loc[time_rows, "run_ratio"] * 1.2
+    fig = figures.cost_of_spiking_figure(cost, demo=True)
+    try:
+        ax_time, ax_energy, ax_memory = fig.axes[:3]
+        assert [ax.get_title() for ax in (ax_time, ax_energy, ax_memory)] == ["Time per epoch", "Energy per epoch", "Memory"]
+        bars = [p for p in ax_time.patches if isinstance(p, Rectangle)]
+        heights = sorted(p.get_height() for p in bars)
+        expected = list(cost.loc[time_rows, "run_ratio"]) + list(cost.loc[time_rows, "paper_ratio"])
+        assert heights == pytest.approx(sorted(expected))
+        hatched = [p for p in bars if p.get_hatch()]
+        assert [p.get_height() for p in hatched] == pytest.approx([cost.loc[time_rows & (cost["experiment"] == 2), "run_ratio"].iloc[0]])
+        marked = [t.get_text() for t in ax_time.texts if "\u2717" in t.get_text()]
+        assert len(marked) == 1 and marked[0].startswith(f"{hatched[0].get_height():.2g}x")
+        assert any("did not learn" in t.get_text() for t in fig.legends[0].get_texts())
+        from matplotlib.container import ErrorbarContainer
+        intervals = [c for c in ax_time.containers if isinstance(c, ErrorbarContainer)]
+        assert len(intervals) == 3 and not any(isinstance(c, ErrorbarContainer) for c in ax_memory.containers)
+        assert "not measured" in " ".join(t.get_text() for t in ax_energy.texts)   # no energy on this CPU
+        assert "peak_memory_mib: process RSS on the CPU" in ax_memory.get_xlabel().replace("\n", " ")
+        assert "DEMO DATA" in fig._suptitle.get_text()
+    finally:
+        matplotlib.pyplot.close(fig)
+    cost = pd.concat([cost, cost[cost["metric"] == "peak_memory_mib"].assign(metric="activation_peak_mib")])
+    cost = cost.assign(not_learned="")   # every network learned
+    fig = figures.cost_of_spiking_figure(cost)
+    try:
+        assert "activation memory (activation_peak_mib)" in fig.axes[2].get_xlabel().replace("\n", " ")
+        assert not any(p.get_hatch() for ax in fig.axes for p in ax.patches)
+    finally:
+        matplotlib.pyplot.close(fig)
+
+
+def test_one_colour_per_kind_of_network_in_every_figure():
+    colors = figures.network_colors(STUDY_NETWORKS)
+    assert colors["exp1_ann"] == colors["exp2_cnn"] == figures.KIND_COLORS["ann"]
+    assert colors["exp1_snn"] == colors["exp2_snn"] == colors["exp3_snn_mnist"] == figures.KIND_COLORS["snn"]
+    assert colors["exp3_snn_nmnist"] == figures.KIND_COLORS["snn_events"]
+    drawn = {}
+    for experiment in (1, 3):
+        names = [n for n, s in STUDY_NETWORKS.items() if s["experiment"] == experiment]
+        epochs = {n: make_epochs(n, 3, "nvml") for n in names}
+        timelines = {n: figures.run_timeline(make_telemetry(e, "nvml")) for n, e in epochs.items()}
+        fig = figures.experiment_figure(experiment, epochs, timelines, LABELS, colors=colors)
+        try:
+            ax_c = fig.axes[2]
+            drawn.update({line.get_label(): line.get_color() for line in ax_c.lines})
+        finally:
+            matplotlib.pyplot.close(fig)
+    assert drawn["SNN"] == drawn["SNN: MNIST"] == figures.KIND_COLORS["snn"]   # the same SNN blue in both figures
+    assert drawn["ANN"] == figures.KIND_COLORS["ann"] and drawn["SNN: N-MNIST"] == figures.KIND_COLORS["snn_events"]
+
+
+def test_time_axis_starts_at_the_first_training_sample():
+    epochs = make_epochs("exp1_snn", 2, "nvml")
+    train = make_telemetry(epochs, "nvml")
+    t0 = float(train["time_s"].min())
+    startup = train.iloc[:5].assign(time_s=t0 - 8.0 + np.arange(5) * 0.1, phase=pd.NA)   # loading data, 8 s before
+    sidecar = pd.concat([startup, train], ignore_index=True)
+    timeline = figures.run_timeline(sidecar, make_telemetry(None, "nvml", test_s=1.5))
+    assert timeline["t_s"].min() == 0.0
+    first = timeline.iloc[0]
+    assert first["phase"] == "train" and first["time_s"] == pytest.approx(t0)
+
+
+def test_svg_fonts_are_legible_at_the_report_width(tmp_path):
+    write_fake_run(tmp_path / "results", telemetry="nvml")
+    paths = {n: tmp_path / "results" / n for n in STUDY_NETWORKS}
+    names = ["cost_of_spiking", "experiment1", "experiment2", "experiment3", "energy_per_epoch", "accuracy_vs_energy"]
+    outputs = {f"{n}_{ext}": tmp_path / "figures" / f"{n}.{ext}" for n in names for ext in ("png", "svg")}
+    outputs["measured"] = tmp_path / "figures" / "measured"
+    figures.write_figures(
+        {n: p / "epochs.parquet" for n, p in paths.items()}, {n: p / "test.json" for n, p in paths.items()},
+        {n: p / "telemetry_train.parquet" for n, p in paths.items()},
+        {n: p / "telemetry_test.parquet" for n, p in paths.items()}, STUDY_NETWORKS, outputs, dpi=50,
+    )
+    shown_px = 1000.0   # the report shows a figure about this wide in a 1400 px window
+    for name in names:
+        svg = outputs[f"{name}_svg"].read_text()
+        width = float(re.search(r'viewBox="0 0 ([\d.]+) ', svg).group(1))
+        smallest = min(float(s) for s in re.findall(r"font-size: ([\d.]+)px", svg))
+        assert smallest * shown_px / width >= 10.0, f"{name}.svg: its smallest text is {smallest * shown_px / width:.1f} px"
+    # energy measured (NVML): the report's folder holds the energy figure
+    assert [p.name for p in outputs["measured"].iterdir()] == ["energy_per_epoch.svg"]
+
+
+def test_energy_figure_left_out_of_the_report_without_an_energy_reading(tmp_path):
+    write_fake_run(tmp_path / "results", EXP1, telemetry="cpu")
+    paths = {n: tmp_path / "results" / n for n in EXP1}
+    names = ["cost_of_spiking", "experiment1", "energy_per_epoch", "accuracy_vs_energy"]
+    outputs = {f"{n}_{ext}": tmp_path / "figures" / f"{n}.{ext}" for n in names for ext in ("png", "svg")}
+    outputs["measured"] = tmp_path / "figures" / "measured"
+    figures.write_figures(
+        {n: p / "epochs.parquet" for n, p in paths.items()}, {n: p / "test.json" for n, p in paths.items()},
+        {n: p / "telemetry_train.parquet" for n, p in paths.items()},
+        {n: p / "telemetry_test.parquet" for n, p in paths.items()}, EXP1, outputs, dpi=50,
+    )
+    assert outputs["measured"].is_dir() and not list(outputs["measured"].iterdir())
+    text = " ".join(re.findall(r"<text[^>]*>([^<]*)</text>", outputs["cost_of_spiking_svg"].read_text()))
+    assert "Not measured in this run: no NVIDIA GPU (ran on cpu): power not measured" in text

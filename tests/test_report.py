@@ -29,9 +29,9 @@ from conftest import copy_workflow, snakemake_cmd  # noqa: E402
 from test_results import STUDY_NETWORKS, write_fake_run  # noqa: E402
 
 PROJECT = Path(__file__).resolve().parents[1]
-CATEGORIES = ("Experiment 1", "Experiment 2", "Experiment 3", "Summary", "Paper comparison")
+CATEGORIES = ("Cost of spiking", "Experiment 1", "Experiment 2", "Experiment 3", "Summary", "Paper comparison")
 TABLES = ("table1", "table2", "comparison", "cost", "hardware")
-FIGURES = ("experiment1", "experiment2", "experiment3", "energy_per_epoch", "accuracy_vs_energy")
+FIGURES = ("cost_of_spiking", "experiment1", "experiment2", "experiment3", "energy_per_epoch", "accuracy_vs_energy")
 
 
 def find_chromium() -> str:
@@ -45,10 +45,10 @@ def find_chromium() -> str:
                 "test needs a real headless browser")
 
 
-def chromium(browser: str, profile: Path, page: Path, *args: str) -> subprocess.CompletedProcess:
+def chromium(browser: str, profile: Path, page: Path, *args: str, window: str = "1400,1000") -> subprocess.CompletedProcess:
     cmd = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
            "--disable-background-networking", "--disable-component-update", "--disable-sync",
-           f"--user-data-dir={profile}", "--window-size=1400,1000", "--virtual-time-budget=15000",
+           f"--user-data-dir={profile}", f"--window-size={window}", "--virtual-time-budget=15000",
            *args, page.resolve().as_uri()]
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
     assert run.returncode == 0, f"chromium failed: {run.stderr[-3000:]}"
@@ -83,6 +83,45 @@ def with_view(report: Path, out: Path, result_suffix: str, category: str, subcat
     return out
 
 
+def with_position_probe(report: Path, out: Path) -> Path:
+    """A copy of the report that, once the landing page is drawn, writes where its title and DEMO DATA banner
+    lie (``getBoundingClientRect``, CSS px) and the viewport's size as JSON into ``<pre id="position-probe">``."""
+    page = report.read_text(encoding="utf-8")
+    script = """<script>
+(function probe(tries) {
+  var prose = document.querySelector('div.prose');
+  if (!prose || !prose.querySelector('h1')) { if (tries > 0) setTimeout(function () { probe(tries - 1); }, 100); return; }
+  setTimeout(function () {
+    function box(el) { if (!el) return null; var r = el.getBoundingClientRect(); return {top: r.top, bottom: r.bottom}; }
+    var banner = Array.prototype.find.call(prose.querySelectorAll('p'), function (p) {
+      return p.textContent.trim().indexOf('DEMO DATA') === 0; });
+    var out = document.createElement('pre');
+    out.id = 'position-probe';
+    out.textContent = JSON.stringify({height: window.innerHeight, width: window.innerWidth,
+                                      title: box(prose.querySelector('h1')), banner: box(banner)});
+    document.body.appendChild(out);
+  }, 500);
+})(100);
+</script>"""
+    end = page.rindex("</body>")
+    out.write_text(page[:end] + script + page[end:], encoding="utf-8")
+    return out
+
+
+def assert_landing_page_top_in_view(browser: str, profile: Path, report: Path, tmp_path: Path, *, demo: bool) -> None:
+    """At 1400x900 the title (and on a demo the DEMO DATA banner) lie inside the viewport without scrolling."""
+    page = with_position_probe(report, tmp_path / "position-probe.html")
+    dom = chromium(browser, profile, page, "--dump-dom", window="1400,900").stdout
+    found = re.search(r'<pre id="position-probe">(.*?)</pre>', dom, re.S)
+    assert found, "the landing page's title was never drawn"
+    where = json.loads(html.unescape(found.group(1)))
+    assert where["width"] >= 1300 and where["height"] >= 700, where   # headless: 900 minus its window frame
+    for name in ("title", "banner") if demo else ("title",):
+        box = where[name]
+        assert box is not None, f"no {name} on the landing page: {where}"
+        assert 0 <= box["top"] and box["bottom"] <= where["height"], f"the {name} is outside the viewport: {where}"
+
+
 def assert_not_blank(png: Path, left: int = 300) -> None:
     image = mpimg.imread(png)[..., :3]
     assert image.shape[0] >= 900 and image.shape[1] >= 1300, image.shape
@@ -112,17 +151,20 @@ def check_report_in_browser(report: Path, tmp_path: Path, *, demo: bool) -> None
     assert described, "workflow description not rendered"
     description = text_of(described.group(1))
     assert "spikebench: what does a spiking neural network cost on ordinary GPUs?" in description
-    assert "Assumptions where the study is silent" in description and "RTX 3060 Ti" in description
+    assert "Headline." in description and "RTX 3060 Ti" in description
     assert description.startswith("DEMO DATA") == demo, description[:200]
-    navigation = text_of(dom)
+    navigation = text_of(re.sub(r'<div class="prose.*?</div>\s*</div>', "", dom, flags=re.S))
     for category in CATEGORIES:
         assert category in navigation, f"category {category!r} missing from the report"
+    listed = sorted(CATEGORIES, key=navigation.index)
+    assert listed[0] == "Cost of spiking", f"the headline is not the first category: {listed}"
+    assert_landing_page_top_in_view(browser, profile, report, tmp_path, demo=demo)
 
     # Table I shown (HTML in the page's frame), the Summary tables listed with their labels
     page = with_view(report, tmp_path / "table1-view.html", "/table1.html", "Summary", "Tables")
     dom = visible_dom(chromium(browser, profile, page, "--dump-dom").stdout)
     listed = text_of(dom)
-    for label in ("Table I: training and validation", "Table II: test", "Hardware and software of this run"):
+    for label in ("Table I: training and validation", "Table II: test", "Methods: hardware and software of this run"):
         assert label in listed, f"{label!r} not listed under Summary"
     frame = re.search(r'<iframe[^>]*src="data:text/html;[^"]*filename=table1\.html;base64,([^"]+)"', dom)
     assert frame, "Table I is not shown in the page"
@@ -162,8 +204,12 @@ def test_report_texts_render_without_rst_errors(configs, demo):
     env = Environment(trim_blocks=True, lstrip_blocks=True)
     texts = sorted((PROJECT / "report").glob("*.rst"))
     assert {p.stem for p in texts} >= {"workflow", *TABLES, *FIGURES, "experiment"}
+    workflow = (PROJECT / "report" / "workflow.rst").read_text()
+    assert len(workflow.splitlines()) <= 40, "keep the landing page short: long explanations go into captions"
+    # Snakemake appends a link target per category (`Summary`_ etc.) to every text it renders
+    links = "\n\n" + "\n".join(f".. _{c}: javascript:app.showCategory('{c}')" for c in CATEGORIES) + "\n"
     for path in texts:
-        rst = env.from_string(path.read_text()).render(snakemake=Snakemake)
+        rst = env.from_string(path.read_text() + links).render(snakemake=Snakemake)
         settings = {"report_level": 2, "halt_level": 5, "warning_stream": io.StringIO()}  # problems go into the page
         body = publish_parts(rst, writer="html", settings_overrides=settings)["html_body"]
         assert "system-message" not in body, f"{path.name}: reStructuredText problem\n{body}"

@@ -470,3 +470,64 @@ def test_labels_and_hardware_descriptions():
         "no GPU (device cpu); PyTorch 2.14.1; snnTorch 0.9.4; CPU Intel Xeon (2 cores); 23 GiB RAM; host laptop; "
         "OS Linux-6.1")
     assert results.describe_hardware({}) == "not recorded"
+
+
+def _run_with_accuracy(tmp_path: Path, accuracies: dict[str, float], telemetry: str = "cpu") -> dict:
+    """write_tables over a fake run whose networks have the given test accuracies (0..1)."""
+    write_fake_run(tmp_path / "results", telemetry=telemetry)
+    paths = {n: tmp_path / "results" / n for n in STUDY_NETWORKS}
+    for network, accuracy in accuracies.items():
+        test = json.loads((paths[network] / "test.json").read_text())
+        test["accuracy"] = accuracy
+        (paths[network] / "test.json").write_text(json.dumps(test))
+    outputs = table_outputs(tmp_path / "tables")
+    frames = results.write_tables(
+        {n: p / "epochs.parquet" for n, p in paths.items()}, {n: p / "test.json" for n, p in paths.items()},
+        STUDY_NETWORKS, outputs, demo=True,
+    )
+    return {"frames": frames, "outputs": outputs}
+
+
+def test_networks_that_did_not_learn_are_flagged_in_tables_and_cost(tmp_path):
+    # exp2_snn at chance (10.8%), exp3_snn_mnist just below 2x chance, exp1_snn exactly at 2x chance (learned)
+    run = _run_with_accuracy(tmp_path, {"exp2_snn": 0.108, "exp3_snn_mnist": 0.199, "exp1_snn": 0.20})
+    frames, outputs = run["frames"], run["outputs"]
+    assert results.not_learned(frames["table2"]) == pytest.approx({"exp2_snn": 10.8, "exp3_snn_mnist": 19.9})
+    for name in ("table1", "table2"):
+        page = outputs[f"{name}_html"].read_text()
+        assert "did not learn: exp2_snn&#x27;s test accuracy 10.8% is within 2x of chance" in page
+        assert "exp3_snn_mnist&#x27;s test accuracy 19.9%" in page and "exp1_snn&#x27;s test" not in page
+        notes = pd.read_csv(outputs[f"{name}_csv"]).set_index("network")["notes"]
+        assert "did not learn" in notes["exp2_snn"] and "did not learn" not in notes["exp1_snn"]
+    cost = pd.read_csv(outputs["cost_csv"], keep_default_na=False)
+    assert set(cost.loc[cost["experiment"] == 2, "not_learned"]) == {"exp2_snn"}
+    assert set(cost.loc[cost["experiment"] == 3, "not_learned"]) == {"exp3_snn_mnist"}
+    assert set(cost.loc[cost["experiment"] == 1, "not_learned"]) == {""}
+    page = outputs["cost_html"].read_text()
+    footnote = re.search(r"<td class=\"num\">[^<]*<sup><a href=\"#note-\w+\" title=\"[^\"]*did not learn: exp2_snn", page)
+    assert footnote, "the ratio of a pair with a network that did not learn carries no footnote"
+
+
+def test_cost_table_is_long_and_narrow_and_says_what_cpu_memory_measures(tmp_path):
+    outputs = _run_with_accuracy(tmp_path, {})["outputs"]
+    page = outputs["cost_html"].read_text()
+    header = re.findall(r"<th>([^<]*)</th>", page)
+    assert header == ["experiment", "comparison", "metric", "this run", "study", "ratio, this run", "ratio, study"]
+    assert page.count("<tr>") == 1 + 3 * len(results.COST_METRICS)   # one row per experiment and metric
+    assert "peak memory (MiB)" in page and "time per epoch (s)" in page
+    rss = "process&#x27;s resident memory (RSS), mostly the runtime"
+    rows = re.findall(r"<tr>(.*?)</tr>", page, re.S)
+    memory_rows = [r for r in rows if "memory (" in r]
+    assert memory_rows and all(rss in r for r in memory_rows)
+    assert not any(rss in r for r in rows if "time per epoch" in r)
+    cost = pd.read_csv(outputs["cost_csv"])   # the CSV keeps every number in its own column
+    assert {"run_numerator", "run_denominator", "run_ratio", "paper_ratio", "not_learned"} <= set(cost.columns)
+
+
+def test_empty_energy_source_cells_have_a_footnote(tmp_path):
+    outputs = _run_with_accuracy(tmp_path, {})["outputs"]
+    t1 = pd.read_csv(outputs["table1_csv"])
+    assert t1["energy_source"].isna().all()
+    assert t1["notes"].str.contains("energy_source: no energy measured").all()
+    page = outputs["table1_html"].read_text()
+    assert "no energy measured (no NVML energy counter or power readings, no readable RAPL counter)" in page
