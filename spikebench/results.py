@@ -56,13 +56,22 @@ TABLE1_COLUMNS = [
     "experiment", "network", "highest_train_acc", "highest_val_acc", "epochs_to_best_val",
     "avg_epoch_time_s", "median_epoch_time_s", "avg_memory_pct", "avg_power_w",
     "energy_per_epoch_j", "energy_per_train_sample_mj", "peak_memory_mib",
+    # beyond the study (issue #12): energy above the idle power, activation memory, resident dataset
+    "energy_above_idle_per_epoch_j", "activation_peak_mib", "dataset_mib",
 ]
 TABLE2_COLUMNS = [
     "experiment", "network", "test_acc", "test_time_s", "avg_memory_pct", "avg_power_w", "recall", "f1",
     "precision", "energy_j", "energy_per_test_sample_mj", "peak_memory_mib",
+    "energy_above_idle_per_test_sample_mj",
 ]
 # After the study's columns and ours: what a reader needs to interpret them.
 CONTEXT_COLUMNS = ["device", "memory_source", "telemetry_source", "energy_source", "hardware"]
+#: Why a column beyond the study's is empty, as the job recorded it (a context column of Tables I/II).
+NULL_REASON_COLUMNS = {
+    "energy_above_idle_per_epoch_j": "idle_null_reason",
+    "energy_above_idle_per_test_sample_mj": "idle_null_reason",
+    "activation_peak_mib": "memory_null_reason",
+}
 
 #: Columns that come from the telemetry sidecar and what they measure ("power" or "memory").
 TELEMETRY_QUANTITY = {
@@ -72,6 +81,9 @@ TELEMETRY_QUANTITY = {
     "energy_per_train_sample_mj": "power",
     "energy_j": "power",
     "energy_per_test_sample_mj": "power",
+    "energy_above_idle_per_epoch_j": "power",
+    "energy_above_idle_per_test_sample_mj": "power",
+    "activation_peak_mib": "memory",
 }
 
 UNITS = {
@@ -79,10 +91,12 @@ UNITS = {
     "avg_epoch_time_s": "s", "median_epoch_time_s": "s", "test_time_s": "s", "avg_memory_pct": "% of device memory", "avg_power_w": "W",
     "energy_per_epoch_j": "J", "energy_j": "J", "energy_per_train_sample_mj": "mJ",
     "energy_per_test_sample_mj": "mJ", "peak_memory_mib": "MiB", "recall": "1", "f1": "1", "precision": "1",
+    "energy_above_idle_per_epoch_j": "J", "energy_above_idle_per_test_sample_mj": "mJ", "activation_peak_mib": "MiB",
+    "dataset_mib": "MiB",
 }
 
 COST_METRICS = ("avg_epoch_time_s", "median_epoch_time_s", "energy_per_epoch_j", "avg_power_w", "avg_memory_pct", "peak_memory_mib")
-#: Cost metrics compared only where Table I has the column (added by newer telemetry).
+#: Cost metrics compared only where Table I has a value in the column (activation memory: CUDA only).
 OPTIONAL_COST_METRICS = ("activation_peak_mib",)
 #: What each cost metric is, for the cost table's HTML view and the headline figure.
 COST_LABELS = {
@@ -333,6 +347,17 @@ def learning_notes(table: pd.DataFrame, flagged: Mapping[str, float]) -> dict[tu
 # Tables
 
 
+def _mean_if_any(e: pd.DataFrame, column: str) -> float:
+    """Mean of an epochs-table column that older runs lack (NaN where absent or all null)."""
+    values = pd.to_numeric(e[column], errors="coerce") if column in e else pd.Series(dtype=float)
+    return float(values.mean()) if values.notna().any() else math.nan
+
+
+def _max_if_any(e: pd.DataFrame, column: str) -> float:
+    values = pd.to_numeric(e[column], errors="coerce") if column in e else pd.Series(dtype=float)
+    return float(values.max()) if values.notna().any() else math.nan
+
+
 def table1(
     epochs: Mapping[str, pd.DataFrame],
     networks: Mapping[str, Mapping],
@@ -379,6 +404,11 @@ def table1(
                 float(train_energy[has_train_energy].sum() / n_train * 1e3) if has_train_energy.any() and n_train > 0 else math.nan
             ),
             "peak_memory_mib": float(pd.to_numeric(e["peak_memory_mib"], errors="coerce").max()),
+            "energy_above_idle_per_epoch_j": _mean_if_any(e, "energy_above_idle_j"),
+            "activation_peak_mib": _max_if_any(e, "activation_peak_mib"),
+            "dataset_mib": _max_if_any(e, "dataset_mib"),
+            "idle_null_reason": _text(e["idle_null_reason"]) if "idle_null_reason" in e else None,
+            "memory_null_reason": _text(e["memory_null_reason"]) if "memory_null_reason" in e else None,
             "epochs": int(len(e)),
             "telemetry_epochs": int(max(n_memory, n_power)),
             "device": _text(e["device"]),
@@ -387,7 +417,7 @@ def table1(
             "energy_source": _text(e["energy_source"]) if "energy_source" in e else None,
             "hardware": describe_hardware(hw),
         })
-    columns = TABLE1_COLUMNS + ["epochs", "telemetry_epochs"] + CONTEXT_COLUMNS
+    columns = TABLE1_COLUMNS + ["epochs", "telemetry_epochs"] + CONTEXT_COLUMNS + ["idle_null_reason", "memory_null_reason"]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -418,6 +448,8 @@ def table2(tests: Mapping[str, Mapping], networks: Mapping[str, Mapping]) -> pd.
             "energy_j": energy_j,
             "energy_per_test_sample_mj": per_sample,
             "peak_memory_mib": _num(t["peak_memory_mib"]),
+            "energy_above_idle_per_test_sample_mj": _num(tel.get("energy_above_idle_per_sample_mj")),
+            "idle_null_reason": tel.get("idle_null_reason"),
             "n_test": int(n_test) if n_test == n_test else None,
             "weights": t.get("weights"),
             "epoch_of_weights": t.get("epoch_of_weights"),
@@ -427,7 +459,7 @@ def table2(tests: Mapping[str, Mapping], networks: Mapping[str, Mapping]) -> pd.
             "energy_source": tel.get("energy_source"),
             "hardware": describe_hardware(t.get("hardware")),
         })
-    columns = TABLE2_COLUMNS + ["n_test", "weights", "epoch_of_weights"] + CONTEXT_COLUMNS
+    columns = TABLE2_COLUMNS + ["n_test", "weights", "epoch_of_weights"] + CONTEXT_COLUMNS + ["idle_null_reason"]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -464,6 +496,9 @@ def missing_reason(column: str, row: Mapping[str, Any], telemetry_enabled: bool 
     """Why `column` of a table row (Table I/II, with its context columns) has no value."""
     quantity = TELEMETRY_QUANTITY.get(column)
     device = row.get("device") or "an unknown device"
+    recorded = row.get(NULL_REASON_COLUMNS.get(column, ""))
+    if not _is_missing(recorded) and recorded:
+        return str(recorded)
     if quantity is None:
         return f"{column} was not recorded for this network"
     what = "power (and so energy)" if quantity == "power" else "device memory"
@@ -639,7 +674,8 @@ def cost_of_spiking(t1: pd.DataFrame, paper: pd.DataFrame, networks: Mapping[str
         p1["energy_per_epoch_j"] = p1["avg_power_w"] * p1["avg_epoch_time_s"]
     run = t1.set_index("network")
     flagged = not_learned(t2) if t2 is not None else {}
-    metrics = COST_METRICS + tuple(m for m in OPTIONAL_COST_METRICS if m in t1.columns)
+    metrics = COST_METRICS + tuple(m for m in OPTIONAL_COST_METRICS
+                                   if m in t1.columns and pd.to_numeric(t1[m], errors="coerce").notna().any())
     rows = []
     for pair in spiking_pairs(networks):
         num, den = pair["numerator"], pair["denominator"]

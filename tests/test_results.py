@@ -90,12 +90,20 @@ def make_epochs(network: str, n_epochs: int, telemetry: str, *, scale: float = 1
         "device_memory_avg_pct": memory / total * 100, "device_memory_peak_pct": (memory + 500) / total * 100,
         "avg_gpu_util_pct": 80.0 + 0 * epoch, "avg_cpu_util_pct": 95.0 + 0 * epoch,
         "telemetry_source": "cpu" if telemetry == "rapl" else telemetry,
+        "idle_power_w": (40.0 if gpu else 10.0) + 0 * epoch,
+        "energy_above_idle_j": (power - (40.0 if gpu else 10.0)) * (train_time + val_time),
+        "idle_null_reason": None,
+        "activation_peak_mib": 200.0 * scale + epoch if gpu else _nulls(n_epochs),
+        "dataset_mib": 180.0 + 0 * epoch,
+        "memory_null_reason": None if gpu else "the CPU's peak allocation cannot be reset per phase",
     })
     if not gpu:
         df["avg_gpu_util_pct"] = _nulls(n_epochs)
     if telemetry in ("cpu", "none"):
-        for column in ("avg_power_w", "energy_j", "train_energy_j", "val_energy_j"):
+        for column in ("avg_power_w", "energy_j", "train_energy_j", "val_energy_j", "idle_power_w",
+                       "energy_above_idle_j"):
             df[column] = _nulls(n_epochs)
+        df["idle_null_reason"] = "no power reading on this machine (no NVML, RAPL not readable)"
         df["energy_source"] = _nulls(n_epochs, "string")
     if telemetry == "none":
         for column in ("device_memory_avg_mib", "device_memory_peak_mib", "device_memory_avg_pct",
@@ -253,6 +261,13 @@ def test_table1_recomputed_from_hand_made_epochs():
     assert notes[(1, "avg_power_w")].startswith("no NVIDIA GPU (ran on cpu): power not measured")
     assert "resident memory in % of the machine's RAM" in notes[(1, "avg_memory_pct")]
     assert not any(i == 0 for i, _ in notes)  # the GPU run needs no footnote
+    # beyond the study: energy above idle, activation memory, dataset; null with the job's own reason
+    assert ann["activation_peak_mib"] == pytest.approx(203.0) and ann["dataset_mib"] == 180.0
+    ann_epochs = hand_made_epochs()["exp1_ann"]
+    assert ann["energy_above_idle_per_epoch_j"] == pytest.approx(ann_epochs["energy_above_idle_j"].mean())
+    assert math.isnan(snn["energy_above_idle_per_epoch_j"]) and math.isnan(snn["activation_peak_mib"])
+    assert notes[(1, "energy_above_idle_per_epoch_j")] == "no power reading on this machine (no NVML, RAPL not readable)"
+    assert notes[(1, "activation_peak_mib")] == "the CPU's peak allocation cannot be reset per phase"
 
 
 def test_cpu_power_from_rapl_is_kept_and_labelled():
@@ -278,7 +293,7 @@ def test_table2_from_test_results():
     tests["exp2_cnn"].update(accuracy=0.6974, recall_macro=0.698, f1_macro=0.696, precision_macro=0.7, test_time_s=1.11)
     t2 = results.table2(tests, STUDY_NETWORKS)
     assert list(t2["network"]) == ["exp2_cnn", "exp2_snn"]  # the study's order, not the dict's
-    assert list(t2.columns[:12]) == results.TABLE2_COLUMNS
+    assert list(t2.columns[:len(results.TABLE2_COLUMNS)]) == results.TABLE2_COLUMNS
     cnn, snn = (t2.set_index("network").loc[n] for n in ("exp2_cnn", "exp2_snn"))
     assert cnn["test_acc"] == pytest.approx(69.74)
     assert (cnn["recall"], cnn["f1"], cnn["precision"], cnn["test_time_s"]) == (0.698, 0.696, 0.7, 1.11)
