@@ -1,0 +1,327 @@
+"""Operation counts of a network on the test set, and the energy-per-operation model applied to them.
+
+Counted exactly, from the tensors the evaluation computes (forward hooks that read a layer's input and output;
+nothing is written back, so predictions do not change), on every test sample, with NeuroBench's definitions
+(``neurobench`` 2.3.0, ``metrics/utils/layers/macs.py``, ``metrics/workload/*``, ``metrics/static/*``):
+
+- **synaptic operations** of a Linear or Conv2d layer: the products (weight != 0) x (input != 0) that its
+  computation contains, the bias not counted. Counted as **effective ACs** when the layer's input holds only
+  0, 1 or -1 (spikes: an accumulate per connection carrying a spike), else as **effective MACs** (ANN layers,
+  an SNN's first layer fed with non-binary frames). **Dense** ops count every connection at every time step
+  (all weights and inputs taken as 1), what a dense implementation executes. A convolution counts each
+  kernel tap that reaches the input: products with the zero padding are not counted; max-pooling costs nothing.
+- **activation sparsity**: zero activations / activations, over the neurons of the activation layers (LIF
+  layers of an SNN; ReLUs of an ANN: the fraction of zero ReLU outputs), time steps and samples.
+- **firing rate** (SNN): spikes per neuron per time step.
+- **membrane updates** (SNN): neurons x time steps (each LIF neuron integrates once per step). NeuroBench's
+  ``MembraneUpdates`` counts something else (steps where the reset changed a membrane, plus the first step), so
+  it is not compared.
+- **footprint**: bytes of parameters and buffers; **connection sparsity**: zero weights / weights of the
+  Linear and Conv2d layers.
+
+For N-MNIST (batches padded at the end) only the steps t < n_steps[b] of each sample are counted: padding is
+an artefact of batching, not of the network. Differences from NeuroBench's per-step snnTorch run: NeuroBench
+decides ACs vs MACs per call (one time step of one batch), spikebench per batch over all its steps; an SNN's
+inner layers see spikes only, so only its first layer can differ, and only for inputs that are binary at some
+steps and not at others.
+
+The energy model (config ``energy_model``) turns counts into joules per sample:
+``effective MACs * mac_pj + effective ACs * ac_pj + membrane updates * neuron_update_pj`` (1e-12 J per pJ), and
+``dense ops * mac_pj`` for a dense implementation. The built-in figures are Horowitz's 45 nm, 0.9 V table
+(M. Horowitz, "Computing's energy problem (and what we can do about it)", ISSCC 2014, Fig. 1.1.9): add
+fp32 0.9 pJ, mult fp32 3.7 pJ; fp16 add 0.4, mult 1.1; int8 add 0.03, mult 0.2; int32 add 0.1, mult 3.1 (pJ).
+A MAC is a multiply plus an add. Memory accesses (weights, membrane states, spikes) are not included, as in
+that table: the estimate is of arithmetic only.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+_HOROWITZ = "Horowitz, ISSCC 2014, 45 nm 0.9 V"
+#: Built-in energy models: pJ per multiply-accumulate, per accumulate, per membrane update.
+ENERGY_MODELS: dict[str, dict[str, Any]] = {
+    "horowitz45_fp32": {"mac_pj": 4.6, "ac_pj": 0.9, "neuron_update_pj": 0.0,
+                        "source": f"{_HOROWITZ}: fp32 mult 3.7 + add 0.9 pJ"},
+    "horowitz45_fp16": {"mac_pj": 1.5, "ac_pj": 0.4, "neuron_update_pj": 0.0,
+                        "source": f"{_HOROWITZ}: fp16 mult 1.1 + add 0.4 pJ"},
+    "horowitz45_int8": {"mac_pj": 0.23, "ac_pj": 0.03, "neuron_update_pj": 0.0,
+                        "source": f"{_HOROWITZ}: int8 mult 0.2 + add 0.03 pJ"},
+    "horowitz45_int32": {"mac_pj": 3.2, "ac_pj": 0.1, "neuron_update_pj": 0.0,
+                         "source": f"{_HOROWITZ}: int32 mult 3.1 + add 0.1 pJ"},
+}
+DEFINITIONS = ("NeuroBench 2.3.0 definitions: synaptic ops = products (weight != 0) x (input != 0), bias not "
+               "counted; ACs where a layer's input is binary (spikes), MACs otherwise; conv taps on padding not "
+               "counted; pooling free; N-MNIST padding steps not counted")
+
+
+class EnergyModelError(ValueError):
+    """An ``energy_model`` setting that names no model or defines one badly."""
+
+
+def energy_model(settings: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The energy model that config ``energy_model`` selects: ``{name, mac_pj, ac_pj, neuron_update_pj, source}``.
+
+    ``settings`` is ``{name: <model>, custom: {<model>: {mac_pj, ac_pj[, neuron_update_pj, source]}}}``; custom
+    models are added to (and may replace) the built-in ``ENERGY_MODELS``.
+    """
+    settings = dict(settings or {})
+    name = settings.get("name", "horowitz45_fp32")
+    models = {**ENERGY_MODELS, **(settings.get("custom") or {})}
+    if name not in models:
+        raise EnergyModelError(f"config key 'energy_model.name': {name!r} is no energy model; expected one of "
+                               f"{', '.join(sorted(models))} (or define it under energy_model.custom)")
+    model = dict(models[name])
+    for key in ("mac_pj", "ac_pj"):
+        if not isinstance(model.get(key), (int, float)) or model[key] < 0:
+            raise EnergyModelError(f"config key 'energy_model.custom.{name}.{key}': expected a number >= 0 "
+                                   f"(picojoules per operation), got {model.get(key)!r}")
+    model.setdefault("neuron_update_pj", 0.0)
+    model.setdefault("source", "user-defined (config energy_model.custom)")
+    return {"name": name, **model}
+
+
+def estimate_energy(ops: Mapping[str, Any], model: Mapping[str, Any]) -> dict[str, float | None]:
+    """Joules per sample of the operation counts ``ops`` (a test.json ``operations`` mapping) on ``model``."""
+    def get(key: str) -> float:
+        return float(ops.get(key) or 0.0)
+    effective = (get("effective_macs_per_sample") * model["mac_pj"] + get("effective_acs_per_sample") * model["ac_pj"]
+                 + get("membrane_updates_per_sample") * model.get("neuron_update_pj", 0.0))
+    return {"estimated_energy_per_sample_j": effective * 1e-12,
+            "dense_energy_per_sample_j": get("dense_ops_per_sample") * model["mac_pj"] * 1e-12}
+
+
+# --------------------------------------------------------------------------------------------------
+# Counting
+# --------------------------------------------------------------------------------------------------
+class _Layer:
+    """Device-side running counts of one weight layer (and the activation that follows it)."""
+
+    def __init__(self, index: int, synapse: nn.Module, spiking: bool) -> None:
+        self.index, self.synapse, self.spiking = index, synapse, spiking
+        self.nz_ac = None            # [features...] non-zero inputs per input position, batches counted as ACs
+        self.nz_mac = None           # ... batches counted as MACs
+        self.in_shape: tuple[int, ...] | None = None
+        self.rows = 0                # inputs seen (samples x steps)
+        self.neurons: int | None = None
+        self.out_nz = None           # non-zero activations (spikes)
+        self.out_total = 0           # activations (neurons x steps x samples)
+
+    def add_input(self, rows: torch.Tensor, ops: str) -> None:
+        """Count the non-zero inputs of ``rows [N, ...]`` as ``ops``: "ac", "mac" or "check" (AC if all 0/1/-1)."""
+        nz = (rows != 0).sum(0)
+        if self.nz_ac is None:
+            self.in_shape = tuple(rows.shape[1:])
+            self.nz_ac, self.nz_mac = torch.zeros_like(nz), torch.zeros_like(nz)
+        self.rows += rows.shape[0]
+        if ops != "check":
+            (self.nz_ac if ops == "ac" else self.nz_mac).add_(nz)
+            return
+        binary = ((rows == 0) | (rows == 1) | (rows == -1)).all()     # no host sync: a device bool
+        self.nz_ac += torch.where(binary, nz, 0)
+        self.nz_mac += torch.where(binary, 0, nz)
+
+    def add_output(self, out: torch.Tensor) -> None:
+        self.neurons = out[0].numel()
+        nz = torch.count_nonzero(out)
+        self.out_nz = nz if self.out_nz is None else self.out_nz + nz
+        self.out_total += out.numel()
+
+    def _ops(self, counts: torch.Tensor, ones_weights: bool) -> int:
+        """Products (weight != 0) x (input != 0) summed over the inputs whose non-zero counts are ``counts``."""
+        w = self.synapse.weight.detach().cpu()
+        w = torch.ones_like(w, dtype=torch.float64) if ones_weights else (w != 0).double()
+        counts = counts.detach().cpu().double()
+        if isinstance(self.synapse, nn.Conv2d):
+            out = F.conv2d(counts.reshape(1, *self.in_shape), w, None, self.synapse.stride,
+                           self.synapse.padding, self.synapse.dilation, self.synapse.groups)
+            return int(round(out.sum().item()))
+        return int(round((w.sum(0) * counts.reshape(-1)).sum().item()))
+
+    def row(self, n_samples: int, total_steps: int) -> dict[str, Any]:
+        """The per-layer counts (ints exact; per-sample means as floats)."""
+        syn = self.synapse
+        kind = "conv" if isinstance(syn, nn.Conv2d) else "linear"
+        shape = (f"{syn.in_channels}->{syn.out_channels} {syn.kernel_size[0]}x{syn.kernel_size[1]} pad "
+                 f"{syn.padding[0]}" if kind == "conv" else f"{syn.in_features}->{syn.out_features}")
+        macs = self._ops(self.nz_mac, False) if self.nz_mac is not None else 0
+        acs = self._ops(self.nz_ac, False) if self.nz_ac is not None else 0
+        dense = self._ops(torch.full(self.in_shape, self.rows), True) if self.in_shape else 0
+        n_weights = syn.weight.numel()
+        out_nz = int(self.out_nz.item()) if self.out_nz is not None else None
+        has_act = self.out_total > 0
+        per = 1.0 / max(n_samples, 1)
+        return {
+            "layer": self.index, "synapse": kind, "shape": shape, "neurons": self.neurons,
+            "time_steps_per_sample": total_steps * per if self.spiking else 1.0,
+            "activations": self.out_total if has_act else None,
+            "nonzero_activations": out_nz,
+            "spikes_per_sample": out_nz * per if self.spiking and out_nz is not None else None,
+            "firing_rate": out_nz / self.out_total if self.spiking and has_act else None,
+            "activation_sparsity": 1.0 - out_nz / self.out_total if has_act else None,
+            "zero_relu_fraction": (1.0 - out_nz / self.out_total) if has_act and not self.spiking else None,
+            "dense_ops_per_sample": dense * per,
+            "effective_macs_per_sample": macs * per,
+            "effective_acs_per_sample": acs * per,
+            "membrane_updates_per_sample": self.neurons * total_steps * per if self.spiking else None,
+            "parameters": sum(p.numel() for p in syn.parameters()),
+            "footprint_bytes": _footprint(syn),
+            "connection_sparsity": int((syn.weight == 0).sum().item()) / n_weights,
+        }
+
+
+def _footprint(module: nn.Module) -> int:
+    return sum(t.numel() * t.element_size() for t in (*module.parameters(), *module.buffers()))
+
+
+class OperationCounter:
+    """Forward hooks on an ``SNN``'s stages or an ``ANN``'s Linear/Conv2d/ReLU modules that count operations.
+
+    Use as a context manager around the evaluation; call :meth:`begin_batch` with each batch's ``n_steps``
+    (None: all steps are real) before its forward pass. The hooks only read tensors.
+    """
+
+    def __init__(self, net: nn.Module) -> None:
+        self.net, self.kind = net, net.kind
+        self.layers: list[_Layer] = []
+        self.handles: list[Any] = []
+        self.mask: torch.Tensor | None = None
+        self.n_samples = 0
+        self.total_steps = 0          # sum over samples of their (real) time steps
+        self.padded_steps: list[torch.Tensor] = []
+        if self.kind == "snn":
+            for i, stage in enumerate(net.stages):
+                layer = _Layer(i, stage.synapse, spiking=True)
+                self.layers.append(layer)
+                self.handles.append(stage.register_forward_hook(self._stage_hook(layer)))
+        else:
+            self._hook_ann(net.layers)
+
+    def _hook_ann(self, seq: nn.Sequential) -> None:
+        for module in seq:
+            if isinstance(module, (nn.Linear, nn.Conv2d)):
+                layer = _Layer(len(self.layers), module, spiking=False)
+                self.layers.append(layer)
+                # ANN layers count MACs (NeuroBench would count ACs for a batch whose inputs are all 0/1/-1)
+                self.handles.append(module.register_forward_pre_hook(
+                    lambda m, args, layer=layer: layer.add_input(args[0], "mac")))
+            elif isinstance(module, nn.ReLU) and self.layers:
+                layer = self.layers[-1]
+                self.handles.append(module.register_forward_hook(lambda m, a, out, layer=layer: layer.add_output(out)))
+
+    def _stage_hook(self, layer: _Layer):
+        def hook(stage: nn.Module, args: tuple, output: tuple) -> None:
+            x, spk = args[0], output[0]
+            rows = self._valid(x)
+            if stage.flatten:
+                rows = rows.reshape(rows.shape[0], -1)
+            layer.add_input(rows, "check" if layer.index == 0 else "ac")   # inner layers receive spikes only
+            layer.add_output(self._valid(spk))
+        return hook
+
+    def _valid(self, x: torch.Tensor) -> torch.Tensor:
+        """``x [T, B, ...]`` as rows [N, ...] of the real (unpadded) steps."""
+        if self.mask is None:
+            return x.reshape(x.shape[0] * x.shape[1], *x.shape[2:])
+        return x[self.mask]
+
+    def begin_batch(self, n_steps: torch.Tensor | None, batch: int, total_steps: int = 1) -> None:
+        """Before each forward pass: ``n_steps [B]`` of a padded batch (else None), its size and T."""
+        self.n_samples += batch
+        if self.kind != "snn":
+            self.total_steps += batch
+            return
+        if n_steps is None:
+            self.mask = None
+            self.total_steps += batch * total_steps
+        else:
+            from spikebench.models import step_mask
+            self.mask = step_mask(n_steps, total_steps)
+            self.padded_steps.append(n_steps.sum())      # summed at the end: no host sync per batch
+
+    def __enter__(self) -> "OperationCounter":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+        self.handles.clear()
+
+    def layer_rows(self) -> list[dict[str, Any]]:
+        """One dict of counts per weight layer, in order (reads the device counts: call after the run)."""
+        self.total_steps += sum(int(s.item()) for s in self.padded_steps)
+        self.padded_steps.clear()
+        return [layer.row(self.n_samples, self.total_steps) for layer in self.layers]
+
+    def summary(self, rows: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        """The network's totals per test sample (test.json ``operations``)."""
+        rows = self.layer_rows() if rows is None else rows
+        return summarize(rows, self.net, self.kind, self.n_samples, self.total_steps)
+
+
+def summarize(rows: list[dict[str, Any]], net: nn.Module, kind: str, n_samples: int,
+              total_steps: int) -> dict[str, Any]:
+    """Network totals of the per-layer ``rows``."""
+    def total(key: str) -> float | None:
+        values = [r[key] for r in rows if r[key] is not None]
+        return float(sum(values)) if values else None
+
+    acts = [r for r in rows if r["activations"]]
+    n_act = sum(r["activations"] for r in acts)
+    n_nz = sum(r["nonzero_activations"] for r in acts)
+    weights = [m.weight for m in net.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+    n_weights = sum(w.numel() for w in weights)
+    return {
+        "n_samples": n_samples,
+        "time_steps_per_sample": total_steps / max(n_samples, 1) if kind == "snn" else 1.0,
+        "dense_ops_per_sample": total("dense_ops_per_sample"),
+        "effective_macs_per_sample": total("effective_macs_per_sample"),
+        "effective_acs_per_sample": total("effective_acs_per_sample"),
+        "effective_ops_per_sample": total("effective_macs_per_sample") + total("effective_acs_per_sample"),
+        "membrane_updates_per_sample": total("membrane_updates_per_sample"),
+        "spikes_per_sample": total("spikes_per_sample"),
+        "activation_sparsity": 1.0 - n_nz / n_act if n_act else None,
+        "mean_firing_rate": n_nz / n_act if kind == "snn" and n_act else None,
+        "footprint_bytes": _footprint(net),
+        "parameters": sum(p.numel() for p in net.parameters()),
+        "connection_sparsity": sum(int((w == 0).sum().item()) for w in weights) / n_weights if n_weights else None,
+        "definitions": DEFINITIONS,
+    }
+
+
+#: Columns of ``layers.parquet``, in order (units: counts per sample unless named otherwise).
+LAYER_COLUMNS = ("network", "kind", "layer", "synapse", "shape", "neurons", "time_steps_per_sample", "activations",
+                 "nonzero_activations", "spikes_per_sample", "firing_rate", "activation_sparsity",
+                 "zero_relu_fraction", "dense_ops_per_sample", "effective_macs_per_sample",
+                 "effective_acs_per_sample", "membrane_updates_per_sample", "parameters", "footprint_bytes",
+                 "connection_sparsity")
+
+
+def write_layers(rows: list[dict[str, Any]], path, *, network: str, kind: str) -> None:
+    """The per-layer counts as ``layers.parquet`` (written to a temporary name, then renamed)."""
+    import os
+    from pathlib import Path
+
+    import pandas as pd
+
+    table = pd.DataFrame([{"network": network, "kind": kind, **row} for row in rows], columns=list(LAYER_COLUMNS))
+    for column in ("neurons", "activations", "nonzero_activations"):
+        table[column] = table[column].astype("Int64")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        table.to_parquet(tmp, index=False)
+        os.replace(tmp, path)
+    except OSError as exc:
+        from spikebench.training import write_error
+        raise write_error(path, exc) from exc
+    finally:
+        tmp.unlink(missing_ok=True)
