@@ -16,8 +16,8 @@ from torch import nn
 from spikebench.data.device import DeviceImages
 from spikebench.evaluation import evaluate_network
 from spikebench.models import ANN, SNN, Conv2d, Leaky, SpikingStage, build_network
-from spikebench.opcounts import (ENERGY_MODELS, EnergyModelError, OperationCounter, energy_model, estimate_energy,
-                                 write_layers)
+from spikebench.energy import ENERGY_MODELS, EnergyModelError, energy_model, estimate_energy
+from spikebench.opcounts import OperationCounter, write_layers
 from spikebench.training import run_batches
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -247,3 +247,33 @@ def test_counts_agree_with_neurobench(mnist_test, network: str) -> None:
     assert ours["activation_sparsity"] == pytest.approx(theirs["ActivationSparsity"], abs=1e-12)
     assert ours["connection_sparsity"] == pytest.approx(theirs["ConnectionSparsity"], abs=5e-4)   # NB rounds to 3
     assert 0 < buffers < 100 and ours["footprint_bytes"] == theirs["Footprint"] - buffers
+
+
+# ---------------------------------------------------------------- the measured-vs-estimated table
+def test_measured_vs_estimated_table_and_ratios(tmp_path: Path) -> None:
+    from spikebench.neuromorphic import measured_vs_estimated, neuromorphic_figure, ratio_table
+
+    networks = {"a_ann": {"experiment": 1, "kind": "ann", "architecture": "fc", "dataset": "mnist"},
+                "a_snn": {"experiment": 1, "kind": "snn", "architecture": "fc", "dataset": "mnist"}}
+    ops = {"a_ann": {"dense_ops_per_sample": 1000.0, "effective_macs_per_sample": 500.0,
+                     "effective_acs_per_sample": 0.0, "effective_ops_per_sample": 500.0},
+           "a_snn": {"dense_ops_per_sample": 4000.0, "effective_macs_per_sample": 100.0,
+                     "effective_acs_per_sample": 900.0, "effective_ops_per_sample": 1000.0,
+                     "membrane_updates_per_sample": 50.0, "mean_firing_rate": 0.1}}
+    tests = {"a_ann": {"device": "cpu", "accuracy": 0.9, "operations": ops["a_ann"],
+                       "telemetry": {"energy_above_idle_per_sample_mj": 2.0, "energy_per_sample_mj": 3.0}},
+             "a_snn": {"device": "cpu", "accuracy": 0.8, "operations": ops["a_snn"],
+                       "telemetry": {"energy_above_idle_per_sample_mj": None, "energy_per_sample_mj": None,
+                                     "telemetry_source": "none"}}}
+    table, notes = measured_vs_estimated(tests, networks, energy_model(None))
+    assert table["measured_energy_per_sample_j"].iloc[0] == 2.0e-3 and table["measured_energy_basis"][0] == "above idle"
+    assert pd.isna(table["measured_energy_per_sample_j"].iloc[1]) and "not measured" in notes[(1, "measured_energy_per_sample_j")]
+    assert table["estimated_energy_per_sample_j"].tolist() == pytest.approx([500 * 4.6e-12, (460 + 810) * 1e-12])
+    ratios = ratio_table(table, networks)
+    assert ratios["comparison"].tolist() == ["SNN / ANN"]
+    assert ratios["estimated_energy_ratio"][0] == pytest.approx(1270 / 2300) and ratios["dense_ops_ratio"][0] == 4.0
+    assert pd.isna(ratios["measured_energy_ratio"][0])                  # never 0 for what was not measured
+    layers = pd.DataFrame({"network_id": ["a_snn"] * 2, "network": ["SNN"] * 2, "experiment": [1, 1],
+                           "layer": [0, 1], "firing_rate": [0.2, 0.0]})
+    fig = neuromorphic_figure(layers, ratios)
+    assert len(fig.axes) == 2 and fig.axes[0].lines[0].get_ydata().tolist() == [0.2, 0.0]
