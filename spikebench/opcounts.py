@@ -32,6 +32,8 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -45,43 +47,50 @@ DEFINITIONS = ("NeuroBench 2.3.0 definitions: synaptic ops = products (weight !=
 # Counting
 # --------------------------------------------------------------------------------------------------
 class _Layer:
-    """Device-side running counts of one weight layer (and the activation that follows it)."""
+    """Device-side running counts of one weight layer (and the activation that follows it).
+
+    Nothing here reads a value back to the host during the run (no GPU sync per batch); :meth:`row` does, once.
+    """
 
     def __init__(self, index: int, synapse: nn.Module, spiking: bool) -> None:
         self.index, self.synapse, self.spiking = index, synapse, spiking
         self.nz_ac = None            # [features...] non-zero inputs per input position, batches counted as ACs
         self.nz_mac = None           # ... batches counted as MACs
         self.in_shape: tuple[int, ...] | None = None
-        self.rows = 0                # inputs seen (samples x steps)
         self.neurons: int | None = None
         self.out_nz = None           # non-zero activations (spikes)
-        self.out_total = 0           # activations (neurons x steps x samples)
 
-    def add_input(self, rows: torch.Tensor, ops: str) -> None:
-        """Count the non-zero inputs of ``rows [N, ...]`` as ``ops``: "ac", "mac" or "check" (AC if all 0/1/-1)."""
-        nz = (rows != 0).sum(0)
+    def add_input(self, x: torch.Tensor, n_lead: int, mask: torch.Tensor | None, ops: str) -> None:
+        """Count the non-zero inputs of ``x [lead..., features...]`` (``n_lead`` leading dims; ``mask`` [T, B]: the
+        real steps) as ``ops``: "ac", "mac" or "check" (ACs if every value is 0, 1 or -1, else MACs)."""
+        nonzero = x != 0
+        if mask is not None:
+            nonzero &= mask.view(*mask.shape, *([1] * (x.dim() - 2)))
+        nz = nonzero.sum(dim=tuple(range(n_lead)))
         if self.nz_ac is None:
-            self.in_shape = tuple(rows.shape[1:])
+            self.in_shape = tuple(x.shape[n_lead:])
             self.nz_ac, self.nz_mac = torch.zeros_like(nz), torch.zeros_like(nz)
-        self.rows += rows.shape[0]
         if ops != "check":
             (self.nz_ac if ops == "ac" else self.nz_mac).add_(nz)
             return
-        binary = ((rows == 0) | (rows == 1) | (rows == -1)).all()     # no host sync: a device bool
+        binary = ((x == 0) | (x == 1) | (x == -1)).all()     # a device bool: no host sync
         self.nz_ac += torch.where(binary, nz, 0)
         self.nz_mac += torch.where(binary, 0, nz)
 
-    def add_output(self, out: torch.Tensor) -> None:
-        self.neurons = out[0].numel()
-        nz = torch.count_nonzero(out)
+    def add_output(self, out: torch.Tensor, n_lead: int, mask: torch.Tensor | None) -> None:
+        self.neurons = math.prod(out.shape[n_lead:])
+        nonzero = out != 0
+        if mask is not None:
+            nonzero &= mask.view(*mask.shape, *([1] * (out.dim() - 2)))
+        nz = nonzero.sum()
         self.out_nz = nz if self.out_nz is None else self.out_nz + nz
-        self.out_total += out.numel()
 
     def _ops(self, counts: torch.Tensor, ones_weights: bool) -> int:
-        """Products (weight != 0) x (input != 0) summed over the inputs whose non-zero counts are ``counts``."""
+        """Products (weight != 0) x (input != 0) summed over the inputs whose non-zero counts are ``counts``
+        (``ones_weights``: every weight counts)."""
         w = self.synapse.weight.detach().cpu()
         w = torch.ones_like(w, dtype=torch.float64) if ones_weights else (w != 0).double()
-        counts = counts.detach().cpu().double()
+        counts = counts.detach().cpu().double()          # integers: exact in float64 up to 2**53
         if isinstance(self.synapse, nn.Conv2d):
             out = F.conv2d(counts.reshape(1, *self.in_shape), w, None, self.synapse.stride,
                            self.synapse.padding, self.synapse.dilation, self.synapse.groups)
@@ -89,34 +98,35 @@ class _Layer:
         return int(round((w.sum(0) * counts.reshape(-1)).sum().item()))
 
     def row(self, n_samples: int, total_steps: int) -> dict[str, Any]:
-        """The per-layer counts (ints exact; per-sample means as floats)."""
+        """The per-layer counts (``total_steps``: real sample-steps; ANN: samples). Ints exact; per sample floats."""
         syn = self.synapse
         kind = "conv" if isinstance(syn, nn.Conv2d) else "linear"
         shape = (f"{syn.in_channels}->{syn.out_channels} {syn.kernel_size[0]}x{syn.kernel_size[1]} pad "
                  f"{syn.padding[0]}" if kind == "conv" else f"{syn.in_features}->{syn.out_features}")
-        macs = self._ops(self.nz_mac, False) if self.nz_mac is not None else 0
-        acs = self._ops(self.nz_ac, False) if self.nz_ac is not None else 0
-        dense = self._ops(torch.full(self.in_shape, self.rows), True) if self.in_shape else 0
-        n_weights = syn.weight.numel()
+        seen = self.in_shape is not None
+        macs = self._ops(self.nz_mac, False) if seen else 0
+        acs = self._ops(self.nz_ac, False) if seen else 0
+        dense = self._ops(torch.full(self.in_shape, total_steps), True) if seen else 0
         out_nz = int(self.out_nz.item()) if self.out_nz is not None else None
-        has_act = self.out_total > 0
+        activations = self.neurons * total_steps if out_nz is not None else None
         per = 1.0 / max(n_samples, 1)
+        sparsity = 1.0 - out_nz / activations if activations else None
+        neurons = self.neurons if self.neurons is not None else (syn.out_channels if kind == "conv" else syn.out_features)
         return {
-            "layer": self.index, "synapse": kind, "shape": shape, "neurons": self.neurons,
+            "layer": self.index, "synapse": kind, "shape": shape, "neurons": neurons,
             "time_steps_per_sample": total_steps * per if self.spiking else 1.0,
-            "activations": self.out_total if has_act else None,
-            "nonzero_activations": out_nz,
+            "activations": activations, "nonzero_activations": out_nz,
             "spikes_per_sample": out_nz * per if self.spiking and out_nz is not None else None,
-            "firing_rate": out_nz / self.out_total if self.spiking and has_act else None,
-            "activation_sparsity": 1.0 - out_nz / self.out_total if has_act else None,
-            "zero_relu_fraction": (1.0 - out_nz / self.out_total) if has_act and not self.spiking else None,
+            "firing_rate": out_nz / activations if self.spiking and activations else None,
+            "activation_sparsity": sparsity,
+            "zero_relu_fraction": sparsity if not self.spiking else None,
             "dense_ops_per_sample": dense * per,
             "effective_macs_per_sample": macs * per,
             "effective_acs_per_sample": acs * per,
-            "membrane_updates_per_sample": self.neurons * total_steps * per if self.spiking else None,
+            "membrane_updates_per_sample": neurons * total_steps * per if self.spiking else None,
             "parameters": sum(p.numel() for p in syn.parameters()),
             "footprint_bytes": _footprint(syn),
-            "connection_sparsity": int((syn.weight == 0).sum().item()) / n_weights,
+            "connection_sparsity": int((syn.weight == 0).sum().item()) / syn.weight.numel(),
         }
 
 
@@ -154,26 +164,20 @@ class OperationCounter:
                 self.layers.append(layer)
                 # ANN layers count MACs (NeuroBench would count ACs for a batch whose inputs are all 0/1/-1)
                 self.handles.append(module.register_forward_pre_hook(
-                    lambda m, args, layer=layer: layer.add_input(args[0], "mac")))
+                    lambda m, args, layer=layer: layer.add_input(args[0], 1, None, "mac")))
             elif isinstance(module, nn.ReLU) and self.layers:
                 layer = self.layers[-1]
-                self.handles.append(module.register_forward_hook(lambda m, a, out, layer=layer: layer.add_output(out)))
+                self.handles.append(module.register_forward_hook(
+                    lambda m, a, out, layer=layer: layer.add_output(out, 1, None)))
 
     def _stage_hook(self, layer: _Layer):
         def hook(stage: nn.Module, args: tuple, output: tuple) -> None:
-            x, spk = args[0], output[0]
-            rows = self._valid(x)
+            x, spk = args[0], output[0]                                      # [T, B, ...]
             if stage.flatten:
-                rows = rows.reshape(rows.shape[0], -1)
-            layer.add_input(rows, "check" if layer.index == 0 else "ac")   # inner layers receive spikes only
-            layer.add_output(self._valid(spk))
+                x = x.reshape(x.shape[0], x.shape[1], -1)
+            layer.add_input(x, 2, self.mask, "check" if layer.index == 0 else "ac")   # inner layers get spikes
+            layer.add_output(spk, 2, self.mask)
         return hook
-
-    def _valid(self, x: torch.Tensor) -> torch.Tensor:
-        """``x [T, B, ...]`` as rows [N, ...] of the real (unpadded) steps."""
-        if self.mask is None:
-            return x.reshape(x.shape[0] * x.shape[1], *x.shape[2:])
-        return x[self.mask]
 
     def begin_batch(self, n_steps: torch.Tensor | None, batch: int, total_steps: int = 1) -> None:
         """Before each forward pass: ``n_steps [B]`` of a padded batch (else None), its size and T."""
