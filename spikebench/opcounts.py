@@ -111,7 +111,10 @@ class _Layer:
         activations = self.neurons * total_steps if out_nz is not None else None
         per = 1.0 / max(n_samples, 1)
         sparsity = 1.0 - out_nz / activations if activations else None
-        neurons = self.neurons if self.neurons is not None else (syn.out_channels if kind == "conv" else syn.out_features)
+        if self.neurons is not None:
+            neurons = self.neurons
+        else:                                            # an ANN's output layer: no activation after it
+            neurons = syn.out_channels if kind == "conv" else syn.out_features
         return {
             "layer": self.index, "synapse": kind, "shape": shape, "neurons": neurons,
             "time_steps_per_sample": total_steps * per if self.spiking else 1.0,

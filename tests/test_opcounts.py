@@ -33,7 +33,8 @@ def _set(linear: nn.Module, weight) -> None:
 
 def tiny_fc() -> SNN:
     """Linear 3-2 + LIF, Linear 2-2 + LIF (beta 0.5, threshold 1), weights with zeros in them."""
-    stages = [SpikingStage(nn.Linear(3, 2), Leaky(0.5, 1.0), flatten=True), SpikingStage(nn.Linear(2, 2), Leaky(0.5, 1.0))]
+    stages = [SpikingStage(nn.Linear(3, 2), Leaky(0.5, 1.0), flatten=True),
+              SpikingStage(nn.Linear(2, 2), Leaky(0.5, 1.0))]
     _set(stages[0].synapse, [[2.0, 0.0, 0.5], [0.0, 2.0, 0.0]])
     _set(stages[1].synapse, [[2.0, 0.0], [0.0, 0.5]])
     return SNN("tiny_fc", (1, 1, 3), stages)
@@ -133,7 +134,8 @@ def test_energy_arithmetic() -> None:
     assert energy["estimated_energy_per_sample_j"] == pytest.approx((10 * 4.6 + 100 * 0.9) * 1e-12, rel=1e-12)
     assert energy["dense_energy_per_sample_j"] == pytest.approx(1000 * 4.6e-12, rel=1e-12)
     int8 = energy_model({"name": "horowitz45_int8"})
-    assert estimate_energy(ops, int8)["estimated_energy_per_sample_j"] == pytest.approx((10 * 0.23 + 100 * 0.03) * 1e-12)
+    assert estimate_energy(ops, int8)["estimated_energy_per_sample_j"] == pytest.approx(
+        (10 * 0.23 + 100 * 0.03) * 1e-12)
     chip = energy_model({"name": "chip", "custom": {"chip": {"mac_pj": 0, "ac_pj": 2.0, "neuron_update_pj": 1.0}}})
     assert estimate_energy(ops, chip)["estimated_energy_per_sample_j"] == pytest.approx((200 + 50) * 1e-12)
     assert "user-defined" in chip["source"] and set(ENERGY_MODELS) <= {"horowitz45_fp32", "horowitz45_fp16",
@@ -216,7 +218,8 @@ def neurobench_metrics(twin: nn.Module, x: torch.Tensor, labels: torch.Tensor) -
     from neurobench.models import SNNTorchModel
 
     model = SNNTorchModel(_Twin(twin), custom_forward=True)
-    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x.transpose(0, 1), labels), batch_size=len(labels))
+    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x.transpose(0, 1), labels),
+                                       batch_size=len(labels))
     bench = Benchmark(model, data, [], [], [[Footprint, ConnectionSparsity], [ActivationSparsity, SynapticOperations]])
     return bench.run(quiet=True)
 
@@ -274,7 +277,8 @@ def test_measured_vs_estimated_table_and_ratios(tmp_path: Path) -> None:
                                      "telemetry_source": "none"}}}
     table, notes = measured_vs_estimated(tests, networks, energy_model(None))
     assert table["measured_energy_per_sample_j"].iloc[0] == 2.0e-3 and table["measured_energy_basis"][0] == "above idle"
-    assert pd.isna(table["measured_energy_per_sample_j"].iloc[1]) and "not measured" in notes[(1, "measured_energy_per_sample_j")]
+    assert pd.isna(table["measured_energy_per_sample_j"].iloc[1])
+    assert "not measured" in notes[(1, "measured_energy_per_sample_j")]
     assert table["estimated_energy_per_sample_j"].tolist() == pytest.approx([500 * 4.6e-12, (460 + 810) * 1e-12])
     ratios = ratio_table(table, networks)
     assert ratios["comparison"].tolist() == ["SNN / ANN"]
