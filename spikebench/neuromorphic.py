@@ -130,13 +130,13 @@ def intro(model: Mapping[str, Any]) -> list[str]:
 def layer_table(layers: Mapping[str, pd.DataFrame], networks: Mapping[str, Mapping]) -> pd.DataFrame:
     frames = []
     for network, frame in layers.items():
-        frame = frame.copy()
+        frame = frame.drop(columns=["network", "kind"], errors="ignore")
         frame.insert(0, "network", results.network_label(network, networks))
         frame.insert(0, "experiment", networks[network].get("experiment"))
         frame["network_id"] = network
         frames.append(frame)
     table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["experiment", *LAYER_COLUMNS])
-    return table.drop(columns=["kind"], errors="ignore")
+    return table
 
 
 def neuromorphic_figure(layers: pd.DataFrame, ratios: pd.DataFrame, style: Mapping[str, Any] | None = None

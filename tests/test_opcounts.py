@@ -261,7 +261,7 @@ def test_counts_agree_with_neurobench(mnist_test, network: str) -> None:
 
 # ---------------------------------------------------------------- the measured-vs-estimated table
 def test_measured_vs_estimated_table_and_ratios(tmp_path: Path) -> None:
-    from spikebench.neuromorphic import measured_vs_estimated, neuromorphic_figure, ratio_table
+    from spikebench.neuromorphic import layer_table, measured_vs_estimated, neuromorphic_figure, ratio_table
 
     networks = {"a_ann": {"experiment": 1, "kind": "ann", "architecture": "fc", "dataset": "mnist"},
                 "a_snn": {"experiment": 1, "kind": "snn", "architecture": "fc", "dataset": "mnist"}}
@@ -284,7 +284,8 @@ def test_measured_vs_estimated_table_and_ratios(tmp_path: Path) -> None:
     assert ratios["comparison"].tolist() == ["SNN / ANN"]
     assert ratios["estimated_energy_ratio"][0] == pytest.approx(1270 / 2300) and ratios["dense_ops_ratio"][0] == 4.0
     assert pd.isna(ratios["measured_energy_ratio"][0])                  # never 0 for what was not measured
-    layers = pd.DataFrame({"network_id": ["a_snn"] * 2, "network": ["SNN"] * 2, "experiment": [1, 1],
-                           "layer": [0, 1], "firing_rate": [0.2, 0.0]})
+    parquet = pd.DataFrame({"network": ["a_snn"] * 2, "kind": ["snn"] * 2, "layer": [0, 1], "firing_rate": [0.2, 0.0]})
+    layers = layer_table({"a_snn": parquet}, networks)                 # as read from layers.parquet
+    assert layers.columns[:3].tolist() == ["experiment", "network", "layer"] and layers["network"][0] == "SNN"
     fig = neuromorphic_figure(layers, ratios)
     assert len(fig.axes) == 2 and fig.axes[0].lines[0].get_ydata().tolist() == [0.2, 0.0]
