@@ -174,25 +174,29 @@ def _message(ax: plt.Axes, text: str) -> None:
 
 
 def _ratio_bars(ax: plt.Axes, ratios: pd.DataFrame) -> None:
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
     ax.set_title("B  Ratio per experiment: measured vs estimated energy")
     if not len(ratios):
         _message(ax, "no pair of networks to compare")
         return
-    x = range(len(ratios))
     width = 0.38
     for offset, column, label in ((-width / 2, "measured_energy_ratio", "measured (device)"),
                                   (width / 2, "estimated_energy_ratio", "estimated (operation model)")):
         values = [math.nan if _missing(v) else float(v) for v in ratios[column]]
-        bars = ax.bar([i + offset for i in x], values, width, label=label)
-        for bar, v in zip(bars, ratios[column]):
-            if _missing(v):
-                ax.annotate("not measured", (bar.get_x() + bar.get_width() / 2, 1), ha="center", va="bottom",
-                            fontsize="x-small", rotation=90, color="#8a1c1c")
+        ax.bar([i + offset for i in range(len(ratios))], values, width, label=label)
+        for i, v in enumerate(values):
+            text = "not measured" if math.isnan(v) else f"{v:.2g}x"
+            ax.text(i + offset, 1.0 if math.isnan(v) else v, text, ha="center", va="bottom", fontsize="x-small",
+                    rotation=90 if math.isnan(v) else 0, color="#8a1c1c" if math.isnan(v) else "black")
     ax.axhline(1.0, color="black", linewidth=0.8)
     ax.set_yscale("log")
-    ax.set_xticks(list(x), [f"exp {e}\n{c}" for e, c in zip(ratios["experiment"], ratios["comparison"])],
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
+    ax.margins(y=0.25)
+    ax.set_xticks(range(len(ratios)), [f"exp {e}\n{c}" for e, c in zip(ratios["experiment"], ratios["comparison"])],
                   fontsize="small")
-    ax.set_ylabel("ratio (log scale; < 1: the first network costs less)")
+    ax.set_ylabel("ratio (log scale; below 1: the first network costs less)")
     ax.legend(fontsize="small")
 
 

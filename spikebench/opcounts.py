@@ -257,6 +257,9 @@ LAYER_COLUMNS = ("network", "kind", "layer", "synapse", "shape", "neurons", "tim
                  "connection_sparsity")
 
 
+INT_COLUMNS = ("neurons", "activations", "nonzero_activations", "parameters", "footprint_bytes")
+
+
 def write_layers(rows: list[dict[str, Any]], path, *, network: str, kind: str) -> None:
     """The per-layer counts as ``layers.parquet`` (written to a temporary name, then renamed)."""
     import os
@@ -265,8 +268,8 @@ def write_layers(rows: list[dict[str, Any]], path, *, network: str, kind: str) -
     import pandas as pd
 
     table = pd.DataFrame([{"network": network, "kind": kind, **row} for row in rows], columns=list(LAYER_COLUMNS))
-    for column in ("neurons", "activations", "nonzero_activations"):
-        table[column] = table[column].astype("Int64")
+    for column in LAYER_COLUMNS[5:]:                    # numbers; None (not applicable) -> null, never 0
+        table[column] = table[column].astype("Int64" if column in INT_COLUMNS else "float64")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
