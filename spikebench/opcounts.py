@@ -6,8 +6,9 @@ nothing is written back, so predictions do not change), on every test sample, wi
 
 - **synaptic operations** of a Linear or Conv2d layer: the products (weight != 0) x (input != 0) that its
   computation contains, the bias not counted. Counted as **effective ACs** when the layer's input holds only
-  0, 1 or -1 (spikes: an accumulate per connection carrying a spike), else as **effective MACs** (ANN layers,
-  an SNN's first layer fed with non-binary frames). **Dense** ops count every connection at every time step
+  0 and 1 (spikes: an accumulate per connection carrying a spike), else as **effective MACs** (ANN layers,
+  an SNN's first layer fed with event-count frames). NeuroBench also takes -1 as a spike; spikebench's inputs
+  are never negative. **Dense** ops count every connection at every time step
   (all weights and inputs taken as 1), what a dense implementation executes. A convolution counts each
   kernel tap that reaches the input: products with the zero padding are not counted; max-pooling costs nothing.
 - **activation sparsity**: zero activations / activations, over the neurons of the activation layers (LIF
@@ -62,27 +63,29 @@ class _Layer:
 
     def add_input(self, x: torch.Tensor, n_lead: int, mask: torch.Tensor | None, ops: str) -> None:
         """Count the non-zero inputs of ``x [lead..., features...]`` (``n_lead`` leading dims; ``mask`` [T, B]: the
-        real steps) as ``ops``: "ac", "mac" or "check" (ACs if every value is 0, 1 or -1, else MACs)."""
-        nonzero = x != 0
-        if mask is not None:
-            nonzero &= mask.view(*mask.shape, *([1] * (x.dim() - 2)))
-        nz = nonzero.sum(dim=tuple(range(n_lead)))
+        real steps) as ``ops``: "ac" (``x`` holds spikes, 0/1), "mac", or "check" (ACs if every value is 0 or 1)."""
+        rows = x.reshape(math.prod(x.shape[:n_lead]), -1)
+        weights = _row_weights(rows, mask)
         if self.nz_ac is None:
             self.in_shape = tuple(x.shape[n_lead:])
-            self.nz_ac, self.nz_mac = torch.zeros_like(nz), torch.zeros_like(nz)
-        if ops != "check":
-            (self.nz_ac if ops == "ac" else self.nz_mac).add_(nz)
-            return
-        binary = ((x == 0) | (x == 1) | (x == -1)).all()     # a device bool: no host sync
-        self.nz_ac += torch.where(binary, nz, 0)
-        self.nz_mac += torch.where(binary, 0, nz)
+            self.nz_ac = torch.zeros(rows.shape[1], dtype=torch.float64, device=x.device)
+            self.nz_mac = torch.zeros_like(self.nz_ac)
+        if ops == "ac":            # spikes: the sum of each column is its number of non-zeros
+            self.nz_ac += (weights @ rows.float()).squeeze(0)
+        elif ops == "mac":
+            self.nz_mac += (weights @ (rows != 0).float()).squeeze(0)
+        else:
+            counts, binary = _nonzero_counts(rows, weights)
+            self.nz_ac += torch.where(binary, counts, 0.0)
+            self.nz_mac += torch.where(binary, 0.0, counts)
 
     def add_output(self, out: torch.Tensor, n_lead: int, mask: torch.Tensor | None) -> None:
         self.neurons = math.prod(out.shape[n_lead:])
-        nonzero = out != 0
-        if mask is not None:
-            nonzero &= mask.view(*mask.shape, *([1] * (out.dim() - 2)))
-        nz = nonzero.sum()
+        rows = out.reshape(math.prod(out.shape[:n_lead]), -1)
+        if self.spiking:
+            nz = (_row_weights(rows, mask) @ rows.float()).double().sum()
+        else:
+            nz = torch.count_nonzero(rows)
         self.out_nz = nz if self.out_nz is None else self.out_nz + nz
 
     def _ops(self, counts: torch.Tensor, ones_weights: bool) -> int:
@@ -107,7 +110,7 @@ class _Layer:
         macs = self._ops(self.nz_mac, False) if seen else 0
         acs = self._ops(self.nz_ac, False) if seen else 0
         dense = self._ops(torch.full(self.in_shape, total_steps), True) if seen else 0
-        out_nz = int(self.out_nz.item()) if self.out_nz is not None else None
+        out_nz = int(round(self.out_nz.item())) if self.out_nz is not None else None
         activations = self.neurons * total_steps if out_nz is not None else None
         per = 1.0 / max(n_samples, 1)
         sparsity = 1.0 - out_nz / activations if activations else None
@@ -131,6 +134,35 @@ class _Layer:
             "footprint_bytes": _footprint(syn),
             "connection_sparsity": int((syn.weight == 0).sum().item()) / syn.weight.numel(),
         }
+
+
+def _row_weights(rows: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """``[1, N]`` float32: 1 for the rows (sample-steps) that count, 0 for padding. Column sums of 0/1 values as
+    ``weights @ rows`` (a matrix-vector product, several times faster than a boolean reduction on the CPU) are
+    exact in float32 up to 2**24 rows per batch; they are accumulated in float64."""
+    if mask is None:
+        return rows.new_ones(1, rows.shape[0], dtype=torch.float32)
+    return mask.reshape(1, -1).float()
+
+
+def _nonzero_counts(rows: torch.Tensor, weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Non-zeros per column of ``rows [N, F]`` (float64 [F], rows weighted by ``weights``) and whether every value
+    is 0 or 1 (a bool tensor). On a GPU without reading anything back to the host; on the CPU a sparse input
+    (N-MNIST frames) is counted from its non-zero positions, a dense one by matrix-vector products."""
+    if rows.device.type != "cpu":
+        indicator = (rows != 0).float()
+        return (weights @ indicator).squeeze(0).double(), (indicator == rows).all()
+    nnz = int(torch.count_nonzero(rows))
+    if nnz <= 0.2 * rows.numel():
+        flat = rows.reshape(-1)
+        where = flat.nonzero().squeeze(1)
+        binary = bool((flat[where] == 1).all())
+        counts = torch.bincount(where % rows.shape[1], weights=weights[0, where // rows.shape[1]].double(),
+                                minlength=rows.shape[1])
+        return counts, torch.tensor(binary)
+    binary = int(torch.count_nonzero(rows == 1)) == nnz
+    counts = weights @ (rows.float() if binary else (rows != 0).float())
+    return counts.squeeze(0).double(), torch.tensor(binary)
 
 
 def _footprint(module: nn.Module) -> int:
