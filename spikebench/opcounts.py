@@ -60,6 +60,7 @@ class _Layer:
         self.in_shape: tuple[int, ...] | None = None
         self.neurons: int | None = None
         self.out_nz = None           # non-zero activations (spikes)
+        self.sparse: bool | None = None   # first-layer input counted from its non-zero positions (CPU)
 
     def add_input(self, x: torch.Tensor, n_lead: int, mask: torch.Tensor | None, ops: str) -> None:
         """Count the non-zero inputs of ``x [lead..., features...]`` (``n_lead`` leading dims; ``mask`` [T, B]: the
@@ -75,12 +76,16 @@ class _Layer:
         elif ops == "mac":
             self.nz_mac += (weights @ (rows != 0).float()).squeeze(0)
         else:
-            counts, binary = _nonzero_counts(rows, weights)
+            counts, binary, self.sparse = _nonzero_counts(rows, weights, self.sparse)
             self.nz_ac += torch.where(binary, counts, 0.0)
             self.nz_mac += torch.where(binary, 0.0, counts)
 
-    def add_output(self, out: torch.Tensor, n_lead: int, mask: torch.Tensor | None) -> None:
+    def add_output(self, out: torch.Tensor, n_lead: int, mask: torch.Tensor | None, count: bool = True) -> None:
+        """Count the non-zero outputs (``count`` False: only note the layer's size; the spikes are counted as the
+        next layer's input, see :meth:`OperationCounter.layer_rows`)."""
         self.neurons = math.prod(out.shape[n_lead:])
+        if not count:
+            return
         rows = out.reshape(math.prod(out.shape[:n_lead]), -1)
         if self.spiking:
             nz = (_row_weights(rows, mask) @ rows.float()).double().sum()
@@ -145,24 +150,35 @@ def _row_weights(rows: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     return mask.reshape(1, -1).float()
 
 
-def _nonzero_counts(rows: torch.Tensor, weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Non-zeros per column of ``rows [N, F]`` (float64 [F], rows weighted by ``weights``) and whether every value
-    is 0 or 1 (a bool tensor). On a GPU without reading anything back to the host; on the CPU a sparse input
-    (N-MNIST frames) is counted from its non-zero positions, a dense one by matrix-vector products."""
+#: On the CPU a first-layer input with fewer non-zeros than this fraction is counted from its non-zero positions
+#: (N-MNIST frames, ~0.5%); denser ones (rate-coded images, 13-50%) by matrix-vector products.
+SPARSE_COUNT_DENSITY = 0.02
+
+
+def _nonzero_counts(rows: torch.Tensor, weights: torch.Tensor, sparse: bool | None
+                    ) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """Non-zeros per column of ``rows [N, F]`` (float64 [F], rows weighted by ``weights``), whether every value
+    is 0 or 1 (a bool tensor), and whether the input is sparse (``sparse``: decided on an earlier batch, None: now).
+    On a GPU without reading anything back to the host; on the CPU a sparse input (N-MNIST frames) is counted
+    from its non-zero positions, a dense one by matrix-vector products."""
     if rows.device.type != "cpu":
         indicator = (rows != 0).float()
-        return (weights @ indicator).squeeze(0).double(), (indicator == rows).all()
-    nnz = int(torch.count_nonzero(rows))
-    if nnz <= 0.2 * rows.numel():
+        return (weights @ indicator).squeeze(0).double(), (indicator == rows).all(), False
+    nnz = None
+    if sparse is None:
+        nnz = int(torch.count_nonzero(rows))
+        sparse = nnz <= SPARSE_COUNT_DENSITY * rows.numel()
+    if sparse:
         flat = rows.reshape(-1)
         where = flat.nonzero().squeeze(1)
         binary = bool((flat[where] == 1).all())
         counts = torch.bincount(where % rows.shape[1], weights=weights[0, where // rows.shape[1]].double(),
                                 minlength=rows.shape[1])
-        return counts, torch.tensor(binary)
+        return counts, torch.tensor(binary), sparse
+    nnz = int(torch.count_nonzero(rows)) if nnz is None else nnz
     binary = int(torch.count_nonzero(rows == 1)) == nnz
     counts = weights @ (rows.float() if binary else (rows != 0).float())
-    return counts.squeeze(0).double(), torch.tensor(binary)
+    return counts.squeeze(0).double(), torch.tensor(binary), sparse
 
 
 def _footprint(module: nn.Module) -> int:
@@ -211,7 +227,7 @@ class OperationCounter:
             if stage.flatten:
                 x = x.reshape(x.shape[0], x.shape[1], -1)
             layer.add_input(x, 2, self.mask, "check" if layer.index == 0 else "ac")   # inner layers get spikes
-            layer.add_output(spk, 2, self.mask)
+            layer.add_output(spk, 2, self.mask, count=layer.index == len(self.layers) - 1)
         return hook
 
     def begin_batch(self, n_steps: torch.Tensor | None, batch: int, total_steps: int = 1) -> None:
@@ -243,6 +259,11 @@ class OperationCounter:
         """One dict of counts per weight layer, in order (reads the device counts: call after the run)."""
         self.total_steps += sum(int(s.item()) for s in self.padded_steps)
         self.padded_steps.clear()
+        if self.kind == "snn":
+            # an SNN layer's spikes are the next layer's whole input (same steps counted): its non-zeros
+            for layer, following in zip(self.layers[:-1], self.layers[1:]):
+                if following.nz_ac is not None:
+                    layer.out_nz = following.nz_ac.sum() + following.nz_mac.sum()
         return [layer.row(self.n_samples, self.total_steps) for layer in self.layers]
 
     def summary(self, rows: list[dict[str, Any]] | None = None) -> dict[str, Any]:
