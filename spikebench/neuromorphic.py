@@ -26,7 +26,7 @@ OPERATION_COLUMNS = ("dense_ops_per_sample", "effective_macs_per_sample", "effec
 #: The columns of ``layers.parquet`` (spikebench.opcounts, without importing torch) this rule reads.
 LAYER_COLUMNS = ("network", "layer", "synapse", "shape", "neurons", "firing_rate", "activation_sparsity",
                  "dense_ops_per_sample", "effective_macs_per_sample", "effective_acs_per_sample")
-RATIO_QUANTITIES = ("measured_energy_per_sample_j", "estimated_energy_per_sample_j", "dense_ops_per_sample",
+RATIO_QUANTITIES = ("measured_energy_per_sample_uj", "estimated_energy_per_sample_uj", "dense_ops_per_sample",
                     "effective_ops_per_sample")
 
 
@@ -53,7 +53,7 @@ def read_layers(path: str | Path) -> pd.DataFrame:
 
 
 def _measured(test: Mapping[str, Any], telemetry_enabled: bool) -> tuple[float | None, str | None, str | None]:
-    """(measured J per test sample, what it includes, why missing)."""
+    """(measured J per test sample, what it includes, why missing). The tables show microjoules (_uj)."""
     tel = test.get("telemetry") or {}
     above, total = tel.get("energy_above_idle_per_sample_mj"), tel.get("energy_per_sample_mj")
     if above is not None:
@@ -73,12 +73,13 @@ def measured_vs_estimated(tests: Mapping[str, Mapping], networks: Mapping[str, M
         ops = test["operations"]
         measured, basis, why = _measured(test, telemetry_enabled)
         if why:
-            notes[(i, "measured_energy_per_sample_j")] = why
+            notes[(i, "measured_energy_per_sample_uj")] = why
         rows.append({
             "experiment": spec.get("experiment"), "network": results.network_label(network, networks),
             "network_id": network, "device": test.get("device"), "accuracy": test.get("accuracy"),
-            "measured_energy_per_sample_j": measured, "measured_energy_basis": basis,
-            **estimate_energy(ops, model),
+            "measured_energy_per_sample_uj": None if measured is None else measured * 1e6,
+            "measured_energy_basis": basis,
+            **{k.removesuffix("_j") + "_uj": v * 1e6 for k, v in estimate_energy(ops, model).items()},
             **{c: ops.get(c) for c in OPERATION_COLUMNS},
             "effective_ops_per_sample": ops.get("effective_ops_per_sample"),
         })
@@ -101,10 +102,10 @@ def ratio_table(table: pd.DataFrame, networks: Mapping[str, Mapping]) -> pd.Data
         for quantity in RATIO_QUANTITIES:
             a, b = by_id.at[num, quantity], by_id.at[den, quantity]
             ok = not (_missing(a) or _missing(b)) and b != 0
-            row[f"{quantity.removesuffix('_per_sample_j').removesuffix('_per_sample')}_ratio"] = a / b if ok else None
+            row[f"{quantity.removesuffix('_per_sample_uj').removesuffix('_per_sample')}_ratio"] = a / b if ok else None
         rows.append(row)
     return pd.DataFrame(rows, columns=["experiment", "comparison",
-                                       *[f"{q.removesuffix('_per_sample_j').removesuffix('_per_sample')}_ratio"
+                                       *[f"{q.removesuffix('_per_sample_uj').removesuffix('_per_sample')}_ratio"
                                          for q in RATIO_QUANTITIES]])
 
 

@@ -276,10 +276,11 @@ def test_measured_vs_estimated_table_and_ratios(tmp_path: Path) -> None:
                        "telemetry": {"energy_above_idle_per_sample_mj": None, "energy_per_sample_mj": None,
                                      "telemetry_source": "none"}}}
     table, notes = measured_vs_estimated(tests, networks, energy_model(None))
-    assert table["measured_energy_per_sample_j"].iloc[0] == 2.0e-3 and table["measured_energy_basis"][0] == "above idle"
-    assert pd.isna(table["measured_energy_per_sample_j"].iloc[1])
-    assert "not measured" in notes[(1, "measured_energy_per_sample_j")]
-    assert table["estimated_energy_per_sample_j"].tolist() == pytest.approx([500 * 4.6e-12, (460 + 810) * 1e-12])
+    assert table["measured_energy_per_sample_uj"].iloc[0] == pytest.approx(2000.0)
+    assert table["measured_energy_basis"][0] == "above idle"
+    assert pd.isna(table["measured_energy_per_sample_uj"].iloc[1])
+    assert "not measured" in notes[(1, "measured_energy_per_sample_uj")]
+    assert table["estimated_energy_per_sample_uj"].tolist() == pytest.approx([500 * 4.6e-6, (460 + 810) * 1e-6])
     ratios = ratio_table(table, networks)
     assert ratios["comparison"].tolist() == ["SNN / ANN"]
     assert ratios["estimated_energy_ratio"][0] == pytest.approx(1270 / 2300) and ratios["dense_ops_ratio"][0] == 4.0
