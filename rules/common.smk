@@ -81,6 +81,7 @@ def all_targets():
             f"{RESULTS}/{network}/epochs.parquet",
             f"{RESULTS}/{network}/test.json",
         ]
+    targets += neuromorphic_targets()  # rules/results.smk, rule neuromorphic
     return targets + results_targets() + TRACKING_TARGETS  # rules/tracking.smk
 
 
@@ -193,3 +194,36 @@ def results_targets():
 
 def per_network(name):
     return [f"{RESULTS}/{network}/{name}" for network in NETWORKS]
+
+
+# ---- neuromorphic estimate, its energy model and outputs (the neuromorphic rule is in rules/results.smk)
+from spikebench.energy import energy_model as _energy_model, energy_settings as _energy_settings
+
+ENERGY_MODEL = _energy_model(_energy_settings(config))
+# output name: (file stem, table or figure, title in the report)
+NEUROMORPHIC_ITEMS = {
+    "neuromorphic": ("neuromorphic", "table", "Measured vs estimated energy per test sample"),
+    "ratios": ("neuromorphic_ratios", "table", "Per experiment: ratios of measured and estimated energy"),
+    "layers": ("neuromorphic_layers", "table", "Operations per layer"),
+    "figure": ("neuromorphic", "figure", "Firing rate per layer; measured vs estimated ratios"),
+}
+
+
+def neuromorphic_outputs():
+    outputs = {}
+    for name, (stem, what, title) in NEUROMORPHIC_ITEMS.items():
+        folder = FIGURES if what == "figure" else TABLES
+        shown, other = ("svg", "png") if what == "figure" else ("html", "csv")
+        outputs[f"{name}_{other}"] = f"{folder}/{stem}.{other}"
+        outputs[f"{name}_{shown}"] = report(
+            f"{folder}/{stem}.{shown}",
+            category="Neuromorphic estimate",
+            subcategory="Figures" if what == "figure" else "Tables",
+            labels={"item": title, "format": shown.upper()},
+            caption="../report/neuromorphic.rst",
+        )
+    return outputs
+
+
+def neuromorphic_targets():
+    return [str(path) for path in neuromorphic_outputs().values()]

@@ -8,6 +8,7 @@ rule evaluate:
     output:
         test=f"{RESULTS}/{{network}}/test.json",
         telemetry=f"{RESULTS}/{{network}}/telemetry_test.parquet",
+        layers=f"{RESULTS}/{{network}}/layers.parquet",
     params:
         network=spec,
         dataset=network_dataset,

@@ -45,3 +45,27 @@ rule figures:
         "../envs/results.yaml"
     script:
         "../scripts/figures.py"
+
+
+# Neuromorphic estimate (README "Operation counts and the neuromorphic estimate"): the measured energy
+# per test sample next to the energy of the counted operations on config `energy_model`; the per-layer
+# counts; a figure (outputs: rules/common.smk). Changing the energy model reruns only this rule.
+rule neuromorphic:
+    input:
+        tests=per_network("test.json"),
+        layers=per_network("layers.parquet"),
+    output:
+        **neuromorphic_outputs(),
+    params:
+        networks=results_networks(),
+        demo=DEMO,
+        telemetry_enabled=config["telemetry"]["enabled"],
+        energy_model=ENERGY_MODEL,
+        style=config["figures"],
+    log:
+        f"{RESULTS}/logs/neuromorphic.log",
+    localrule: True
+    conda:
+        "../envs/results.yaml"
+    script:
+        "../scripts/neuromorphic.py"

@@ -23,6 +23,7 @@ import torch
 
 from spikebench.data.device import DeviceDataset, check_fits
 from spikebench.models import build_network
+from spikebench.opcounts import OperationCounter
 from spikebench.training import peak_memory, reset_peak_memory, run_batches, synchronize, write_error
 
 _LOG = logging.getLogger("spikebench.evaluation")
@@ -169,8 +170,11 @@ def load_weights(weights_path: Path, spec: dict, *, network_id: str, which: str 
 
 def evaluate_network(weights_path: Path, spec: dict, test: DeviceDataset, *, network_id: str,
                      device: torch.device, which: str = "last", seed: int = 0, telemetry=None,
-                     log: logging.Logger | None = None) -> dict:
-    """Test-set metrics, time and memory of the trained network (the dict that ``test.json`` holds)."""
+                     log: logging.Logger | None = None, count_operations: bool = True) -> dict:
+    """Test-set metrics, time and memory of the trained network (the dict that ``test.json`` holds).
+
+    With ``count_operations`` the dict also holds ``operations`` (network totals per sample,
+    :mod:`spikebench.opcounts`) and ``layer_operations`` (one dict per layer, for ``layers.parquet``)."""
     log = log or _LOG
     device = torch.device(device)
     check_fits(spec, test, network_id)
@@ -180,9 +184,15 @@ def evaluate_network(weights_path: Path, spec: dict, test: DeviceDataset, *, net
     reset_peak_memory(device)
     if telemetry is not None:
         telemetry.phase("test", None)
+    counter = OperationCounter(net) if count_operations else None
     synchronize(device)
     t0 = time.perf_counter()
-    _, _, preds = run_batches(net, spec, test, int(spec["batch_size"]), generator, want_predictions=True)
+    try:
+        _, _, preds = run_batches(net, spec, test, int(spec["batch_size"]), generator, want_predictions=True,
+                                  counter=counter)
+    finally:
+        if counter is not None:
+            counter.close()
     synchronize(device)
     elapsed = time.perf_counter() - t0
     memory_mib, memory_source = peak_memory(device)   # before telemetry.phase, which resets CUDA's peak
@@ -198,6 +208,9 @@ def evaluate_network(weights_path: Path, spec: dict, test: DeviceDataset, *, net
     }
     if telemetry is not None:
         result["telemetry"] = telemetry.phase_summary("test")
+    if counter is not None:
+        result["layer_operations"] = counter.layer_rows()
+        result["operations"] = counter.summary(result["layer_operations"])
     log.info("%s on the test set (%s weights, epoch %s): accuracy %.4f, macro F1 %.4f, %.0f samples/s",
              network_id, which, epoch, result["accuracy"], result["f1_macro"], result["test_samples_per_s"])
     return result

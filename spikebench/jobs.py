@@ -399,6 +399,7 @@ def evaluate_job(
     from spikebench.data.device import load_test_data
     from spikebench.devices import select_device
     from spikebench.evaluation import evaluate_network, write_json_atomic
+    from spikebench.opcounts import write_layers
     from spikebench.telemetry import TelemetrySampler, install_sigterm_handler
 
     install_sigterm_handler()
@@ -437,5 +438,6 @@ def evaluate_job(
                 None if above is None else 1000.0 * above / result["n_test"]
             )
         _add_parquet_metadata(outputs["telemetry"], {"spikebench.hardware": hardware, "spikebench.network": network_id})
+        write_layers(result.pop("layer_operations"), outputs["layers"], network=network_id, kind=spec["kind"])
         write_json_atomic(result, outputs["test"])
         log.info("test accuracy %.4f, macro F1 %.4f", result["accuracy"], result["f1_macro"])

@@ -142,9 +142,11 @@ def fingerprint(spec: dict, seed: int, train: DeviceDataset, val: DeviceDataset 
 
 
 def run_batches(net: torch.nn.Module, spec: dict, data: DeviceDataset, batch_size: int,
-                generator: torch.Generator | None, *, want_predictions: bool = False
+                generator: torch.Generator | None, *, want_predictions: bool = False, counter=None
                 ) -> tuple[float, float, torch.Tensor | None]:
-    """Loss and accuracy of ``net`` (eval mode, no grad) over ``data`` in order; predictions on request."""
+    """Loss and accuracy of ``net`` (eval mode, no grad) over ``data`` in order; predictions on request.
+
+    ``counter``: a :class:`spikebench.opcounts.OperationCounter` told each batch's real time steps."""
     net.eval()
     device = data.labels.device
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
@@ -154,6 +156,8 @@ def run_batches(net: torch.nn.Module, spec: dict, data: DeviceDataset, batch_siz
         for idx in torch.arange(len(data), device=device).split(batch_size):
             x, n_steps = encode_batch(spec, data, idx, generator)
             y = data.labels[idx]
+            if counter is not None:
+                counter.begin_batch(n_steps, len(idx), x.shape[0])
             with autocast(device):
                 out = net(x)
             loss_sum += network_loss(spec["kind"], out, y, n_steps, spec).double() * len(idx)

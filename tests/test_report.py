@@ -29,7 +29,8 @@ from conftest import copy_workflow, snakemake_cmd  # noqa: E402
 from test_results import STUDY_NETWORKS, write_fake_run  # noqa: E402
 
 PROJECT = Path(__file__).resolve().parents[1]
-CATEGORIES = ("Cost of spiking", "Experiment 1", "Experiment 2", "Experiment 3", "Summary", "Paper comparison")
+CATEGORIES = ("Cost of spiking", "Experiment 1", "Experiment 2", "Experiment 3", "Summary", "Paper comparison",
+              "Neuromorphic estimate")
 TABLES = ("table1", "table2", "comparison", "cost", "hardware")
 FIGURES = ("cost_of_spiking", "experiment1", "experiment2", "experiment3", "energy_per_epoch", "accuracy_vs_energy")
 

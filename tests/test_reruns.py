@@ -13,7 +13,7 @@ from conftest import snakemake_cmd
 
 pytestmark = pytest.mark.slow
 
-AGGREGATION = {"tables", "figures", "all"}
+AGGREGATION = {"tables", "figures", "neuromorphic", "all"}
 DATA_RULES = {"demo_mnist", "demo_cifar10", "demo_nmnist", "preprocess_nmnist", "split"}
 
 
@@ -74,7 +74,12 @@ def test_nmnist_time_window_reruns_preprocessing_and_the_nmnist_network(finished
 
 def test_figure_style_reruns_only_figures(finished_copy):
     jobs = planned_jobs(finished_copy, overlay(finished_copy, {"figures": {"style": "ticks"}}))
-    assert {rule for rule, _ in jobs} <= {"figures", "all"} and ("figures", "") in jobs
+    assert {rule for rule, _ in jobs} <= {"figures", "neuromorphic", "all"} and ("figures", "") in jobs
+
+
+def test_energy_model_reruns_only_the_neuromorphic_estimate(finished_copy):
+    jobs = planned_jobs(finished_copy, overlay(finished_copy, {"energy_model": {"name": "horowitz45_int8"}}))
+    assert {rule for rule, _ in jobs} <= {"neuromorphic", "all"} and ("neuromorphic", "") in jobs
 
 
 def test_seventh_network_adds_its_jobs_and_the_aggregation(finished_copy):

@@ -547,11 +547,14 @@ def test_train_and_evaluate_jobs_record_idle_power_memory_and_provenance(tmp_pat
     assert hardware["null_reasons"]["temperature_end_c"] == "no GPU: the job runs on cpu"
     assert "cudnn_benchmark" in hardware and hardware["torch_version"] == torch.__version__
 
-    test_out = {"test": results_dir / "test.json", "telemetry": results_dir / "telemetry_test.parquet"}
+    test_out = {"test": results_dir / "test.json", "telemetry": results_dir / "telemetry_test.parquet",
+                "layers": results_dir / "layers.parquet"}
     evaluate_job("exp1_ann", spec, inputs={"weights": outputs["weights"]}, outputs=test_out, data_root=root,
                  which="last", seed=0, device="cpu", telemetry=telemetry, log=log)
     result = json.loads(test_out["test"].read_text())
     assert {"energy_above_idle_j", "energy_above_idle_per_sample_mj", "idle_power_w", "idle_null_reason",
             "energy_reliable"} <= set(result["telemetry"])
     assert "power_limit_w" in result["hardware"] and "temperature_end_c" in result["hardware"]
+    assert result["operations"]["n_samples"] == result["n_test"] and "layer_operations" not in result
+    assert pd.read_parquet(test_out["layers"])["layer"].tolist() == [0, 1, 2]          # the ANN's three Linears
     assert result["hardware"]["null_reasons"]["power_limit_w"] == "no GPU: the job runs on cpu"

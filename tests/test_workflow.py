@@ -53,3 +53,10 @@ def test_demo_trains_and_evaluates_all_six_networks(demo_run):
     assert all(r["accuracy"] >= 0.2 for r in tests.values()), {n: r["accuracy"] for n, r in tests.items()}
     assert (results / "tables" / "table1.csv").read_text().count("DEMO DATA") == 6
     assert (demo_run / "data-demo" / "DEMO_DATA.txt").exists()
+    # operation counts of every network and the neuromorphic estimate (README "Operation counts ...")
+    for network, result in tests.items():
+        ops = result["operations"]
+        assert ops["n_samples"] == result["n_test"] and 0 < ops["effective_ops_per_sample"] < ops["dense_ops_per_sample"]
+        assert len(pd.read_parquet(results / network / "layers.parquet")) >= 3
+    assert (results / "tables" / "neuromorphic.csv").read_text().count("DEMO DATA") == 6
+    assert (results / "figures" / "neuromorphic.svg").stat().st_size > 10_000
