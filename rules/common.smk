@@ -12,7 +12,9 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
 envvars:
     "PYTHONPATH",
 
-from spikebench.config import validate_config
+import re
+
+from spikebench.config import expand_runs, validate_config
 from spikebench import provenance
 from spikebench.data import catalog
 
@@ -21,19 +23,30 @@ validate_config(config, source="configuration (config.yaml and any --configfile 
 
 DATA = config["data"]["root"]
 RESULTS = config["results"]
-NETWORKS = list(config["networks"])
+# Run ids: the networks, their sweep variants, each times its seeds (spikebench.config.expand_runs).
+RUNS = expand_runs(config)
+NETWORKS = list(RUNS)
+# The run of each configured network that the study's tables and figures show (its first seed).
+BASE_RUNS = {
+    name: next(r for r, run in RUNS.items() if run["network"] == name) for name in config["networks"]
+}
 DEMO = config["data"]["source"] == "demo"
 
 
 wildcard_constraints:
-    network="|".join(NETWORKS),
+    network="|".join(re.escape(n) for n in NETWORKS),
     split="train|test",
     dataset="|".join(catalog.DATASETS),
 
 
 def spec(wildcards):
-    """The config entry of one network: all of its settings reach its jobs through params."""
-    return config["networks"][wildcards.network]
+    """The settings of one run (its network's config entry, a variant's swept value): all reach its jobs through params."""
+    return RUNS[wildcards.network]["spec"]
+
+
+def run_seed(wildcards):
+    """The training seed of one run: `seed`, or `seed + k` for its k-th repeat."""
+    return RUNS[wildcards.network]["seed"]
 
 
 def code(stage):
@@ -42,7 +55,7 @@ def code(stage):
 
 
 def network_dataset(wildcards):
-    return config["networks"][wildcards.network]["dataset"]
+    return spec(wildcards)["dataset"]
 
 
 def dataset_inputs(dataset, split):
@@ -107,11 +120,11 @@ SUMMARY_FIGURES = {
 def results_networks():
     """What the results rules need of each network: its experiment, dataset, kind and architecture."""
     keys = ("experiment", "dataset", "kind", "architecture")
-    return {n: {k: config["networks"][n][k] for k in keys if k in config["networks"][n]} for n in NETWORKS}
+    return {n: {k: config["networks"][n][k] for k in keys if k in config["networks"][n]} for n in config["networks"]}
 
 
 def results_experiments():
-    return sorted({int(config["networks"][n]["experiment"]) for n in NETWORKS})
+    return sorted({int(config["networks"][n]["experiment"]) for n in config["networks"]})
 
 
 def _caption(name):
@@ -171,4 +184,5 @@ def results_targets():
 
 
 def per_network(name):
-    return [f"{RESULTS}/{network}/{name}" for network in NETWORKS]
+    """`name` of the run that the study's tables show for each configured network."""
+    return [f"{RESULTS}/{BASE_RUNS[network]}/{name}" for network in config["networks"]]
