@@ -94,7 +94,7 @@ def all_targets():
             f"{RESULTS}/{network}/epochs.parquet",
             f"{RESULTS}/{network}/test.json",
         ]
-    return targets + results_targets() + TRACKING_TARGETS  # rules/tracking.smk
+    return targets + results_targets() + aggregate_targets() + TRACKING_TARGETS  # rules/tracking.smk
 
 
 # ---- results stage: tables and figures, with their places in the report
@@ -186,3 +186,77 @@ def results_targets():
 def per_network(name):
     """`name` of the run that the study's tables show for each configured network."""
     return [f"{RESULTS}/{BASE_RUNS[network]}/{name}" for network in config["networks"]]
+
+
+# ---- every run (networks, sweep variants, seeds): spikebench.aggregate and spikebench.sweep_figures
+
+AGGREGATE_ITEMS = {
+    "runs": "Every run: network or sweep variant, seed, status",
+    "summary": "Networks and sweep variants: mean and 95% interval over seeds",
+    "difference": "SNN minus ANN, with Welch's interval",
+}
+#: One figure per swept setting (config `sweeps`).
+SWEPT_SETTINGS = sorted({next(k for k in s if k != "networks") for s in (config.get("sweeps") or {}).values()})
+
+
+def run_info():
+    """What the aggregation needs of each run id: its network, sweep point, seed and the network's identity."""
+    keys = ("experiment", "dataset", "kind", "architecture", "implementation")
+    return {
+        run_id: {
+            **{k: run[k] for k in ("network", "base", "sweep", "setting", "value", "seed")},
+            **{k: run["spec"][k] for k in keys if k in run["spec"]},
+        }
+        for run_id, run in RUNS.items()
+    }
+
+
+def per_run(name):
+    return [f"{RESULTS}/{run_id}/{name}" for run_id in NETWORKS]
+
+
+def aggregate_outputs():
+    return {
+        f"{name}_{ext}": report(
+            f"{TABLES}/{name}.{ext}",
+            category="Sweeps and repeats",
+            subcategory="Tables",
+            labels={"item": title, "format": fmt},
+            caption=_caption(name),
+        )
+        for name, title in AGGREGATE_ITEMS.items()
+        for ext, fmt in (("html", "HTML (shown)"), ("csv", "CSV (download)"))
+    }
+
+
+def sweep_figure_outputs():
+    outputs = {}
+    for setting in SWEPT_SETTINGS:
+        outputs[f"{setting}_png"] = f"{FIGURES}/sweep_{setting}.png"
+        outputs[f"{setting}_svg"] = report(
+            f"{FIGURES}/sweep_{setting}.svg",
+            category="Sweeps and repeats",
+            subcategory="Figures",
+            labels={"item": f"Sweep of {setting}", "format": "SVG"},
+            caption=_caption("sweep"),
+        )
+    return outputs
+
+
+def aggregate_targets():
+    targets = [f"{TABLES}/{name}.{ext}" for name in AGGREGATE_ITEMS for ext in ("csv", "html")]
+    return targets + [f"{FIGURES}/sweep_{s}.{ext}" for s in SWEPT_SETTINGS for ext in ("png", "svg")]
+
+
+def sweep_points():
+    """setting -> {network, base, value} of every swept base network (its own value) and of its variants."""
+    points = {setting: [] for setting in SWEPT_SETTINGS}
+    for sweep in (config.get("sweeps") or {}).values():
+        setting = next(k for k in sweep if k != "networks")
+        for base in sweep["networks"]:
+            points[setting].append({"network": base, "base": base, "value": config["networks"][base].get(setting)})
+    for run in RUNS.values():
+        point = {"network": run["network"], "base": run["base"], "value": run["value"]}
+        if run["setting"] is not None and point not in points[run["setting"]]:
+            points[run["setting"]].append(point)
+    return {s: [p for i, p in enumerate(ps) if p not in ps[:i]] for s, ps in points.items()}

@@ -7,6 +7,7 @@ import json
 import logging
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -121,3 +122,114 @@ def test_other_errors_are_not_out_of_memory():
     assert is_out_of_memory(MemoryError()) and is_out_of_memory(torch.cuda.OutOfMemoryError("CUDA out of memory"))
     assert not is_out_of_memory(RuntimeError("mat1 and mat2 shapes cannot be multiplied"))
     assert not is_out_of_memory(ValueError("DefaultCPUAllocator: can't allocate memory"))
+
+
+# ---- intervals and the SNN/ANN difference ------------------------------------------------------------
+
+def test_the_interval_is_the_student_t_interval_of_the_mean():
+    from scipy import stats
+
+    from spikebench.aggregate import interval
+
+    mean, low, high = interval([90.0, 92.0])                     # n = 2: t(0.975, 1) = 12.7062
+    assert mean == 91.0 and low == pytest.approx(91.0 - 12.7062 * 1.0, abs=1e-3) and high == pytest.approx(
+        91.0 + 12.7062 * 1.0, abs=1e-3)
+    values = [1.0, 2.5, 2.0, 4.0]
+    assert interval(values)[1:] == pytest.approx(stats.t.interval(0.95, 3, loc=np.mean(values), scale=stats.sem(values)))
+    assert interval([3.0, float("nan")]) == (3.0, pytest.approx(float("nan"), nan_ok=True),
+                                             pytest.approx(float("nan"), nan_ok=True))
+
+
+def test_welch_difference_and_whether_it_exceeds_its_interval():
+    from scipy import stats
+
+    from spikebench.aggregate import welch
+
+    snn, ann = [10.0, 11.0, 12.0], [2.0, 2.5]
+    out = welch(snn, ann)
+    reference = stats.ttest_ind(snn, ann, equal_var=False)
+    ci = reference.confidence_interval(0.95)
+    assert out["difference"] == pytest.approx(11.0 - 2.25) and out["p_value"] == pytest.approx(reference.pvalue)
+    assert (out["difference_ci95_low"], out["difference_ci95_high"]) == pytest.approx((ci.low, ci.high))
+    assert out["exceeds_interval"] is True
+    assert welch([1.0, 3.0], [2.0, 2.5])["exceeds_interval"] is False
+    assert welch([1.0], [2.0, 2.5])["exceeds_interval"] is None      # one run: no interval
+
+
+# ---- the workflow: an out-of-memory variant, repeats, adding sweep points ----------------------------
+
+def _small_config(workdir: Path) -> None:
+    """exp1's two networks only, one epoch, two seeds each, and a sweep of exp1_snn's time steps."""
+    import yaml
+
+    config = merge(yaml.safe_load((workdir / "config.yaml").read_text()),
+                   yaml.safe_load((workdir / "config.demo.yaml").read_text()))
+    config["networks"] = {n: {**config["networks"][n], "epochs": 1} for n in ("exp1_ann", "exp1_snn")}
+    config["repeats"] = 2
+    config["sweeps"] = {"time_steps": {"networks": ["exp1_snn"], "num_steps": [2]}}
+    config["telemetry"]["idle_s"] = 0
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config))
+
+
+def _planned(workdir: Path, overlay: dict) -> set[tuple[str, str]]:
+    import re
+    import subprocess
+
+    import yaml
+
+    from conftest import snakemake_cmd
+
+    (workdir / "change.yaml").write_text(yaml.safe_dump(overlay))
+    run = subprocess.run(snakemake_cmd("-n", "--cores", "2", "--configfile", "change.yaml"),
+                         cwd=workdir, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, (run.stdout + run.stderr)[-4000:]
+    jobs = set()
+    for block in re.finditer(r"^(?:local)?rule (\w+):\n((?:[ \t]+.*\n?)*)", run.stdout + run.stderr, re.M):
+        wildcards = re.search(r"^\s+wildcards: (.*)$", block.group(2), re.M)
+        jobs.add((block.group(1), wildcards.group(1).strip() if wildcards else ""))
+    return jobs
+
+
+def _point_jobs(value: float) -> set[tuple[str, str]]:
+    return {(rule, f"network=exp1_ann-lr{value}-seed{seed}") for rule in ("train", "evaluate") for seed in (0, 1)}
+
+
+@pytest.mark.slow
+def test_an_oom_variant_is_a_result_repeats_have_intervals_and_a_new_point_plans_only_its_jobs(workflow_dir):
+    import os
+    import subprocess
+
+    from scipy import stats
+
+    from conftest import snakemake_cmd
+
+    _small_config(workflow_dir)
+    env = {**os.environ, "SPIKEBENCH_FAULT_OOM": "exp1_snn-num_steps2-seed1:1"}
+    run = subprocess.run(snakemake_cmd("--cores", "2"), cwd=workflow_dir, env=env,
+                         capture_output=True, text=True, timeout=1500)
+    assert run.returncode == 0, (run.stdout + run.stderr)[-6000:]
+    tables = workflow_dir / "results-demo" / "tables"
+    runs = pd.read_csv(tables / "runs.csv").set_index("run_id")
+    assert runs.at["exp1_snn-num_steps2-seed1", "status"] == "oom"
+    assert pd.isna(runs.at["exp1_snn-num_steps2-seed1", "test_acc_pct"])
+    assert runs.at["exp1_snn-num_steps2-seed1", "memory_reached_mib"] > 0
+    assert (runs.drop(index="exp1_snn-num_steps2-seed1")["status"] == "ok").all()
+    test = json.loads((workflow_dir / "results-demo" / "exp1_snn-num_steps2-seed1" / "test.json").read_text())
+    assert test["status"] == "oom" and test["accuracy"] is None
+
+    summary = pd.read_csv(tables / "summary.csv").set_index("network")
+    assert summary.at["exp1_snn-num_steps2", "status"] == "oom in 1 of 2"
+    for network in ("exp1_ann", "exp1_snn"):
+        values = runs.loc[runs["network"] == network, "test_acc_pct"].to_numpy()
+        low, high = stats.t.interval(0.95, 1, loc=values.mean(), scale=stats.sem(values))
+        row = summary.loc[network]
+        assert (row["test_acc_pct_ci95_low"], row["test_acc_pct_ci95_high"]) == pytest.approx((low, high), rel=1e-5)
+    difference = pd.read_csv(tables / "difference.csv")
+    assert set(difference["snn"]) == {"exp1_snn", "exp1_snn-num_steps2"}
+    assert (workflow_dir / "results-demo" / "figures" / "sweep_num_steps.svg").is_file()
+
+    lr = {"networks": ["exp1_ann"], "lr": [0.002, 0.003]}
+    two = _planned(workflow_dir, {"sweeps": {"lr": lr}})
+    assert {job for job in two if job[0] in ("train", "evaluate")} == _point_jobs(0.002) | _point_jobs(0.003)
+    three = _planned(workflow_dir, {"sweeps": {"lr": {**lr, "lr": [0.002, 0.003, 0.004]}}})
+    assert three - two == _point_jobs(0.004)
