@@ -220,9 +220,10 @@ def expand_runs(config: dict) -> dict[str, dict]:
 
     Each value is ``{network, base, sweep, setting, value, seed, spec}``: ``network`` is the base or
     variant id, ``spec`` every setting of the base network (the swept one replaced, ``repeats`` removed),
-    ``seed`` its training seed. With one repeat the run id is the network id (``results/<network>/``,
-    as the study's six networks always had); with N > 1 repeats it is ``<network>-seed<k>`` for the seeds
-    ``seed .. seed+N-1``, so raising N adds only the new seeds' jobs."""
+    ``seed`` its training seed. With N repeats the seeds are ``seed .. seed+N-1``: the first one's run id is
+    the network id (``results/<network>/``, as with one repeat and as the study's six networks always had),
+    the others' ``<network>-seed<k>`` (``results/<network>-seed<k>/``), so raising N adds only the new
+    seeds' jobs and the first seed's results stay valid."""
     seed = int(config["seed"])
     networks = {name: {"base": name, "sweep": None, "setting": None, "value": None, "spec": spec}
                 for name, spec in config["networks"].items()}
@@ -231,6 +232,6 @@ def expand_runs(config: dict) -> dict[str, dict]:
         repeats = _network_repeats(config, entry["spec"])
         spec = {k: v for k, v in entry["spec"].items() if k != "repeats"}
         for k in range(seed, seed + repeats):
-            run_id = name if repeats == 1 else f"{name}-seed{k}"
+            run_id = name if k == seed else f"{name}-seed{k}"
             runs[run_id] = {**entry, "network": name, "seed": k, "spec": spec}
     return runs
