@@ -4,7 +4,8 @@ Four panels, time per epoch, energy per epoch, activation memory and test accura
 setting's value: one line per base network (its own value is one of the points; the implementation,
 when the network has one, is in its label), the ANN of the same experiment as a dashed reference line,
 the 95% interval over seeds as error bars when there are repeats. A point that ran out of memory is a
-cross at the bottom of each panel; a figure that was not measured (activation memory on the CPU) is
+cross at the bottom of each panel (one whose seeds ran out of memory only in part is labelled
+"oom in k of n", its mean is of the others); a figure that was not measured (activation memory on the CPU) is
 never drawn as 0: the panel says so. Input: the summary table of ``spikebench.aggregate``.
 """
 
@@ -57,6 +58,10 @@ def _draw_panel(ax: plt.Axes, lines: pd.DataFrame, summary: pd.DataFrame, metric
             ax.errorbar(ok["x"], ok[metric], yerr=np.where(np.isfinite(err), err, 0.0), marker="o",
                         capsize=3, color=palette[base], label=line["label"].iloc[0])
             drawn = True
+        for row in ok[ok["status"].astype(str).str.startswith("oom in")].itertuples():
+            if np.isfinite(getattr(row, metric)):       # some seeds ran out of memory: the mean is of the others
+                ax.annotate(str(row.status), (row.x, getattr(row, metric)), xytext=(4, -10),
+                            textcoords="offset points", fontsize="x-small", color=palette[base])
         oom = line[line["status"] == "oom"]
         if len(oom):
             ax.scatter(oom["x"], [0.02] * len(oom), marker="x", color=palette[base],

@@ -40,9 +40,10 @@ def test_a_variant_copies_every_setting_of_its_base_and_replaces_one(demo_config
     config["networks"]["exp1_snn"]["some_new_setting"] = "kept"   # e.g. another helper's `implementation`
     runs = expand_runs(config)
     variant = runs["exp1_snn-num_steps3"]
-    assert variant["spec"] == {**config["networks"]["exp1_snn"], "num_steps": 3}
+    base = {k: v for k, v in config["networks"]["exp1_snn"].items() if k != "repeats"}   # repeats is not a setting
+    assert variant["spec"] == {**base, "num_steps": 3} and variant["spec"]["some_new_setting"] == "kept"
     assert (variant["base"], variant["setting"], variant["value"]) == ("exp1_snn", "num_steps", 3)
-    assert "exp1_snn-num_steps7" in runs
+    assert {"exp1_snn-num_steps7", "exp1_snn-num_steps7-seed1"} <= set(runs)   # exp1_snn has repeats: 2 in the demo
 
 
 def test_repeats_give_one_run_per_seed_and_a_networks_own_repeats_win(demo_config):

@@ -33,7 +33,8 @@ def test_demo_plans_demo_data_instead_of_downloads(workflow_dir):
     counts = job_counts(workflow_dir, "--configfile", "config.demo.yaml")
     assert counts["demo_mnist"] == counts["demo_cifar10"] == counts["demo_nmnist"] == 1
     assert not any(rule.startswith("download_") for rule in counts)
-    assert counts["train"] == 6 and counts["evaluate"] == 6
+    # the six networks, exp1's second seed and exp1_snn's time-step sweep (config.demo.yaml)
+    assert counts["train"] == counts["evaluate"] == len(DEMO_RUNS) == 12
 
 
 def test_demo_trains_and_evaluates_all_six_networks(demo_run):
