@@ -233,3 +233,32 @@ def test_an_oom_variant_is_a_result_repeats_have_intervals_and_a_new_point_plans
     assert {job for job in two if job[0] in ("train", "evaluate")} == _point_jobs(0.002) | _point_jobs(0.003)
     three = _planned(workflow_dir, {"sweeps": {"lr": {**lr, "lr": [0.002, 0.003, 0.004]}}})
     assert three - two == _point_jobs(0.004)
+
+
+def test_the_sweep_figure_draws_means_with_intervals_and_an_oom_point_as_a_cross_not_a_value():
+    from spikebench.aggregate import FIGURES
+    from spikebench.sweep_figures import PANELS, sweep_figure
+
+    def row(network, status, time_s, low=np.nan, high=np.nan):
+        out = {"network": network, "status": status, "implementation": None}
+        for name in FIGURES:
+            value = np.nan if status == "oom" or name == "activation_peak_mib" else time_s
+            out.update({name: value, f"{name}_ci95_low": low, f"{name}_ci95_high": high})
+        return out
+
+    summary = pd.DataFrame([row("exp1_ann", "ok", 1.0), row("exp1_snn", "ok", 4.0, 3.0, 5.0),
+                            row("exp1_snn-num_steps5", "ok", 2.0, 1.5, 2.5), row("exp1_snn-num_steps50", "oom", 0)])
+    points = [{"network": "exp1_snn", "base": "exp1_snn", "value": 10},
+              {"network": "exp1_snn-num_steps5", "base": "exp1_snn", "value": 5},
+              {"network": "exp1_snn-num_steps50", "base": "exp1_snn", "value": 50}]
+    networks = {"exp1_ann": {"experiment": 1, "kind": "ann", "dataset": "mnist"},
+                "exp1_snn": {"experiment": 1, "kind": "snn", "dataset": "mnist"}}
+    fig = sweep_figure(summary, "num_steps", points, networks)
+    time_ax = fig.axes[list(PANELS).index("avg_epoch_time_s")]
+    line = time_ax.lines[0]
+    assert list(line.get_xdata()) == [5.0, 10.0] and list(line.get_ydata()) == [2.0, 4.0]   # the oom point is no value
+    crosses = [c for c in time_ax.collections if c.get_offsets().shape[0] == 1 and c.get_offsets()[0][0] == 50.0]
+    assert crosses                                                                       # ... but a cross at 50
+    assert any(l.get_linestyle() == "--" and list(l.get_ydata()) == [1.0, 1.0] for l in time_ax.lines)   # the ANN
+    activation_ax = fig.axes[list(PANELS).index("activation_peak_mib")]
+    assert any("not measured" in t.get_text() for t in activation_ax.texts) and not activation_ax.lines
