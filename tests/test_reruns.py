@@ -79,7 +79,7 @@ def test_nmnist_time_window_reruns_preprocessing_and_the_nmnist_network(finished
 
 def test_figure_style_reruns_only_figures(finished_copy):
     jobs = planned_jobs(finished_copy, overlay(finished_copy, {"figures": {"style": "ticks"}}))
-    assert {rule for rule, _ in jobs} <= {"figures", "all"} and ("figures", "") in jobs
+    assert {rule for rule, _ in jobs} <= {"figures", "sweep_figures", "all"} and ("figures", "") in jobs
 
 
 def test_seventh_network_adds_its_jobs_and_the_aggregation(finished_copy):
