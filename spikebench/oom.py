@@ -11,7 +11,8 @@ Any other error still fails the job. An out-of-memory train job writes its decla
 table as one row with ``status = oom``, the epoch it reached and ``memory_reached_mib`` (metrics null),
 and a weights file that holds no weights, only the status (read back with ``weights_only=True``); its
 evaluate job then writes ``test.json`` with ``status: oom`` and null metrics, and an empty telemetry
-sidecar. A job that completes writes ``status = ok``.
+sidecar. A job that completes writes ``status = ok``. An evaluation that itself runs out of memory (the
+test set goes through in batches, so it rarely does) is not caught: that job fails as before.
 
 Tests force an out-of-memory error with the environment variable ``SPIKEBENCH_FAULT_OOM=<run id>:<n>``
 (:func:`watch`): that run's training raises ``MemoryError`` when its epoch n starts. Nothing else
