@@ -12,7 +12,9 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
 envvars:
     "PYTHONPATH",
 
-from spikebench.config import validate_config
+import re
+
+from spikebench.config import expand_runs, validate_config
 from spikebench import provenance
 from spikebench.data import catalog
 
@@ -21,19 +23,30 @@ validate_config(config, source="configuration (config.yaml and any --configfile 
 
 DATA = config["data"]["root"]
 RESULTS = config["results"]
-NETWORKS = list(config["networks"])
+# Run ids: the networks, their sweep variants, each times its seeds (spikebench.config.expand_runs).
+RUNS = expand_runs(config)
+NETWORKS = list(RUNS)
+# The run of each configured network that the study's tables and figures show (its first seed).
+BASE_RUNS = {
+    name: next(r for r, run in RUNS.items() if run["network"] == name) for name in config["networks"]
+}
 DEMO = config["data"]["source"] == "demo"
 
 
 wildcard_constraints:
-    network="|".join(NETWORKS),
+    network="|".join(re.escape(n) for n in NETWORKS),
     split="train|test",
     dataset="|".join(catalog.DATASETS),
 
 
 def spec(wildcards):
-    """The config entry of one network: all of its settings reach its jobs through params."""
-    return config["networks"][wildcards.network]
+    """The settings of one run (its network's config entry, a variant's swept value): all reach its jobs through params."""
+    return RUNS[wildcards.network]["spec"]
+
+
+def run_seed(wildcards):
+    """The training seed of one run: `seed`, or `seed + k` for its k-th repeat."""
+    return RUNS[wildcards.network]["seed"]
 
 
 def code(stage):
@@ -42,7 +55,7 @@ def code(stage):
 
 
 def network_dataset(wildcards):
-    return config["networks"][wildcards.network]["dataset"]
+    return spec(wildcards)["dataset"]
 
 
 def dataset_inputs(dataset, split):
@@ -82,7 +95,7 @@ def all_targets():
             f"{RESULTS}/{network}/test.json",
         ]
     targets += neuromorphic_targets()  # rules/results.smk, rule neuromorphic
-    return targets + results_targets() + TRACKING_TARGETS  # rules/tracking.smk
+    return targets + results_targets() + aggregate_targets() + TRACKING_TARGETS  # rules/tracking.smk
 
 
 # ---- results stage: tables and figures, with their places in the report
@@ -111,11 +124,11 @@ MEASURED_FIGURES = f"{FIGURES}/measured"
 def results_networks():
     """What the results rules need of each network: its experiment, dataset, kind and architecture."""
     keys = ("experiment", "dataset", "kind", "architecture")
-    return {n: {k: config["networks"][n][k] for k in keys if k in config["networks"][n]} for n in NETWORKS}
+    return {n: {k: config["networks"][n][k] for k in keys if k in config["networks"][n]} for n in config["networks"]}
 
 
 def results_experiments():
-    return sorted({int(config["networks"][n]["experiment"]) for n in NETWORKS})
+    return sorted({int(config["networks"][n]["experiment"]) for n in config["networks"]})
 
 
 def _caption(name):
@@ -193,7 +206,63 @@ def results_targets():
 
 
 def per_network(name):
-    return [f"{RESULTS}/{network}/{name}" for network in NETWORKS]
+    """`name` of the run that the study's tables show for each configured network."""
+    return [f"{RESULTS}/{BASE_RUNS[network]}/{name}" for network in config["networks"]]
+
+
+# ---- every run (networks, sweep variants, seeds): spikebench.aggregate and spikebench.sweep_figures
+
+AGGREGATE_ITEMS = {
+    "runs": "Every run: network or sweep variant, seed, status",
+    "summary": "Networks and sweep variants: mean and 95% interval over seeds",
+    "difference": "SNN minus ANN, with Welch's interval",
+}
+#: One figure per swept setting (config `sweeps`).
+SWEPT_SETTINGS = sorted({next(k for k in s if k != "networks") for s in (config.get("sweeps") or {}).values()})
+
+
+def run_info():
+    """What the aggregation needs of each run id: its network, sweep point, seed and the network's identity."""
+    keys = ("experiment", "dataset", "kind", "architecture", "implementation")
+    return {
+        run_id: {
+            **{k: run[k] for k in ("network", "base", "sweep", "setting", "value", "seed")},
+            **{k: run["spec"][k] for k in keys if k in run["spec"]},
+        }
+        for run_id, run in RUNS.items()
+    }
+
+
+def per_run(name):
+    return [f"{RESULTS}/{run_id}/{name}" for run_id in NETWORKS]
+
+
+def aggregate_outputs():
+    return {
+        f"{name}_{ext}": report(
+            f"{TABLES}/{name}.{ext}",
+            category="Sweeps and repeats",
+            subcategory="Tables",
+            labels={"item": title, "format": fmt},
+            caption=_caption(name),
+        )
+        for name, title in AGGREGATE_ITEMS.items()
+        for ext, fmt in (("html", "HTML (shown)"), ("csv", "CSV (download)"))
+    }
+
+
+def sweep_figure_outputs():
+    outputs = {}
+    for setting in SWEPT_SETTINGS:
+        outputs[f"{setting}_png"] = f"{FIGURES}/sweep_{setting}.png"
+        outputs[f"{setting}_svg"] = report(
+            f"{FIGURES}/sweep_{setting}.svg",
+            category="Sweeps and repeats",
+            subcategory="Figures",
+            labels={"item": f"Sweep of {setting}", "format": "SVG"},
+            caption=_caption("sweep"),
+        )
+    return outputs
 
 
 # ---- neuromorphic estimate, its energy model and outputs (the neuromorphic rule is in rules/results.smk)
@@ -227,3 +296,22 @@ def neuromorphic_outputs():
 
 def neuromorphic_targets():
     return [str(path) for path in neuromorphic_outputs().values()]
+
+
+def aggregate_targets():
+    targets = [f"{TABLES}/{name}.{ext}" for name in AGGREGATE_ITEMS for ext in ("csv", "html")]
+    return targets + [f"{FIGURES}/sweep_{s}.{ext}" for s in SWEPT_SETTINGS for ext in ("png", "svg")]
+
+
+def sweep_points():
+    """setting -> {network, base, value} of every swept base network (its own value) and of its variants."""
+    points = {setting: [] for setting in SWEPT_SETTINGS}
+    for sweep in (config.get("sweeps") or {}).values():
+        setting = next(k for k in sweep if k != "networks")
+        for base in sweep["networks"]:
+            points[setting].append({"network": base, "base": base, "value": config["networks"][base].get(setting)})
+    for run in RUNS.values():
+        point = {"network": run["network"], "base": run["base"], "value": run["value"]}
+        if run["setting"] is not None and point not in points[run["setting"]]:
+            points[run["setting"]].append(point)
+    return {s: [p for i, p in enumerate(ps) if p not in ps[:i]] for s, ps in points.items()}

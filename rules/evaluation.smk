@@ -15,7 +15,7 @@ rule evaluate:
         data_root=DATA,
         data_source=config["data"]["source"],
         weights=config["evaluation"]["weights"],
-        seed=config["seed"],
+        seed=run_seed,
         device=config["device"],
         telemetry=config["telemetry"],
         numerics=NUMERICS,

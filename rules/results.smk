@@ -69,3 +69,45 @@ rule neuromorphic:
         "../envs/results.yaml"
     script:
         "../scripts/neuromorphic.py"
+
+
+# Every run (networks, sweep variants, seeds): its status, the means and 95% intervals over seeds,
+# SNN - ANN with Welch's interval (spikebench.aggregate). Adding a sweep point or a seed reruns
+# its own train/evaluate jobs and these aggregation jobs only.
+rule aggregate:
+    input:
+        epochs=per_run("epochs.parquet"),
+        tests=per_run("test.json"),
+    output:
+        **aggregate_outputs(),
+    params:
+        runs=run_info(),
+        networks=results_networks(),
+        demo=DEMO,
+    log:
+        f"{RESULTS}/logs/aggregate.log",
+    localrule: True
+    conda:
+        "../envs/results.yaml"
+    script:
+        "../scripts/aggregate.py"
+
+
+# One figure per swept setting (spikebench.sweep_figures), from the summary table above.
+rule sweep_figures:
+    input:
+        summary=f"{TABLES}/summary.csv",
+    output:
+        **sweep_figure_outputs(),
+    params:
+        sweeps=sweep_points(),
+        networks=results_networks(),
+        style=config["figures"],
+        demo=DEMO,
+    log:
+        f"{RESULTS}/logs/sweep_figures.log",
+    localrule: True
+    conda:
+        "../envs/results.yaml"
+    script:
+        "../scripts/sweep_figures.py"

@@ -25,7 +25,7 @@ rule track:
         stage="train|evaluate",
     params:
         network=spec,
-        seed=config["seed"],
+        seed=run_seed,
         tracking=TRACKING,
         # <results>/tracking, from the output's path (<results>/tracking/runs/<backend>/<run>.json)
         folder=lambda wildcards, output: os.path.dirname(os.path.dirname(os.path.dirname(output[0]))),

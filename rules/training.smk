@@ -26,7 +26,7 @@ rule train:
         dataset=network_dataset,
         data_root=DATA,
         data_source=config["data"]["source"],
-        seed=config["seed"],
+        seed=run_seed,
         device=config["device"],
         telemetry=config["telemetry"],
         numerics=NUMERICS,

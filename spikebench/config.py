@@ -134,8 +134,104 @@ def geometry_errors(networks: dict) -> list[str]:
 def validate_config(config: dict, schema: dict | None = None, source: str = "config") -> None:
     """Raise `ConfigError` listing every problem, or return None when the config is valid.
 
-    The schema first; once it holds, the networks' geometry (`geometry_errors`).
+    The schema first; once it holds, the networks' geometry (`geometry_errors`), then the sweeps'
+    variants (`sweep_errors`).
     """
-    problems = config_errors(config, schema) or geometry_errors(config["networks"])
+    problems = config_errors(config, schema) or geometry_errors(config["networks"]) or sweep_errors(config, schema)
     if problems:
         raise ConfigError(f"invalid {source}:\n  - " + "\n  - ".join(problems))
+
+
+# ---- runs: the base networks, their sweep variants, each times its seeds ---------------------------
+
+#: Settings a sweep may not vary: they say which study network a variant belongs to.
+UNSWEEPABLE = ("experiment", "dataset", "kind")
+
+
+def value_token(value: Any) -> str:
+    """A swept value as it appears in a variant id: 50, 0.001, true, 8_16_32 (lists), snntorch."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (list, tuple)):
+        return "_".join(value_token(v) for v in value)
+    if isinstance(value, float):
+        return format(value, "g")
+    return str(value)
+
+
+def variant_id(base: str, key: str, value: Any) -> str:
+    """The stable, readable id of `base` with `key` set to `value`, e.g. ``exp1_snn-num_steps50``."""
+    return f"{base}-{key}{value_token(value)}"
+
+
+def _network_repeats(config: dict, spec: dict) -> int:
+    return int(spec.get("repeats", config.get("repeats", 1)))
+
+
+def _variants(config: dict) -> dict[str, dict]:
+    """variant id -> {base, sweep, setting, value, spec}: every point of every sweep that differs from its base.
+
+    A point equal to the base's own value is the base network itself (no second run of the same spec)."""
+    variants: dict[str, dict] = {}
+    for sweep, entry in (config.get("sweeps") or {}).items():
+        (key, values), = ((k, v) for k, v in entry.items() if k != "networks")
+        for base in entry["networks"]:
+            spec = config["networks"][base]
+            for value in values:
+                if spec.get(key) == value:
+                    continue
+                vid = variant_id(base, key, value)
+                variants.setdefault(vid, {"base": base, "sweep": sweep, "setting": key, "value": value,
+                                          "spec": {**copy.deepcopy(spec), key: copy.deepcopy(value)}})
+    return variants
+
+
+def sweep_errors(config: dict, schema: dict | None = None) -> list[str]:
+    """One message per sweep that names an unknown network or setting, or whose variant is invalid.
+
+    Each variant spec (a copy of every setting of its base with the swept key replaced) is validated
+    against the schema's network definition and the geometry check, exactly like a base entry."""
+    schema = schema if schema is not None else load_schema()
+    known = set(schema["$defs"]["network"]["properties"]) - set(UNSWEEPABLE) - {"repeats"}
+    problems = []
+    for sweep, entry in (config.get("sweeps") or {}).items():
+        key = next(k for k in entry if k != "networks")
+        if key not in known:
+            problems.append(f"config key 'sweeps.{sweep}.{key}': not a setting a sweep can vary "
+                            f"(one of: {', '.join(sorted(known))})")
+        for base in entry["networks"]:
+            if base not in config["networks"]:
+                problems.append(f"config key 'sweeps.{sweep}.networks': unknown network {base!r} "
+                                f"(networks: {', '.join(config['networks'])})")
+    if problems:
+        return problems
+    network_schema = {**schema["$defs"]["network"], "$defs": schema["$defs"]}
+    validator = jsonschema.Draft202012Validator(network_schema)
+    for vid, variant in _variants(config).items():
+        where = f"sweeps.{variant['sweep']}.{variant['setting']}"
+        for error in validator.iter_errors(variant["spec"]):
+            problems.append(f"config key {where!r}: variant {vid}: {error.message}")
+        problems += [f"config key {where!r}: variant {vid}: {p}" for p in geometry_errors({vid: variant["spec"]})]
+    return problems
+
+
+def expand_runs(config: dict) -> dict[str, dict]:
+    """run id -> what its train and evaluate jobs get: the base networks and the sweep variants, each x seeds.
+
+    Each value is ``{network, base, sweep, setting, value, seed, spec}``: ``network`` is the base or
+    variant id, ``spec`` every setting of the base network (the swept one replaced, ``repeats`` removed),
+    ``seed`` its training seed. With N repeats the seeds are ``seed .. seed+N-1``: the first one's run id is
+    the network id (``results/<network>/``, as with one repeat and as the study's six networks always had),
+    the others' ``<network>-seed<k>`` (``results/<network>-seed<k>/``), so raising N adds only the new
+    seeds' jobs and the first seed's results stay valid."""
+    seed = int(config["seed"])
+    networks = {name: {"base": name, "sweep": None, "setting": None, "value": None, "spec": spec}
+                for name, spec in config["networks"].items()}
+    runs: dict[str, dict] = {}
+    for name, entry in {**networks, **_variants(config)}.items():
+        repeats = _network_repeats(config, entry["spec"])
+        spec = {k: v for k, v in entry["spec"].items() if k != "repeats"}
+        for k in range(seed, seed + repeats):
+            run_id = name if k == seed else f"{name}-seed{k}"
+            runs[run_id] = {**entry, "network": name, "seed": k, "spec": spec}
+    return runs

@@ -19,6 +19,8 @@ from typing import Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from spikebench import oom
+
 LOGGER_NAME = "spikebench"
 
 
@@ -326,7 +328,9 @@ def train_job(
         sampler = TelemetrySampler(
             lease.device, interval_s=telemetry["interval_s"], enabled=telemetry["enabled"], log=log
         )
-        hook = JobTelemetry(sampler, partial=Path(checkpoint).with_name(PARTIAL_TELEMETRY))
+        hook = oom.watch(JobTelemetry(sampler, partial=Path(checkpoint).with_name(PARTIAL_TELEMETRY)),
+                              network_id, log)
+        record = None
         with sampler:
             _measure_idle(sampler, telemetry, log)
             try:
@@ -343,15 +347,29 @@ def train_job(
                     warmup_steps=int(telemetry.get("warmup_steps", WARMUP_STEPS)),
                 )
             except BaseException as exc:
-                _finish_telemetry(hook, outputs["telemetry"], log, failed=exc)
-                raise
+                record = _out_of_memory(exc, lease.device, hook.epoch, log)
+                if record is None:
+                    _finish_telemetry(hook, outputs["telemetry"], log, failed=exc)
+                    raise
+                oom.write_train_oom(outputs, network_id, spec, record, lease.device)
             _finish_telemetry(hook, outputs["telemetry"], log)
         _end_state(hardware, lease.device)
         hardware["numerics"] = _numerics_after_run()
         meta = {"spikebench.hardware": hardware, "spikebench.network": network_id, "spikebench.spec": spec}
-        _add_parquet_metadata(outputs["epochs"], meta, {"n_train": len(train), "n_val": len(val)})
+        _add_parquet_metadata(outputs["epochs"], meta, {"n_train": len(train), "n_val": len(val),
+                                                        "status": oom.OK if record is None else oom.OOM})
         _add_parquet_metadata(outputs["telemetry"], meta)
         hook.discard_partial()
+
+
+def _out_of_memory(exc: BaseException, device, epoch: int | None, log: logging.Logger) -> dict | None:
+    """The out-of-memory record of `exc` (spikebench.oom), or None when it is any other error."""
+    if not oom.is_out_of_memory(exc):
+        return None
+    record = oom.oom_record(exc, device, epoch)
+    log.error("out of memory (%s); memory reached %.0f MiB (%s): recorded as status oom, the workflow goes on",
+              record["error"], record["memory_reached_mib"], record["memory_source"])
+    return record
 
 
 PARTIAL_TELEMETRY = "telemetry_train.partial.parquet"
@@ -395,13 +413,25 @@ def evaluate_job(
     data_source: str = "download",
     numerics: dict | None = None,
 ) -> None:
-    """Rule evaluate: the official test set through the chosen weights, with telemetry."""
+    """Rule evaluate: the official test set through the chosen weights, with telemetry.
+
+    A training that ran out of memory has no weights: its test result is ``status: oom`` too (spikebench.oom)."""
     from spikebench.data.device import load_test_data
     from spikebench.devices import select_device
     from spikebench.evaluation import evaluate_network, write_json_atomic
     from spikebench.opcounts import write_layers
     from spikebench.telemetry import TelemetrySampler, install_sigterm_handler
 
+    trained = oom.trained_status(inputs["weights"])
+    if trained is not None:
+        log.warning("%s: its training ran out of memory (%s); test result recorded as status oom",
+                    network_id, trained["error"])
+        oom.write_test_oom(outputs, network_id, trained)
+        if "layers" in outputs:                   # no operations counted: an empty per-layer table
+            from spikebench.opcounts import write_layers
+
+            write_layers([], outputs["layers"], network=network_id, kind=spec["kind"])
+        return
     install_sigterm_handler()
     with select_device(device, log=log) as lease:
         hardware = _describe_job(network_id, lease.device, log)
@@ -439,5 +469,6 @@ def evaluate_job(
             )
         _add_parquet_metadata(outputs["telemetry"], {"spikebench.hardware": hardware, "spikebench.network": network_id})
         write_layers(result.pop("layer_operations"), outputs["layers"], network=network_id, kind=spec["kind"])
+        result["status"] = oom.OK
         write_json_atomic(result, outputs["test"])
         log.info("test accuracy %.4f, macro F1 %.4f", result["accuracy"], result["f1_macro"])

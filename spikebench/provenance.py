@@ -43,8 +43,8 @@ KIND_MODULES = {
 }
 # Whole modules each stage's jobs run (besides the model code above).
 STAGE_MODULES = {
-    "train": ("training.py", "data/device.py", "devices.py"),
-    "evaluate": ("evaluation.py", "opcounts.py", "training.py", "data/device.py", "devices.py"),
+    "train": ("training.py", "data/device.py", "devices.py", "oom.py"),
+    "evaluate": ("evaluation.py", "opcounts.py", "training.py", "data/device.py", "devices.py", "oom.py"),
 }
 
 

@@ -9,11 +9,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import snakemake_cmd
+from conftest import PROJECT, snakemake_cmd
+from spikebench.config import expand_runs, load_config
 
 pytestmark = pytest.mark.slow
 
-AGGREGATION = {"tables", "figures", "neuromorphic", "all"}
+AGGREGATION = {"tables", "figures", "neuromorphic", "aggregate", "sweep_figures", "all"}
+#: Run ids of the demo (networks, sweep variants, seeds: spikebench.config.expand_runs).
+DEMO_RUNS = expand_runs(load_config(PROJECT / "config.yaml", PROJECT / "config.demo.yaml"))
 DATA_RULES = {"demo_mnist", "demo_cifar10", "demo_nmnist", "preprocess_nmnist", "split"}
 
 
@@ -47,7 +50,9 @@ def overlay(workdir: Path, changes: dict) -> str:
 
 
 def network_jobs(network: str) -> set[tuple[str, str]]:
-    return {("train", f"network={network}"), ("evaluate", f"network={network}")}
+    """train and evaluate of every run of `network`: its seeds and sweep variants (or `network` if not in the demo)."""
+    runs = [run_id for run_id, run in DEMO_RUNS.items() if run["base"] == network] or [network]
+    return {(rule, f"network={run_id}") for run_id in runs for rule in ("train", "evaluate")}
 
 
 def without_aggregation(jobs):
@@ -74,7 +79,7 @@ def test_nmnist_time_window_reruns_preprocessing_and_the_nmnist_network(finished
 
 def test_figure_style_reruns_only_figures(finished_copy):
     jobs = planned_jobs(finished_copy, overlay(finished_copy, {"figures": {"style": "ticks"}}))
-    assert {rule for rule, _ in jobs} <= {"figures", "neuromorphic", "all"} and ("figures", "") in jobs
+    assert {rule for rule, _ in jobs} <= {"figures", "sweep_figures", "neuromorphic", "all"} and ("figures", "") in jobs
 
 
 def test_energy_model_reruns_only_the_neuromorphic_estimate(finished_copy):
@@ -105,7 +110,7 @@ def test_training_code_change_reruns_every_training_job(finished_copy):
     training.write_text(training.read_text() + "\n# a change to the training loop\n")
     jobs = planned_jobs(finished_copy)
     trained = {wildcards for rule, wildcards in jobs if rule == "train"}
-    assert len(trained) == 6 and not {rule for rule, _ in jobs} & DATA_RULES
+    assert len(trained) == len(DEMO_RUNS) and not {rule for rule, _ in jobs} & DATA_RULES
 
 
 def test_cpu_kernel_change_reruns_the_snns_only(finished_copy):

@@ -3,7 +3,11 @@
 import re
 import subprocess
 
-from conftest import snakemake_cmd
+from conftest import PROJECT, snakemake_cmd
+from spikebench.config import expand_runs, load_config
+
+#: Run ids of the demo (networks, sweep variants, seeds: spikebench.config.expand_runs).
+DEMO_RUNS = expand_runs(load_config(PROJECT / "config.yaml", PROJECT / "config.demo.yaml"))
 
 
 def job_counts(workflow_dir, *args) -> dict[str, int]:
@@ -29,7 +33,8 @@ def test_demo_plans_demo_data_instead_of_downloads(workflow_dir):
     counts = job_counts(workflow_dir, "--configfile", "config.demo.yaml")
     assert counts["demo_mnist"] == counts["demo_cifar10"] == counts["demo_nmnist"] == 1
     assert not any(rule.startswith("download_") for rule in counts)
-    assert counts["train"] == 6 and counts["evaluate"] == 6
+    # the six networks, exp1's second seed and exp1_snn's time-step sweep (config.demo.yaml)
+    assert counts["train"] == counts["evaluate"] == len(DEMO_RUNS) == 12
 
 
 def test_demo_trains_and_evaluates_all_six_networks(demo_run):
@@ -40,7 +45,8 @@ def test_demo_trains_and_evaluates_all_six_networks(demo_run):
 
     results = demo_run / "results-demo"
     tests = {p.parent.name: json.loads(p.read_text()) for p in results.glob("*/test.json")}
-    assert set(tests) == {"exp1_ann", "exp1_snn", "exp2_cnn", "exp2_snn", "exp3_snn_mnist", "exp3_snn_nmnist"}
+    assert set(tests) == set(DEMO_RUNS) >= {"exp1_ann", "exp1_snn", "exp2_cnn", "exp2_snn", "exp3_snn_mnist",
+                                            "exp3_snn_nmnist"}
     for network, result in tests.items():
         epochs = pd.read_parquet(results / network / "epochs.parquet")
         assert list(epochs["epoch"]) == list(range(1, len(epochs) + 1))
