@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from spikebench.data.device import DeviceDataset, check_fits
-from spikebench.models import build_network
+from spikebench.implementation import implementation_of
 from spikebench.training import peak_memory, reset_peak_memory, run_batches, synchronize, write_error
 
 _LOG = logging.getLogger("spikebench.evaluation")
@@ -154,7 +154,7 @@ def load_weights(weights_path: Path, spec: dict, *, network_id: str, which: str 
                                    f"(trained without a validation set); use evaluation.weights: last")
     else:
         state, epoch = saved["state_dict"], saved.get("epoch")
-    net = build_network(spec, network_id)
+    net = implementation_of(spec).build(spec, network_id)
     want = {k: tuple(v.shape) for k, v in net.state_dict().items()}
     got = {k: tuple(v.shape) for k, v in state.items()}
     if want != got:

@@ -51,7 +51,7 @@ import torch
 
 from spikebench.data.device import DeviceDataset, check_fits, encode_batch
 from spikebench.devices import autocast
-from spikebench.models import build_network, network_loss, predict
+from spikebench.implementation import implementation_of
 from spikebench.telemetry import NullTelemetry
 
 _LOG = logging.getLogger("spikebench.training")
@@ -146,6 +146,7 @@ def run_batches(net: torch.nn.Module, spec: dict, data: DeviceDataset, batch_siz
                 ) -> tuple[float, float, torch.Tensor | None]:
     """Loss and accuracy of ``net`` (eval mode, no grad) over ``data`` in order; predictions on request."""
     net.eval()
+    impl = implementation_of(spec)
     device = data.labels.device
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
     correct = torch.zeros((), device=device, dtype=torch.int64)
@@ -156,8 +157,8 @@ def run_batches(net: torch.nn.Module, spec: dict, data: DeviceDataset, batch_siz
             y = data.labels[idx]
             with autocast(device):
                 out = net(x)
-            loss_sum += network_loss(spec["kind"], out, y, n_steps, spec).double() * len(idx)
-            pred = predict(spec["kind"], out, n_steps)
+            loss_sum += impl.loss(spec, out, y, n_steps).double() * len(idx)
+            pred = impl.predict(spec, out, n_steps)
             correct += (pred == y).sum()
             if want_predictions:
                 preds.append(pred)
@@ -287,7 +288,7 @@ def train_step(net: torch.nn.Module, optimizer: torch.optim.Optimizer, spec: dic
     """One optimiser step on one batch (the timed epochs and the warm-up run this same code); (loss, output)."""
     with autocast(x.device):                      # precision bf16: torch.autocast; else nothing
         out = net(x)
-        loss = network_loss(spec["kind"], out, y, n_steps, spec)
+        loss = implementation_of(spec).loss(spec, out, y, n_steps)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -297,7 +298,7 @@ def train_step(net: torch.nn.Module, optimizer: torch.optim.Optimizer, spec: dic
 def _train_epoch(net: torch.nn.Module, optimizer: torch.optim.Optimizer, spec: dict, train: DeviceDataset,
                  shuffle_gen: torch.Generator, spike_gen: torch.Generator, device: torch.device) -> tuple[float, float]:
     """One pass over the training set in a fresh random order; (mean loss, accuracy)."""
-    kind, batch_size, n_train = spec["kind"], int(spec["batch_size"]), len(train)
+    impl, batch_size, n_train = implementation_of(spec), int(spec["batch_size"]), len(train)
     net.train()
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
     correct = torch.zeros((), device=device, dtype=torch.int64)
@@ -307,7 +308,7 @@ def _train_epoch(net: torch.nn.Module, optimizer: torch.optim.Optimizer, spec: d
         y = train.labels[idx]
         loss, out = train_step(net, optimizer, spec, x, y, n_steps)
         loss_sum += loss.detach().double() * len(idx)
-        correct += (predict(kind, out.detach(), n_steps) == y).sum()
+        correct += (impl.predict(spec, out.detach(), n_steps) == y).sum()
     return loss_sum.item() / n_train, correct.item() / n_train
 
 
@@ -390,7 +391,7 @@ def train_network(spec: dict, train: DeviceDataset, val: DeviceDataset | None, *
 
     # Network, optimiser and the three random streams, all from `seed`.
     torch.manual_seed(seed)                       # initialisation and dropout (global RNG)
-    net = build_network(spec, network_id).to(device)
+    net = implementation_of(spec).build(spec, network_id).to(device)
     # fused=True on CUDA: one kernel for the whole update instead of several per parameter tensor.
     optimizer = torch.optim.Adam(net.parameters(), lr=float(spec["lr"]), fused=True if device.type == "cuda" else None)
     shuffle_gen = torch.Generator().manual_seed(seed)                   # batch order (CPU)

@@ -69,7 +69,7 @@ def test_nmnist_time_window_reruns_preprocessing_and_the_nmnist_network(finished
     jobs = planned_jobs(finished_copy, overlay(finished_copy, {"nmnist": {"time_window_us": 2000}}))
     assert without_aggregation(jobs) == {
         ("preprocess_nmnist", "split=train"), ("preprocess_nmnist", "split=test"),
-    } | network_jobs("exp3_snn_nmnist")
+    } | network_jobs("exp3_snn_nmnist") | network_jobs("exp3_snn_nmnist_snntorch")
 
 
 def test_figure_style_reruns_only_figures(finished_copy):
@@ -92,7 +92,8 @@ def test_code_change_in_one_architecture_reruns_only_its_networks(finished_copy)
     assert marker in source
     models.write_text(source.replace(marker, marker + "    # a change to experiment 3's network\n"))
     jobs = planned_jobs(finished_copy)
-    assert without_aggregation(jobs) == network_jobs("exp3_snn_mnist") | network_jobs("exp3_snn_nmnist")
+    assert without_aggregation(jobs) == set().union(*(network_jobs(n) for n in (
+        "exp3_snn_mnist", "exp3_snn_nmnist", "exp3_snn_mnist_snntorch", "exp3_snn_nmnist_snntorch")))
 
 
 def test_training_code_change_reruns_every_training_job(finished_copy):
@@ -100,7 +101,7 @@ def test_training_code_change_reruns_every_training_job(finished_copy):
     training.write_text(training.read_text() + "\n# a change to the training loop\n")
     jobs = planned_jobs(finished_copy)
     trained = {wildcards for rule, wildcards in jobs if rule == "train"}
-    assert len(trained) == 6 and not {rule for rule, _ in jobs} & DATA_RULES
+    assert len(trained) == 10 and not {rule for rule, _ in jobs} & DATA_RULES
 
 
 def test_cpu_kernel_change_reruns_the_snns_only(finished_copy):

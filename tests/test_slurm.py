@@ -59,7 +59,7 @@ def test_demo_workflow_on_slurm_matches_local_run(slurm_cluster, demo_run, tmp_p
 
     local, cluster = demo_run / "results-demo", workdir / "results-demo"
     networks = sorted(p.parent.name for p in local.glob("*/test.json"))
-    assert len(networks) == 6
+    assert len(networks) == 10  # six networks + the four SNNs' snnTorch twins
     for network in networks:
         # every train/evaluate job was submitted to SLURM (the plugin deletes successful jobs' logs)
         for rule in ("train", "evaluate"):

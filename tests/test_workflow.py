@@ -21,7 +21,7 @@ def test_full_paper_run_plans_every_job(workflow_dir):
         assert counts[rule] == 1
     assert counts["preprocess_nmnist"] == 2  # train and test
     assert counts["split"] == 3  # mnist, cifar10, nmnist
-    assert counts["train"] == 6 and counts["evaluate"] == 6
+    assert counts["train"] == 10 and counts["evaluate"] == 10  # six networks + the four SNNs' snnTorch twins
     assert not any(rule.startswith("demo_") for rule in counts)
 
 
@@ -29,7 +29,7 @@ def test_demo_plans_demo_data_instead_of_downloads(workflow_dir):
     counts = job_counts(workflow_dir, "--configfile", "config.demo.yaml")
     assert counts["demo_mnist"] == counts["demo_cifar10"] == counts["demo_nmnist"] == 1
     assert not any(rule.startswith("download_") for rule in counts)
-    assert counts["train"] == 6 and counts["evaluate"] == 6
+    assert counts["train"] == 10 and counts["evaluate"] == 10  # six networks + the four SNNs' snnTorch twins
 
 
 def test_demo_trains_and_evaluates_all_six_networks(demo_run):
