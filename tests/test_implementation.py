@@ -200,3 +200,27 @@ def test_tables_have_an_implementation_column_and_ratios_per_implementation(tmp_
         assert (row["numerator"], row["denominator"]) == (num, den)
         assert row["run_ratio"] == pytest.approx(by_net[num] / by_net[den])
     assert time.loc[(1, "snntorch"), "comparison"] == "SNN (snnTorch) / ANN"
+
+
+def test_snntorch_training_is_reproducible_and_the_warm_up_leaves_no_trace(tmp_path: Path) -> None:
+    """spikegen.rate draws from the global RNG: the seed fixes it, and the warm-up restores it."""
+    from spikebench.data.device import DeviceImages
+    from spikebench.training import train_network
+
+    gen = torch.Generator().manual_seed(0)
+    images = (torch.rand(320, 1, 28, 28, generator=gen) * 255).to(torch.uint8)
+    labels = torch.randint(0, 10, (320,), generator=gen)
+    train = DeviceImages(images[:256], labels[:256], name="train", source="random")
+    val = DeviceImages(images[256:], labels[256:], name="val", source="random")
+    spec = {**NETWORKS["exp1_snn"], "implementation": "snntorch", "epochs": 1, "num_steps": 4, "batch_size": 64}
+
+    def weights(run: str, warmup: int) -> dict:
+        folder = tmp_path / run
+        train_network(spec, train, val, network_id="exp1_snn_snntorch", device=CPU, seed=3,
+                      weights_out=folder / "w.pt", epochs_out=folder / "e.parquet",
+                      checkpoint_path=folder / "c.pt", warmup_steps=warmup)
+        return torch.load(folder / "w.pt", weights_only=True)["state_dict"]
+
+    first, again, warmed = weights("a", 0), weights("b", 0), weights("c", 2)
+    for key in first:
+        assert torch.equal(first[key], again[key]) and torch.equal(first[key], warmed[key]), key
