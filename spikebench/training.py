@@ -2,7 +2,8 @@
 
 The training and validation sets live on the device (``spikebench.data.device``); an epoch is a random
 permutation split into batches (no DataLoader, no per-sample Python). Adam with the configured ``lr``; ANN/CNN
-cross-entropy, SNN MSE spike-count loss (``spikebench.models``). Every epoch appends one row to the epochs table
+cross-entropy, SNN MSE spike-count loss (``spikebench.models``; network, loss, prediction and rate coding come
+from ``spikebench.implementation``, which picks spikebench's or snnTorch's code by the setting ``implementation``). Every epoch appends one row to the epochs table
 and saves a checkpoint; the final outputs (weights, epochs Parquet) are written atomically and the checkpoint
 is then deleted.
 
