@@ -177,6 +177,7 @@ def evaluate_network(weights_path: Path, spec: dict, test: DeviceDataset, *, net
     net, epoch = load_weights(weights_path, spec, network_id=network_id, which=which)
     net = net.to(device)
     generator = torch.Generator(device=device).manual_seed(int(seed))
+    torch.manual_seed(int(seed))     # implementation snntorch: spikegen.rate draws from the global RNG
     reset_peak_memory(device)
     if telemetry is not None:
         telemetry.phase("test", None)

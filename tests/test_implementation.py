@@ -224,3 +224,26 @@ def test_snntorch_training_is_reproducible_and_the_warm_up_leaves_no_trace(tmp_p
     first, again, warmed = weights("a", 0), weights("b", 0), weights("c", 2)
     for key in first:
         assert torch.equal(first[key], again[key]) and torch.equal(first[key], warmed[key]), key
+
+
+def test_snntorch_evaluation_is_seeded(tmp_path: Path) -> None:
+    """spikegen.rate draws from the global RNG, so evaluation seeds it: the same weights and seed give the same
+    test metrics whatever the process drew before."""
+    from spikebench.data.device import DeviceImages
+    from spikebench.evaluation import evaluate_network
+    from spikebench.training import train_network
+
+    gen = torch.Generator().manual_seed(1)
+    images = (torch.rand(200, 1, 28, 28, generator=gen) * 255).to(torch.uint8)
+    labels = torch.randint(0, 10, (200,), generator=gen)
+    train = DeviceImages(images[:128], labels[:128], name="train", source="random")
+    test = DeviceImages(images[128:], labels[128:], name="test", source="random")
+    spec = {**NETWORKS["exp1_snn"], "implementation": "snntorch", "epochs": 1, "num_steps": 4, "batch_size": 64}
+    train_network(spec, train, None, network_id="exp1_snn_snntorch", device=CPU, seed=0,
+                  weights_out=tmp_path / "w.pt", epochs_out=tmp_path / "e.parquet", checkpoint_path=tmp_path / "c.pt")
+    runs = []
+    for draws in (0, 1000):
+        torch.rand(draws)                                  # what else the process drew before
+        runs.append(evaluate_network(tmp_path / "w.pt", spec, test, network_id="exp1_snn_snntorch", device=CPU,
+                                     seed=0))
+    assert runs[0]["confusion_matrix"] == runs[1]["confusion_matrix"]
