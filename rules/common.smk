@@ -122,8 +122,8 @@ MEASURED_FIGURES = f"{FIGURES}/measured"
 
 
 def results_networks():
-    """What the results rules need of each network: its experiment, dataset, kind and architecture."""
-    keys = ("experiment", "dataset", "kind", "architecture")
+    """What the results rules need of each network: its experiment, dataset, kind, architecture, implementation."""
+    keys = ("experiment", "dataset", "kind", "architecture", "implementation")
     return {n: {k: config["networks"][n][k] for k in keys if k in config["networks"][n]} for n in config["networks"]}
 
 

@@ -131,13 +131,23 @@ def geometry_errors(networks: dict) -> list[str]:
     return problems
 
 
+def implementation_errors(networks: dict) -> list[str]:
+    """One message per ANN set to ``implementation: snntorch`` (snnTorch's neurons are for SNNs only)."""
+    return [f"config key 'networks.{name}.implementation': 'snntorch' runs an SNN's neurons with snnTorch, "
+            f"but {name} is an ANN (kind: ann); set implementation: spikebench or leave the key out"
+            for name, spec in networks.items()
+            if spec.get("implementation") == "snntorch" and spec.get("kind") != "snn"]
+
+
 def validate_config(config: dict, schema: dict | None = None, source: str = "config") -> None:
     """Raise `ConfigError` listing every problem, or return None when the config is valid.
 
-    The schema first; once it holds, the networks' geometry (`geometry_errors`), then the sweeps'
-    variants (`sweep_errors`).
+    The schema first; once it holds, the networks' geometry (`geometry_errors`) and implementations
+    (`implementation_errors`), then the sweeps' variants (`sweep_errors`).
     """
-    problems = config_errors(config, schema) or geometry_errors(config["networks"]) or sweep_errors(config, schema)
+    problems = config_errors(config, schema) or (geometry_errors(config["networks"])
+                                                 + implementation_errors(config["networks"])) \
+        or sweep_errors(config, schema)
     if problems:
         raise ConfigError(f"invalid {source}:\n  - " + "\n  - ".join(problems))
 

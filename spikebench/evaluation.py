@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from spikebench.data.device import DeviceDataset, check_fits
-from spikebench.models import build_network
+from spikebench.implementation import implementation_of
 from spikebench.opcounts import OperationCounter
 from spikebench.training import peak_memory, reset_peak_memory, run_batches, synchronize, write_error
 
@@ -155,7 +155,7 @@ def load_weights(weights_path: Path, spec: dict, *, network_id: str, which: str 
                                    f"(trained without a validation set); use evaluation.weights: last")
     else:
         state, epoch = saved["state_dict"], saved.get("epoch")
-    net = build_network(spec, network_id)
+    net = implementation_of(spec).build(spec, network_id)
     want = {k: tuple(v.shape) for k, v in net.state_dict().items()}
     got = {k: tuple(v.shape) for k, v in state.items()}
     if want != got:
@@ -181,6 +181,7 @@ def evaluate_network(weights_path: Path, spec: dict, test: DeviceDataset, *, net
     net, epoch = load_weights(weights_path, spec, network_id=network_id, which=which)
     net = net.to(device)
     generator = torch.Generator(device=device).manual_seed(int(seed))
+    torch.manual_seed(int(seed))     # implementation snntorch: spikegen.rate draws from the global RNG
     reset_peak_memory(device)
     if telemetry is not None:
         telemetry.phase("test", None)

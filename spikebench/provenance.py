@@ -4,7 +4,8 @@ Snakemake reruns a job when its `script:` changes, but not when package code it 
 The train and evaluate rules therefore carry a `code` param: a SHA-256 over the source of exactly
 the model code a network uses (its architecture's builder in `spikebench/models.py`, the ANN or
 the SNN classes, the fused LIF for SNNs, the loss; for SNNs also the numba CPU kernels in
-`spikebench/kernels/`) plus the modules every training or evaluation job runs. Editing `build_conv2` reruns the two experiment-3 networks and nothing else; editing
+`spikebench/kernels/`; for `implementation: snntorch` `spikebench/models_snntorch.py` instead of the LIF and
+the kernels) plus the modules every training or evaluation job runs. Editing `build_conv2` reruns the experiment-3 networks (both implementations) and nothing else; editing
 `training.py` reruns every train (and evaluate) job.
 
 The source is read with `ast` from the files, so building the DAG does not import torch.
@@ -41,10 +42,16 @@ KIND_MODULES = {
     "ann": (),
     "snn": ("kernels/__init__.py", "kernels/lif.py", "kernels/event_conv.py"),
 }
+# An SNN with `implementation: snntorch` is built from spikebench's SNN (shapes, initial weights, the loss of
+# padded N-MNIST batches) but runs none of its LIF or kernel code: models_snntorch.py instead (these replace
+# KIND_CODE / KIND_MODULES for it).
+IMPLEMENTATION_CODE = {"snntorch": ("SNN", "SpikingStage", "Leaky", "step_mask", "spike_counts", "spike_count_loss")}
+IMPLEMENTATION_MODULES = {"snntorch": ("models_snntorch.py",)}
 # Whole modules each stage's jobs run (besides the model code above).
 STAGE_MODULES = {
-    "train": ("training.py", "data/device.py", "devices.py", "oom.py"),
-    "evaluate": ("evaluation.py", "opcounts.py", "training.py", "data/device.py", "devices.py", "oom.py"),
+    "train": ("training.py", "implementation.py", "data/device.py", "devices.py", "oom.py"),
+    "evaluate": ("evaluation.py", "opcounts.py", "training.py", "implementation.py", "data/device.py", "devices.py",
+                 "oom.py"),
 }
 
 
@@ -62,9 +69,14 @@ def _definitions(path: Path) -> dict[str, str]:
     return out
 
 
+def _implementation(spec: dict) -> str:
+    return spec.get("implementation", "spikebench")
+
+
 def model_code_names(spec: dict) -> list[str]:
     """The models.py definitions the network of `spec` is built and trained with."""
-    names = [*COMMON_MODEL_CODE, *KIND_CODE[spec["kind"]], *ARCHITECTURE_CODE[spec["architecture"]]]
+    kind_code = IMPLEMENTATION_CODE.get(_implementation(spec), KIND_CODE[spec["kind"]])
+    names = [*COMMON_MODEL_CODE, *kind_code, *ARCHITECTURE_CODE[spec["architecture"]]]
     return sorted(set(names))
 
 
@@ -76,6 +88,7 @@ def code_digest(spec: dict, stage: str) -> str:
         if name not in definitions:
             raise KeyError(f"{MODELS}: no top-level definition {name!r} (update spikebench/provenance.py)")
         digest.update(f"{name}\n{definitions[name]}\n".encode())
-    for module in (*KIND_MODULES[spec["kind"]], *STAGE_MODULES[stage]):
+    kind_modules = IMPLEMENTATION_MODULES.get(_implementation(spec), KIND_MODULES[spec["kind"]])
+    for module in (*kind_modules, *STAGE_MODULES[stage]):
         digest.update(f"{module}\n".encode() + (PACKAGE / module).read_bytes())
     return digest.hexdigest()

@@ -245,17 +245,27 @@ def _weighted_mean(values: pd.Series, weights: pd.Series) -> tuple[float, int]:
 
 
 def network_label(network: str, networks: Mapping[str, Mapping]) -> str:
-    """The study's name of a network: ANN / CNN / SNN, with the dataset where an experiment has two of a kind."""
+    """The study's name of a network: ANN / CNN / SNN, with the dataset where an experiment has two of a kind
+    (of the same implementation), and " (snnTorch)" for ``implementation: snntorch``."""
     spec = networks[network]
     kind = str(spec.get("kind", "")).lower()
     base = "CNN" if kind == "ann" and str(spec.get("architecture", "")).startswith("conv") else kind.upper() or network
+    suffix = " (snnTorch)" if implementation(spec) == "snntorch" else ""
     same = [
         n for n, s in networks.items()
         if s.get("experiment") == spec.get("experiment") and str(s.get("kind", "")).lower() == kind
+        and implementation(s) == implementation(spec)
     ]
     if len(same) > 1:
-        return f"{base}: {DATASET_NAMES.get(spec.get('dataset'), str(spec.get('dataset')))}"
-    return base
+        return f"{base}: {DATASET_NAMES.get(spec.get('dataset'), str(spec.get('dataset')))}{suffix}"
+    return base + suffix
+
+
+# --- implementation column (network setting `implementation`) -------------------------------
+def implementation(spec: Mapping) -> str:
+    """The network's ``implementation`` setting (schema default ``spikebench``)."""
+    return str(spec.get("implementation", "spikebench"))
+# --- end implementation column ---------------------------------------------------------------
 
 
 def describe_hardware(hardware: Mapping[str, Any] | None) -> str:
@@ -390,6 +400,7 @@ def table1(
         rows.append({
             "experiment": int(networks[network]["experiment"]),
             "network": network,
+            "implementation": implementation(networks[network]),
             "highest_train_acc": float(e["train_acc"].astype(float).max() * 100),
             "highest_val_acc": float(val.max() * 100),
             "epochs_to_best_val": (
@@ -417,7 +428,7 @@ def table1(
             "energy_source": _text(e["energy_source"]) if "energy_source" in e else None,
             "hardware": describe_hardware(hw),
         })
-    columns = TABLE1_COLUMNS + ["epochs", "telemetry_epochs"] + CONTEXT_COLUMNS + ["idle_null_reason", "memory_null_reason"]
+    columns = TABLE1_COLUMNS + ["implementation", "epochs", "telemetry_epochs"] + CONTEXT_COLUMNS + ["idle_null_reason", "memory_null_reason"]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -438,6 +449,7 @@ def table2(tests: Mapping[str, Mapping], networks: Mapping[str, Mapping]) -> pd.
         rows.append({
             "experiment": int(networks[network]["experiment"]),
             "network": network,
+            "implementation": implementation(networks[network]),
             "test_acc": _num(t["accuracy"]) * 100,
             "test_time_s": _num(t["test_time_s"]),
             "avg_memory_pct": _num(tel.get("device_memory_avg_pct")),
@@ -459,7 +471,7 @@ def table2(tests: Mapping[str, Mapping], networks: Mapping[str, Mapping]) -> pd.
             "energy_source": tel.get("energy_source"),
             "hardware": describe_hardware(t.get("hardware")),
         })
-    columns = TABLE2_COLUMNS + ["n_test", "weights", "epoch_of_weights"] + CONTEXT_COLUMNS + ["idle_null_reason"]
+    columns = TABLE2_COLUMNS + ["implementation", "n_test", "weights", "epoch_of_weights"] + CONTEXT_COLUMNS + ["idle_null_reason"]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -615,9 +627,10 @@ def paper_comparison(
 def spiking_pairs(networks: Mapping[str, Mapping]) -> list[dict[str, Any]]:
     """Per experiment, which network is compared with which in the cost-of-spiking summary.
 
-    With an ANN in the experiment: every SNN against it (the cost of spiking). Without one
-    (experiment 3): the second SNN against the first (N-MNIST against MNIST in the study),
-    the cost of event data; an SNN/ANN ratio is n/a there.
+    With an ANN in the experiment: every SNN against it (the cost of spiking), each SNN under its own
+    implementation (``implementation``: spikebench or snntorch) against the same ANN. Without one
+    (experiment 3): per implementation, the second SNN against the first (N-MNIST against MNIST in
+    the study), the cost of event data; an SNN/ANN ratio is n/a there.
     """
     pairs = []
     experiments = sorted({int(s["experiment"]) for s in networks.values()})
@@ -628,15 +641,18 @@ def spiking_pairs(networks: Mapping[str, Mapping]) -> list[dict[str, Any]]:
         if anns:
             for snn in snns:
                 pairs.append({
-                    "experiment": experiment, "numerator": snn, "denominator": anns[0],
+                    "experiment": experiment, "implementation": implementation(networks[snn]),
+                    "numerator": snn, "denominator": anns[0],
                     "comparison": f"{network_label(snn, networks)} / {network_label(anns[0], networks)}",
                     "note": "cost of spiking: the SNN over the ANN of the same architecture and data",
                 })
-        elif len(snns) >= 2:
-            for snn in snns[1:]:
+            continue
+        for impl in dict.fromkeys(implementation(networks[n]) for n in snns):
+            same = [n for n in snns if implementation(networks[n]) == impl]
+            for snn in same[1:]:
                 pairs.append({
-                    "experiment": experiment, "numerator": snn, "denominator": snns[0],
-                    "comparison": f"{network_label(snn, networks)} / {network_label(snns[0], networks)}",
+                    "experiment": experiment, "implementation": impl, "numerator": snn, "denominator": same[0],
+                    "comparison": f"{network_label(snn, networks)} / {network_label(same[0], networks)}",
                     "note": ("no ANN in this experiment, so SNN/ANN is n/a: shown instead is the same SNN on "
                              "event data over static rate-coded data (the cost of event data)"),
                 })
@@ -696,7 +712,8 @@ def cost_of_spiking(t1: pd.DataFrame, paper: pd.DataFrame, networks: Mapping[str
                 notes.append(_cost_run_note(metric, run, num, den))
             notes += [f"this run: {not_learned_note(n, flagged[n])}" for n in failed]
             rows.append({
-                "experiment": pair["experiment"], "comparison": pair["comparison"],
+                "experiment": pair["experiment"], "implementation": pair["implementation"],
+                "comparison": pair["comparison"],
                 "numerator": num, "denominator": den, "metric": metric, "unit": UNITS.get(metric, "MiB"),
                 "run_numerator": rn, "run_denominator": rd,
                 "run_ratio": rn / rd if rd and not math.isnan(rd) else math.nan,
@@ -705,8 +722,8 @@ def cost_of_spiking(t1: pd.DataFrame, paper: pd.DataFrame, networks: Mapping[str
                 "not_learned": ", ".join(failed),
                 "note": "; ".join(n for n in notes if n),
             })
-    columns = ["experiment", "comparison", "numerator", "denominator", "metric", "unit", "run_numerator",
-               "run_denominator", "run_ratio", "paper_numerator", "paper_denominator", "paper_ratio",
+    columns = ["experiment", "implementation", "comparison", "numerator", "denominator", "metric", "unit",
+               "run_numerator", "run_denominator", "run_ratio", "paper_numerator", "paper_denominator", "paper_ratio",
                "not_learned", "note"]
     return pd.DataFrame(rows, columns=columns)
 

@@ -2,7 +2,8 @@
 
 The training and validation sets live on the device (``spikebench.data.device``); an epoch is a random
 permutation split into batches (no DataLoader, no per-sample Python). Adam with the configured ``lr``; ANN/CNN
-cross-entropy, SNN MSE spike-count loss (``spikebench.models``). Every epoch appends one row to the epochs table
+cross-entropy, SNN MSE spike-count loss (``spikebench.models``; network, loss, prediction and rate coding come
+from ``spikebench.implementation``, which picks spikebench's or snnTorch's code by the setting ``implementation``). Every epoch appends one row to the epochs table
 and saves a checkpoint; the final outputs (weights, epochs Parquet) are written atomically and the checkpoint
 is then deleted.
 
@@ -51,7 +52,7 @@ import torch
 
 from spikebench.data.device import DeviceDataset, check_fits, encode_batch
 from spikebench.devices import autocast
-from spikebench.models import build_network, network_loss, predict
+from spikebench.implementation import implementation_of
 from spikebench.telemetry import NullTelemetry
 
 _LOG = logging.getLogger("spikebench.training")
@@ -148,6 +149,7 @@ def run_batches(net: torch.nn.Module, spec: dict, data: DeviceDataset, batch_siz
 
     ``counter``: a :class:`spikebench.opcounts.OperationCounter` told each batch's real time steps."""
     net.eval()
+    impl = implementation_of(spec)
     device = data.labels.device
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
     correct = torch.zeros((), device=device, dtype=torch.int64)
@@ -160,8 +162,8 @@ def run_batches(net: torch.nn.Module, spec: dict, data: DeviceDataset, batch_siz
                 counter.begin_batch(n_steps, len(idx), x.shape[0])
             with autocast(device):
                 out = net(x)
-            loss_sum += network_loss(spec["kind"], out, y, n_steps, spec).double() * len(idx)
-            pred = predict(spec["kind"], out, n_steps)
+            loss_sum += impl.loss(spec, out, y, n_steps).double() * len(idx)
+            pred = impl.predict(spec, out, n_steps)
             correct += (pred == y).sum()
             if want_predictions:
                 preds.append(pred)
@@ -291,7 +293,7 @@ def train_step(net: torch.nn.Module, optimizer: torch.optim.Optimizer, spec: dic
     """One optimiser step on one batch (the timed epochs and the warm-up run this same code); (loss, output)."""
     with autocast(x.device):                      # precision bf16: torch.autocast; else nothing
         out = net(x)
-        loss = network_loss(spec["kind"], out, y, n_steps, spec)
+        loss = implementation_of(spec).loss(spec, out, y, n_steps)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -301,7 +303,7 @@ def train_step(net: torch.nn.Module, optimizer: torch.optim.Optimizer, spec: dic
 def _train_epoch(net: torch.nn.Module, optimizer: torch.optim.Optimizer, spec: dict, train: DeviceDataset,
                  shuffle_gen: torch.Generator, spike_gen: torch.Generator, device: torch.device) -> tuple[float, float]:
     """One pass over the training set in a fresh random order; (mean loss, accuracy)."""
-    kind, batch_size, n_train = spec["kind"], int(spec["batch_size"]), len(train)
+    impl, batch_size, n_train = implementation_of(spec), int(spec["batch_size"]), len(train)
     net.train()
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
     correct = torch.zeros((), device=device, dtype=torch.int64)
@@ -311,7 +313,7 @@ def _train_epoch(net: torch.nn.Module, optimizer: torch.optim.Optimizer, spec: d
         y = train.labels[idx]
         loss, out = train_step(net, optimizer, spec, x, y, n_steps)
         loss_sum += loss.detach().double() * len(idx)
-        correct += (predict(kind, out.detach(), n_steps) == y).sum()
+        correct += (impl.predict(spec, out.detach(), n_steps) == y).sum()
     return loss_sum.item() / n_train, correct.item() / n_train
 
 
@@ -394,7 +396,7 @@ def train_network(spec: dict, train: DeviceDataset, val: DeviceDataset | None, *
 
     # Network, optimiser and the three random streams, all from `seed`.
     torch.manual_seed(seed)                       # initialisation and dropout (global RNG)
-    net = build_network(spec, network_id).to(device)
+    net = implementation_of(spec).build(spec, network_id).to(device)
     # fused=True on CUDA: one kernel for the whole update instead of several per parameter tensor.
     optimizer = torch.optim.Adam(net.parameters(), lr=float(spec["lr"]), fused=True if device.type == "cuda" else None)
     shuffle_gen = torch.Generator().manual_seed(seed)                   # batch order (CPU)

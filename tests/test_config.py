@@ -16,9 +16,10 @@ def config() -> dict:
 
 
 def test_default_and_demo_configs_are_valid(config):
-    assert set(config["networks"]) == {
-        "exp1_ann", "exp1_snn", "exp2_cnn", "exp2_snn", "exp3_snn_mnist", "exp3_snn_nmnist"}
-    assert [config["networks"][n]["epochs"] for n in config["networks"]] == [20, 20, 30, 30, 10, 10]
+    study = ["exp1_ann", "exp1_snn", "exp2_cnn", "exp2_snn", "exp3_snn_mnist", "exp3_snn_nmnist"]
+    twins = [f"{n}_snntorch" for n in study if "snn" in n]     # each SNN also run by snnTorch's code path
+    assert set(config["networks"]) == set(study + twins)
+    assert [config["networks"][n]["epochs"] for n in study] == [20, 20, 30, 30, 10, 10]
     demo = load_config(PROJECT / "config.yaml", PROJECT / "config.demo.yaml")
     assert demo["data"]["source"] == "demo" and demo["results"] != config["results"]
     assert demo["data"]["root"] != config["data"]["root"]

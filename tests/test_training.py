@@ -435,18 +435,18 @@ def test_warm_up_leaves_results_bitwise_unchanged(tmp_path: Path, shared_data: P
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """Warm-up steps run (the loss is computed 3 + 1 more times) and weights, optimiser and every random
     stream are put back: the epochs table (computed columns) and the weights are bitwise those of a run without."""
-    import spikebench.training as training
+    import spikebench.models as models    # spikebench.implementation calls its network_loss
 
     train, val = _tiny_sets(shared_data)
     spec = {**TINY_CONV5_SNN, "epochs": 2}
     calls = {"n": 0}
-    real_loss = training.network_loss
+    real_loss = models.network_loss
 
     def counting_loss(*args, **kwargs):
         calls["n"] += 1
         return real_loss(*args, **kwargs)
 
-    monkeypatch.setattr(training, "network_loss", counting_loss)
+    monkeypatch.setattr(models, "network_loss", counting_loss)
     tables, counts = {}, {}
     for steps in (0, 3):
         calls["n"] = 0

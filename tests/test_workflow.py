@@ -25,7 +25,7 @@ def test_full_paper_run_plans_every_job(workflow_dir):
         assert counts[rule] == 1
     assert counts["preprocess_nmnist"] == 2  # train and test
     assert counts["split"] == 3  # mnist, cifar10, nmnist
-    assert counts["train"] == 6 and counts["evaluate"] == 6
+    assert counts["train"] == 10 and counts["evaluate"] == 10  # six networks + the four SNNs' snnTorch twins
     assert not any(rule.startswith("demo_") for rule in counts)
 
 
@@ -33,12 +33,14 @@ def test_demo_plans_demo_data_instead_of_downloads(workflow_dir):
     counts = job_counts(workflow_dir, "--configfile", "config.demo.yaml")
     assert counts["demo_mnist"] == counts["demo_cifar10"] == counts["demo_nmnist"] == 1
     assert not any(rule.startswith("download_") for rule in counts)
-    # the six networks, exp1's second seed and exp1_snn's time-step sweep (config.demo.yaml)
-    assert counts["train"] == counts["evaluate"] == len(DEMO_RUNS) == 12
+    # the networks (with the snnTorch twin of config `implementations`), exp1's second seed and exp1_snn's
+    # time-step sweep (config.demo.yaml)
+    assert counts["train"] == counts["evaluate"] == len(DEMO_RUNS)
 
 
 def test_demo_trains_and_evaluates_all_six_networks(demo_run):
-    """The demo runs end to end: six trained and tested networks, tables and figures, all labelled demo."""
+    """The demo runs end to end: six trained and tested networks (and the SNNs' snnTorch twins), tables and
+    figures, all labelled demo."""
     import json
 
     import pandas as pd
@@ -57,7 +59,10 @@ def test_demo_trains_and_evaluates_all_six_networks(demo_run):
     assert tests["exp3_snn_mnist"]["accuracy"] > 0.3
     # every demo network learns: test accuracy at least 2x chance (exp2_snn included, see config.demo.yaml)
     assert all(r["accuracy"] >= 0.2 for r in tests.values()), {n: r["accuracy"] for n, r in tests.items()}
-    assert (results / "tables" / "table1.csv").read_text().count("DEMO DATA") == 6
+    assert tests["exp1_snn_snntorch"]["accuracy"] > 0.6      # the study's code path learns too
+    table1 = pd.read_csv(results / "tables" / "table1.csv")
+    assert (table1["data"] == "DEMO DATA").all() and len(table1) == len(DEMO_NETWORKS)
+    assert set(table1.loc[table1["network"].str.endswith("_snntorch"), "implementation"]) == {"snntorch"}
     assert (demo_run / "data-demo" / "DEMO_DATA.txt").exists()
     # operation counts of every network and the neuromorphic estimate (README "Operation counts ...")
     for network, result in tests.items():

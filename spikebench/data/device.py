@@ -23,6 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from spikebench.implementation import implementation_of
 from spikebench.models import DATASET_SHAPES, input_shape
 
 
@@ -167,10 +168,11 @@ def rate_code(x: torch.Tensor, num_steps: int, generator: torch.Generator | None
 
 def encode_batch(spec: dict, data: DeviceDataset, idx: torch.Tensor, generator: torch.Generator | None
                  ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Network input for samples ``idx``: images (ANN), rate-coded spikes [T, B, ...] or N-MNIST frames (SNN)."""
+    """Network input for samples ``idx``: images (ANN), rate-coded spikes [T, B, ...] (the network's
+    implementation's rate coding) or N-MNIST frames (SNN)."""
     x, n_steps = data.batch(idx)
     if spec["kind"] == "snn" and n_steps is None:
-        x = rate_code(x, int(spec["num_steps"]), generator)
+        x = implementation_of(spec).rate_code(x, int(spec["num_steps"]), generator)
     return x, n_steps
 
 

@@ -1,0 +1,68 @@
+"""Which code runs a network: the one place that chooses by the network setting ``implementation``.
+
+``spikebench`` (the default; every ANN): :mod:`spikebench.models` (fused LIF over all time steps, CPU kernels)
+and :func:`spikebench.data.device.rate_code`. ``snntorch`` (SNNs only): the study's own code path,
+:mod:`spikebench.models_snntorch` (``snntorch.Leaky`` per time step, ``spikegen.rate``, ``mse_count_loss``).
+Training, evaluation, the data path and telemetry are the same for both: they call the functions of
+:func:`implementation_of`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from spikebench import models
+
+IMPLEMENTATIONS = ("spikebench", "snntorch")
+DEFAULT = "spikebench"
+
+
+@dataclass(frozen=True)
+class Implementation:
+    """The builder, loss, prediction and rate coding of one implementation."""
+
+    name: str
+    #: ``build(spec, name) -> nn.Module`` (Kaiming-initialised from the global RNG)
+    build: Callable[..., torch.nn.Module]
+    #: ``loss(spec, output, targets, n_steps) -> scalar``
+    loss: Callable[..., torch.Tensor]
+    #: ``predict(spec, output, n_steps) -> classes [B]``
+    predict: Callable[..., torch.Tensor]
+    #: ``rate_code(x, num_steps, generator) -> spikes [T, *x.shape]``
+    rate_code: Callable[..., torch.Tensor]
+
+
+def _spikebench_loss(spec: dict, output, targets, n_steps=None):
+    return models.network_loss(spec["kind"], output, targets, n_steps, spec)
+
+
+def _predict(spec: dict, output, n_steps=None):
+    return models.predict(spec["kind"], output, n_steps)
+
+
+def _spikebench() -> Implementation:
+    from spikebench.data.device import rate_code
+    return Implementation("spikebench", models.build_network, _spikebench_loss, _predict, rate_code)
+
+
+def _snntorch() -> Implementation:
+    from spikebench import models_snntorch as m       # imports snntorch only for the networks that use it
+    return Implementation("snntorch", m.build_snntorch_network, m.snntorch_loss, _predict, m.rate_code)
+
+
+_CHOICES = {"spikebench": _spikebench, "snntorch": _snntorch}
+
+
+def implementation_of(spec: dict) -> Implementation:
+    """The implementation that ``spec["implementation"]`` names (default ``spikebench``)."""
+    name = spec.get("implementation", DEFAULT)
+    if name not in _CHOICES:
+        raise models.NetworkSpecError(f"{spec.get('_name', 'network')}: implementation {name!r}: expected one "
+                                      f"of {', '.join(IMPLEMENTATIONS)}")
+    if name == "snntorch" and spec.get("kind") != "snn":
+        raise models.NetworkSpecError(f"{spec.get('_name', 'network')}: implementation 'snntorch' is for SNNs "
+                                      f"(kind {spec.get('kind')!r}); use implementation: spikebench")
+    return _CHOICES[name]()
