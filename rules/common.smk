@@ -14,11 +14,13 @@ envvars:
 
 import re
 
-from spikebench.config import expand_runs, validate_config
+from spikebench.config import add_implementation_twins, expand_runs, validate_config
 from spikebench import provenance
 from spikebench.data import catalog
 
-# Stops the run before any job starts, naming every offending key.
+# The networks' twins of config `implementations` (`<id>_snntorch`) join config["networks"]; then the
+# whole config is checked, which stops the run before any job starts, naming every offending key.
+add_implementation_twins(config)
 validate_config(config, source="configuration (config.yaml and any --configfile overlays)")
 
 DATA = config["data"]["root"]

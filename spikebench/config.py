@@ -41,7 +41,8 @@ def merge(base: dict, overlay: dict) -> dict:
 
 
 def load_config(*paths: Path | str) -> dict:
-    """Load one or more YAML files, later ones overriding earlier ones, and validate the result."""
+    """Load one or more YAML files, later ones overriding earlier ones, add the implementation twins
+    (:func:`add_implementation_twins`), and validate the result, as the workflow does."""
     config: dict = {}
     for path in paths:
         with open(path) as fh:
@@ -49,6 +50,7 @@ def load_config(*paths: Path | str) -> dict:
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: expected a mapping of config keys, got {type(loaded).__name__}")
         config = merge(config, loaded)
+    add_implementation_twins(config)
     validate_config(config)
     return config
 
@@ -139,6 +141,40 @@ def implementation_errors(networks: dict) -> list[str]:
             if spec.get("implementation") == "snntorch" and spec.get("kind") != "snn"]
 
 
+#: Implementations a network can be twinned with (config ``implementations``), and the twin's id suffix.
+TWIN_IMPLEMENTATIONS = ("snntorch",)
+
+
+def twin_id(network: str, implementation: str) -> str:
+    return f"{network}_{implementation}"
+
+
+def add_implementation_twins(config: dict) -> None:
+    """Add to ``config["networks"]`` the twin of every network listed under ``implementations.<name>``:
+    ``<id>_<name>``, a copy of all of the network's settings (as overlays left them) with
+    ``implementation: <name>``. Run before :func:`validate_config`, which reports a listed name that is
+    not an SNN of the config (``twin_errors``); what is not well-formed is left to the schema check."""
+    networks, wanted = config.get("networks"), config.get("implementations") or {}
+    if not isinstance(networks, dict) or not isinstance(wanted, dict):
+        return
+    for implementation in TWIN_IMPLEMENTATIONS:
+        names = wanted.get(implementation) or []
+        for name in names if isinstance(names, list) else []:
+            spec = networks.get(name)
+            if isinstance(spec, dict) and spec.get("kind") == "snn" and twin_id(name, implementation) not in networks:
+                networks[twin_id(name, implementation)] = {**copy.deepcopy(spec), "implementation": implementation}
+
+
+def twin_errors(config: dict) -> list[str]:
+    """One message per name under ``implementations`` that is not an SNN of ``networks``."""
+    networks = config["networks"]
+    return [f"config key 'implementations.{implementation}': {name!r} is not "
+            + ("an SNN (kind: ann)" if name in networks else "a network of `networks`")
+            + f"; list SNN ids only (known: {sorted(n for n, s in networks.items() if s.get('kind') == 'snn')})"
+            for implementation, names in (config.get("implementations") or {}).items()
+            for name in names if networks.get(name, {}).get("kind") != "snn"]
+
+
 def validate_config(config: dict, schema: dict | None = None, source: str = "config") -> None:
     """Raise `ConfigError` listing every problem, or return None when the config is valid.
 
@@ -146,7 +182,8 @@ def validate_config(config: dict, schema: dict | None = None, source: str = "con
     (`implementation_errors`), then the sweeps' variants (`sweep_errors`).
     """
     problems = config_errors(config, schema) or (geometry_errors(config["networks"])
-                                                 + implementation_errors(config["networks"])) \
+                                                 + implementation_errors(config["networks"])
+                                                 + twin_errors(config)) \
         or sweep_errors(config, schema)
     if problems:
         raise ConfigError(f"invalid {source}:\n  - " + "\n  - ".join(problems))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from pathlib import Path
 
 import numpy as np
@@ -123,18 +125,32 @@ def test_ann_with_snntorch_is_a_config_error_naming_the_key() -> None:
         implementation_of({**NETWORKS["exp1_ann"], "implementation": "snntorch"})
 
 
-def test_paper_and_demo_configs_run_both_implementations_of_every_snn() -> None:
-    for config, differ in ((load_config(PROJECT / "config.yaml"), ("implementation",)),
-                           (load_config(PROJECT / "config.yaml", PROJECT / "config.demo.yaml"),
-                            ("implementation", "epochs"))):     # the demo runs fewer snnTorch epochs
+def test_paper_config_twins_every_snn_and_the_demo_exp1_snn() -> None:
+    """config `implementations`: a twin `<id>_snntorch` copies every setting of its SNN as the overlays left
+    them (the demo's shrunk exp1_snn), with implementation: snntorch."""
+    for config, twinned in ((load_config(PROJECT / "config.yaml"),
+                             ["exp1_snn", "exp2_snn", "exp3_snn_mnist", "exp3_snn_nmnist"]),
+                            (load_config(PROJECT / "config.yaml", PROJECT / "config.demo.yaml"), ["exp1_snn"])):
         nets = config["networks"]
-        snns = [n for n, s in nets.items() if s["kind"] == "snn" and s.get("implementation") is None]
-        assert len(snns) == 4
-        for name in snns:
+        assert sorted(n for n in nets if n.endswith("_snntorch")) == sorted(f"{n}_snntorch" for n in twinned)
+        for name in twinned:
             twin = nets[f"{name}_snntorch"]
-            assert twin["implementation"] == "snntorch"
-            assert {k: v for k, v in twin.items() if k not in differ} == \
-                {k: v for k, v in nets[name].items() if k not in differ}
+            assert twin == {**nets[name], "implementation": "snntorch"}
+    demo = load_config(PROJECT / "config.yaml", PROJECT / "config.demo.yaml")["networks"]
+    assert demo["exp1_snn_snntorch"]["num_steps"] == demo["exp1_snn"]["num_steps"] == 10   # the overlay's value
+
+
+@pytest.mark.parametrize("name, message", [
+    ("exp1_ann", "'exp1_ann' is not an SNN (kind: ann)"),
+    ("exp9_snn", "'exp9_snn' is not a network of `networks`"),
+])
+def test_twins_of_what_is_not_an_snn_are_config_errors(name: str, message: str) -> None:
+    from spikebench.config import ConfigError, add_implementation_twins, merge, validate_config
+
+    config = merge(load_config(PROJECT / "config.yaml"), {"implementations": {"snntorch": [name]}})
+    add_implementation_twins(config)
+    with pytest.raises(ConfigError, match=r"config key 'implementations.snntorch': " + re.escape(message)):
+        validate_config(config)
 
 
 def test_snntorch_networks_digest_their_module(tmp_path: Path, monkeypatch) -> None:

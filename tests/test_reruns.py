@@ -74,7 +74,7 @@ def test_nmnist_time_window_reruns_preprocessing_and_the_nmnist_network(finished
     jobs = planned_jobs(finished_copy, overlay(finished_copy, {"nmnist": {"time_window_us": 2000}}))
     assert without_aggregation(jobs) == {
         ("preprocess_nmnist", "split=train"), ("preprocess_nmnist", "split=test"),
-    } | network_jobs("exp3_snn_nmnist") | network_jobs("exp3_snn_nmnist_snntorch")
+    } | network_jobs("exp3_snn_nmnist")
 
 
 def test_figure_style_reruns_only_figures(finished_copy):
@@ -103,7 +103,7 @@ def test_code_change_in_one_architecture_reruns_only_its_networks(finished_copy)
     models.write_text(source.replace(marker, marker + "    # a change to experiment 3's network\n"))
     jobs = planned_jobs(finished_copy)
     assert without_aggregation(jobs) == set().union(*(network_jobs(n) for n in (
-        "exp3_snn_mnist", "exp3_snn_nmnist", "exp3_snn_mnist_snntorch", "exp3_snn_nmnist_snntorch")))
+        "exp3_snn_mnist", "exp3_snn_nmnist")))
 
 
 def test_training_code_change_reruns_every_training_job(finished_copy):
