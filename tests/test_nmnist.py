@@ -456,7 +456,8 @@ def test_the_rules_threads_reach_the_job(recordings, tmp_path, monkeypatch):
     plan = subprocess.run(snakemake_cmd("-n", "--cores", "2", "--configfile", "config.demo.yaml"),
                           cwd=workflow, capture_output=True, text=True, timeout=180)
     assert plan.returncode == 0, plan.stdout + plan.stderr
-    jobs = [block for block in plan.stdout.split("\n\n") if "rule preprocess_nmnist:" in block]
+    blocks = re.split(r"\n(?=\[\w{3} \w{3} +\d+ [\d:]+ \d{4}\]\n)", plan.stdout)     # one job per timestamp
+    jobs = [block for block in blocks if "rule preprocess_nmnist:" in block]
     assert len(jobs) == 2 and all(re.search(r"^\s*threads: 2$", job, re.M) for job in jobs), jobs
 
     nm_dir = copy_layout([f for f in recordings if f.parents[1].name == "Test"][:6], tmp_path / "root")
@@ -468,9 +469,10 @@ def test_the_rules_threads_reach_the_job(recordings, tmp_path, monkeypatch):
     for threads in (1, 2):
         out, log = tmp_path / f"out{threads}", tmp_path / f"job{threads}.log"
         snakemake = SimpleNamespace(
-            input=SimpleNamespace(recordings=str(nm_dir / "Test")),
+            input=SimpleNamespace(manifest=str(tmp_path / "manifest_nmnist.json")),
             output=SimpleNamespace(frames=str(out / "f.parquet"), samples=str(out / "s.parquet")),
-            params=SimpleNamespace(denoise_filter_us=STUDY[0], time_window_us=STUDY[1]),
+            params=SimpleNamespace(recordings=str(nm_dir / "Test"), denoise_filter_us=STUDY[0],
+                                   time_window_us=STUDY[1]),
             log=[str(log)],
             threads=threads,
         )
