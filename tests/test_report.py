@@ -234,11 +234,13 @@ def with_results_rules(workdir: Path) -> None:
 
 
 def one_run_per_network(demo_config: Path) -> None:
-    """The demo config without its sweep and second seeds: the hand-made results have one run per network."""
+    """The demo config without its sweep, second seeds and snnTorch twin: the hand-made results have one run
+    per study network."""
     import yaml
 
     config = yaml.safe_load(demo_config.read_text())
     config["sweeps"] = {}
+    config["implementations"] = {"snntorch": []}
     for spec in config["networks"].values():
         spec.pop("repeats", None)
     demo_config.write_text(yaml.safe_dump(config))
@@ -250,7 +252,8 @@ def test_report_of_fixture_results_in_a_browser(tmp_path):
     with_results_rules(workdir)
     write_fake_run(workdir / "results-demo", telemetry="cpu")
     one_run_per_network(workdir / "config.demo.yaml")
-    only_results = ("--allowed-rules", "tables", "figures", "aggregate", "all")  # hand-made results stand in for training
+    only_results = ("--allowed-rules", "tables", "figures", "aggregate", "sweep_figures", "neuromorphic",
+                    "all")  # hand-made results stand in for training
     run = subprocess.run(snakemake_cmd("--cores", "2", "--configfile", "config.demo.yaml", *only_results),
                          cwd=workdir, capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, (run.stdout + run.stderr)[-6000:]
@@ -264,7 +267,7 @@ def test_report_of_fixture_results_in_a_browser(tmp_path):
                                         *only_results), cwd=workdir, capture_output=True, text=True, timeout=300)
     assert plan.returncode == 0, plan.stdout + plan.stderr
     planned = dict(re.findall(r"^(\w+)\s+(\d+)$", plan.stdout.split("Job stats:")[1].split("total")[0], re.M))
-    assert planned == {"figures": "1", "all": "1"}, plan.stdout
+    assert planned == {"figures": "1", "neuromorphic": "1", "all": "1"}, plan.stdout   # both draw figures
     check_report_in_browser(make_report(workdir, *only_results), tmp_path, demo=True)
 
 

@@ -185,7 +185,31 @@ def make_test(network: str, spec: dict, telemetry: str, *, accuracy: float = 0.9
             "energy_per_sample_mj": energy / n_test * 1e3 if energy else None,
         },
         "hardware": GPU_HARDWARE if gpu else CPU_HARDWARE,
+        "operations": make_operations(spec),
     }
+
+
+def make_operations(spec: dict) -> dict:
+    """Per-sample operation counts as the evaluate job writes them (test.json `operations`)."""
+    snn = spec["kind"] == "snn"
+    dense = 2.0e6 * (25 if snn else 1)
+    return {"n_samples": 10000, "dense_ops_per_sample": dense, "effective_macs_per_sample": 0.0 if snn else 0.6 * dense,
+            "effective_acs_per_sample": 0.1 * dense if snn else 0.0, "effective_ops_per_sample": 0.1 * dense if snn
+            else 0.6 * dense, "membrane_updates_per_sample": 12750.0 if snn else None,
+            "mean_firing_rate": 0.12 if snn else None, "activation_sparsity": 0.88 if snn else 0.4,
+            "footprint_bytes": 1_000_000, "connection_sparsity": 0.0}
+
+
+def make_layers(network: str, spec: dict) -> pd.DataFrame:
+    """Two layers of per-layer counts, with the columns of ``layers.parquet``."""
+    snn = spec["kind"] == "snn"
+    return pd.DataFrame({
+        "network": network, "kind": spec["kind"], "layer": [0, 1], "synapse": ["Linear", "Linear"],
+        "shape": ["[256]", "[10]"], "neurons": [256, 10], "firing_rate": [0.15, 0.05] if snn else [None, None],
+        "activation_sparsity": [0.85, 0.95] if snn else [0.4, 0.0],
+        "dense_ops_per_sample": [1.9e6, 2.6e3], "effective_macs_per_sample": [0.0, 0.0] if snn else [1.1e6, 2.6e3],
+        "effective_acs_per_sample": [1.9e5, 1.3e2] if snn else [0.0, 0.0],
+    })
 
 
 def write_fake_run(results_dir: Path, networks: dict = STUDY_NETWORKS, telemetry: str = "nvml", n_epochs: int = 3) -> Path:
@@ -201,6 +225,7 @@ def write_fake_run(results_dir: Path, networks: dict = STUDY_NETWORKS, telemetry
         _write_parquet(make_telemetry(epochs, telemetry), folder / "telemetry_train.parquet", hardware)
         _write_parquet(make_telemetry(None, telemetry, test_s=1.5), folder / "telemetry_test.parquet", hardware)
         (folder / "test.json").write_text(json.dumps(make_test(network, spec, telemetry, accuracy=0.9 + 0.01 * i)))
+        make_layers(network, spec).to_parquet(folder / "layers.parquet", index=False)
     return Path(results_dir)
 
 
