@@ -27,6 +27,7 @@ import pytest  # noqa: E402
 
 from conftest import copy_workflow, snakemake_cmd  # noqa: E402
 from test_results import STUDY_NETWORKS, write_fake_run  # noqa: E402
+from spikebench.config import load_config  # noqa: E402
 
 PROJECT = Path(__file__).resolve().parents[1]
 CATEGORIES = ("Cost of spiking", "Experiment 1", "Experiment 2", "Experiment 3", "Summary", "Paper comparison",
@@ -142,7 +143,8 @@ def make_report(workdir: Path, *extra: str) -> Path:
     return report
 
 
-def check_report_in_browser(report: Path, tmp_path: Path, *, demo: bool) -> None:
+def check_report_in_browser(report: Path, tmp_path: Path, *, demo: bool, n_networks: int = len(STUDY_NETWORKS)) -> None:
+    """`n_networks`: rows of Table I (the configured networks, with their implementation twins)."""
     browser = find_chromium()
     profile = tmp_path / "chromium-profile"
 
@@ -170,7 +172,7 @@ def check_report_in_browser(report: Path, tmp_path: Path, *, demo: bool) -> None
     frame = re.search(r'<iframe[^>]*src="data:text/html;[^"]*filename=table1\.html;base64,([^"]+)"', dom)
     assert frame, "Table I is not shown in the page"
     table = base64.b64decode(html.unescape(frame.group(1))).decode("utf-8")
-    assert "Table I: training and validation" in table and table.count("<tr>") == 1 + len(STUDY_NETWORKS)
+    assert "Table I: training and validation" in table and table.count("<tr>") == 1 + n_networks
     assert ("DEMO DATA" in table) == demo
     shot = tmp_path / "table1.png"
     chromium(browser, profile, page, f"--screenshot={shot}")
@@ -279,4 +281,5 @@ def test_demo_report_in_a_browser(demo_run, tmp_path):
     missing += [f"figures/{n}.svg" for n in FIGURES if not (results / "figures" / f"{n}.svg").is_file()]
     assert not missing, (f"the demo run made no {missing}: the Snakefile must include rules/results.smk "
                          "and all_targets() must return results_targets() too")
-    check_report_in_browser(make_report(demo_run), tmp_path, demo=True)
+    demo_networks = load_config(demo_run / "config.yaml", demo_run / "config.demo.yaml")["networks"]
+    check_report_in_browser(make_report(demo_run), tmp_path, demo=True, n_networks=len(demo_networks))
