@@ -167,6 +167,7 @@ def _small_config(workdir: Path) -> None:
     config["networks"] = {n: {**config["networks"][n], "epochs": 1} for n in ("exp1_ann", "exp1_snn")}
     config["repeats"] = 2
     config["sweeps"] = {"time_steps": {"networks": ["exp1_snn"], "num_steps": [2]}}
+    config["implementations"] = {"snntorch": []}       # no snnTorch twin here
     config["telemetry"]["idle_s"] = 0
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
 

@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 
 from spikebench import tracking
-from spikebench.config import ConfigError, load_config, validate_config
+from spikebench.config import ConfigError, expand_runs, load_config, validate_config
 from spikebench.results import read_epochs, read_test
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -319,6 +319,6 @@ def test_turning_tracking_on_after_a_run_plans_only_track_jobs(demo_run, tmp_pat
     workdir = tmp_path / "workflow"
     shutil.copytree(demo_run, workdir, symlinks=True)
     (workdir / "tracking.yaml").write_text("tracking: {backend: tensorboard}\n")
-    networks = load_config(workdir / "config.yaml", workdir / "config.demo.yaml")["networks"]
-    expected = {("track", f"network={n}, stage={stage}") for n in networks for stage in tracking.STAGES}
+    runs = expand_runs(load_config(workdir / "config.yaml", workdir / "config.demo.yaml"))  # seeds, variants too
+    expected = {("track", f"network={n}, stage={stage}") for n in runs for stage in tracking.STAGES}
     assert planned_jobs(workdir, "tracking.yaml") == expected | {("all", "")}

@@ -8,6 +8,8 @@ from spikebench.config import expand_runs, load_config
 
 #: Run ids of the demo (networks, sweep variants, seeds: spikebench.config.expand_runs).
 DEMO_RUNS = expand_runs(load_config(PROJECT / "config.yaml", PROJECT / "config.demo.yaml"))
+#: The configured networks of the demo (the six and the snnTorch twin of config `implementations`).
+DEMO_NETWORKS = load_config(PROJECT / "config.yaml", PROJECT / "config.demo.yaml")["networks"]
 
 
 def job_counts(workflow_dir, *args) -> dict[str, int]:
