@@ -315,22 +315,13 @@ INT_COLUMNS = ("neurons", "activations", "nonzero_activations", "parameters", "f
 
 def write_layers(rows: list[dict[str, Any]], path, *, network: str, kind: str) -> None:
     """The per-layer counts as ``layers.parquet`` (written to a temporary name, then renamed)."""
-    import os
     from pathlib import Path
 
     import pandas as pd
 
+    from spikebench.training import _atomic_parquet
+
     table = pd.DataFrame([{"network": network, "kind": kind, **row} for row in rows], columns=list(LAYER_COLUMNS))
     for column in LAYER_COLUMNS[5:]:                    # numbers; None (not applicable) -> null, never 0
         table[column] = table[column].astype("Int64" if column in INT_COLUMNS else "float64")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        table.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-    except OSError as exc:
-        from spikebench.training import write_error
-        raise write_error(path, exc) from exc
-    finally:
-        tmp.unlink(missing_ok=True)
+    _atomic_parquet(table, Path(path))
