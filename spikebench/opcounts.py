@@ -200,11 +200,16 @@ class OperationCounter:
         self.n_samples = 0
         self.total_steps = 0          # sum over samples of their (real) time steps
         self.padded_steps: list[torch.Tensor] = []
+        self._steps: list[int] = []   # per layer: time steps seen in this batch (a per-step network's calls)
         if self.kind == "snn":
+            # spikebench's stages see all time steps at once; the snnTorch twin's stages one step per call
+            per_step = getattr(net, "implementation", "spikebench") == "snntorch"
             for i, stage in enumerate(net.stages):
                 layer = _Layer(i, stage.synapse, spiking=True)
                 self.layers.append(layer)
-                self.handles.append(stage.register_forward_hook(self._stage_hook(layer)))
+                hook = self._step_hook(layer) if per_step else self._stage_hook(layer)
+                self.handles.append(stage.register_forward_hook(hook))
+            self._steps = [0] * len(self.layers)
         else:
             self._hook_ann(net.layers)
 
@@ -230,8 +235,22 @@ class OperationCounter:
             layer.add_output(spk, 2, self.mask, count=layer.index == len(self.layers) - 1)
         return hook
 
+    def _step_hook(self, layer: _Layer):
+        """The same counts for a stage called once per time step (``x [B, ...]``): step t of the batch's mask."""
+        def hook(stage: nn.Module, args: tuple, output: tuple) -> None:
+            step = self._steps[layer.index]
+            self._steps[layer.index] += 1
+            x, spk = args[0], output[0]                                      # [B, ...]
+            if stage.flatten:
+                x = x.flatten(1)
+            mask = self.mask[step:step + 1] if self.mask is not None else None
+            layer.add_input(x.unsqueeze(0), 2, mask, "check" if layer.index == 0 else "ac")
+            layer.add_output(spk.unsqueeze(0), 2, mask, count=layer.index == len(self.layers) - 1)
+        return hook
+
     def begin_batch(self, n_steps: torch.Tensor | None, batch: int, total_steps: int = 1) -> None:
         """Before each forward pass: ``n_steps [B]`` of a padded batch (else None), its size and T."""
+        self._steps = [0] * len(self.layers)
         self.n_samples += batch
         if self.kind != "snn":
             self.total_steps += batch

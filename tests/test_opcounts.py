@@ -13,6 +13,7 @@ import torch
 import yaml
 from torch import nn
 
+from conftest import PROJECT
 from spikebench.data.device import DeviceImages
 from spikebench.evaluation import evaluate_network
 from spikebench.models import ANN, SNN, Conv2d, Leaky, SpikingStage, build_network
@@ -290,3 +291,30 @@ def test_measured_vs_estimated_table_and_ratios(tmp_path: Path) -> None:
     assert layers.columns[:3].tolist() == ["experiment", "network", "layer"] and layers["network"][0] == "SNN"
     fig = neuromorphic_figure(layers, ratios)
     assert len(fig.axes) == 2 and fig.axes[0].lines[0].get_ydata().tolist() == [0.2, 0.0]
+
+
+# ---------------------------------------------------------------- the snnTorch twin counts the same
+@pytest.mark.parametrize("network, padded", [("exp1_snn", False), ("exp3_snn_mnist", False), ("exp3_snn_nmnist", True)])
+def test_the_snntorch_twin_counts_what_spikebench_counts(network: str, padded: bool) -> None:
+    """Its stages run once per time step: the counts from the same weights and input spikes are the same
+    (a per-step stage seen as all steps at once counted the batch axis as time and gave effective > dense)."""
+    from spikebench.config import load_config
+    from spikebench.models import build_network
+    from spikebench.models_snntorch import build_snntorch_network
+
+    spec = load_config(PROJECT / "config.yaml")["networks"][network]
+    torch.manual_seed(0)
+    ours = build_network(spec, network).eval()
+    torch.manual_seed(0)
+    twin = build_snntorch_network({**spec, "implementation": "snntorch"}, network).eval()
+    steps, batch = (12, 3) if padded else (6, 4)
+    x = (torch.rand(steps, batch, *ours.input_shape, generator=torch.Generator().manual_seed(1)) < 0.3).float()
+    n_steps = torch.tensor([12, 7, 9]) if padded else None
+    _, rows_ours, summary_ours = count(ours, x, n_steps)
+    _, rows_twin, summary_twin = count(twin, x, n_steps)
+    assert 0 < summary_ours["effective_ops_per_sample"] < summary_ours["dense_ops_per_sample"]
+    for key in ("dense_ops_per_sample", "effective_acs_per_sample", "effective_macs_per_sample",
+                "membrane_updates_per_sample", "activation_sparsity", "time_steps_per_sample"):
+        assert summary_twin[key] == pytest.approx(summary_ours[key], rel=1e-6), key
+    for a, b in zip(rows_ours, rows_twin, strict=True):
+        assert a["neurons"] == b["neurons"] and a["firing_rate"] == pytest.approx(b["firing_rate"], rel=1e-6)
