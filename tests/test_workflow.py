@@ -71,5 +71,5 @@ def test_demo_trains_and_evaluates_all_six_networks(demo_run):
         ops = result["operations"]
         assert ops["n_samples"] == result["n_test"] and 0 < ops["effective_ops_per_sample"] < ops["dense_ops_per_sample"]
         assert len(pd.read_parquet(results / network / "layers.parquet")) >= 3
-    assert (results / "tables" / "neuromorphic.csv").read_text().count("DEMO DATA") == 6
+    assert (results / "tables" / "neuromorphic.csv").read_text().count("DEMO DATA") == len(DEMO_NETWORKS)
     assert (results / "figures" / "neuromorphic.svg").stat().st_size > 10_000
