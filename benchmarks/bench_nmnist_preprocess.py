@@ -168,9 +168,9 @@ out, filter_us, window_us, threads, *splits = sys.argv[1:]
 for split in splits:
     name = Path(split).name
     snakemake = types.SimpleNamespace(
-        input=types.SimpleNamespace(recordings=split),
+        input=types.SimpleNamespace(),
         output=types.SimpleNamespace(frames=f"{out}/{name}_frames.parquet", samples=f"{out}/{name}_samples.parquet"),
-        params=types.SimpleNamespace(denoise_filter_us=int(filter_us), time_window_us=int(window_us)),
+        params=types.SimpleNamespace(recordings=split, denoise_filter_us=int(filter_us), time_window_us=int(window_us)),
         log=[f"{out}/{name}.log"], threads=int(threads),
     )
     runpy.run_path("scripts/preprocess_nmnist.py", init_globals={"snakemake": snakemake})
