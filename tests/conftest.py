@@ -62,3 +62,16 @@ def demo_run(tmp_path_factory) -> Path:
     (workdir / "snakemake-demo.log").write_text(run.stdout + run.stderr)
     assert run.returncode == 0, (run.stdout + run.stderr)[-6000:]
     return workdir
+
+
+@pytest.fixture(scope="module")
+def demo_mnist_job(tmp_path_factory) -> dict:
+    """What rule train gives train_job on the demo MNIST: its data root and a split of its 4500 training digits."""
+    from spikebench.data.demo import make_demo_mnist
+    from spikebench.data.split import make_split, write_split
+
+    root = tmp_path_factory.mktemp("job") / "data"
+    n_train = len(make_demo_mnist(root, n_test=500, seed=0)["train"][1])
+    split = root.parent / "split_mnist.parquet"
+    write_split(make_split(n_train, 0.2, 42), split, "mnist", n_train, 0.2, 42)
+    return {"root": root, "split": split}

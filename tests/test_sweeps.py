@@ -67,18 +67,6 @@ def test_a_bad_sweep_is_named(demo_config, sweep, message):
 
 # ---- a run that runs out of memory -----------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def demo_mnist_job(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    from spikebench.data.demo import make_demo_mnist
-    from spikebench.data.split import make_split, write_split
-
-    root = tmp_path_factory.mktemp("job") / "data"
-    n_train = len(make_demo_mnist(root, n_test=500, seed=0)["train"][1])
-    split = root.parent / "split_mnist.parquet"
-    write_split(make_split(n_train, 0.2, 42), split, "mnist", n_train, 0.2, 42)
-    return {"root": root, "split": split}
-
-
 def test_an_allocation_failure_is_recorded_as_oom_and_its_evaluation_too(tmp_path, demo_mnist_job, demo_config,
                                                                          monkeypatch):
     """A real failed CPU allocation in epoch 2: train and evaluate both write their outputs, status oom."""

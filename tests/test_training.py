@@ -331,19 +331,6 @@ def test_load_split_and_test_data_from_the_pipeline_files(tmp_path: Path, shared
         load_test_data(NETWORKS["exp3_snn_nmnist"], root, None, CPU)
 
 
-@pytest.fixture(scope="module")
-def demo_mnist_job(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """What rule train gives train_job for exp1_ann on the demo MNIST (a split of its 4500 training digits)."""
-    from spikebench.data.demo import make_demo_mnist
-    from spikebench.data.split import make_split, write_split
-
-    root = tmp_path_factory.mktemp("job") / "data"
-    n_train = len(make_demo_mnist(root, n_test=500, seed=0)["train"][1])
-    split = root.parent / "split_mnist.parquet"
-    write_split(make_split(n_train, 0.2, 42), split, "mnist", n_train, 0.2, 42)
-    return {"root": root, "split": split}
-
-
 def _train_job(job: dict, out: Path, log) -> None:
     from spikebench.jobs import train_job
 
