@@ -294,6 +294,19 @@ def test_fetch_url_renames_a_complete_download_and_never_overwrites(tmp_path: Pa
     assert sorted(os.listdir(tmp_path)) == ["file.gz"]
 
 
+def test_fetch_url_without_an_md5_downloads_into_its_temporary_name(tmp_path: Path, monkeypatch):
+    """torchvision's download_url skips a file that exists when no md5 is given: the temporary name that
+    atomic_output reserves must not count as the download (else an empty file would be renamed into place)."""
+    def serve_bytes(url, filename, *args, **kwargs):
+        Path(filename).write_bytes(b"served")
+
+    monkeypatch.setattr(tv_utils, "_urlretrieve", serve_bytes)
+    monkeypatch.setattr(tv_utils, "_get_redirect_url", lambda url, max_hops=3: url)
+    dest = tmp_path / "sub" / "file.bin"
+    fetch.fetch_url("https://example.org/file.bin", dest, None)
+    assert dest.read_bytes() == b"served" and sorted(os.listdir(dest.parent)) == ["file.bin"]
+
+
 # --- demo data: the same design -------------------------------------------------------------------
 
 def test_demo_makes_only_what_is_missing(tmp_path: Path):

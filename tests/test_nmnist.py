@@ -17,6 +17,7 @@ import tonic
 import torch
 
 from spikebench.data import nmnist
+from spikebench.data.nmnist import batches as nmnist_batches
 from spikebench.data.mnist import DataIntegrityError
 from spikebench.data.nmnist_download import download_nmnist
 from spikebench.data.nmnist import (
@@ -462,9 +463,9 @@ def test_the_rules_threads_reach_the_job(recordings, tmp_path, monkeypatch):
 
     nm_dir = copy_layout([f for f in recordings if f.parents[1].name == "Test"][:6], tmp_path / "root")
     workers: list[str] = []
-    compute = nmnist._compute_batch
+    compute = nmnist_batches._compute_batch
     monkeypatch.setattr(
-        nmnist, "_compute_batch", lambda *a, **k: workers.append(threading.current_thread().name) or compute(*a, **k)
+        nmnist_batches, "_compute_batch", lambda *a, **k: workers.append(threading.current_thread().name) or compute(*a, **k)
     )
     for threads in (1, 2):
         out, log = tmp_path / f"out{threads}", tmp_path / f"job{threads}.log"

@@ -12,17 +12,27 @@ from pathlib import Path
 
 import numpy as np
 
-from spikebench.data.mnist import DEMO_MARKER, DataIntegrityError, atomic_output
+from spikebench.atomic import atomic_output, write_bytes
+from spikebench.data.catalog import (
+    CIFAR10_FILES,
+    CIFAR10_FOLDER,
+    CIFAR10_IMAGE_SHAPE,
+    CIFAR10_META,
+    CIFAR10_ROW_BYTES,
+    NUM_CLASSES,
+)
+from spikebench.data.mnist import DEMO_MARKER, DataIntegrityError
 
 SPLITS = ("train", "test")
-TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
-TEST_BATCHES = ("test_batch",)
-META_FILE = "batches.meta"
+TRAIN_BATCHES = CIFAR10_FILES["train"]  # data_batch_1 .. data_batch_5
+TEST_BATCHES = CIFAR10_FILES["test"]
+META_FILE = CIFAR10_META
+_MAX_LABEL = NUM_CLASSES["cifar10"] - 1
 
 
 def cifar10_folder(root: Path) -> Path:
     """The folder torchvision extracts CIFAR-10 to: ``root/cifar-10-batches-py``."""
-    return Path(root) / "cifar-10-batches-py"
+    return Path(root) / CIFAR10_FOLDER
 
 
 def _expected_md5() -> dict[str, str]:
@@ -226,13 +236,13 @@ def load_cifar10(root: Path, split: str, *, verify_md5: bool = True) -> tuple[np
             raise DataIntegrityError(f"{path}: expected keys 'data' and 'labels', found {sorted(entry)}")
         data = np.asarray(entry["data"])
         batch_labels = np.asarray(entry["labels"], dtype=np.int64)
-        if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+        if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != CIFAR10_ROW_BYTES:
             raise DataIntegrityError(f"{path}: expected data uint8 [N, 3072], got {data.dtype} {data.shape}")
         if batch_labels.shape != (len(data),):
             raise DataIntegrityError(f"{path}: {batch_labels.shape} labels for {len(data)} images")
-        if batch_labels.size and (batch_labels.min() < 0 or batch_labels.max() > 9):
-            raise DataIntegrityError(f"{path}: labels outside 0..9")
-        images.append(data.reshape(-1, 3, 32, 32))
+        if batch_labels.size and (batch_labels.min() < 0 or batch_labels.max() > _MAX_LABEL):
+            raise DataIntegrityError(f"{path}: labels outside 0..{_MAX_LABEL}")
+        images.append(data.reshape(-1, *CIFAR10_IMAGE_SHAPE))
         labels.append(batch_labels)
     return np.concatenate(images), np.concatenate(labels)
 
@@ -251,16 +261,14 @@ def write_cifar_batch(path: Path, data: np.ndarray, labels: np.ndarray, batch_la
 
     ``data`` is uint8 [N, 3, 32, 32] or [N, 3072] (R, G, B planes); torchvision's CIFAR10 reads the result.
     """
-    content = cifar_batch_bytes(data, labels, batch_label)
-    with atomic_output(Path(path)) as tmp:
-        tmp.write_bytes(content)
+    write_bytes(cifar_batch_bytes(data, labels, batch_label), path)
 
 
 def cifar_batch_bytes(data: np.ndarray, labels: np.ndarray, batch_label: str) -> bytes:
     """The bytes ``write_cifar_batch`` writes (pickle protocol 2, deterministic for the same arrays)."""
     data = np.asarray(data)
     labels = np.asarray(labels)
-    if data.dtype != np.uint8 or data.shape[1:] not in ((3, 32, 32), (3072,)):
+    if data.dtype != np.uint8 or data.shape[1:] not in (CIFAR10_IMAGE_SHAPE, (CIFAR10_ROW_BYTES,)):
         raise ValueError(
             f"{batch_label}: expected data uint8 [N, 3, 32, 32] or [N, 3072], got {data.dtype} {data.shape}"
         )
@@ -269,7 +277,7 @@ def cifar_batch_bytes(data: np.ndarray, labels: np.ndarray, batch_label: str) ->
     entry = {
         "batch_label": batch_label,
         "labels": [int(label) for label in labels],
-        "data": np.ascontiguousarray(data.reshape(len(data), 3072)),
+        "data": np.ascontiguousarray(data.reshape(len(data), CIFAR10_ROW_BYTES)),
         "filenames": [f"{batch_label.replace(' ', '_')}_{i:05d}.png" for i in range(len(data))],
     }
     return pickle.dumps(entry, protocol=2)
@@ -277,10 +285,9 @@ def cifar_batch_bytes(data: np.ndarray, labels: np.ndarray, batch_label: str) ->
 
 def write_cifar_meta(path: Path, names: list[str], num_cases_per_batch: int) -> None:
     """Write ``batches.meta`` in CIFAR-10's format (label_names, num_cases_per_batch, num_vis), atomically."""
-    with atomic_output(Path(path)) as tmp:
-        tmp.write_bytes(cifar_meta_bytes(names, num_cases_per_batch))
+    write_bytes(cifar_meta_bytes(names, num_cases_per_batch), path)
 
 
 def cifar_meta_bytes(names: list[str], num_cases_per_batch: int) -> bytes:
-    entry = {"num_cases_per_batch": int(num_cases_per_batch), "label_names": list(names), "num_vis": 3072}
+    entry = {"num_cases_per_batch": int(num_cases_per_batch), "label_names": list(names), "num_vis": CIFAR10_ROW_BYTES}
     return pickle.dumps(entry, protocol=2)

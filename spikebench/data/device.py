@@ -127,7 +127,7 @@ def dense_batch_without_sync(frames, idx: torch.Tensor, t_max: int, cells_bound:
     range holds it (``searchsorted`` over the running cell counts); slots past the batch's last cell write into
     one extra element that is then dropped. ``idx`` must lie in 0..len-1 (it is not checked: that would sync).
     """
-    from spikebench.data.nmnist import _CELLS, _HEIGHT, _POLARITIES, _WIDTH
+    from spikebench.data.catalog import NMNIST_CELLS as _CELLS, NMNIST_HEIGHT as _HEIGHT, NMNIST_POLARITIES as _POLARITIES, NMNIST_WIDTH as _WIDTH
 
     device, batch = frames.device, idx.numel()
     starts = frames.offsets[idx]

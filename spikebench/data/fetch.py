@@ -6,9 +6,9 @@ The download itself is torchvision's ``download_url`` (redirects, Google Drive, 
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
+from spikebench.atomic import atomic_output
 from spikebench.data.manifest import md5sum
 
 
@@ -21,14 +21,11 @@ def fetch_url(url: str, dest: str | Path, md5: str | None) -> Path:
     dest = Path(dest)
     if dest.exists():
         raise FileExistsError(f"{dest} exists; spikebench never overwrites a dataset file")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.part")
-    try:
+    with atomic_output(dest) as tmp:
+        # download_url skips a file that exists when no md5 is given: hand it the temporary name free
+        tmp.unlink()
         download_url(url, str(dest.parent), filename=tmp.name)
         found = md5sum(tmp)
         if md5 is not None and found != md5:
             raise DataIntegrityError(f"{url}: the downloaded file has md5 {found}, expected {md5}; nothing was kept")
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
     return dest

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from importlib import metadata
 from pathlib import Path
+
+from spikebench.atomic import write_text
 
 #: Packages whose versions a manifest records (the ones that define what "verified" means).
 VERSIONED_PACKAGES = ("spikebench", "numpy", "torchvision", "tonic")
@@ -71,14 +72,7 @@ def write_manifest(
         **(extra or {}),
         "versions": library_versions(),
     }
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(json.dumps(content, indent=1, sort_keys=True) + "\n")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_text(json.dumps(content, indent=1, sort_keys=True) + "\n", path)
     return content
 
 

@@ -6,22 +6,20 @@ holds a torchvision download is verified and used as it is, and only missing fil
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import hashlib
-import os
-import tempfile
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 
-#: split -> (images file, labels file), torchvision's uncompressed names (the ``.gz`` adds the suffix).
-MNIST_FILES: dict[str, tuple[str, str]] = {
-    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
-}
+from spikebench.atomic import write_bytes
+from spikebench.data.catalog import MNIST_COUNTS, MNIST_FILES, MNIST_IMAGE_SHAPE, MNIST_RAW, NUM_CLASSES
+
+# MNIST_FILES: split -> (images file, labels file), torchvision's uncompressed names (the ``.gz`` adds
+# the suffix); MNIST_COUNTS: images (= labels) per split in the real files (both in the catalog).
+_MAX_LABEL = NUM_CLASSES["mnist"] - 1
 
 #: IDX magic numbers: 0x0803 (unsigned byte, 3 dimensions) and 0x0801 (unsigned byte, 1 dimension).
 IDX_IMAGES_MAGIC = 2051
@@ -35,24 +33,9 @@ class DataIntegrityError(ValueError):
     """A dataset file is corrupt, truncated or not what the loader expects."""
 
 
-@contextlib.contextmanager
-def atomic_output(path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it to ``path`` only if the block succeeds."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        yield tmp_path
-        os.replace(tmp_path, path)
-    finally:
-        tmp_path.unlink(missing_ok=True)
-
-
 def mnist_raw_folder(root: Path) -> Path:
     """The folder torchvision keeps the MNIST files in: ``root/MNIST/raw``."""
-    return Path(root) / "MNIST" / "raw"
+    return Path(root) / MNIST_RAW
 
 
 def _check_split(split: str) -> None:
@@ -64,10 +47,6 @@ def _resource_md5() -> dict[str, str]:
     from torchvision.datasets import MNIST
 
     return dict(MNIST.resources)
-
-
-#: Images (= labels) per split in the real MNIST files.
-MNIST_COUNTS = {"train": 60000, "test": 10000}
 
 
 def _check_uncompressed(path: Path, split: str, gz: Path | None) -> str | None:
@@ -82,11 +61,11 @@ def _check_uncompressed(path: Path, split: str, gz: Path | None) -> str | None:
         return str(error)
     n = MNIST_COUNTS[split]
     is_images = path.name == MNIST_FILES[split][0]
-    expected = (n, 28, 28) if is_images else (n,)
+    expected = (n, *MNIST_IMAGE_SHAPE) if is_images else (n,)
     if array.shape != expected:
         return f"{path}: shape {array.shape}, expected MNIST's {expected}"
-    if not is_images and array.size and int(array.max()) > 9:
-        return f"{path}: label {int(array.max())} is outside 0..9"
+    if not is_images and array.size and int(array.max()) > _MAX_LABEL:
+        return f"{path}: label {int(array.max())} is outside 0..{_MAX_LABEL}"
     if gz is not None:
         from spikebench.data.manifest import md5sum
 
@@ -163,8 +142,7 @@ def download_mnist(root: Path, splits: Iterable[str] = ("train", "test")) -> lis
         if not gz.exists():
             raw.mkdir(parents=True, exist_ok=True)
             _fetch_gz(raw, gz.name, md5s[gz.name])
-        with atomic_output(raw / name) as tmp:
-            tmp.write_bytes(gzip.decompress(gz.read_bytes()))
+        write_bytes(gzip.decompress(gz.read_bytes()), raw / name)
         problem = _check_uncompressed(raw / name, split, None)
         if problem:  # the verified .gz holds something else: report, keep both files
             raise DataIntegrityError(damaged_message("MNIST", [problem], f"delete {raw / name} and {gz}, and rerun"))
@@ -217,8 +195,7 @@ def write_idx(path: Path, array: np.ndarray) -> None:
     array = np.asarray(array)
     if array.dtype != np.uint8 or array.ndim not in (1, 3):
         raise ValueError(f"{path}: IDX writer expects uint8 with 1 or 3 dimensions, got {array.dtype} {array.shape}")
-    with atomic_output(Path(path)) as tmp:
-        tmp.write_bytes(idx_bytes(array))
+    write_bytes(idx_bytes(array), path)
 
 
 def idx_bytes(array: np.ndarray) -> bytes:
@@ -255,12 +232,12 @@ def load_mnist(root: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
         )
     images = read_idx(found[0])
     labels = read_idx(found[1])
-    if images.ndim != 3 or images.shape[1:] != (28, 28):
+    if images.ndim != 3 or images.shape[1:] != MNIST_IMAGE_SHAPE:
         raise DataIntegrityError(f"{found[0]}: expected images [N, 28, 28], got {images.shape}")
     if labels.ndim != 1 or len(labels) != len(images):
         raise DataIntegrityError(
             f"{found[1]}: {labels.shape} labels do not match the {len(images)} images in {found[0]}"
         )
-    if labels.size and labels.max() > 9:
-        raise DataIntegrityError(f"{found[1]}: label {int(labels.max())} is outside 0..9")
+    if labels.size and labels.max() > _MAX_LABEL:
+        raise DataIntegrityError(f"{found[1]}: label {int(labels.max())} is outside 0..{_MAX_LABEL}")
     return images, labels.astype(np.int64)

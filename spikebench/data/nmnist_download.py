@@ -20,12 +20,14 @@ import numpy as np
 
 from spikebench.data.manifest import damaged_message, file_record
 from spikebench.data.mnist import DEMO_MARKER, DataIntegrityError
-from spikebench.data.nmnist import NMNISTDownloadError, NMNISTRecordingError, nmnist_split_folder, read_recording
+from spikebench.data.catalog import NMNIST_RECORDINGS, NUM_CLASSES
+from spikebench.data.nmnist.errors import NMNISTDownloadError, NMNISTRecordingError
+from spikebench.data.nmnist.recordings import nmnist_split_folder, read_recording
 
 #: Recordings read per split to check that the folder holds readable N-MNIST files.
 SAMPLE_SIZE = 20
-#: Recordings per split in the real N-MNIST (one per MNIST digit).
-OFFICIAL_RECORDINGS = {"train": 60000, "test": 10000}
+#: Recordings per split in the real N-MNIST (one per MNIST digit; the catalog's NMNIST_RECORDINGS).
+OFFICIAL_RECORDINGS = NMNIST_RECORDINGS
 
 
 def _archive(split: str) -> tuple[str, str, str, str]:
@@ -45,7 +47,7 @@ def check_split_folder(folder: Path, root: Path) -> tuple[dict, list[str]]:
     number of events.
     """
     files = sorted(folder.glob("*/*.bin"), key=lambda f: (f.parent.name, f.name))
-    counts = {str(d): sum(1 for f in files if f.parent.name == str(d)) for d in range(10)}
+    counts = {str(d): sum(1 for f in files if f.parent.name == str(d)) for d in range(NUM_CLASSES["nmnist"])}
     problems = [f"{folder}: folder '{name}' is not a digit 0..9" for name in sorted({f.parent.name for f in files})
                 if name not in counts]
     if not files:
@@ -70,6 +72,7 @@ def check_split_folder(folder: Path, root: Path) -> tuple[dict, list[str]]:
 
 def _extract_split(archive: Path, inner: str, folder: Path) -> None:
     """Extract ``inner/`` of the verified zip into a staging folder beside ``folder``, then rename it there."""
+    # a folder: spikebench.atomic writes single files only
     staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".extract-{folder.name}-"))
     try:
         with zipfile.ZipFile(archive) as zf:

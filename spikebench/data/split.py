@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from spikebench.atomic import write_parquet
 
 SUBSETS = ("train", "val")
 _META_PREFIX = "spikebench.split."
@@ -57,15 +57,8 @@ def write_split(df: pd.DataFrame, path: Path, dataset: str, n: int, val_fraction
     params = {"dataset": dataset, "n": n, "val_fraction": val_fraction, "seed": seed}
     metadata = dict(table.schema.metadata or {})
     metadata.update({f"{_META_PREFIX}{key}".encode(): str(value).encode() for key, value in params.items()})
-    table = table.replace_schema_metadata(metadata)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        pq.write_table(table, tmp)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    # the parameters as plain strings (write_parquet's own ``metadata`` would JSON-encode them)
+    write_parquet(table.replace_schema_metadata(metadata), path)
 
 
 def read_split_metadata(path: Path) -> dict[str, str]:
