@@ -30,7 +30,8 @@ import time
 
 import torch
 
-from spikebench.telemetry import TelemetrySampler, hardware_info
+from spikebench.hardware import hardware_info
+from spikebench.telemetry import TelemetrySampler
 
 
 def make_workload(device: torch.device, seed: int = 0):

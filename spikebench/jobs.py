@@ -16,10 +16,9 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-
 from spikebench import oom
+from spikebench.telemetry.sidecar import add_parquet_metadata as _add_parquet_metadata
+from spikebench.telemetry.sidecar import finish_telemetry as _finish_telemetry
 
 LOGGER_NAME = "spikebench"
 
@@ -61,7 +60,7 @@ def job_environment() -> dict:
 
 def _describe_job(network_id: str, device, log: logging.Logger) -> dict:
     """Hardware and scheduler facts of this job, logged and returned for its results files."""
-    from spikebench.telemetry import hardware_info
+    from spikebench.hardware import hardware_info
 
     hardware = {**hardware_info(device), **job_environment()}
     env = job_environment()
@@ -259,44 +258,6 @@ class JobTelemetry:
             self.partial.unlink(missing_ok=True)
 
 
-def _add_parquet_metadata(path: str | Path, metadata: dict, columns: dict | None = None) -> None:
-    """Rewrite a Parquet file with extra key-value metadata (JSON values) and constant columns, atomically."""
-    path = Path(path)
-    table = pq.read_table(path)
-    for name, value in (columns or {}).items():
-        if name not in table.column_names:
-            table = table.append_column(name, pa.array([value] * table.num_rows))
-    existing = dict(table.schema.metadata or {})
-    existing.update({k.encode(): json.dumps(v, default=str).encode() for k, v in metadata.items()})
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        pq.write_table(table.replace_schema_metadata(existing), tmp)
-        tmp.replace(path)
-    except OSError as exc:
-        from spikebench.training import write_error
-        raise write_error(path, exc) from exc
-
-
-def _finish_telemetry(hook: JobTelemetry, path: str | Path, log: logging.Logger,
-                      failed: BaseException | None = None) -> None:
-    """Stop the sampler and write the whole run's sidecar to `path` (:meth:`JobTelemetry.write`).
-
-    A write that fails names `path`. While the job is already failing (`failed`), that write failure is only
-    logged, so that the first error (say, the checkpoint save that hit a full disk) is the one raised.
-    """
-    from spikebench.training import write_error
-
-    try:
-        hook.write(path)
-    except Exception as exc:  # noqa: BLE001 - re-raised below unless another error is on its way
-        if failed is None:
-            if isinstance(exc, OSError):
-                raise write_error(Path(path), exc) from exc
-            raise
-        log.error("after the job failed (%s: %s), the telemetry sidecar %s could not be written either (%s: %s)",
-                  type(failed).__name__, failed, path, type(exc).__name__, exc)
-
-
 def train_job(
     network_id: str,
     spec: dict,
@@ -389,7 +350,7 @@ def _measure_idle(sampler, telemetry: dict, log: logging.Logger) -> None:
 
 def _end_state(hardware: dict, device) -> None:
     """Add the GPU temperature at the job's end (and why it is null) to its hardware record."""
-    from spikebench.telemetry import gpu_state
+    from spikebench.hardware import gpu_state
 
     state = gpu_state(str(device))
     hardware["temperature_end_c"] = state["temperature_c"]

@@ -20,6 +20,7 @@ import pandas as pd
 import pytest
 import torch
 
+from spikebench import hardware
 from spikebench import telemetry as T
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -203,7 +204,8 @@ def torch_uuid(monkeypatch: pytest.MonkeyPatch) -> Callable[[str | None], None]:
     """Set what PyTorch reports as the job's GPU UUID (no CUDA on the test machine)."""
 
     def set_uuid(uuid: str | None) -> None:
-        monkeypatch.setattr(T, "_torch_gpu_uuid", lambda index: uuid)
+        # one patch for both users: the NVML reader calls it through the hardware module too
+        monkeypatch.setattr(hardware, "_torch_gpu_uuid", lambda index: uuid)
 
     return set_uuid
 
@@ -743,6 +745,28 @@ def test_write_an_empty_table_with_the_schema(tmp_path: Path) -> None:
         T.read_samples(tmp_path / "absent.parquet")
 
 
+def test_one_reader_of_the_sidecar_for_telemetry_and_results(tmp_path: Path) -> None:
+    """results.read_telemetry reads through read_samples: the columns the tables need are required, a schema
+    column they do not need may be absent (a sidecar of an older spikebench: all NA), a needed one names the file."""
+    from spikebench.results import ResultsInputError, read_telemetry
+
+    df = table(epoch0_train())
+    old = tmp_path / "old.parquet"
+    df.drop(columns=["torch_peak_allocated_mib"]).iloc[::-1].to_parquet(old)
+    with pytest.raises(ValueError, match=r"old\.parquet.*torch_peak_allocated_mib"):
+        T.read_samples(old)
+    back = T.read_samples(old, required=["time_s", "power_w"])
+    assert list(back.columns) == list(T.SAMPLE_SCHEMA) and back["torch_peak_allocated_mib"].isna().all()
+    assert str(back["torch_peak_allocated_mib"].dtype) == "Float64"
+    tables = read_telemetry(old)                       # sorted by time, numeric columns as float with NaN
+    assert tables["time_s"].tolist() == sorted(df["time_s"].tolist())
+    assert tables["power_w"].tolist() == df.sort_values("time_s")["power_w"].astype(float).tolist()
+    broken = tmp_path / "broken.parquet"
+    df.drop(columns=["power_w"]).to_parquet(broken)
+    with pytest.raises(ResultsInputError, match=r"broken\.parquet.*power_w"):
+        read_telemetry(broken)
+
+
 def test_bad_arguments_raise_clear_errors() -> None:
     with pytest.raises(ValueError, match="interval_s"):
         T.TelemetrySampler("cpu", interval_s=0)
@@ -762,13 +786,13 @@ def test_bad_arguments_raise_clear_errors() -> None:
 
 
 def test_hardware_info_cpu_and_fake_gpu(torch_uuid: Callable[[str | None], None]) -> None:
-    info = T.hardware_info("cpu")
+    info = hardware.hardware_info("cpu")
     assert info["torch_version"] == torch.__version__ and info["host_name"] == socket.gethostname()
     assert info["device_name"] == info["cpu_model"] and info["memory_total_mib"] == info["ram_total_mib"] > 0
     assert info["gpu_uuid"] is None and info["driver_version"] is None
     torch_uuid(UUID_B)
     fake = FakeNVML(two_gpus())
-    gpu = T.hardware_info("cuda:0", nvml=fake)
+    gpu = hardware.hardware_info("cuda:0", nvml=fake)
     assert gpu["gpu_uuid"] == f"GPU-{UUID_B}" and gpu["driver_version"] == "580.65.06"
     if not torch.cuda.is_available():  # otherwise the name and memory come from PyTorch
         assert gpu["device_name"] == "Fake L4" and gpu["memory_total_mib"] == 24576.0
@@ -857,7 +881,7 @@ def test_gpu_provenance_with_fake_nvml(torch_uuid: Callable[[str | None], None])
     gpus = two_gpus()
     gpus[1]["app_clocks"] = {1: 1590, 2: 6250}
     fake = FakeNVML(gpus)
-    info = T.hardware_info("cuda:0", nvml=fake, extra={"precision": "fp32", "torch_threads": 1})
+    info = hardware.hardware_info("cuda:0", nvml=fake, extra={"precision": "fp32", "torch_threads": 1})
     assert info["sm_clock_mhz"] == 1740.0 and info["memory_clock_mhz"] == 6251.0
     assert (info["applications_sm_clock_mhz"], info["applications_memory_clock_mhz"]) == (1590.0, 6250.0)
     assert info["power_limit_w"] == 72.0 and info["enforced_power_limit_w"] == 70.0
@@ -867,10 +891,10 @@ def test_gpu_provenance_with_fake_nvml(torch_uuid: Callable[[str | None], None])
     assert info["cudnn_benchmark"] is torch.backends.cudnn.benchmark and info["torch_version"] == torch.__version__
     assert fake.init_calls == fake.shutdown_calls == 1
     del gpus[1]["app_clocks"]
-    state = T.gpu_state("cuda:0", nvml=fake)
+    state = hardware.gpu_state("cuda:0", nvml=fake)
     assert state["applications_sm_clock_mhz"] is None and "Not Supported" in state["null_reasons"]["applications_sm_clock_mhz"]
     assert state["temperature_c"] == 61.0 and fake.init_calls == fake.shutdown_calls == 2
-    cpu = T.hardware_info("cpu")
+    cpu = hardware.hardware_info("cpu")
     assert all(cpu[k] is None for k in ("sm_clock_mhz", "power_limit_w", "temperature_start_c"))
     assert cpu["null_reasons"]["power_limit_w"] == "no GPU: the job runs on cpu"
 
