@@ -17,6 +17,7 @@ include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/training.smk"
 include: "rules/evaluation.smk"
+include: "rules/results_common.smk"
 include: "rules/results.smk"
 include: "rules/tracking.smk"
 

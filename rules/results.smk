@@ -2,6 +2,7 @@
 # and the study's figures, all marked for the Snakemake report (`snakemake --report`).
 # Each rule's params carry only the config it depends on: a figure style change reruns only
 # `figures`, a telemetry or network change reruns both.
+# Outputs, captions and input functions: rules/results_common.smk.
 
 
 rule tables:
@@ -49,7 +50,7 @@ rule figures:
 
 # Neuromorphic estimate (README "Operation counts and the neuromorphic estimate"): the measured energy
 # per test sample next to the energy of the counted operations on config `energy_model`; the per-layer
-# counts; a figure (outputs: rules/common.smk). Changing the energy model reruns only this rule.
+# counts; a figure (outputs: rules/results_common.smk). Changing the energy model reruns only this rule.
 rule neuromorphic:
     input:
         tests=per_network("test.json"),

@@ -87,7 +87,7 @@ def sweep_figure(summary: pd.DataFrame, setting: str, points: Sequence[Mapping],
     fig, axes = plt.subplots(1, len(PANELS), figsize=(4.2 * len(PANELS), 3.6), constrained_layout=True)
     for ax, (metric, name) in zip(axes, PANELS.items()):
         if not _draw_panel(ax, frame, summary, metric, networks, palette):
-            figures._message(ax, f"{name}: not measured in this run"
+            figures.message(ax, f"{name}: not measured in this run"
                              + (" (no activation peak on the CPU)" if metric == "activation_peak_mib" else ""))
         ax.set_xlabel(setting)
         ax.set_ylabel(name)

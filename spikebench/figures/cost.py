@@ -1,0 +1,98 @@
+"""The headline figure: per experiment, the SNN/ANN ratios of time per epoch, energy per epoch and memory,
+this run next to the study (the table of :func:`spikebench.results.cost_of_spiking`)."""
+
+from __future__ import annotations
+
+import math
+import textwrap
+
+import matplotlib.pyplot as plt
+import pandas as pd
+from matplotlib.patches import Patch
+
+from spikebench.figures.style import REPORT_WIDTH_IN, SOURCE_COLORS, log_scale as _log_scale, message as _message
+
+
+def _memory_metric(cost: pd.DataFrame) -> str:
+    """``activation_peak_mib`` where the cost table has it with a value, else ``peak_memory_mib``."""
+    rows = cost[cost["metric"] == "activation_peak_mib"]
+    return "activation_peak_mib" if len(rows) and rows["run_ratio"].notna().any() else "peak_memory_mib"
+
+
+def _headline_panels(cost: pd.DataFrame) -> list[tuple[str, str, str, str]]:
+    """(title, run metric, study metric, memory note) of the headline figure's three panels."""
+    memory = _memory_metric(cost)
+    on_cpu = cost.loc[cost["metric"] == memory, "note"].astype(str).str.contains("process's resident memory").any()
+    run_memory = ("activation memory (activation_peak_mib)" if memory == "activation_peak_mib"
+                  else "peak memory (peak_memory_mib" + (": process RSS on the CPU)" if on_cpu else ")"))
+    return [
+        ("Time per epoch", "avg_epoch_time_s", "avg_epoch_time_s", ""),
+        ("Energy per epoch", "energy_per_epoch_j", "energy_per_epoch_j", "study: power x time"),
+        ("Memory", memory, "avg_memory_pct", f"this run: {run_memory}; study: average GPU memory (%)"),
+    ]
+
+
+def _ratio_bars(ax: plt.Axes, cost: pd.DataFrame, run_metric: str, study_metric: str) -> list[float]:
+    """One pair of bars (this run, study) per experiment; returns the ratios drawn."""
+    pairs = cost.drop_duplicates("experiment")[["experiment", "comparison"]]
+    drawn, width = [], 0.38
+    for x, (experiment, _comparison) in enumerate(pairs.itertuples(index=False)):
+        run = cost[(cost["experiment"] == experiment) & (cost["metric"] == run_metric)]
+        study = cost[(cost["experiment"] == experiment) & (cost["metric"] == study_metric)]
+        for dx, source, rows, column in ((-width / 2, "this run", run, "run_ratio"),
+                                         (width / 2, "study", study, "paper_ratio")):
+            value = float(rows[column].iloc[0]) if len(rows) else math.nan
+            failed = source == "this run" and len(rows) and str(rows["not_learned"].iloc[0] or "")
+            if math.isnan(value):
+                ax.text(x + dx, 0.03, "not measured" if source == "this run" else "not reported", rotation=90,
+                        ha="center", va="bottom", fontsize="small", color="#8a1c1c", transform=ax.get_xaxis_transform())
+                continue
+            ax.bar(x + dx, value, width, color="white" if failed else SOURCE_COLORS[source],
+                   edgecolor="#b00020" if failed else SOURCE_COLORS[source], hatch="//" if failed else None, lw=1.5)
+            low, high = (rows.get("ci_low"), rows.get("ci_high")) if source == "this run" else (None, None)
+            if low is not None and high is not None and pd.notna(low.iloc[0]) and pd.notna(high.iloc[0]):
+                ax.errorbar(x + dx, value, yerr=[[value - float(low.iloc[0])], [float(high.iloc[0]) - value]],
+                            color="black", capsize=4, lw=1.2)
+            ax.annotate(f"{value:.2g}x" + (" \u2717" if failed else ""), (x + dx, value),
+                        xytext=(0, 3), textcoords="offset points", ha="center", va="bottom", fontsize="small",
+                        color="#b00020" if failed else "black")
+            drawn.append(value)
+    ticks = ["Exp. {}\n{}".format(e, c.replace(" / ", " /\n")) for e, c in pairs.itertuples(index=False)]
+    ax.set_xticks(range(len(pairs)), ticks)
+    return drawn
+
+
+def cost_of_spiking_figure(cost: pd.DataFrame, *, demo: bool = False, energy_note: str | None = None) -> plt.Figure:
+    """The headline: per experiment, the SNN/ANN ratios of time per epoch, energy per epoch and memory,
+    this run next to the study (``results.cost_of_spiking``'s table).
+
+    Bars above the line at 1 mean that the SNN costs more. A ratio with ``ci_low``/``ci_high`` (repeats)
+    gets an interval; a pair with a network that did not learn (``not_learned``) is hatched and marked.
+    ``energy_note`` (why this run has no energy) is written into the energy panel.
+    """
+    if cost.empty:
+        raise ValueError("the cost of spiking has no rows: no experiment pairs an SNN with an ANN or a second SNN")
+    fig, axes = plt.subplots(1, 3, figsize=(REPORT_WIDTH_IN, 4.6), layout="constrained")
+    for ax, (title, run_metric, study_metric, note) in zip(axes, _headline_panels(cost)):
+        drawn = _ratio_bars(ax, cost, run_metric, study_metric)
+        ax.axhline(1.0, color="black", lw=0.8)
+        if drawn and min(drawn) > 0 and max(drawn) / min(drawn) > 20:
+            _log_scale(ax, "y")
+        top = max(drawn, default=1.0)
+        ax.set_ylim(top=top * (3 if ax.get_yscale() == "log" else 1.3))
+        if ax.get_yscale() != "log":
+            ax.set_ylim(bottom=0)
+        ax.set_title(title)
+        ax.set_xlabel(textwrap.fill(note, 38) if note else "")
+        if run_metric == "energy_per_epoch_j" and energy_note:
+            _message(ax, energy_note, width=30)
+    axes[0].set_ylabel("SNN over ANN (x; > 1: the SNN costs more)")
+    handles = [Patch(color=color, label=source) for source, color in SOURCE_COLORS.items()]
+    if cost["not_learned"].astype(str).str.len().gt(0).any():
+        handles.append(Patch(facecolor="white", edgecolor="#b00020", hatch="//",
+                             label="\u2717 a network did not learn (test accuracy < 2x chance)"))
+    fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize="small")
+    title = "The cost of spiking: SNN over ANN (Exp. 3: N-MNIST SNN over MNIST SNN)"
+    fig.suptitle(("DEMO DATA \u2014 " if demo else "") + title, fontweight="bold", color="#b00020" if demo else "black",
+                 fontsize="medium")
+    return fig

@@ -1,0 +1,93 @@
+"""The figures on disk: each as PNG and SVG (text kept as text), atomically (:mod:`spikebench.atomic`);
+:func:`write_figures` is the rule figures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping
+
+import matplotlib.pyplot as plt
+
+from spikebench import atomic, results
+from spikebench.figures.cost import cost_of_spiking_figure
+from spikebench.figures.experiment import experiment_figure
+from spikebench.figures.style import network_colors, set_style
+from spikebench.figures.summary import accuracy_vs_energy_figure, energy_measured, energy_per_epoch_figure
+from spikebench.figures.timeline import run_timeline
+
+
+def save_figure(fig: plt.Figure, png: str | Path, svg: str | Path | None = None, dpi: int = 150) -> None:
+    """Save as PNG (and SVG, text kept as text), each to a temporary name first, then close the figure."""
+    try:
+        for path, fmt in ((png, "png"), (svg, "svg")):
+            if path is None:
+                continue
+            with atomic.atomic_output(path) as tmp, plt.rc_context({"svg.fonttype": "none"}):
+                fig.savefig(tmp, format=fmt, dpi=dpi, metadata={"Date": None} if fmt == "svg" else None)
+    finally:
+        plt.close(fig)
+
+
+def experiments_of(networks: Mapping[str, Mapping]) -> list[int]:
+    """The experiment numbers of the config's networks, ascending."""
+    return sorted({int(spec["experiment"]) for spec in networks.values()})
+
+
+def write_figures(
+    epochs_paths: Mapping[str, str | Path],
+    test_paths: Mapping[str, str | Path],
+    telemetry_train_paths: Mapping[str, str | Path],
+    telemetry_test_paths: Mapping[str, str | Path],
+    networks: Mapping[str, Mapping],
+    outputs: Mapping[str, str | Path],
+    *,
+    style: str = "whitegrid",
+    context: str = "paper",
+    dpi: int = 150,
+    demo: bool = False,
+    telemetry_enabled: bool = True,
+    paper_path: str | Path = results.PAPER_VALUES,
+) -> None:
+    """Rule figures: every figure as PNG + SVG.
+
+    ``outputs`` keys: ``cost_of_spiking_png``/``_svg``, ``experiment{N}_png``/``_svg`` per experiment,
+    ``energy_per_epoch_png``/``_svg``, ``accuracy_vs_energy_png``/``_svg``, and optionally ``measured``: a folder
+    that gets a copy of ``energy_per_epoch.svg`` only where energy was measured (what the report shows).
+    """
+    set_style(style, context)
+    epochs = {n: results.read_epochs(p) for n, p in epochs_paths.items()}
+    tests = {n: results.read_test(p) for n, p in test_paths.items()}
+    timelines = {
+        n: run_timeline(results.read_telemetry(telemetry_train_paths[n]),
+                        results.read_telemetry(telemetry_test_paths[n]) if n in telemetry_test_paths else None)
+        for n in epochs
+    }
+    labels = {n: results.network_label(n, networks) for n in networks}
+    colors = network_colors(networks)
+    order = results.network_order(networks, epochs)
+    t2 = results.table2(tests, networks)
+    measured = energy_measured(epochs)
+    if "cost_of_spiking_png" in outputs:
+        cost = results.cost_of_spiking(results.table1(epochs, networks), results.load_paper_values(paper_path),
+                                       networks, t2)
+        reasons = {results.missing_reason("energy_per_epoch_j", results.missing_context(e), telemetry_enabled)
+                   for e in epochs.values()}
+        note = None if measured else "Not measured in this run: " + "; ".join(sorted(reasons))
+        save_figure(cost_of_spiking_figure(cost, demo=demo, energy_note=note), outputs["cost_of_spiking_png"],
+                    outputs.get("cost_of_spiking_svg"), dpi)
+    for experiment in experiments_of({n: networks[n] for n in order}):
+        members = [n for n in order if int(networks[n]["experiment"]) == experiment]
+        fig = experiment_figure(
+            experiment, {n: epochs[n] for n in members}, {n: timelines[n] for n in members}, labels,
+            demo=demo, telemetry_enabled=telemetry_enabled, colors=colors,
+        )
+        save_figure(fig, outputs[f"experiment{experiment}_png"], outputs.get(f"experiment{experiment}_svg"), dpi)
+    fig = energy_per_epoch_figure(epochs, networks, demo=demo, telemetry_enabled=telemetry_enabled)
+    save_figure(fig, outputs["energy_per_epoch_png"], outputs.get("energy_per_epoch_svg"), dpi)
+    if "measured" in outputs:
+        folder = Path(outputs["measured"])
+        folder.mkdir(parents=True, exist_ok=True)
+        if measured and outputs.get("energy_per_epoch_svg"):
+            atomic.write_bytes(Path(outputs["energy_per_epoch_svg"]).read_bytes(), folder / "energy_per_epoch.svg")
+    fig = accuracy_vs_energy_figure(t2, demo=demo, telemetry_enabled=telemetry_enabled, networks=networks)
+    save_figure(fig, outputs["accuracy_vs_energy_png"], outputs.get("accuracy_vs_energy_svg"), dpi)

@@ -1,0 +1,191 @@
+"""This run next to the study: each value of the study's Tables I and II beside this run's
+(:func:`paper_comparison`), and the cost of spiking, the SNN/ANN ratios per experiment, this run and the
+study (:func:`cost_of_spiking`, and :func:`cost_view`, its narrow view in the report).
+
+The study reports no energy: its energy per epoch is derived as average power times average time per
+epoch, and is marked as derived. Experiment 3 has two SNNs and no ANN: its "cost" row compares the
+N-MNIST SNN with the MNIST SNN (the cost of event data, which is what experiment 3 studies); an SNN/ANN
+ratio is n/a there. Comparing it with experiment 1's ANN would mix the cost of spiking with that of a
+different architecture (convolutional vs fully connected).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterable, Mapping
+
+import numpy as np
+import pandas as pd
+
+from spikebench.results.cells import as_number as _num, format_number, is_missing as _is_missing
+from spikebench.results.footnotes import explain_missing, not_learned, not_learned_note, source_kind
+from spikebench.results.networks import spiking_pairs
+from spikebench.results.tables import UNITS
+
+COST_METRICS = ("avg_epoch_time_s", "median_epoch_time_s", "energy_per_epoch_j", "avg_power_w", "avg_memory_pct", "peak_memory_mib")
+#: Cost metrics compared only where Table I has a value in the column (activation memory: CUDA only).
+OPTIONAL_COST_METRICS = ("activation_peak_mib",)
+#: What each cost metric is, for the cost table's HTML view and the headline figure.
+COST_LABELS = {
+    "avg_epoch_time_s": "time per epoch", "median_epoch_time_s": "median time per epoch", "energy_per_epoch_j": "energy per epoch", "avg_power_w": "average power",
+    "avg_memory_pct": "average memory", "peak_memory_mib": "peak memory", "activation_peak_mib": "activation memory",
+}
+
+
+def _long(table: pd.DataFrame, name: str, metrics: Iterable[str]) -> pd.DataFrame:
+    metrics = [m for m in metrics if m in table.columns]
+    out = table.melt(id_vars=["network", "hardware"], value_vars=metrics, var_name="metric", value_name="run_value")
+    out["table"] = name
+    out["run_value"] = pd.to_numeric(out["run_value"], errors="coerce").astype(float)
+    return out
+
+
+def paper_comparison(
+    t1: pd.DataFrame,
+    t2: pd.DataFrame,
+    paper: pd.DataFrame,
+    telemetry_enabled: bool = True,
+) -> pd.DataFrame:
+    """Each value of the study's Tables I and II next to this run's, with difference and ratio.
+
+    One row per study value (all of them, also where this run lacks the network); difference is
+    run minus study, ratio is run over study. Both sides' hardware is in every row; ``note``
+    says why a run value is empty.
+    """
+    run = pd.concat([
+        _long(t1, "I", paper.loc[paper["table"] == "I", "metric"].unique()),
+        _long(t2, "II", paper.loc[paper["table"] == "II", "metric"].unique()),
+    ], ignore_index=True)
+    reasons: dict[tuple[str, str, str], str] = {}
+    for name, table in (("I", t1), ("II", t2)):
+        for (i, column), text in explain_missing(table, telemetry_enabled).items():
+            reasons[(name, table["network"].iloc[i], column)] = text
+    out = paper.rename(columns={"value": "paper_value", "source": "paper_source", "hardware": "paper_hardware"})
+    out = out.merge(run.rename(columns={"hardware": "run_hardware"}), on=["table", "network", "metric"], how="left")
+    out["difference"] = out["run_value"] - out["paper_value"]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out["ratio"] = np.where(out["paper_value"] != 0, out["run_value"] / out["paper_value"], np.nan)
+    present = set(t1["network"]) | set(t2["network"])
+    out["note"] = [
+        reasons.get((t, n, m), "") if n in present else "network not in this run"
+        for t, n, m in zip(out["table"], out["network"], out["metric"])
+    ]
+    out["run_hardware"] = out["run_hardware"].where(out["run_hardware"].notna(), "")
+    columns = ["table", "experiment", "network", "paper_label", "metric", "unit", "paper_value", "run_value",
+               "difference", "ratio", "paper_source", "paper_hardware", "run_hardware", "note"]
+    return out[columns]
+
+
+def _cost_value(frame: pd.DataFrame, network: str, metric: str) -> float:
+    if network in frame.index and metric in frame.columns:
+        return _num(frame.at[network, metric])
+    return math.nan
+
+
+def _cost_run_note(metric: str, run: pd.DataFrame, num: str, den: str) -> str | None:
+    """What this run's memory value measures where it is not the GPU's (a CPU run)."""
+    if metric not in ("avg_memory_pct", "peak_memory_mib"):
+        return None
+    rows = [run.loc[n] for n in (num, den) if n in run.index]
+    if not rows or not any(source_kind(r.get("telemetry_source")) == "cpu" or str(r.get("device") or "") == "cpu"
+                           for r in rows):
+        return None
+    return ("this run on the CPU: the process's resident memory (RSS), mostly the runtime (Python, PyTorch, "
+            "libraries) rather than the network's activations, so the ratio understates the SNN's extra memory")
+
+
+def cost_of_spiking(t1: pd.DataFrame, paper: pd.DataFrame, networks: Mapping[str, Mapping],
+                    t2: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Per experiment, the SNN/ANN ratios of time per epoch, energy per epoch, power and memory, run vs study.
+
+    The study's energy per epoch is derived (average power x average time per epoch); it reports
+    no peak memory in MiB, so that ratio is run-only. With Table II (``t2``), a pair with a network that
+    did not learn (:func:`not_learned`) names it in ``not_learned`` and its ratios carry a note.
+    """
+    p1 = paper[paper["table"] == "I"].pivot_table(index="network", columns="metric", values="value", aggfunc="first")
+    if "avg_power_w" in p1 and "avg_epoch_time_s" in p1:
+        p1["energy_per_epoch_j"] = p1["avg_power_w"] * p1["avg_epoch_time_s"]
+    run = t1.set_index("network")
+    flagged = not_learned(t2) if t2 is not None else {}
+    metrics = COST_METRICS + tuple(m for m in OPTIONAL_COST_METRICS
+                                   if m in t1.columns and pd.to_numeric(t1[m], errors="coerce").notna().any())
+    rows = []
+    for pair in spiking_pairs(networks):
+        num, den = pair["numerator"], pair["denominator"]
+        failed = [n for n in (num, den) if n in flagged]
+        for metric in metrics:
+            rn, rd = _cost_value(run, num, metric), _cost_value(run, den, metric)
+            pn, pd_ = _cost_value(p1, num, metric), _cost_value(p1, den, metric)
+            notes = [pair["note"]]
+            if metric == "energy_per_epoch_j":
+                notes.append("study value derived as average power x average time per epoch")
+            if metric in ("peak_memory_mib", *OPTIONAL_COST_METRICS):
+                notes.append("the study reports no peak memory in MiB")
+            if metric == "median_epoch_time_s":
+                notes.append("the study reports no median time per epoch")
+            if math.isnan(rn) or math.isnan(rd):
+                notes.append("this run: not measured (see Table I's footnotes)")
+            else:
+                notes.append(_cost_run_note(metric, run, num, den))
+            notes += [f"this run: {not_learned_note(n, flagged[n])}" for n in failed]
+            rows.append({
+                "experiment": pair["experiment"], "implementation": pair["implementation"],
+                "comparison": pair["comparison"],
+                "numerator": num, "denominator": den, "metric": metric, "unit": UNITS.get(metric, "MiB"),
+                "run_numerator": rn, "run_denominator": rd,
+                "run_ratio": rn / rd if rd and not math.isnan(rd) else math.nan,
+                "paper_numerator": pn, "paper_denominator": pd_,
+                "paper_ratio": pn / pd_ if pd_ and not math.isnan(pd_) else math.nan,
+                "not_learned": ", ".join(failed),
+                "note": "; ".join(n for n in notes if n),
+            })
+    columns = ["experiment", "implementation", "comparison", "numerator", "denominator", "metric", "unit",
+               "run_numerator", "run_denominator", "run_ratio", "paper_numerator", "paper_denominator", "paper_ratio",
+               "not_learned", "note"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def cost_view(cost: pd.DataFrame) -> pd.DataFrame:
+    """The cost table as the report shows it: one row per experiment and metric, narrow columns.
+
+    ``this run`` and ``study`` give numerator / denominator with the unit, ``ratio ...`` their ratios.
+    """
+    def pair(a: float, b: float, unit: str) -> str | None:
+        if _is_missing(a) and _is_missing(b):
+            return None
+        unit = "" if unit in ("1", "") else (" %" if unit.startswith("%") else f" {unit}")
+        return f"{format_number(a) or 'n/a'} / {format_number(b) or 'n/a'}{unit}"
+
+    labels = [COST_LABELS.get(m, m) + (f" ({u})" if u and u != "1" else "")
+              for m, u in zip(cost["metric"], cost["unit"])]
+    return pd.DataFrame({
+        "experiment": cost["experiment"].to_numpy(),
+        "comparison": cost["comparison"].to_numpy(),
+        "metric": labels,
+        "this run": [pair(a, b, u) for a, b, u in zip(cost["run_numerator"], cost["run_denominator"], cost["unit"])],
+        "study": [pair(a, b, u) for a, b, u in zip(cost["paper_numerator"], cost["paper_denominator"], cost["unit"])],
+        "ratio, this run": cost["run_ratio"].to_numpy(dtype=float),
+        "ratio, study": cost["paper_ratio"].to_numpy(dtype=float),
+    })
+
+
+def comparison_notes(comparison: pd.DataFrame) -> dict[tuple[int, str], str]:
+    """The comparison table's notes as footnotes on its ``run_value`` cells."""
+    return {(i, "run_value"): text for i, text in enumerate(comparison["note"]) if text}
+
+
+def cost_notes(cost: pd.DataFrame) -> dict[tuple[int, str], str]:
+    """The cost table's notes as footnotes on the cells of :func:`cost_view` they explain."""
+    notes: dict[tuple[int, str], str] = {}
+    for i, text in enumerate(cost["note"]):
+        parts: dict[str, list[str]] = {}
+        for part in filter(None, str(text).split("; ")):
+            if part.startswith("this run"):
+                column = "ratio, this run"
+            elif part.startswith(("study value", "the study")):
+                column = "ratio, study"
+            else:
+                column = "comparison"
+            parts.setdefault(column, []).append(part)
+        notes.update({(i, column): "; ".join(texts) for column, texts in parts.items()})
+    return notes
