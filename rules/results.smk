@@ -1,7 +1,9 @@
 # Results stage: the study's Tables I and II, the comparison with the study, the cost of spiking,
 # and the study's figures, all marked for the Snakemake report (`snakemake --report`).
 # Each rule's params carry only the config it depends on: a figure style change reruns only
-# `figures`, a telemetry or network change reruns both.
+# `figures`, a telemetry or network change reruns both. With the aggregate tables (rule aggregate) as
+# inputs, the cost and comparison tables say whether SNN - ANN exceeds its interval, and the headline
+# figure draws the 95% interval of the ratio where there are repeats.
 
 
 rule tables:
@@ -9,6 +11,8 @@ rule tables:
         epochs=per_network("epochs.parquet"),
         tests=per_network("test.json"),
         paper=PAPER_VALUES,
+        difference=f"{TABLES}/difference.csv",
+        summary=f"{TABLES}/summary.csv",
     output:
         **table_outputs(),
     params:
@@ -31,6 +35,7 @@ rule figures:
         telemetry_train=per_network("telemetry_train.parquet"),
         telemetry_test=per_network("telemetry_test.parquet"),
         paper=PAPER_VALUES,
+        summary=f"{TABLES}/summary.csv",
     output:
         **figure_outputs(),
     params:

@@ -31,6 +31,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
 from spikebench import results  # noqa: E402
@@ -524,6 +525,9 @@ def cost_of_spiking_figure(cost: pd.DataFrame, *, demo: bool = False, energy_not
             _message(ax, energy_note, width=30)
     axes[0].set_ylabel("SNN over ANN (x; > 1: the SNN costs more)")
     handles = [Patch(color=color, label=source) for source, color in SOURCE_COLORS.items()]
+    if "ci_low" in cost and cost["ci_low"].notna().any():
+        handles.append(Line2D([], [], color="black", marker="_", markersize=10, lw=1.2,
+                              label="this run with repeats: ratio of the means over seeds, 95% interval"))
     if cost["not_learned"].astype(str).str.len().gt(0).any():
         handles.append(Patch(facecolor="white", edgecolor="#b00020", hatch="//",
                              label="\u2717 a network did not learn (test accuracy < 2x chance)"))
@@ -578,8 +582,9 @@ def write_figures(
     demo: bool = False,
     telemetry_enabled: bool = True,
     paper_path: str | Path = results.PAPER_VALUES,
+    summary_path: str | Path | None = None,
 ) -> None:
-    """Rule figures: every figure as PNG + SVG.
+    """Rule figures: every figure as PNG + SVG (``summary_path``: intervals of repeats in the headline).
 
     ``outputs`` keys: ``cost_of_spiking_png``/``_svg``, ``experiment{N}_png``/``_svg`` per experiment,
     ``energy_per_epoch_png``/``_svg``, ``accuracy_vs_energy_png``/``_svg``, and optionally ``measured``: a folder
@@ -601,6 +606,9 @@ def write_figures(
     if "cost_of_spiking_png" in outputs:
         cost = results.cost_of_spiking(results.table1(epochs, networks), results.load_paper_values(paper_path),
                                        networks, t2)
+        if summary_path is not None:
+            from spikebench import aggregate
+            cost = aggregate.ratio_intervals(cost, aggregate.read_table(summary_path, "summary"))
         reasons = {results.missing_reason("energy_per_epoch_j", _context(e), telemetry_enabled) for e in epochs.values()}
         note = None if measured else "Not measured in this run: " + "; ".join(sorted(reasons))
         save_figure(cost_of_spiking_figure(cost, demo=demo, energy_note=note), outputs["cost_of_spiking_png"],

@@ -947,12 +947,17 @@ def write_tables(
     demo: bool = False,
     telemetry_enabled: bool = True,
     paper_path: str | Path = PAPER_VALUES,
+    difference_path: str | Path | None = None,
+    summary_path: str | Path | None = None,
 ) -> dict[str, pd.DataFrame]:
     """Rule tables: read every network's results and write all tables (CSV + HTML).
 
     ``outputs`` keys: table1_csv, table1_html, table2_csv, table2_html, comparison_csv,
-    comparison_html, cost_csv, cost_html, hardware_csv, hardware_html.
+    comparison_html, cost_csv, cost_html, hardware_csv, hardware_html. With the aggregate tables
+    (``difference_path``, ``summary_path``) the cost and comparison tables say whether SNN - ANN exceeds its interval.
     """
+    from spikebench import aggregate
+
     epochs = {n: read_epochs(p) for n, p in epochs_paths.items()}
     tests = {n: read_test(p) for n, p in test_paths.items()}
     paper = load_paper_values(paper_path)
@@ -960,6 +965,11 @@ def write_tables(
     t2 = table2(tests, networks)
     comparison = paper_comparison(t1, t2, paper, telemetry_enabled)
     cost = cost_of_spiking(t1, paper, networks, t2)
+    if difference_path is not None and summary_path is not None:
+        difference = aggregate.read_table(difference_path, "difference")
+        summary = aggregate.read_table(summary_path, "summary")
+        cost = aggregate.cost_verdicts(cost, difference, summary)
+        comparison = aggregate.comparison_verdicts(comparison, difference, summary, networks)
     flagged = not_learned(t2)
     hardware = hardware_table(t1, t2)
     paper_hw = str(paper["hardware"].iloc[0])
@@ -990,17 +1000,20 @@ def write_tables(
     )
     write_table(
         comparison, outputs["comparison_csv"], outputs["comparison_html"], demo=demo,
-        notes=_comparison_notes(comparison),
+        notes={**_comparison_notes(comparison), **aggregate.verdict_notes(comparison)},
+        html_table=aggregate.verdict_view(comparison, comparison),
         title="The study's Tables I and II next to this run",
         intro=[
             "Each value of the study's Tables I and II (paper_value, transcribed with its table, row and column in "
             "paper_source) next to this run's (run_value); difference = run - study, ratio = run / study.",
+            *aggregate.verdict_intro(comparison),
             hardware_line,
         ],
     )
     write_table(
-        cost, outputs["cost_csv"], outputs["cost_html"], demo=demo, notes=_cost_notes(cost),
-        html_table=cost_view(cost),
+        cost, outputs["cost_csv"], outputs["cost_html"], demo=demo,
+        notes={**_cost_notes(cost), **aggregate.verdict_notes(cost)},
+        html_table=aggregate.verdict_view(cost_view(cost), cost),
         title="The cost of spiking: SNN over ANN, this run and the study",
         intro=[
             "One row per experiment and metric: the SNN's value over the ANN's (this run, study) and their ratio "
@@ -1008,6 +1021,7 @@ def write_tables(
             "SNN instead. The study reports no energy: its energy per epoch is average power x time per epoch. "
             f"A network whose test accuracy is below {LEARNED_FACTOR:g}x chance ({LEARNED_FACTOR * CHANCE_PCT:g}%) "
             "did not learn: its ratios carry a footnote.",
+            *aggregate.verdict_intro(cost),
             hardware_line,
         ],
     )
