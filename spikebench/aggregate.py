@@ -212,7 +212,9 @@ def read_table(path, what: str) -> pd.DataFrame:
     """An aggregate CSV (summary or difference), with a clear error naming the file where it cannot be read."""
     try:
         table = pd.read_csv(path)
-    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as error:
+    except pd.errors.EmptyDataError:     # no rows and no columns: e.g. no experiment with an ANN
+        return pd.DataFrame(columns=["network", "snn", "ann", "metric", "exceeds_interval"])
+    except (OSError, pd.errors.ParserError) as error:
         raise ValueError(f"{path}: cannot read the {what} table ({error}); remake it with "
                          "`snakemake --forcerun aggregate`") from error
     if "exceeds_interval" in table:

@@ -136,6 +136,23 @@ def test_a_bad_difference_table_names_the_file(tmp_path):
         aggregate.read_table(tmp_path / "nope.csv", "summary")
 
 
+def test_an_empty_difference_table_gives_null_verdicts_not_an_error(tmp_path):
+    # a config without an ANN (experiment 3 only): rule aggregate writes a difference table without rows
+    exp3 = {n: s for n, s in STUDY_NETWORKS.items() if s["experiment"] == 3}
+    runs = _runs(tmp_path, repeats=1)
+    outputs = {f"{k}_{e}": tmp_path / f"{k}.{e}" for k in ("runs", "summary", "difference") for e in ("csv", "html")}
+    aggregate.write_aggregate({n: tmp_path / "results" / n / "epochs.parquet" for n in exp3},
+                              {n: tmp_path / "results" / n / "test.json" for n in exp3},
+                              {n: runs[n] for n in exp3}, exp3, outputs)
+    difference = aggregate.read_table(outputs["difference_csv"], "difference")
+    assert difference.empty
+    cost = results.cost_of_spiking(results.table1({n: results.read_epochs(tmp_path / "results" / n / "epochs.parquet")
+                                                   for n in exp3}, exp3), results.load_paper_values(), exp3)
+    out = aggregate.cost_verdicts(cost, difference, aggregate.read_table(outputs["summary_csv"], "summary"))
+    assert out["exceeds_interval"].isna().all()
+    assert out["exceeds_interval_null_reason"].str.startswith("no ANN in this experiment").all()
+
+
 @pytest.mark.filterwarnings("ignore:Precision loss occurred")
 def test_the_cost_figure_draws_the_ratio_of_the_means_with_its_interval(tmp_path):
     from spikebench.figures import cost_of_spiking_figure
