@@ -1,7 +1,9 @@
 # Results stage: the study's Tables I and II, the comparison with the study, the cost of spiking,
 # and the study's figures, all marked for the Snakemake report (`snakemake --report`).
 # Each rule's params carry only the config it depends on: a figure style change reruns only
-# `figures`, a telemetry or network change reruns both.
+# `figures`, a telemetry or network change reruns both. With the aggregate tables (rule aggregate) as
+# inputs, the cost and comparison tables say whether SNN - ANN exceeds its interval, and the headline
+# figure draws the 95% interval of the ratio where there are repeats.
 # Outputs, captions and input functions: rules/results_common.smk.
 
 
@@ -10,6 +12,8 @@ rule tables:
         epochs=per_network("epochs.parquet"),
         tests=per_network("test.json"),
         paper=PAPER_VALUES,
+        difference=f"{TABLES}/difference.csv",
+        summary=f"{TABLES}/summary.csv",
     output:
         **table_outputs(),
     params:
@@ -32,6 +36,7 @@ rule figures:
         telemetry_train=per_network("telemetry_train.parquet"),
         telemetry_test=per_network("telemetry_test.parquet"),
         paper=PAPER_VALUES,
+        summary=f"{TABLES}/summary.csv",
     output:
         **figure_outputs(),
     params:
@@ -50,7 +55,7 @@ rule figures:
 
 # Neuromorphic estimate (README "Operation counts and the neuromorphic estimate"): the measured energy
 # per test sample next to the energy of the counted operations on config `energy_model`; the per-layer
-# counts; a figure (outputs: rules/results_common.smk). Changing the energy model reruns only this rule.
+# counts; a figure (outputs: rules/common.smk). Changing the energy model reruns only this rule.
 rule neuromorphic:
     input:
         tests=per_network("test.json"),

@@ -18,5 +18,6 @@ with job_logging(snakemake.log[0]) as log:
         demo=snakemake.params.demo,
         telemetry_enabled=snakemake.params.telemetry_enabled,
         paper_path=snakemake.input.paper,
+        summary_path=snakemake.input.summary,
     )
     log.info("figures written: %s", ", ".join(snakemake.output))

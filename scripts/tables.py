@@ -12,5 +12,7 @@ with job_logging(snakemake.log[0]) as log:
         demo=snakemake.params.demo,
         telemetry_enabled=snakemake.params.telemetry_enabled,
         paper_path=snakemake.input.paper,
+        difference_path=snakemake.input.difference,
+        summary_path=snakemake.input.summary,
     )
     log.info("tables written: %s", ", ".join(snakemake.output))

@@ -10,6 +10,9 @@
   experiment (``spikebench.results.spiking_pairs``), with Welch's t-test (``scipy.stats.ttest_ind(...,
   equal_var=False)``) and its 95% interval of the difference; ``exceeds_interval`` is true when that interval
   excludes 0 (the same as p < 0.05), null with fewer than two completed runs on either side.
+- :func:`cost_verdicts` / :func:`comparison_verdicts`: that verdict on the rows of the cost and comparison tables
+  (rule ``tables``), null with the reason where there is none (one seed, out of memory, no ANN, ...);
+  :func:`ratio_intervals`: the cost figure's ratio of the means over seeds with its 95% interval.
 """
 
 from __future__ import annotations
@@ -28,8 +31,10 @@ CONFIDENCE = 0.95
 METRICS = {
     "highest_val_acc_pct": ("table1", "highest_val_acc"),
     "avg_epoch_time_s": ("table1", "avg_epoch_time_s"),
+    "median_epoch_time_s": ("table1", "median_epoch_time_s"),
     "energy_per_epoch_j": ("table1", "energy_per_epoch_j"),
     "train_avg_power_w": ("table1", "avg_power_w"),
+    "train_avg_memory_pct": ("table1", "avg_memory_pct"),
     "train_peak_memory_mib": ("table1", "peak_memory_mib"),
     "test_acc_pct": ("table2", "test_acc"),
     "test_time_s": ("table2", "test_time_s"),
@@ -162,3 +167,205 @@ def write_aggregate(epochs_paths: Mapping[str, str], test_paths: Mapping[str, st
                         intro=["Welch's t-test of SNN - ANN per figure; exceeds_interval: its 95% interval of the "
                                "difference excludes 0 (p < 0.05); empty with fewer than two completed runs a side."])
     return {"runs": table, "summary": summary, "difference": difference}
+
+
+# ---------------------------------------------------------------------------------------------
+# The verdict on the cost and comparison tables (rule tables) and the cost figure's intervals (rule figures)
+
+#: Cost-table metric (a Table I column) -> its figure in the summary and difference tables.
+COST_FIGURES = {
+    "avg_epoch_time_s": "avg_epoch_time_s", "median_epoch_time_s": "median_epoch_time_s",
+    "energy_per_epoch_j": "energy_per_epoch_j", "avg_power_w": "train_avg_power_w",
+    "avg_memory_pct": "train_avg_memory_pct", "peak_memory_mib": "train_peak_memory_mib",
+    "activation_peak_mib": ACTIVATION,
+}
+#: Comparison-table (study table, metric) -> its figure; the study's other figures are not aggregated over seeds.
+COMPARISON_FIGURES = {
+    ("I", "highest_val_acc"): "highest_val_acc_pct", ("I", "avg_epoch_time_s"): "avg_epoch_time_s",
+    ("I", "avg_memory_pct"): "train_avg_memory_pct", ("I", "avg_power_w"): "train_avg_power_w",
+    ("II", "test_acc"): "test_acc_pct", ("II", "test_time_s"): "test_time_s",
+}
+VERDICT_COLUMNS = ("difference_ci95_low", "difference_ci95_high", "exceeds_interval", "exceeds_interval_null_reason")
+#: The column of the tables' HTML views that shows the verdict.
+VERDICT_LABEL = "SNN - ANN beyond its 95% interval"
+VERDICT_INTRO = (f"{VERDICT_LABEL} (exceeds_interval in the CSV): over the seeds of both networks, Welch's 95% "
+                 "interval of the difference SNN - ANN (tables/difference.csv) excludes 0; empty with the reason "
+                 "(one seed, out of memory, no ANN in the experiment, ...) where there is no interval.")
+
+
+def _flag(value) -> bool | None:
+    """A CSV cell of ``exceeds_interval`` (True/False/empty, as text or bool) as True/False/None."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    text = str(value).strip().lower()
+    if text in ("true", "1", "1.0"):
+        return True
+    if text in ("false", "0", "0.0"):
+        return False
+    if text in ("", "nan", "none"):
+        return None
+    raise ValueError(f"exceeds_interval must be True, False or empty, got {value!r} (tables/difference.csv: "
+                     "remake it with `snakemake --forcerun aggregate`)")
+
+
+def read_table(path, what: str) -> pd.DataFrame:
+    """An aggregate CSV (summary or difference), with a clear error naming the file where it cannot be read."""
+    try:
+        table = pd.read_csv(path)
+    except pd.errors.EmptyDataError:     # no rows and no columns: e.g. no experiment with an ANN
+        return pd.DataFrame(columns=["network", "snn", "ann", "metric", "exceeds_interval"])
+    except (OSError, pd.errors.ParserError) as error:
+        raise ValueError(f"{path}: cannot read the {what} table ({error}); remake it with "
+                         "`snakemake --forcerun aggregate`") from error
+    if "exceeds_interval" in table:
+        table["exceeds_interval"] = [_flag(v) for v in table["exceeds_interval"]]
+    return table
+
+
+def _null(reason: str) -> dict:
+    return {"difference_ci95_low": math.nan, "difference_ci95_high": math.nan, "exceeds_interval": None,
+            "exceeds_interval_null_reason": reason}
+
+
+def _no_interval_reason(row: Mapping, summary: pd.DataFrame, figure: str) -> str:
+    """Why the difference row has no Welch interval: one seed, out of memory, not measured, or no spread."""
+    by = summary.drop_duplicates("network").set_index("network")
+    sides = [n for n in (row["snn"], row["ann"]) if n in by.index]
+    single = [n for n in sides if int(by.at[n, "n_runs"]) < 2]
+    if len(single) == len(sides) and single:
+        return "one seed (repeats: 1): no interval"
+    if single:
+        return f"one seed of {', '.join(single)} (repeats: 1): no interval"
+    for n in sides:
+        if int(by.at[n, "n_ok"]) < 2:
+            return (f"oom: {n} completed {int(by.at[n, 'n_ok'])} of {int(by.at[n, 'n_runs'])} runs (status "
+                    f"{by.at[n, 'status']}), fewer than two for an interval")
+    for n in sides:
+        if pd.isna(by.at[n, figure]):
+            return f"not measured for {n} in this run (see Table I's footnotes)"
+        if pd.isna(by.at[n, f"{figure}_ci95_low"]):
+            return f"fewer than two of {n}'s completed runs measured it: no interval"
+    return "no spread: every seed gave the same value on both sides, so Welch's interval is undefined"
+
+
+def verdict(difference: pd.DataFrame, summary: pd.DataFrame, snn: str, ann: str, figure: str | None) -> dict:
+    """The difference table's interval and ``exceeds_interval`` for SNN `snn` - ANN `ann` on `figure`, or the
+    reason it is null (:data:`VERDICT_COLUMNS`)."""
+    if figure is None:
+        return _null("not aggregated over seeds (tables/summary.csv has no such figure)")
+    rows = difference[(difference["snn"] == snn) & (difference["ann"] == ann) & (difference["metric"] == figure)]
+    if rows.empty:
+        kind = summary.loc[summary["network"] == ann, "kind"]
+        if len(kind) and str(kind.iloc[0]).lower() != "ann":
+            return _null(f"no ANN in this experiment: {snn} over {ann} is two SNNs, not an SNN - ANN difference")
+        return _null(f"no SNN - ANN difference of {snn} and {ann} in tables/difference.csv (a network not in "
+                     "this run; remake it with `snakemake --forcerun aggregate`)")
+    row = rows.iloc[0]
+    if row["exceeds_interval"] is None:
+        return _null(_no_interval_reason(row, summary, figure))
+    return {"difference_ci95_low": float(row["difference_ci95_low"]),
+            "difference_ci95_high": float(row["difference_ci95_high"]),
+            "exceeds_interval": bool(row["exceeds_interval"]), "exceeds_interval_null_reason": None}
+
+
+def _with_verdicts(table: pd.DataFrame, verdicts: list[dict]) -> pd.DataFrame:
+    columns = pd.DataFrame(verdicts, columns=list(VERDICT_COLUMNS), index=table.index)
+    columns["exceeds_interval"] = columns["exceeds_interval"].astype(object)
+    out = pd.concat([table.drop(columns=[c for c in VERDICT_COLUMNS if c in table]), columns], axis=1)
+    if "note" in out:  # keep the long note last, where the tables have it
+        out = out[[c for c in out.columns if c != "note"] + ["note"]]
+    return out
+
+
+def cost_verdicts(cost: pd.DataFrame, difference: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
+    """The cost table (``results.cost_of_spiking``) with :data:`VERDICT_COLUMNS` per row: numerator - denominator."""
+    return _with_verdicts(cost, [
+        verdict(difference, summary, num, den, COST_FIGURES.get(metric))
+        for num, den, metric in zip(cost["numerator"], cost["denominator"], cost["metric"])
+    ])
+
+
+def comparison_verdicts(comparison: pd.DataFrame, difference: pd.DataFrame, summary: pd.DataFrame,
+                        networks: Mapping[str, Mapping]) -> pd.DataFrame:
+    """The comparison table (``results.paper_comparison``) with the SNN - ANN verdict on each SNN's rows."""
+    ann_of = {p["numerator"]: p["denominator"] for p in results.spiking_pairs(networks)
+              if str(networks[p["denominator"]].get("kind")).lower() == "ann"}
+    verdicts = []
+    for table, network, metric in zip(comparison["table"], comparison["network"], comparison["metric"]):
+        kind = str((networks.get(network) or {}).get("kind", "")).lower()
+        if network not in networks:
+            verdicts.append(_null("network not in this run"))
+        elif kind == "ann":
+            verdicts.append(_null("an ANN: the SNN - ANN verdict is on its SNNs' rows"))
+        elif network not in ann_of:
+            verdicts.append(_null("no ANN in this experiment: no SNN - ANN difference"))
+        else:
+            verdicts.append(verdict(difference, summary, network, ann_of[network],
+                                    COMPARISON_FIGURES.get((str(table), str(metric)))))
+    return _with_verdicts(comparison, verdicts)
+
+
+def verdict_view(view: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
+    """An HTML view of `table` (same rows) with the verdict as a column :data:`VERDICT_LABEL` (yes / no / empty)
+    where `table` has one; the CSV's verdict columns are left out of the view."""
+    out = view.drop(columns=[c for c in VERDICT_COLUMNS if c in view])
+    if "exceeds_interval" in table:
+        out[VERDICT_LABEL] = [None if v is None else ("yes" if v else "no") for v in table["exceeds_interval"]]
+    return out
+
+
+def verdict_intro(table: pd.DataFrame) -> list[str]:
+    """The paragraph that explains the verdict column, where `table` has one."""
+    return [VERDICT_INTRO] if "exceeds_interval" in table else []
+
+
+def verdict_notes(table: pd.DataFrame, column: str = VERDICT_LABEL) -> dict[tuple[int, str], str]:
+    """Footnotes on the empty verdict cells of `table`'s HTML view: why there is no interval."""
+    reasons = table.get("exceeds_interval_null_reason", pd.Series(dtype=object))
+    return {(i, column): reason for i, reason in enumerate(reasons) if isinstance(reason, str) and reason}
+
+
+def _relative_sem(summary_row: Mapping, figure: str) -> tuple[float, float, int] | None:
+    """(mean, sem / mean, n - 1) of a figure from its summary row's 95% interval, or None without one."""
+    mean, low, high, n = (summary_row.get(figure), summary_row.get(f"{figure}_ci95_low"),
+                          summary_row.get(f"{figure}_ci95_high"), int(summary_row.get("n_ok") or 0))
+    if n < 2 or any(pd.isna(v) for v in (mean, low, high)) or not mean > 0:
+        return None
+    sem = (float(high) - float(low)) / 2 / stats.t.ppf((1 + CONFIDENCE) / 2, n - 1)
+    return float(mean), sem / float(mean), n - 1
+
+
+def ratio_interval(snn: Mapping, ann: Mapping, figure: str) -> tuple[float, float, float]:
+    """(ratio of the means, 95% low, high) of `figure`, SNN over ANN, from their summary rows; NaN without repeats.
+
+    On the log scale (so the interval stays positive): log(mean_s / mean_a) +- t * sqrt(r_s^2 + r_a^2), r the
+    relative standard error of each mean (delta method), t of Welch-Satterthwaite's degrees of freedom.
+    """
+    s, a = _relative_sem(snn, figure), _relative_sem(ann, figure)
+    if s is None or a is None:
+        return math.nan, math.nan, math.nan
+    ratio, vs, va = s[0] / a[0], s[1] ** 2, a[1] ** 2
+    if vs + va == 0:
+        return ratio, ratio, ratio
+    df = (vs + va) ** 2 / (vs**2 / s[2] + va**2 / a[2])
+    half = stats.t.ppf((1 + CONFIDENCE) / 2, df) * math.sqrt(vs + va)
+    return ratio, ratio * math.exp(-half), ratio * math.exp(half)
+
+
+def ratio_intervals(cost: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
+    """The cost table for the headline figure: where both networks have two or more completed seeds, ``run_ratio``
+    is the ratio of their means with ``ci_low``/``ci_high`` (:func:`ratio_interval`); elsewhere it stays the first
+    seed's ratio and the interval is NaN."""
+    by = summary.drop_duplicates("network").set_index("network")
+    out = cost.copy()
+    out["ci_low"], out["ci_high"] = math.nan, math.nan
+    for i, (num, den, metric) in enumerate(zip(cost["numerator"], cost["denominator"], cost["metric"])):
+        figure = COST_FIGURES.get(metric)
+        if figure is None or num not in by.index or den not in by.index or figure not in by.columns:
+            continue
+        ratio, low, high = ratio_interval(by.loc[num].to_dict(), by.loc[den].to_dict(), figure)
+        if not math.isnan(low):
+            out.iloc[i, out.columns.get_loc("run_ratio")] = ratio
+            out.iloc[i, out.columns.get_loc("ci_low")] = low
+            out.iloc[i, out.columns.get_loc("ci_high")] = high
+    return out

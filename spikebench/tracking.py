@@ -37,6 +37,8 @@ import time
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
+from spikebench.atomic import write_json
+
 BACKENDS = ("none", "wandb", "tensorboard", "mlflow")
 IMPLEMENTATION = "spikebench"
 # The modules each backend needs; the extra `.[<backend>]` of pyproject.toml installs them.
@@ -397,13 +399,7 @@ def track_job(
             tracker.log_summary(summary)
             logged["metrics"] = sorted(summary)
     record = {"backend": tracking["backend"], "run": name, "tags": tags, "logged": logged, **tracker.where}
-    _write_json_atomic(record, Path(output))
+    write_json(record, output)
     log.info("%s: logged %s to %s (%s)", name, result, tracking["backend"], json.dumps(tracker.where))
     return record
 
-
-def _write_json_atomic(value: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(value, indent=2, default=str) + "\n")
-    tmp.replace(path)

@@ -215,6 +215,11 @@ def test_an_oom_variant_is_a_result_repeats_have_intervals_and_a_new_point_plans
         assert (row["test_acc_pct_ci95_low"], row["test_acc_pct_ci95_high"]) == pytest.approx((low, high), rel=1e-5)
     difference = pd.read_csv(tables / "difference.csv")
     assert set(difference["snn"]) == {"exp1_snn", "exp1_snn-num_steps2"}
+    cost = pd.read_csv(tables / "cost.csv")                      # rule tables: the same verdict as difference.csv
+    row = cost[(cost["numerator"] == "exp1_snn") & (cost["metric"] == "avg_epoch_time_s")].iloc[0]
+    welch = difference[(difference["snn"] == "exp1_snn") & (difference["metric"] == "avg_epoch_time_s")].iloc[0]
+    assert pd.notna(row["exceeds_interval"]) and str(row["exceeds_interval"]) == str(welch["exceeds_interval"])
+    assert row["difference_ci95_low"] == pytest.approx(welch["difference_ci95_low"], rel=1e-5)
     assert (workflow_dir / "results-demo" / "figures" / "sweep_num_steps.svg").is_file()
 
     lr = {"networks": ["exp1_ann"], "lr": [0.002, 0.003]}

@@ -94,6 +94,19 @@ def test_null_tracker_logs_nothing_and_names_the_run(tmp_path):
     assert sorted(p.name for p in (results / "tracking").iterdir()) == ["runs"]
 
 
+def test_the_record_is_written_through_the_atomic_writer(tmp_path, monkeypatch):
+    from spikebench import atomic
+
+    written = []
+    real = atomic.write_text
+    monkeypatch.setattr(atomic, "write_text", lambda text, path: written.append(Path(path)) or real(text, path))
+    results = fake_results(tmp_path)
+    track(results, "none", "evaluate")
+    output = Path(tracking.record_path(results / "tracking", "none", NETWORK, 0, "evaluate"))
+    assert written == [output]
+    assert not [p for p in output.parent.iterdir() if p.name.startswith(".")]   # no temporary file left
+
+
 def test_metrics_leave_out_what_was_not_measured(tmp_path):
     results = fake_results(tmp_path, telemetry="cpu")  # no power or energy on this CPU
     rows = expected_epochs(results).to_dict("records")

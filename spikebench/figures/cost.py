@@ -8,6 +8,7 @@ import textwrap
 
 import matplotlib.pyplot as plt
 import pandas as pd
+from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from spikebench.figures.style import REPORT_WIDTH_IN, SOURCE_COLORS, log_scale as _log_scale, message as _message
@@ -88,6 +89,9 @@ def cost_of_spiking_figure(cost: pd.DataFrame, *, demo: bool = False, energy_not
             _message(ax, energy_note, width=30)
     axes[0].set_ylabel("SNN over ANN (x; > 1: the SNN costs more)")
     handles = [Patch(color=color, label=source) for source, color in SOURCE_COLORS.items()]
+    if "ci_low" in cost and cost["ci_low"].notna().any():
+        handles.append(Line2D([], [], color="black", marker="_", markersize=10, lw=1.2,
+                              label="this run with repeats: ratio of the means over seeds, 95% interval"))
     if cost["not_learned"].astype(str).str.len().gt(0).any():
         handles.append(Patch(facecolor="white", edgecolor="#b00020", hatch="//",
                              label="\u2717 a network did not learn (test accuracy < 2x chance)"))

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Mapping
 
 import matplotlib.pyplot as plt
+import pandas as pd
 
 from spikebench import atomic, results
 from spikebench.figures.cost import cost_of_spiking_figure
@@ -33,6 +34,18 @@ def experiments_of(networks: Mapping[str, Mapping]) -> list[int]:
     return sorted({int(spec["experiment"]) for spec in networks.values()})
 
 
+def _headline_cost(epochs: Mapping[str, pd.DataFrame], networks: Mapping[str, Mapping], t2: pd.DataFrame,
+                   paper_path: str | Path, summary_path: str | Path | None) -> pd.DataFrame:
+    """The cost table the headline figure draws; with the aggregate summary, ratios of the means and intervals."""
+    cost = results.cost_of_spiking(results.table1(epochs, networks), results.load_paper_values(paper_path),
+                                   networks, t2)
+    if summary_path is not None:
+        from spikebench import aggregate
+
+        cost = aggregate.ratio_intervals(cost, aggregate.read_table(summary_path, "summary"))
+    return cost
+
+
 def write_figures(
     epochs_paths: Mapping[str, str | Path],
     test_paths: Mapping[str, str | Path],
@@ -47,8 +60,9 @@ def write_figures(
     demo: bool = False,
     telemetry_enabled: bool = True,
     paper_path: str | Path = results.PAPER_VALUES,
+    summary_path: str | Path | None = None,
 ) -> None:
-    """Rule figures: every figure as PNG + SVG.
+    """Rule figures: every figure as PNG + SVG (``summary_path``: intervals of repeats in the headline).
 
     ``outputs`` keys: ``cost_of_spiking_png``/``_svg``, ``experiment{N}_png``/``_svg`` per experiment,
     ``energy_per_epoch_png``/``_svg``, ``accuracy_vs_energy_png``/``_svg``, and optionally ``measured``: a folder
@@ -68,8 +82,7 @@ def write_figures(
     t2 = results.table2(tests, networks)
     measured = energy_measured(epochs)
     if "cost_of_spiking_png" in outputs:
-        cost = results.cost_of_spiking(results.table1(epochs, networks), results.load_paper_values(paper_path),
-                                       networks, t2)
+        cost = _headline_cost(epochs, networks, t2, paper_path, summary_path)
         reasons = {results.missing_reason("energy_per_epoch_j", results.missing_context(e), telemetry_enabled)
                    for e in epochs.values()}
         note = None if measured else "Not measured in this run: " + "; ".join(sorted(reasons))

@@ -94,10 +94,13 @@ def read_test(path: str | Path) -> dict:
 
 def read_telemetry(path: str | Path) -> pd.DataFrame:
     """A telemetry sidecar (one row per sample), sorted by time; may have no rows."""
-    df = _read_parquet(Path(path), TELEMETRY_COLUMNS, "telemetry sidecar")
+    from spikebench.telemetry import read_samples
+
+    try:
+        df = read_samples(path, required=TELEMETRY_COLUMNS)
+    except ValueError as exc:
+        raise ResultsInputError(str(exc)) from exc
     for column in ("time_s", "power_w", "memory_used_mib", "memory_used_pct", "rss_mib", "cpu_energy_uj"):
-        if column not in df:
-            continue
         df[column] = pd.to_numeric(df[column], errors="coerce").astype(float)
     return df.sort_values("time_s", kind="stable").reset_index(drop=True)
 

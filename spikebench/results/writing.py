@@ -97,21 +97,26 @@ def _write_study_tables(tables: Mapping[str, pd.DataFrame], outputs: Mapping[str
 
 def _write_study_comparison(tables: Mapping[str, pd.DataFrame], outputs: Mapping[str, str | Path],
                             hardware_line: str, *, demo: bool) -> None:
-    """The comparison with the study and the cost of spiking, CSV + HTML."""
+    """The comparison with the study and the cost of spiking, CSV + HTML (with the SNN - ANN interval verdicts)."""
+    from spikebench import aggregate   # aggregate reads results' helpers: imported here, not at the top
+
     comparison, cost = tables["comparison"], tables["cost"]
     write_table(
         comparison, outputs["comparison_csv"], outputs["comparison_html"], demo=demo,
-        notes=comparison_notes(comparison),
+        notes={**comparison_notes(comparison), **aggregate.verdict_notes(comparison)},
+        html_table=aggregate.verdict_view(comparison, comparison),
         title="The study's Tables I and II next to this run",
         intro=[
             "Each value of the study's Tables I and II (paper_value, transcribed with its table, row and column in "
             "paper_source) next to this run's (run_value); difference = run - study, ratio = run / study.",
+            *aggregate.verdict_intro(comparison),
             hardware_line,
         ],
     )
     write_table(
-        cost, outputs["cost_csv"], outputs["cost_html"], demo=demo, notes=cost_notes(cost),
-        html_table=cost_view(cost),
+        cost, outputs["cost_csv"], outputs["cost_html"], demo=demo,
+        notes={**cost_notes(cost), **aggregate.verdict_notes(cost)},
+        html_table=aggregate.verdict_view(cost_view(cost), cost),
         title="The cost of spiking: SNN over ANN, this run and the study",
         intro=[
             "One row per experiment and metric: the SNN's value over the ANN's (this run, study) and their ratio "
@@ -119,6 +124,7 @@ def _write_study_comparison(tables: Mapping[str, pd.DataFrame], outputs: Mapping
             "SNN instead. The study reports no energy: its energy per epoch is average power x time per epoch. "
             f"A network whose test accuracy is below {LEARNED_FACTOR:g}x chance ({LEARNED_FACTOR * CHANCE_PCT:g}%) "
             "did not learn: its ratios carry a footnote.",
+            *aggregate.verdict_intro(cost),
             hardware_line,
         ],
     )
@@ -133,16 +139,26 @@ def write_tables(
     demo: bool = False,
     telemetry_enabled: bool = True,
     paper_path: str | Path = PAPER_VALUES,
+    difference_path: str | Path | None = None,
+    summary_path: str | Path | None = None,
 ) -> dict[str, pd.DataFrame]:
     """Rule tables: read every network's results and write all tables (CSV + HTML).
 
     ``outputs`` keys: table1_csv, table1_html, table2_csv, table2_html, comparison_csv,
-    comparison_html, cost_csv, cost_html, hardware_csv, hardware_html.
+    comparison_html, cost_csv, cost_html, hardware_csv, hardware_html. With the aggregate tables
+    (``difference_path``, ``summary_path``) the cost and comparison tables say whether SNN - ANN exceeds its interval.
     """
     epochs = {n: read_epochs(p) for n, p in epochs_paths.items()}
     tests = {n: read_test(p) for n, p in test_paths.items()}
     paper = load_paper_values(paper_path)
     tables = build_tables(epochs, tests, networks, paper, telemetry_enabled)
+    from spikebench import aggregate
+
+    if difference_path is not None and summary_path is not None:
+        difference = aggregate.read_table(difference_path, "difference")
+        summary = aggregate.read_table(summary_path, "summary")
+        tables["cost"] = aggregate.cost_verdicts(tables["cost"], difference, summary)
+        tables["comparison"] = aggregate.comparison_verdicts(tables["comparison"], difference, summary, networks)
     paper_hw = str(paper["hardware"].iloc[0])
     run_hw = "; ".join(sorted(set(tables["table1"]["hardware"]) | set(tables["table2"]["hardware"])))
     hardware_line = f"Hardware. The study: {paper_hw}. This run: {run_hw}."
