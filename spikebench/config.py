@@ -101,7 +101,7 @@ def _empty_layer(size: int, n_layers: int, padding: int) -> tuple[int, int, int]
 def geometry_errors(networks: dict) -> list[str]:
     """One message per network whose input does not fit its architecture, computed from the config alone.
 
-    The spatial size goes through the conv + max-pool stack as ``spikebench.models._conv_stack`` computes it:
+    The spatial size goes through the conv + max-pool stack as ``spikebench.models.tied_conv.conv_stack`` computes it:
     ``size -> (size + 2 * padding - 5 + 1) // 2`` per layer, which must stay >= 1; N-MNIST frames cannot be
     resized; a conv architecture needs one channel width per layer.
     """

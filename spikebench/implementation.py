@@ -2,7 +2,7 @@
 
 ``spikebench`` (the default; every ANN): :mod:`spikebench.models` (fused LIF over all time steps, CPU kernels)
 and :func:`spikebench.data.device.rate_code`. ``snntorch`` (SNNs only): the study's own code path,
-:mod:`spikebench.models_snntorch` (``snntorch.Leaky`` per time step, ``spikegen.rate``, ``mse_count_loss``).
+:mod:`spikebench.models.snntorch_twin` (``snntorch.Leaky`` per time step, ``spikegen.rate``, ``mse_count_loss``).
 Training, evaluation, the data path and telemetry are the same for both: they call the functions of
 :func:`implementation_of`.
 """
@@ -49,7 +49,7 @@ def _spikebench() -> Implementation:
 
 
 def _snntorch() -> Implementation:
-    from spikebench import models_snntorch as m       # imports snntorch only for the networks that use it
+    from spikebench.models import snntorch_twin as m       # imports snntorch only for the networks that use it
     return Implementation("snntorch", m.build_snntorch_network, m.snntorch_loss, _predict, m.rate_code)
 
 

@@ -112,7 +112,7 @@ def _snntorch_lif(current: torch.Tensor, beta: float, threshold: float) -> tuple
 def test_lif_matches_snntorch(steps, shape, scale, beta, threshold, kernel, monkeypatch) -> None:
     from spikebench import models
 
-    monkeypatch.setattr(models, "LIF_KERNEL_MIN_SIZE", 0 if kernel else 2**62)
+    monkeypatch.setattr(models.lif, "LIF_KERNEL_MIN_SIZE", 0 if kernel else 2**62)
     torch.manual_seed(steps)
     current = (torch.randn(steps, *shape) * scale + 0.3).requires_grad_()
     w_spk, w_mem = torch.randn(steps, *shape), torch.randn(steps, *shape)
@@ -166,9 +166,9 @@ def test_network_matches_snntorch_loop(network: str, steps: int, kernels: bool, 
     kernels forced on for every layer (numba LIF, event-driven convolutions) or off."""
     from spikebench import models
 
-    monkeypatch.setattr(models, "CPU_KERNELS", kernels)
-    monkeypatch.setattr(models, "LIF_KERNEL_MIN_SIZE", 0)
-    monkeypatch.setattr(models, "EVENT_DENSITY", 1.01)
+    monkeypatch.setattr(models.lif, "CPU_KERNELS", kernels)
+    monkeypatch.setattr(models.lif, "LIF_KERNEL_MIN_SIZE", 0)
+    monkeypatch.setattr(models.convpool, "EVENT_DENSITY", 1.01)
     torch.manual_seed(1)
     spec = NETWORKS[network]
     net = build_network(spec, network).eval()   # eval: dropout (exp2) off, its masks are random
@@ -285,7 +285,7 @@ def test_conv_pool_matches_conv_then_max_pool(c_in: int, size: int, padding: int
 
     from spikebench.kernels import event_conv
 
-    monkeypatch.setattr(models, "CPU_KERNELS", kernels)
+    monkeypatch.setattr(models.lif, "CPU_KERNELS", kernels)
     calls, grad_calls = [], []
     real, real_grad = event_conv.event_conv_pool_forward, event_conv.event_conv_pool_weight_grad
     monkeypatch.setattr(event_conv, "event_conv_pool_forward", lambda *a: calls.append(1) or real(*a))
@@ -301,7 +301,7 @@ def test_conv_pool_matches_conv_then_max_pool(c_in: int, size: int, padding: int
     x.grad = conv.weight.grad = conv.bias.grad = None
     out = ConvPoolFunction.apply(x, conv.weight, conv.bias, padding, 8)   # 5 chunks, the last one short
     (out * weight).sum().backward()
-    assert len(calls) == (kernels and density < models.EVENT_DENSITY)
+    assert len(calls) == (kernels and density < models.convpool.EVENT_DENSITY)
     torch.testing.assert_close(out, ref, rtol=1e-6, atol=1e-6)   # channels-last sums in another order on the CPU
     assert len(grad_calls) == (kernels and c_in <= 3)
     # weight gradients: sums of ~10^4 products in another order (some cancel), hence the looser tolerance

@@ -13,6 +13,15 @@ from pathlib import Path
 
 DATASETS = ("mnist", "cifar10", "nmnist")
 
+#: Number of classes of every dataset (ten digits, ten CIFAR-10 classes).
+N_CLASSES = 10
+#: Input shape (channels, height, width) of each dataset as stored, before any resizing.
+DATASET_SHAPES: dict[str, tuple[int, int, int]] = {
+    "mnist": (1, 28, 28),
+    "cifar10": (3, 32, 32),
+    "nmnist": (2, 34, 34),
+}
+
 MNIST_RAW = "MNIST/raw"
 MNIST_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),

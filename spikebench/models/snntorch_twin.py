@@ -36,8 +36,10 @@ import snntorch
 import snntorch.functional as SF
 from snntorch import spikegen, surrogate
 
-from spikebench import models
-from spikebench.models import SNN, NetworkSpecError, SpikingStage, _Network
+from spikebench.models.base import Network, NetworkSpecError
+from spikebench.models.build import build_network
+from spikebench.models.losses import spike_count_loss
+from spikebench.models.snn import SNN, SpikingStage
 
 
 class StepStage(nn.Module):
@@ -60,7 +62,7 @@ class StepStage(nn.Module):
         return self.lif(cur, mem)
 
 
-class SnnTorchSNN(_Network):
+class SnnTorchSNN(Network):
     """``forward(x [T, B, C, H, W]) -> spikes [T, B, 10]`` (``, membrane`` on request), one step at a time."""
 
     kind = "snn"
@@ -108,8 +110,8 @@ def _leaky(stage: SpikingStage) -> snntorch.Leaky:
 
 
 def build_snntorch_network(spec: dict, name: str | None = None) -> SnnTorchSNN:
-    """The snnTorch twin of ``models.build_network(spec, name)``: same shapes, same initial weights."""
-    net = models.build_network(spec, name)
+    """The snnTorch twin of ``build_network(spec, name)``: same shapes, same initial weights."""
+    net = build_network(spec, name)
     if not isinstance(net, SNN):
         raise NetworkSpecError(f"{net.name}: implementation 'snntorch' is for SNNs; this network is an "
                                f"{net.kind.upper()} (set implementation: spikebench or leave it out)")
@@ -129,5 +131,5 @@ def snntorch_loss(spec: dict, output: torch.Tensor, targets: torch.Tensor,
     N-MNIST batches (``models.spike_count_loss``, equal to it for equal lengths)."""
     correct, incorrect = float(spec.get("correct_rate", 0.8)), float(spec.get("incorrect_rate", 0.2))
     if n_steps is not None:
-        return models.spike_count_loss(output, targets, n_steps, correct, incorrect)
+        return spike_count_loss(output, targets, n_steps, correct, incorrect)
     return SF.mse_count_loss(correct_rate=correct, incorrect_rate=incorrect)(output, targets)
