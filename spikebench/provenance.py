@@ -12,19 +12,23 @@ kernels: it hashes `snntorch_twin.py` instead of the kernels and `convpool.py`. 
 experiment-3 networks (both implementations) and nothing else; editing `training.py` reruns every train (and
 evaluate) job.
 
-Files are read as bytes, so building the DAG does not import torch.
+The digest also covers the schema's defaults of the network settings (``spikebench.spec`` fills them in for a
+key an entry leaves out). Files are read as bytes, so building the DAG does not import torch.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
+
+from spikebench.spec import NetworkSpec, network_schema
 
 PACKAGE = Path(__file__).resolve().parent
 
 # Files of spikebench/ (relative to it) that the model code of every network runs.
 COMMON_MODEL_FILES = ("models/__init__.py", "models/base.py", "models/build.py", "models/losses.py",
-                      "data/catalog.py")
+                      "data/catalog.py", "spec.py")
 KIND_FILES = {
     "ann": ("models/ann.py",),
     "snn": ("models/snn.py", "models/lif.py", "kernels/__init__.py", "kernels/lif.py", "kernels/event_conv.py"),
@@ -47,24 +51,34 @@ STAGE_MODULES = {
 }
 
 
-def _implementation(spec: dict) -> str:
-    return spec.get("implementation", "spikebench")
+def _network(spec: NetworkSpec | dict) -> tuple[str, str, str]:
+    """(kind, architecture, implementation) of a spec or of a config entry (implementation: the schema's default
+    when absent)."""
+    if isinstance(spec, NetworkSpec):
+        return spec.kind, spec.architecture, spec.implementation
+    return spec["kind"], spec["architecture"], spec.get("implementation", network_defaults()["implementation"])
 
 
-def model_files(spec: dict) -> list[str]:
-    """The files of spikebench/ that the network of `spec` is built and trained with (sorted, no repeats)."""
-    implementation = _implementation(spec)
-    files = [*COMMON_MODEL_FILES, *ARCHITECTURE_FILES[spec["architecture"]]]
+def network_defaults() -> dict:
+    """The schema's defaults of the network settings (what spikebench.spec fills in for an absent key)."""
+    return {key: value["default"] for key, value in network_schema()["properties"].items() if "default" in value}
+
+
+def model_files(spec: NetworkSpec | dict) -> list[str]:
+    """The files of spikebench/ that the network of `spec` (a run's spec or its config entry, as
+    ``rules/common.smk`` passes it) is built and trained with (sorted, no repeats)."""
+    kind, architecture, implementation = _network(spec)
+    files = [*COMMON_MODEL_FILES, *ARCHITECTURE_FILES[architecture]]
     if implementation in IMPLEMENTATION_FILES:
         files += IMPLEMENTATION_FILES[implementation]
     else:
-        files += KIND_FILES[spec["kind"]]
-        if spec["kind"] == "snn" and spec["architecture"] != "fc":
+        files += KIND_FILES[kind]
+        if kind == "snn" and architecture != "fc":
             files += SNN_CONV_FILES
     return sorted(set(files))
 
 
-def code_digest(spec: dict, stage: str) -> str:
+def code_digest(spec: NetworkSpec | dict, stage: str) -> str:
     """SHA-256 of the code a `stage` ("train" or "evaluate") job of this network runs."""
     digest = hashlib.sha256()
     for module in (*model_files(spec), *STAGE_MODULES[stage]):
@@ -72,4 +86,6 @@ def code_digest(spec: dict, stage: str) -> str:
         if not path.is_file():
             raise FileNotFoundError(f"{path}: listed in spikebench/provenance.py but missing (update the list)")
         digest.update(f"{module}\n".encode() + path.read_bytes())
+    # A changed default of the schema changes what an entry without that key computes.
+    digest.update(json.dumps(network_defaults(), sort_keys=True).encode())
     return digest.hexdigest()

@@ -54,3 +54,13 @@ def test_a_listed_file_that_is_missing_is_named(tmp_path: Path, monkeypatch) -> 
     monkeypatch.setattr(provenance, "PACKAGE", copy)
     with pytest.raises(FileNotFoundError, match="models/fc.py: listed in spikebench/provenance.py"):
         provenance.code_digest(SPECS["exp1_ann"], "train")
+
+
+def test_a_changed_schema_default_changes_every_digest(monkeypatch) -> None:
+    """spikebench.spec fills an absent key from the schema's default, so the default is part of the digest."""
+    before = {name: provenance.code_digest(spec, "train") for name, spec in SPECS.items()}
+    defaults = provenance.network_defaults()
+    assert defaults["implementation"] == "spikebench" and "dropout" in defaults
+    monkeypatch.setattr(provenance, "network_defaults", lambda: {**defaults, "dropout": 0.5})
+    after = {name: provenance.code_digest(spec, "train") for name, spec in SPECS.items()}
+    assert all(after[name] != before[name] for name in SPECS)

@@ -6,27 +6,16 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from spikebench.data.catalog import DATASET_SHAPES, N_CLASSES
+from spikebench.spec import NetworkSpec, NetworkSpecError, as_spec
 
-class NetworkSpecError(ValueError):
-    """A network entry of the configuration that cannot be built."""
+__all__ = ["InputShapeError", "Network", "NetworkSpecError", "count_parameters", "input_shape", "kaiming_init_"]
 
 class InputShapeError(ValueError):
     """An input whose shape does not fit the network."""
 
-def input_shape(spec: dict) -> tuple[int, int, int]:
-    """(channels, height, width) that the network built from ``spec`` expects."""
-    name = spec.get("_name", "network")
-    dataset = spec.get("dataset")
-    if dataset not in DATASET_SHAPES:
-        raise NetworkSpecError(f"{name}: unknown dataset {dataset!r}; expected one of {sorted(DATASET_SHAPES)}")
-    channels, height, width = DATASET_SHAPES[dataset]
-    size = spec.get("input_size")
-    if size is not None:
-        if dataset == "nmnist" and int(size) != height:
-            raise NetworkSpecError(f"{name}: N-MNIST frames are {height}x{width}; input_size {size} is not supported")
-        height = width = int(size)
-    return channels, height, width
+def input_shape(spec: NetworkSpec | dict) -> tuple[int, int, int]:
+    """(channels, height, width) that the network built from ``spec`` expects (:attr:`NetworkSpec.input_shape`)."""
+    return as_spec(spec).input_shape
 
 class Network(nn.Module):
     """Common checks of ANN and SNN."""
@@ -44,11 +33,6 @@ class Network(nn.Module):
             raise InputShapeError(
                 f"{self.name}: input of shape {tuple(x.shape)} does not fit; expected {lead} with sample shape "
                 f"{want} (or flattened {flat[0]})")
-
-def require(spec: dict, key: str, name: str):
-    if key not in spec:
-        raise NetworkSpecError(f"{name}: missing key {key!r} for architecture {spec.get('architecture')!r}")
-    return spec[key]
 
 def kaiming_init_(net: nn.Module) -> None:
     """Kaiming-normal weights (fan-in, ReLU gain) and zero biases for every Linear and Conv2d."""

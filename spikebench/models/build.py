@@ -5,36 +5,36 @@ from __future__ import annotations
 from torch import nn
 
 from spikebench.models.ann import ANN
-from spikebench.models.base import NetworkSpecError, input_shape, kaiming_init_, require
+from spikebench.models.base import kaiming_init_
 from spikebench.models.conv2 import build_conv2
 from spikebench.models.conv5 import build_conv5
 from spikebench.models.fc import build_fc
 from spikebench.models.lif import Leaky
 from spikebench.models.snn import SNN
+from spikebench.spec import NetworkSpec, NetworkSpecError, as_spec
 
 # One builder per architecture: spikebench.provenance hashes a network's builder (not the others),
 # so editing one architecture reruns only the jobs of the networks that use it.
 ARCHITECTURES = {"fc": build_fc, "conv5": build_conv5, "conv2": build_conv2}
 
-def build_network(spec: dict, name: str | None = None) -> ANN | SNN:
-    """Build the network that one ``networks:`` entry of config.yaml describes (Kaiming-initialised)."""
-    name = name or spec.get("_name") or f"{spec.get('architecture')}_{spec.get('kind')}"
-    kind, arch = spec.get("kind"), spec.get("architecture")
-    if kind not in ("ann", "snn"):
-        raise NetworkSpecError(f"{name}: unknown kind {kind!r}; expected 'ann' or 'snn'")
-    if arch not in ARCHITECTURES:
-        raise NetworkSpecError(f"{name}: unknown architecture {arch!r}; expected 'fc', 'conv5' or 'conv2'")
-    shape = input_shape({**spec, "_name": name})
+def build_network(spec: NetworkSpec | dict, name: str | None = None) -> ANN | SNN:
+    """Build the network that one ``networks:`` entry of config.yaml describes (Kaiming-initialised).
+
+    ``spec``: the run's :class:`spikebench.spec.NetworkSpec` (a plain entry is turned into one); ``name``
+    overrides its name."""
+    spec = as_spec(spec, name)
     lif = None
-    if kind == "snn":
-        if spec.get("surrogate", "atan") != "atan":
-            raise NetworkSpecError(f"{name}: only the 'atan' surrogate is implemented, got {spec.get('surrogate')!r}")
-        beta, threshold = float(require(spec, "beta", name)), float(require(spec, "threshold", name))
+    if spec.kind == "snn":
+        if spec.surrogate != "atan":
+            raise NetworkSpecError(f"{spec.name}: only the 'atan' surrogate is implemented, got {spec.surrogate!r}")
+        beta, threshold = spec.beta, spec.threshold
 
         def lif() -> Leaky:
             return Leaky(beta, threshold)
 
-    layers = ARCHITECTURES[arch](spec, name, shape, lif)
-    net: ANN | SNN = SNN(name, shape, layers) if lif is not None else ANN(name, shape, nn.Sequential(*layers))
+    shape = spec.input_shape
+    layers = ARCHITECTURES[spec.architecture](spec, spec.name, shape, lif)
+    net: ANN | SNN = (SNN(spec.name, shape, layers) if lif is not None
+                      else ANN(spec.name, shape, nn.Sequential(*layers)))
     kaiming_init_(net)
     return net

@@ -6,12 +6,12 @@ from __future__ import annotations
 from torch import nn
 
 from spikebench.data.catalog import N_CLASSES
-from spikebench.models.base import require
 from spikebench.models.snn import SpikingStage
 from spikebench.models.tied_conv import conv_stack
+from spikebench.spec import NetworkSpec
 
 
-def build_conv2(spec: dict, name: str, shape: tuple[int, int, int], lif) -> list[nn.Module]:
+def build_conv2(spec: NetworkSpec, name: str, shape: tuple[int, int, int], lif) -> list[nn.Module]:
     """Experiment 3: 12C5-MP2-32C5-MP2-800-10 (no padding), LIF after each layer."""
     convs, flat = conv_stack(spec, name, shape, 2, padding=0)
     if lif is not None:

@@ -6,15 +6,15 @@ from __future__ import annotations
 from torch import nn
 
 from spikebench.data.catalog import N_CLASSES
-from spikebench.models.base import require
 from spikebench.models.snn import SpikingStage
 from spikebench.models.tied_conv import conv_stack
+from spikebench.spec import NetworkSpec
 
 
-def build_conv5(spec: dict, name: str, shape: tuple[int, int, int], lif) -> list[nn.Module]:
-    """Experiment 2: five conv 5x5 (padding 2) + 2x2 max-pool + ReLU/LIF, FC 512 (dropout 0.2), FC 10."""
+def build_conv5(spec: NetworkSpec, name: str, shape: tuple[int, int, int], lif) -> list[nn.Module]:
+    """Experiment 2: five conv 5x5 (padding 2) + 2x2 max-pool + ReLU/LIF, FC 512 (dropout ``dropout``), FC 10."""
     convs, flat = conv_stack(spec, name, shape, 5, padding=2)
-    fc, dropout = int(require(spec, "fc", name)), float(spec.get("dropout", 0.0))
+    fc, dropout = spec.fc, spec.dropout
     if lif is not None:
         stages = [SpikingStage(conv, lif(), pool=True) for conv in convs]
         stages.append(SpikingStage(nn.Linear(flat, fc), lif(), flatten=True))

@@ -6,13 +6,13 @@ from __future__ import annotations
 from torch import nn
 
 from spikebench.data.catalog import N_CLASSES
-from spikebench.models.base import require
 from spikebench.models.snn import SpikingStage
+from spikebench.spec import NetworkSpec
 
 
-def build_fc(spec: dict, name: str, shape: tuple[int, int, int], lif) -> list[nn.Module]:
+def build_fc(spec: NetworkSpec, name: str, shape: tuple[int, int, int], lif) -> list[nn.Module]:
     """Experiment 1: Linear 784-256-256-10 with ReLU (ANN) or LIF after each Linear (SNN)."""
-    hidden = [int(h) for h in require(spec, "hidden", name)]
+    hidden = list(spec.hidden)
     sizes = [shape[0] * shape[1] * shape[2], *hidden, N_CLASSES]
     if lif is not None:
         return [SpikingStage(nn.Linear(a, b), lif(), flatten=(i == 0))

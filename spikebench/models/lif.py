@@ -27,6 +27,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from spikebench.spec import NetworkSpecError
+
 #: Use the numba CPU kernels (fused LIF, event-driven convolution) for CPU tensors; False: PyTorch ops only.
 CPU_KERNELS = True
 

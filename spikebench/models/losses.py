@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from spikebench.spec import NetworkSpec, as_spec
+
 def step_mask(n_steps: torch.Tensor, total_steps: int) -> torch.Tensor:
     """Boolean [T, B]: True where time step t < n_steps[b]."""
     steps = torch.arange(total_steps, device=n_steps.device)
@@ -24,7 +26,7 @@ def spike_counts(spikes: torch.Tensor, n_steps: torch.Tensor | None = None) -> t
     return (spikes * mask[..., None]).sum(0)
 
 def spike_count_loss(spikes: torch.Tensor, targets: torch.Tensor, n_steps: torch.Tensor | None = None,
-                     correct_rate: float = 0.8, incorrect_rate: float = 0.2) -> torch.Tensor:
+                     *, correct_rate: float, incorrect_rate: float) -> torch.Tensor:
     """MSE spike-count loss, ``snntorch.functional.mse_count_loss(correct_rate, incorrect_rate)``.
 
     With ``n_steps`` (per-sample steps of a padded batch) each sample's counts, targets and scaling use its
@@ -45,13 +47,15 @@ def spike_count_loss(spikes: torch.Tensor, targets: torch.Tensor, n_steps: torch
     return per_sample.mean()
 
 def network_loss(kind: str, output: torch.Tensor, targets: torch.Tensor, n_steps: torch.Tensor | None = None,
-                 spec: dict | None = None) -> torch.Tensor:
-    """Training loss: cross-entropy for an ANN, ``spike_count_loss`` for an SNN (rates from ``spec``)."""
+                 spec: NetworkSpec | dict | None = None) -> torch.Tensor:
+    """Training loss: cross-entropy for an ANN, ``spike_count_loss`` for an SNN (its rates from ``spec``)."""
     if kind == "ann":
         return F.cross_entropy(output, targets)
-    spec = spec or {}
-    return spike_count_loss(output, targets, n_steps, float(spec.get("correct_rate", 0.8)),
-                            float(spec.get("incorrect_rate", 0.2)))
+    if spec is None:
+        raise ValueError("an SNN's loss needs its network spec (correct_rate, incorrect_rate)")
+    spec = as_spec(spec)
+    return spike_count_loss(output, targets, n_steps, correct_rate=spec.correct_rate,
+                            incorrect_rate=spec.incorrect_rate)
 
 def predict(kind: str, output: torch.Tensor, n_steps: torch.Tensor | None = None) -> torch.Tensor:
     """Predicted class [B]: largest logit (ANN) or most output spikes (SNN); ties -> lowest index."""

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from spikebench.models.base import NetworkSpecError, require
+from spikebench.spec import NetworkSpec, NetworkSpecError
 
 #: The tied-weight matrix may always take this much memory (elements; 16 MiB of float32), see tied_weights_pay.
 TIED_MATRIX_FREE_SIZE = 2**22
@@ -82,12 +82,12 @@ class Conv2d(nn.Conv2d):
 def conv_out(size: int, padding: int) -> int:
     return (size + 2 * padding - 5) + 1
 
-def conv_stack(spec: dict, name: str, shape: tuple[int, int, int], n_layers: int, padding: int):
+def conv_stack(spec: NetworkSpec, name: str, shape: tuple[int, int, int], n_layers: int, padding: int):
     """5x5 convolutions (stride 1), each followed by a 2x2 max-pool; returns (convs, flat features)."""
-    channels = [int(c) for c in require(spec, "channels", name)]
+    channels = list(spec.channels)
     if len(channels) != n_layers:
         raise NetworkSpecError(
-            f"{name}: architecture {spec['architecture']} needs {n_layers} channel widths, got {channels}")
+            f"{name}: architecture {spec.architecture} needs {n_layers} channel widths, got {channels}")
     h, w = shape[1], shape[2]
     convs = []
     for c_in, c_out in zip([shape[0], *channels[:-1]], channels):
