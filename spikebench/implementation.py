@@ -4,7 +4,9 @@
 and :func:`spikebench.data.device.rate_code`. ``snntorch`` (SNNs only): the study's own code path,
 :mod:`spikebench.models.snntorch_twin` (``snntorch.Leaky`` per time step, ``spikegen.rate``, ``mse_count_loss``).
 Training, evaluation, the data path and telemetry are the same for both: they call the functions of
-:func:`implementation_of`.
+:func:`implementation_of`, and :func:`encode_batch` for a batch's input (the rate-coding dispatch lives here, so
+that ``spikebench.data`` imports no model code). Every function takes the run's
+:class:`spikebench.spec.NetworkSpec` (a plain config entry is turned into one).
 """
 
 from __future__ import annotations

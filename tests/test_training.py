@@ -546,3 +546,15 @@ def test_train_and_evaluate_jobs_record_idle_power_memory_and_provenance(tmp_pat
     assert result["operations"]["n_samples"] == result["n_test"] and "layer_operations" not in result
     assert pd.read_parquet(test_out["layers"])["layer"].tolist() == [0, 1, 2]          # the ANN's three Linears
     assert result["hardware"]["null_reasons"]["power_limit_w"] == "no GPU: the job runs on cpu"
+
+
+def test_the_data_package_imports_no_model_code() -> None:
+    """data/ knows datasets (data.catalog) and the spec, not the networks: the rate-coding dispatch is
+    spikebench.implementation's."""
+    import subprocess
+    import sys
+
+    code = ("import sys, spikebench.data.device, spikebench.data.split; "
+            "print(sorted(m for m in sys.modules if m.startswith(('spikebench.models', 'spikebench.implementation'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
