@@ -42,7 +42,8 @@ wildcard_constraints:
 
 
 def spec(wildcards):
-    """The settings of one run (its network's config entry, a variant's swept value): all reach its jobs through params."""
+    """The settings of one run (its network's config entry, a variant's swept value): all reach its jobs through params,
+    where scripts/train.py and scripts/evaluate.py build its typed spikebench.spec.NetworkSpec once."""
     return RUNS[wildcards.network]["spec"]
 
 

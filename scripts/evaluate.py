@@ -1,10 +1,11 @@
 """Rule evaluate: the official test set through the trained weights, with telemetry."""
 from spikebench.jobs import evaluate_job, job_logging
+from spikebench.spec import NetworkSpec
 
 with job_logging(snakemake.log[0]) as log:
     evaluate_job(
         snakemake.wildcards.network,
-        snakemake.params.network,
+        NetworkSpec.from_config(snakemake.params.network, snakemake.wildcards.network),
         inputs=dict(snakemake.input),
         outputs=dict(snakemake.output),
         data_root=snakemake.params.data_root,

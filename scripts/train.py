@@ -1,10 +1,11 @@
 """Rule train: one network, its epochs table, weights and telemetry sidecar."""
 from spikebench.jobs import job_logging, train_job
+from spikebench.spec import NetworkSpec
 
 with job_logging(snakemake.log[0]) as log:
     train_job(
         snakemake.wildcards.network,
-        snakemake.params.network,
+        NetworkSpec.from_config(snakemake.params.network, snakemake.wildcards.network),
         inputs=dict(snakemake.input),
         outputs=dict(snakemake.output),
         data_root=snakemake.params.data_root,

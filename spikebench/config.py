@@ -16,6 +16,8 @@ from typing import Any, Iterable
 import jsonschema
 import yaml
 
+from spikebench.data.catalog import DATASET_SHAPES
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SCHEMA_PATH = PROJECT_ROOT / "schemas" / "config.schema.yaml"
 
@@ -82,8 +84,6 @@ def config_errors(config: dict, schema: dict | None = None) -> list[str]:
     return [_describe(e) for e in errors]
 
 
-#: (channels, height, width) of each dataset as stored: spikebench.models.DATASET_SHAPES (tests keep them equal).
-DATASET_SHAPES = {"mnist": (1, 28, 28), "cifar10": (3, 32, 32), "nmnist": (2, 34, 34)}
 #: architecture -> (5x5 convolutions, each + 2x2 max-pool; their padding), as spikebench.models builds them.
 CONV_STACKS = {"conv5": (5, 2), "conv2": (2, 0)}
 
@@ -101,7 +101,7 @@ def _empty_layer(size: int, n_layers: int, padding: int) -> tuple[int, int, int]
 def geometry_errors(networks: dict) -> list[str]:
     """One message per network whose input does not fit its architecture, computed from the config alone.
 
-    The spatial size goes through the conv + max-pool stack as ``spikebench.models._conv_stack`` computes it:
+    The spatial size goes through the conv + max-pool stack as ``spikebench.models.tied_conv.conv_stack`` computes it:
     ``size -> (size + 2 * padding - 5 + 1) // 2`` per layer, which must stay >= 1; N-MNIST frames cannot be
     resized; a conv architecture needs one channel width per layer.
     """

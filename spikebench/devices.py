@@ -215,7 +215,7 @@ def numeric_settings() -> dict:
         "autocast_dtype": str(PRECISIONS[_PRECISION]["autocast_dtype"] or "none").replace("torch.", ""),
         "cudnn_benchmark": torch.backends.cudnn.benchmark,
         "cudnn_deterministic": torch.backends.cudnn.deterministic,
-        "lif_backend": models.LIF_BACKEND,
-        "cpu_kernels": models.CPU_KERNELS,
+        "lif_backend": models.lif.LIF_BACKEND,
+        "cpu_kernels": models.lif.CPU_KERNELS,
         **thread_counts(),
     }

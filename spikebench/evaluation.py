@@ -10,21 +10,19 @@ scikit-learn does by default (``labels`` = the classes present in either).
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import os
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
-from spikebench.data.device import DeviceDataset, check_fits
+from spikebench.data.device import DeviceDataset
 from spikebench.implementation import implementation_of
 from spikebench.opcounts import OperationCounter
-from spikebench.training import peak_memory, reset_peak_memory, run_batches, synchronize, write_error
+from spikebench.spec import NetworkSpec, as_spec
+from spikebench.training import peak_memory, reset_peak_memory, run_batches, synchronize
 
 _LOG = logging.getLogger("spikebench.evaluation")
 
@@ -42,13 +40,14 @@ NETWORK_SETTINGS = ("dataset", "input_size", "kind", "architecture", "hidden", "
                     "num_steps", "beta", "threshold", "surrogate")
 
 
-def _check_settings(weights_path: Path, stored: object, spec: dict, network_id: str) -> None:
+def _check_settings(weights_path: Path, stored: object, spec: NetworkSpec, network_id: str) -> None:
     """Raise ``WeightsFileError`` naming every ``NETWORK_SETTINGS`` key whose stored and configured values differ."""
     if not isinstance(stored, dict):
         raise WeightsFileError(f"weights file {weights_path} holds no training settings ('spec'), so it cannot be "
                                f"checked against the config; delete it and train {network_id} again")
-    differ = [f"{key}: {stored.get(key)!r} in the weights file vs {spec.get(key)!r} in the config"
-              for key in NETWORK_SETTINGS if stored.get(key) != spec.get(key)]
+    configured = spec.to_dict()                  # the config entry as stored with the weights (no defaults added)
+    differ = [f"{key}: {stored.get(key)!r} in the weights file vs {configured.get(key)!r} in the config"
+              for key in NETWORK_SETTINGS if stored.get(key) != configured.get(key)]
     if differ:
         raise WeightsFileError(f"weights file {weights_path} was trained with other settings of {network_id} "
                                f"than the config's: " + "; ".join(differ)
@@ -92,37 +91,7 @@ def classification_metrics(y_true, y_pred, n_classes: int = 10) -> dict:
     }
 
 
-def _json_safe(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        return float(obj) if math.isfinite(obj) else None
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
-
-
-def write_json_atomic(obj: Any, path: Path) -> None:
-    """Write ``obj`` as indented JSON (NaN/inf -> null) to a temporary file beside ``path``, then rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        text = json.dumps(_json_safe(obj), indent=2, allow_nan=False) + "\n"
-        try:
-            tmp.write_text(text)
-            os.replace(tmp, path)
-        except OSError as exc:
-            raise write_error(path, exc) from exc
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def load_weights(weights_path: Path, spec: dict, *, network_id: str, which: str = "last"
+def load_weights(weights_path: Path, spec: NetworkSpec | dict, *, network_id: str, which: str = "last"
                  ) -> tuple[torch.nn.Module, int | None]:
     """The network of ``spec`` with the ``which`` (last | best_val) weights of ``weights_path``, and their epoch.
 
@@ -131,7 +100,7 @@ def load_weights(weights_path: Path, spec: dict, *, network_id: str, which: str 
     num_steps, beta, threshold, surrogate); training-only settings (epochs, lr, batch_size, dropout, ...) may
     differ. A file without stored settings is refused.
     """
-    weights_path = Path(weights_path)
+    weights_path, spec = Path(weights_path), as_spec(spec, network_id)
     if which not in ("last", "best_val"):
         raise ValueError(f"evaluation weights {which!r}: expected 'last' or 'best_val'")
     if not weights_path.is_file():
@@ -155,29 +124,29 @@ def load_weights(weights_path: Path, spec: dict, *, network_id: str, which: str 
                                    f"(trained without a validation set); use evaluation.weights: last")
     else:
         state, epoch = saved["state_dict"], saved.get("epoch")
-    net = implementation_of(spec).build(spec, network_id)
+    net = implementation_of(spec).build(spec)
     want = {k: tuple(v.shape) for k, v in net.state_dict().items()}
     got = {k: tuple(v.shape) for k, v in state.items()}
     if want != got:
         diffs = [f"{k}: file {got.get(k, 'missing')} vs network {want.get(k, 'missing')}"
                  for k in sorted(set(want) | set(got)) if want.get(k) != got.get(k)]
         raise WeightsFileError(f"weights file {weights_path} does not fit {network_id} "
-                               f"({spec.get('kind')} {spec.get('architecture')}): " + "; ".join(diffs[:6])
+                               f"({spec.kind} {spec.architecture}): " + "; ".join(diffs[:6])
                                + (f"; ... {len(diffs) - 6} more" if len(diffs) > 6 else ""))
     net.load_state_dict(state)
     return net, (int(epoch) if epoch is not None else None)
 
 
-def evaluate_network(weights_path: Path, spec: dict, test: DeviceDataset, *, network_id: str,
+def evaluate_network(weights_path: Path, spec: NetworkSpec | dict, test: DeviceDataset, *, network_id: str,
                      device: torch.device, which: str = "last", seed: int = 0, telemetry=None,
                      log: logging.Logger | None = None, count_operations: bool = True) -> dict:
     """Test-set metrics, time and memory of the trained network (the dict that ``test.json`` holds).
 
     With ``count_operations`` the dict also holds ``operations`` (network totals per sample,
-    :mod:`spikebench.opcounts`) and ``layer_operations`` (one dict per layer, for ``layers.parquet``)."""
-    log = log or _LOG
+    :mod:`spikebench.opcounts`) and ``layer_operations`` (one dict per layer, for ``layers.parquet``). The test
+    set fits the network (checked when loaded, ``spikebench.data.device``)."""
+    spec, log = as_spec(spec, network_id), log or _LOG
     device = torch.device(device)
-    check_fits(spec, test, network_id)
     net, epoch = load_weights(weights_path, spec, network_id=network_id, which=which)
     net = net.to(device)
     generator = torch.Generator(device=device).manual_seed(int(seed))
@@ -189,7 +158,7 @@ def evaluate_network(weights_path: Path, spec: dict, test: DeviceDataset, *, net
     synchronize(device)
     t0 = time.perf_counter()
     try:
-        _, _, preds = run_batches(net, spec, test, int(spec["batch_size"]), generator, want_predictions=True,
+        _, _, preds = run_batches(net, spec, test, spec.batch_size, generator, want_predictions=True,
                                   counter=counter)
     finally:
         if counter is not None:
@@ -201,8 +170,8 @@ def evaluate_network(weights_path: Path, spec: dict, test: DeviceDataset, *, net
         telemetry.phase("idle", None)
     metrics = classification_metrics(test.labels.cpu().numpy(), preds.cpu().numpy())
     result = {
-        "network": network_id, "experiment": spec.get("experiment"), "dataset": spec.get("dataset"),
-        "kind": spec.get("kind"), "weights": which, "epoch_of_weights": epoch, "n_test": len(test),
+        "network": network_id, "experiment": spec.experiment, "dataset": spec.dataset,
+        "kind": spec.kind, "weights": which, "epoch_of_weights": epoch, "n_test": len(test),
         **metrics,
         "test_time_s": elapsed, "test_samples_per_s": len(test) / elapsed if elapsed > 0 else math.nan,
         "peak_memory_mib": memory_mib, "memory_source": memory_source, "device": str(device),

@@ -16,7 +16,8 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-from spikebench import oom
+from spikebench import atomic, oom
+from spikebench.spec import NetworkSpec, as_spec
 from spikebench.telemetry.sidecar import add_parquet_metadata as _add_parquet_metadata
 from spikebench.telemetry.sidecar import finish_telemetry as _finish_telemetry
 
@@ -236,12 +237,10 @@ class JobTelemetry:
 
     def epoch_done(self, epoch: int, key: str | None = None) -> None:
         if self.partial is not None:
-            from spikebench.training import write_error
-
             try:
                 self.sampler.write(self.partial, through_epoch=int(epoch), checkpoint_key=key)
             except OSError as exc:
-                raise write_error(self.partial, exc) from exc
+                raise atomic.write_error(self.partial, exc) from exc
 
     def resume(self, through_epoch: int, key: str | None = None) -> None:
         if self.partial is not None:
@@ -260,7 +259,7 @@ class JobTelemetry:
 
 def train_job(
     network_id: str,
-    spec: dict,
+    spec: NetworkSpec | dict,
     *,
     inputs: dict,
     outputs: dict,
@@ -273,40 +272,31 @@ def train_job(
     data_source: str = "download",
     numerics: dict | None = None,
 ) -> None:
-    """Rule train: pick the device, load the data onto it, train with a telemetry sidecar."""
+    """Rule train: pick the device, load the data onto it (checked to fit the network), train with a telemetry
+    sidecar; a training that runs out of memory writes ``status: oom`` outputs (spikebench.oom)."""
     from spikebench.data.device import load_split_data
     from spikebench.devices import select_device
-    from spikebench.telemetry import TelemetrySampler, install_sigterm_handler
+    from spikebench.telemetry import install_sigterm_handler
     from spikebench.training import train_network
 
+    spec = as_spec(spec, network_id)
     install_sigterm_handler()
     with select_device(device, log=log) as lease:
-        hardware = _describe_job(network_id, lease.device, log)
-        hardware["numerics"] = _apply_numerics(numerics, log)
+        hardware = _start_job(network_id, lease.device, numerics, log)
         train, val = load_split_data(spec, Path(data_root), Path(inputs["split"]), _nmnist_files(inputs), lease.device,
                                      verify_md5=verify_md5(data_source))
         log.info("%d training / %d validation samples resident on %s", len(train), len(val), lease.device)
-        sampler = TelemetrySampler(
-            lease.device, interval_s=telemetry["interval_s"], enabled=telemetry["enabled"], log=log
-        )
+        sampler = _sampler(lease.device, telemetry, log)
         hook = oom.watch(JobTelemetry(sampler, partial=Path(checkpoint).with_name(PARTIAL_TELEMETRY)),
-                              network_id, log)
+                         network_id, log)
         record = None
         with sampler:
             _measure_idle(sampler, telemetry, log)
             try:
-                train_network(
-                    spec, train, val,
-                    network_id=network_id,
-                    device=lease.device,
-                    seed=seed,
-                    weights_out=Path(outputs["weights"]),
-                    epochs_out=Path(outputs["epochs"]),
-                    checkpoint_path=Path(checkpoint),
-                    telemetry=hook,
-                    log=log,
-                    warmup_steps=int(telemetry.get("warmup_steps", WARMUP_STEPS)),
-                )
+                train_network(spec, train, val, network_id=network_id, device=lease.device, seed=seed,
+                              weights_out=Path(outputs["weights"]), epochs_out=Path(outputs["epochs"]),
+                              checkpoint_path=Path(checkpoint), telemetry=hook, log=log,
+                              warmup_steps=int(telemetry.get("warmup_steps", WARMUP_STEPS)))
             except BaseException as exc:
                 record = _out_of_memory(exc, lease.device, hook.epoch, log)
                 if record is None:
@@ -314,13 +304,31 @@ def train_job(
                     raise
                 oom.write_train_oom(outputs, network_id, spec, record, lease.device)
             _finish_telemetry(hook, outputs["telemetry"], log)
-        _end_state(hardware, lease.device)
-        hardware["numerics"] = _numerics_after_run()
-        meta = {"spikebench.hardware": hardware, "spikebench.network": network_id, "spikebench.spec": spec}
+        _end_job(hardware, lease.device)
+        meta = {"spikebench.hardware": hardware, "spikebench.network": network_id, "spikebench.spec": spec.to_dict()}
         _add_parquet_metadata(outputs["epochs"], meta, {"n_train": len(train), "n_val": len(val),
                                                         "status": oom.OK if record is None else oom.OOM})
         _add_parquet_metadata(outputs["telemetry"], meta)
         hook.discard_partial()
+
+
+def _start_job(network_id: str, device, numerics: dict | None, log: logging.Logger) -> dict:
+    """The job's hardware record (logged), with the numeric settings it applies (:func:`_apply_numerics`)."""
+    hardware = _describe_job(network_id, device, log)
+    hardware["numerics"] = _apply_numerics(numerics, log)
+    return hardware
+
+
+def _sampler(device, telemetry: dict, log: logging.Logger):
+    from spikebench.telemetry import TelemetrySampler
+
+    return TelemetrySampler(device, interval_s=telemetry["interval_s"], enabled=telemetry["enabled"], log=log)
+
+
+def _end_job(hardware: dict, device) -> None:
+    """The GPU temperature at the end (:func:`_end_state`) and the numeric settings after the run."""
+    _end_state(hardware, device)
+    hardware["numerics"] = _numerics_after_run()
 
 
 def _out_of_memory(exc: BaseException, device, epoch: int | None, log: logging.Logger) -> dict | None:
@@ -361,7 +369,7 @@ def _end_state(hardware: dict, device) -> None:
 
 def evaluate_job(
     network_id: str,
-    spec: dict,
+    spec: NetworkSpec | dict,
     *,
     inputs: dict,
     outputs: dict,
@@ -379,57 +387,53 @@ def evaluate_job(
     A training that ran out of memory has no weights: its test result is ``status: oom`` too (spikebench.oom)."""
     from spikebench.data.device import load_test_data
     from spikebench.devices import select_device
-    from spikebench.evaluation import evaluate_network, write_json_atomic
+    from spikebench.evaluation import evaluate_network
     from spikebench.opcounts import write_layers
-    from spikebench.telemetry import TelemetrySampler, install_sigterm_handler
+    from spikebench.telemetry import install_sigterm_handler
 
+    spec = as_spec(spec, network_id)
     trained = oom.trained_status(inputs["weights"])
     if trained is not None:
         log.warning("%s: its training ran out of memory (%s); test result recorded as status oom",
                     network_id, trained["error"])
         oom.write_test_oom(outputs, network_id, trained)
         if "layers" in outputs:                   # no operations counted: an empty per-layer table
-            from spikebench.opcounts import write_layers
-
-            write_layers([], outputs["layers"], network=network_id, kind=spec["kind"])
+            write_layers([], outputs["layers"], network=network_id, kind=spec.kind)
         return
     install_sigterm_handler()
     with select_device(device, log=log) as lease:
-        hardware = _describe_job(network_id, lease.device, log)
-        hardware["numerics"] = _apply_numerics(numerics, log)
+        hardware = _start_job(network_id, lease.device, numerics, log)
         test = load_test_data(spec, Path(data_root), _nmnist_files(inputs), lease.device,
                               verify_md5=verify_md5(data_source))
         log.info("network %s: %d test samples on %s", network_id, len(test), lease.device)
-        sampler = TelemetrySampler(
-            lease.device, interval_s=telemetry["interval_s"], enabled=telemetry["enabled"], log=log
-        )
+        sampler = _sampler(lease.device, telemetry, log)
         hook = JobTelemetry(sampler)
         with sampler:
             _measure_idle(sampler, telemetry, log)
             try:
-                result = evaluate_network(
-                    Path(inputs["weights"]), spec, test,
-                    network_id=network_id, device=lease.device, which=which, seed=seed,
-                    telemetry=hook, log=log,
-                )
+                result = evaluate_network(Path(inputs["weights"]), spec, test, network_id=network_id,
+                                          device=lease.device, which=which, seed=seed, telemetry=hook, log=log)
             except BaseException as exc:
                 _finish_telemetry(hook, outputs["telemetry"], log, failed=exc)
                 raise
             _finish_telemetry(hook, outputs["telemetry"], log)
-        _end_state(hardware, lease.device)
-        hardware["numerics"] = _numerics_after_run()
+        _end_job(hardware, lease.device)
         result["hardware"] = hardware
-        energy_j = (result.get("telemetry") or {}).get("energy_j")
-        if result.get("telemetry") is not None:
-            result["telemetry"]["energy_per_sample_mj"] = (
-                None if energy_j is None else 1000.0 * energy_j / result["n_test"]
-            )
-            above = result["telemetry"].get("energy_above_idle_j")
-            result["telemetry"]["energy_above_idle_per_sample_mj"] = (
-                None if above is None else 1000.0 * above / result["n_test"]
-            )
+        _energy_per_sample(result)
         _add_parquet_metadata(outputs["telemetry"], {"spikebench.hardware": hardware, "spikebench.network": network_id})
-        write_layers(result.pop("layer_operations"), outputs["layers"], network=network_id, kind=spec["kind"])
+        write_layers(result.pop("layer_operations"), outputs["layers"], network=network_id, kind=spec.kind)
         result["status"] = oom.OK
-        write_json_atomic(result, outputs["test"])
+        atomic.write_json(result, outputs["test"])
         log.info("test accuracy %.4f, macro F1 %.4f", result["accuracy"], result["f1_macro"])
+
+
+def _energy_per_sample(result: dict) -> None:
+    """Add the test set's energy per sample (mJ, total and above idle) to ``result["telemetry"]`` (null where
+    the energy is)."""
+    summary = result.get("telemetry")
+    if summary is None:
+        return
+    for energy_key, key in (("energy_j", "energy_per_sample_mj"),
+                            ("energy_above_idle_j", "energy_above_idle_per_sample_mj")):
+        energy_j = summary.get(energy_key)
+        summary[key] = None if energy_j is None else 1000.0 * energy_j / result["n_test"]

@@ -30,7 +30,9 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
+
+from spikebench import atomic
+from spikebench.spec import NetworkSpec
 
 OK, OOM = "ok", "oom"
 FAULT_ENV = "SPIKEBENCH_FAULT_OOM"
@@ -92,23 +94,12 @@ def watch(hook, network_id: str, log: logging.Logger) -> WatchedTelemetry:
     return WatchedTelemetry(hook, int(at))
 
 
-def _write_parquet(table: pa.Table, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(table, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def write_train_oom(outputs: dict, network_id: str, spec: dict, record: dict, device) -> None:
+def write_train_oom(outputs: dict, network_id: str, spec: NetworkSpec, record: dict, device) -> None:
     """The declared outputs of a train job that ran out of memory (weights and epochs; the sidecar is the sampler's)."""
     from spikebench.results import EPOCH_COLUMNS
-    from spikebench.training import _atomic_torch_save
 
-    _atomic_torch_save({"network": network_id, "spec": spec, "status": OOM, "oom": json.dumps(record)},
-                       Path(outputs["weights"]))
+    atomic.save_torch({"network": network_id, "spec": spec.to_dict(), "status": OOM, "oom": json.dumps(record)},
+                      Path(outputs["weights"]))
     row = {column: None for column in EPOCH_COLUMNS}
     row.update(network=network_id, epoch=record["epoch_reached"], device=str(device),
                peak_memory_mib=record["memory_reached_mib"], memory_source=record["memory_source"],
@@ -116,7 +107,7 @@ def write_train_oom(outputs: dict, network_id: str, spec: dict, record: dict, de
     frame = pd.DataFrame([row]).astype({c: "float64" for c in ("train_acc", "val_acc", "epoch_time_s",
                                                                  "avg_power_w", "energy_j", "train_energy_j",
                                                                  "device_memory_avg_pct", "n_train")})
-    _write_parquet(pa.Table.from_pandas(frame, preserve_index=False), Path(outputs["epochs"]))
+    atomic.write_parquet(pa.Table.from_pandas(frame, preserve_index=False), Path(outputs["epochs"]))
 
 
 def trained_status(weights: str | Path) -> dict | None:
@@ -134,7 +125,6 @@ def trained_status(weights: str | Path) -> dict | None:
 
 def write_test_oom(outputs: dict, network_id: str, record: dict) -> None:
     """test.json with ``status: oom`` and null metrics, and an empty telemetry sidecar."""
-    from spikebench.evaluation import write_json_atomic
     from spikebench.results import TELEMETRY_COLUMNS, TEST_KEYS, TEST_TELEMETRY_KEYS
 
     result = {key: None for key in TEST_KEYS}
@@ -143,5 +133,5 @@ def write_test_oom(outputs: dict, network_id: str, record: dict) -> None:
                   telemetry={key: None for key in TEST_TELEMETRY_KEYS})
     empty = pa.table({c: pa.array([], pa.string() if c in ("phase", "source") else pa.float64())
                       for c in TELEMETRY_COLUMNS})
-    _write_parquet(empty, Path(outputs["telemetry"]))
-    write_json_atomic(result, outputs["test"])
+    atomic.write_parquet(empty, Path(outputs["telemetry"]))
+    atomic.write_json(result, outputs["test"])

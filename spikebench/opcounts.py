@@ -338,9 +338,9 @@ def write_layers(rows: list[dict[str, Any]], path, *, network: str, kind: str) -
 
     import pandas as pd
 
-    from spikebench.training import _atomic_parquet
+    from spikebench import atomic
 
     table = pd.DataFrame([{"network": network, "kind": kind, **row} for row in rows], columns=list(LAYER_COLUMNS))
     for column in LAYER_COLUMNS[5:]:                    # numbers; None (not applicable) -> null, never 0
         table[column] = table[column].astype("Int64" if column in INT_COLUMNS else "float64")
-    _atomic_parquet(table, Path(path))
+    atomic.write_parquet(table, Path(path))

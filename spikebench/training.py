@@ -41,7 +41,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import resource
 import time
 from pathlib import Path
@@ -50,9 +49,11 @@ from typing import Any
 import pandas as pd
 import torch
 
-from spikebench.data.device import DeviceDataset, check_fits, encode_batch
+from spikebench import atomic
+from spikebench.data.device import DeviceDataset
 from spikebench.devices import autocast
-from spikebench.implementation import implementation_of
+from spikebench.implementation import encode_batch, implementation_of
+from spikebench.spec import NetworkSpec, as_spec
 from spikebench.telemetry import NullTelemetry
 
 _LOG = logging.getLogger("spikebench.training")
@@ -89,51 +90,15 @@ def peak_memory(device: torch.device) -> tuple[float, str]:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, "process_max_rss"
 
 
-def write_error(path: Path, exc: OSError) -> OSError:
-    """The ``OSError`` of a failed write, naming the file being written (a full disk's ENOSPC names none)."""
-    if exc.errno is not None:
-        # OSError(errno, ...) picks the matching subclass (PermissionError, ...) and keeps errno.
-        return OSError(exc.errno, f"cannot write {path}: {exc.strerror or exc}")
-    return OSError(f"cannot write {path}: {exc}")
-
-
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # Through a Python file, so that a full disk is an OSError (ENOSPC), not torch's RuntimeError.
-        with open(tmp, "wb") as handle:
-            torch.save(obj, handle)
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise write_error(path, exc) from exc
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _atomic_parquet(df: pd.DataFrame, path: Path) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        df.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise write_error(path, exc) from exc
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _cpu_state(net: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True) for k, v in net.state_dict().items()}
 
 
-def fingerprint(spec: dict, seed: int, train: DeviceDataset, val: DeviceDataset | None,
+def fingerprint(spec: NetworkSpec, seed: int, train: DeviceDataset, val: DeviceDataset | None,
                 device: torch.device) -> str:
     """Hash of everything that makes a checkpoint reusable: settings, seed, dataset sizes and labels, device."""
     h = hashlib.sha256()
-    h.update(json.dumps({"spec": spec, "seed": int(seed), "n_train": len(train),
+    h.update(json.dumps({"spec": spec.to_dict(), "seed": int(seed), "n_train": len(train),
                          "n_val": len(val) if val is not None else 0, "device_type": device.type},
                         sort_keys=True, default=str).encode())
     for data in (train, val):
@@ -142,13 +107,14 @@ def fingerprint(spec: dict, seed: int, train: DeviceDataset, val: DeviceDataset 
     return h.hexdigest()
 
 
-def run_batches(net: torch.nn.Module, spec: dict, data: DeviceDataset, batch_size: int,
+def run_batches(net: torch.nn.Module, spec: NetworkSpec, data: DeviceDataset, batch_size: int,
                 generator: torch.Generator | None, *, want_predictions: bool = False, counter=None
                 ) -> tuple[float, float, torch.Tensor | None]:
     """Loss and accuracy of ``net`` (eval mode, no grad) over ``data`` in order; predictions on request.
 
     ``counter``: a :class:`spikebench.opcounts.OperationCounter` told each batch's real time steps."""
     net.eval()
+    spec = as_spec(spec)
     impl = implementation_of(spec)
     device = data.labels.device
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
@@ -245,7 +211,7 @@ def _set_rng_states(states: dict, device: torch.device, *generators: torch.Gener
         g.set_state(state)
 
 
-def warm_up(net: torch.nn.Module, optimizer: torch.optim.Optimizer, spec: dict, train: DeviceDataset,
+def warm_up(net: torch.nn.Module, optimizer: torch.optim.Optimizer, spec: NetworkSpec, train: DeviceDataset,
             val: DeviceDataset | None, steps: int, generators: tuple[torch.Generator, ...],
             device: torch.device) -> None:
     """``steps`` untimed training steps and one validation batch on full-size batches (cuBLAS/cuDNN set-up,
@@ -256,7 +222,7 @@ def warm_up(net: torch.nn.Module, optimizer: torch.optim.Optimizer, spec: dict, 
         return
     weights = {k: v.detach().clone() for k, v in net.state_dict().items()}
     opt_state, rng = copy.deepcopy(optimizer.state_dict()), _rng_states(device, *generators)
-    batch_size = int(spec["batch_size"])
+    batch_size = spec.batch_size
     idx = torch.arange(min(batch_size, len(train)), device=device)
     net.train()
     for _ in range(steps):
@@ -288,7 +254,7 @@ class _Head:
 # --------------------------------------------------------------------------------------------------
 # Training
 # --------------------------------------------------------------------------------------------------
-def train_step(net: torch.nn.Module, optimizer: torch.optim.Optimizer, spec: dict, x: torch.Tensor,
+def train_step(net: torch.nn.Module, optimizer: torch.optim.Optimizer, spec: NetworkSpec, x: torch.Tensor,
                y: torch.Tensor, n_steps: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimiser step on one batch (the timed epochs and the warm-up run this same code); (loss, output)."""
     with autocast(x.device):                      # precision bf16: torch.autocast; else nothing
@@ -300,10 +266,10 @@ def train_step(net: torch.nn.Module, optimizer: torch.optim.Optimizer, spec: dic
     return loss, out
 
 
-def _train_epoch(net: torch.nn.Module, optimizer: torch.optim.Optimizer, spec: dict, train: DeviceDataset,
+def _train_epoch(net: torch.nn.Module, optimizer: torch.optim.Optimizer, spec: NetworkSpec, train: DeviceDataset,
                  shuffle_gen: torch.Generator, spike_gen: torch.Generator, device: torch.device) -> tuple[float, float]:
     """One pass over the training set in a fresh random order; (mean loss, accuracy)."""
-    impl, batch_size, n_train = implementation_of(spec), int(spec["batch_size"]), len(train)
+    impl, batch_size, n_train = implementation_of(spec), spec.batch_size, len(train)
     net.train()
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
     correct = torch.zeros((), device=device, dtype=torch.int64)
@@ -341,7 +307,7 @@ def _run_epoch(net, optimizer, spec, train, val, gens, device, epoch, telemetry)
         telemetry.phase("val", epoch)
         synchronize(device)
         t2 = time.perf_counter()
-        val_loss, val_acc, _ = run_batches(net, spec, val, int(spec["batch_size"]), spike_gen)
+        val_loss, val_acc, _ = run_batches(net, spec, val, spec.batch_size, spike_gen)
         synchronize(device)
         val_time = time.perf_counter() - t2
         memory_mib = max(memory_mib, peak_memory(device)[0])
@@ -375,73 +341,79 @@ def _restore(ckpt: dict, net: torch.nn.Module, optimizer: torch.optim.Optimizer,
     spike_gen.set_state(ckpt["rng"]["spikes"])
 
 
-def train_network(spec: dict, train: DeviceDataset, val: DeviceDataset | None, *, network_id: str,
+def _fresh_run(spec: NetworkSpec, device: torch.device, seed: int):
+    """The network, its Adam optimiser and the two generators, all from ``seed``."""
+    torch.manual_seed(seed)                       # initialisation and dropout (global RNG)
+    net = implementation_of(spec).build(spec).to(device)
+    # fused=True on CUDA: one kernel for the whole update instead of several per parameter tensor.
+    optimizer = torch.optim.Adam(net.parameters(), lr=spec.lr, fused=True if device.type == "cuda" else None)
+    shuffle_gen = torch.Generator().manual_seed(seed)                   # batch order (CPU)
+    spike_gen = torch.Generator(device=device).manual_seed(seed + 1)    # rate-coding spikes (device)
+    return net, optimizer, (shuffle_gen, spike_gen)
+
+
+def _log_epoch(log: logging.Logger, network_id: str, n_epochs: int, row: dict) -> None:
+    log.info("%s epoch %d/%d: train loss %.4f acc %.4f | val loss %.4f acc %.4f | %.1f s, %.0f samples/s, "
+             "peak %.0f MiB (%s)", network_id, row["epoch"], n_epochs, row["train_loss"], row["train_acc"],
+             row["val_loss"], row["val_acc"], row["epoch_time_s"], row["train_samples_per_s"],
+             row["peak_memory_mib"], row["memory_source"])
+
+
+def train_network(spec: NetworkSpec | dict, train: DeviceDataset, val: DeviceDataset | None, *, network_id: str,
                   device: torch.device, seed: int, weights_out: Path, epochs_out: Path, checkpoint_path: Path,
                   telemetry=None, log: logging.Logger | None = None, deterministic: bool = False,
                   warmup_steps: int = 0) -> pd.DataFrame:
     """Train the network ``spec`` describes, resuming from ``checkpoint_path``; returns the epochs table.
 
-    ``telemetry``: the hook (:class:`spikebench.telemetry.NullTelemetry` documents its calls; None: no
-    telemetry). ``warmup_steps``: untimed steps before the first epoch of this process (:func:`warm_up`)."""
-    log = log or _LOG
+    The data fit the network (checked when loaded, ``spikebench.data.device``). ``telemetry``: the hook
+    (:class:`spikebench.telemetry.NullTelemetry` documents its calls; None: no telemetry). ``warmup_steps``:
+    untimed steps before the first epoch of this process (:func:`warm_up`)."""
+    spec, log = as_spec(spec, network_id), log or _LOG
     telemetry = telemetry if telemetry is not None else NullTelemetry()
-    device = torch.device(device)
-    n_epochs = int(spec["epochs"])
-    check_fits(spec, train, network_id)
-    if val is not None:
-        check_fits(spec, val, network_id)
+    device, n_epochs = torch.device(device), spec.epochs
     if deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
+    net, optimizer, gens = _fresh_run(spec, device, seed)
 
-    # Network, optimiser and the three random streams, all from `seed`.
-    torch.manual_seed(seed)                       # initialisation and dropout (global RNG)
-    net = implementation_of(spec).build(spec, network_id).to(device)
-    # fused=True on CUDA: one kernel for the whole update instead of several per parameter tensor.
-    optimizer = torch.optim.Adam(net.parameters(), lr=float(spec["lr"]), fused=True if device.type == "cuda" else None)
-    shuffle_gen = torch.Generator().manual_seed(seed)                   # batch order (CPU)
-    spike_gen = torch.Generator(device=device).manual_seed(seed + 1)    # rate-coding spikes (device)
-
+    # Resume from the checkpoint of the same settings, seed, data and device type, if any.
     rows: list[dict] = []
     best = {"val_acc": -math.inf, "epoch": None, "state_dict": None}
     first_epoch = 1
     expected = fingerprint(spec, seed, train, val, device)
     ckpt = _load_checkpoint(checkpoint_path, expected, log)
     if ckpt is not None:
-        _restore(ckpt, net, optimizer, device, shuffle_gen, spike_gen)
-        rows, best = list(ckpt["rows"]), dict(ckpt["best"])
-        first_epoch = int(ckpt["epoch"]) + 1
+        _restore(ckpt, net, optimizer, device, *gens)
+        rows, best, first_epoch = list(ckpt["rows"]), dict(ckpt["best"]), int(ckpt["epoch"]) + 1
         log.info("%s: resuming from checkpoint %s after epoch %d of %d", network_id, checkpoint_path,
                  first_epoch - 1, n_epochs)
         telemetry.resume(first_epoch - 1, expected)
     if first_epoch <= n_epochs:
-        warm_up(net, optimizer, spec, train, val, int(warmup_steps), (shuffle_gen, spike_gen), device)
+        warm_up(net, optimizer, spec, train, val, int(warmup_steps), gens, device)
 
+    # The loop: train + validate, one row, keep the best validation weights, checkpoint.
     data_mib = dataset_mib(train, val)
     for epoch in range(first_epoch, n_epochs + 1):
         row = {"network": network_id, "epoch": epoch,
-               **_run_epoch(net, optimizer, spec, train, val, (shuffle_gen, spike_gen), device, epoch, telemetry),
+               **_run_epoch(net, optimizer, spec, train, val, gens, device, epoch, telemetry),
                "dataset_mib": data_mib, "device": str(device)}
         row.update(telemetry.epoch_summary(epoch) or {})
         rows.append(row)
         if val is not None and row["val_acc"] > best["val_acc"]:
             best = {"val_acc": row["val_acc"], "epoch": epoch, "state_dict": _cpu_state(net)}
-        log.info("%s epoch %d/%d: train loss %.4f acc %.4f | val loss %.4f acc %.4f | %.1f s, %.0f samples/s, "
-                 "peak %.0f MiB (%s)", network_id, epoch, n_epochs, row["train_loss"], row["train_acc"],
-                 row["val_loss"], row["val_acc"], row["epoch_time_s"], row["train_samples_per_s"],
-                 row["peak_memory_mib"], row["memory_source"])
+        _log_epoch(log, network_id, n_epochs, row)
         telemetry.epoch_done(epoch, expected)     # the samples so far, before the checkpoint that needs them
-        _atomic_torch_save({
+        atomic.save_torch({
             "fingerprint": expected, "network": network_id, "epoch": epoch,
             "state_dict": _cpu_state(net), "optimizer": optimizer.state_dict(),
-            "rng": _checkpoint_rng(device, shuffle_gen, spike_gen), "rows": rows, "best": best,
+            "rng": _checkpoint_rng(device, *gens), "rows": rows, "best": best,
         }, checkpoint_path)
 
+    # Final outputs, atomically; then the checkpoint goes.
     table = pd.DataFrame(rows)
-    _atomic_torch_save({"network": network_id, "spec": spec, "epoch": n_epochs, "state_dict": _cpu_state(net),
-                        "best_val_state_dict": best["state_dict"], "best_val_epoch": best["epoch"]},
-                       weights_out)
-    _atomic_parquet(table, epochs_out)
+    atomic.save_torch({"network": network_id, "spec": spec.to_dict(), "epoch": n_epochs, "state_dict": _cpu_state(net),
+                       "best_val_state_dict": best["state_dict"], "best_val_epoch": best["epoch"]}, weights_out)
+    atomic.write_parquet(table, epochs_out)
     Path(checkpoint_path).unlink(missing_ok=True)
     log.info("%s: wrote %s and %s", network_id, weights_out, epochs_out)
     return table

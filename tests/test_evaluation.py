@@ -12,15 +12,15 @@ import torch
 import yaml
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
-from spikebench.data.device import DatasetShapeError, DeviceImages
+from spikebench.data.device import DatasetShapeError, DeviceImages, check_fits
 from spikebench.evaluation import (
     WeightsFileError,
     classification_metrics,
     evaluate_network,
     load_weights,
-    write_json_atomic,
 )
 from spikebench.models import build_network
+from spikebench.spec import NetworkSpec
 from spikebench.training import train_network
 
 CONFIG = yaml.safe_load((Path(__file__).resolve().parents[1] / "config.yaml").read_text())
@@ -61,9 +61,12 @@ def test_metrics_reject_bad_labels() -> None:
         classification_metrics([0, 1, 2], [0, 1])
 
 
-def test_write_json_atomic(tmp_path: Path) -> None:
+def test_test_json_writer(tmp_path: Path) -> None:
+    """test.json goes through spikebench.atomic.write_json: NaN as null, numpy and paths as JSON, no temp left."""
+    from spikebench.atomic import write_json
+
     out = tmp_path / "sub" / "test.json"
-    write_json_atomic({"a": math.nan, "b": [1.5, np.int64(2)], "c": Path("x")}, out)
+    write_json({"a": math.nan, "b": [1.5, np.int64(2)], "c": Path("x")}, out)
     assert json.loads(out.read_text()) == {"a": None, "b": [1.5, 2], "c": "x"}
     assert [p.name for p in out.parent.iterdir()] == ["test.json"]
 
@@ -161,9 +164,9 @@ def test_weights_errors_name_the_file(tmp_path: Path, trained, mnist_sets) -> No
     torch.save({**saved, "network": "exp1_snn", "spec": NETWORKS["exp1_snn"]}, other)
     with pytest.raises(WeightsFileError, match="does not fit exp1_snn.*missing"):
         evaluate_network(other, NETWORKS["exp1_snn"], test, network_id="exp1_snn", device=cpu)
-    # a test set whose images do not fit the network
+    # a test set whose images do not fit the network: the loaders' shape check names the file
     with pytest.raises(DatasetShapeError, match=r"t10k.*\(1, 28, 28\) do not fit exp2_cnn"):
-        evaluate_network(weights, NETWORKS["exp2_cnn"], test, network_id="exp2_cnn", device=cpu)
+        check_fits(NetworkSpec.from_config(NETWORKS["exp2_cnn"], "exp2_cnn"), test)
 
 
 def test_best_val_needs_a_validation_set(tmp_path: Path, mnist_sets) -> None:

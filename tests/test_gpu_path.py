@@ -101,7 +101,7 @@ def _old_backward(x, weight, argmax, grad_out, padding, chunk=None):
         g = grad_out[s:s + chunk]
         conv = (g.shape[0], weight.shape[0], x.shape[2] + 2 * padding - 4, x.shape[3] + 2 * padding - 4)
         like = torch.empty(conv, memory_format=torch.channels_last)
-        grad_z = torch.ops.aten.max_pool2d_with_indices_backward(g, like, *models._POOL, argmax[s:s + chunk])
+        grad_z = torch.ops.aten.max_pool2d_with_indices_backward(g, like, *models.convpool.POOL, argmax[s:s + chunk])
         gx, w, b = torch.ops.aten.convolution_backward(grad_z, x[s:s + chunk], weight, [weight.shape[0]], [1, 1],
                                                        [padding, padding], [1, 1], False, [0, 0], 1,
                                                        [True, True, True])
@@ -113,7 +113,7 @@ def _old_backward(x, weight, argmax, grad_out, padding, chunk=None):
 
 @pytest.mark.parametrize("chunk", [3, 1000], ids=["cpu-chunks", "one-chunk-as-on-a-gpu"])
 def test_convpool_backward_gradients_unchanged_and_one_conv_sized_buffer(monkeypatch, chunk):
-    monkeypatch.setattr(models, "CPU_KERNELS", False)     # the dense loop (what runs on a GPU)
+    monkeypatch.setattr(models.lif, "CPU_KERNELS", False)     # the dense loop (what runs on a GPU)
     g = torch.Generator().manual_seed(0)
     x = torch.randn(10, 3, 12, 12, generator=g).contiguous(memory_format=torch.channels_last).requires_grad_()
     weight = torch.randn(8, 3, 5, 5, generator=g, requires_grad=True)
@@ -124,7 +124,7 @@ def test_convpool_backward_gradients_unchanged_and_one_conv_sized_buffer(monkeyp
         out.backward(grad_out)
     assert len(seen.storages) == 1                        # the gradient buffer itself (reused), nothing beside it
     z = F.conv2d(x.detach(), weight.detach(), bias.detach(), padding=2).contiguous(memory_format=torch.channels_last)
-    _, argmax = torch.ops.aten.max_pool2d_with_indices(z, *models._POOL)
+    _, argmax = torch.ops.aten.max_pool2d_with_indices(z, *models.convpool.POOL)
     gx, gw, gb = _old_backward(x.detach(), weight.detach(), argmax, grad_out, 2, chunk)
     assert torch.equal(x.grad, gx) and torch.equal(weight.grad, gw) and torch.equal(bias.grad, gb)   # bitwise
 
@@ -133,7 +133,7 @@ def test_old_convpool_backward_allocated_a_second_conv_sized_tensor():
     """The counter above does see the tensor the previous code allocated only for its shape."""
     x, weight = torch.randn(4, 3, 12, 12), torch.randn(8, 3, 5, 5)
     z = F.conv2d(x, weight, padding=2).contiguous(memory_format=torch.channels_last)
-    out, argmax = torch.ops.aten.max_pool2d_with_indices(z, *models._POOL)
+    out, argmax = torch.ops.aten.max_pool2d_with_indices(z, *models.convpool.POOL)
     with _Allocations(z.numel()) as seen:
         _old_backward(x, weight, argmax, torch.ones_like(out), 2)
     assert len(seen.storages) == 2
@@ -168,7 +168,7 @@ def test_compiled_lif_equals_eager(compile_works, monkeypatch):
     grad_spk, grad_mem = torch.randn(current.shape, generator=g), torch.randn(current.shape, generator=g)
     results = {}
     for backend in ("eager", "compiled"):
-        monkeypatch.setattr(models, "LIF_BACKEND", backend)
+        monkeypatch.setattr(models.lif, "LIF_BACKEND", backend)
         c = current.clone().requires_grad_()
         spk, mem = models.Leaky(0.9, 1.0)(c)
         (spk * grad_spk + mem * grad_mem).sum().backward()
@@ -179,9 +179,9 @@ def test_compiled_lif_equals_eager(compile_works, monkeypatch):
 
 
 def test_lif_backend_auto_compiles_on_cuda_only(monkeypatch):
-    monkeypatch.setattr(models, "LIF_BACKEND", "auto")
-    assert models._lif_compiled(types.SimpleNamespace(device=torch.device("cuda")))
-    assert not models._lif_compiled(torch.zeros(1))
+    monkeypatch.setattr(models.lif, "LIF_BACKEND", "auto")
+    assert models.lif.lif_compiled(types.SimpleNamespace(device=torch.device("cuda")))
+    assert not models.lif.lif_compiled(torch.zeros(1))
     with pytest.raises(ValueError, match="lif_backend 'fast'"):
         models.set_lif_backend("fast")
 
@@ -192,7 +192,7 @@ def test_lif_backend_auto_compiles_on_cuda_only(monkeypatch):
 @pytest.fixture
 def restore_numerics():
     saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
-             torch.get_float32_matmul_precision(), torch.backends.cudnn.benchmark, models.LIF_BACKEND)
+             torch.get_float32_matmul_precision(), torch.backends.cudnn.benchmark, models.lif.LIF_BACKEND)
     yield
     torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved[0], saved[1]
     torch.set_float32_matmul_precision(saved[2])

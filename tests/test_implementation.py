@@ -17,7 +17,7 @@ from spikebench import provenance, results
 from spikebench.config import ConfigError, load_config, validate_config
 from spikebench.implementation import implementation_of
 from spikebench.models import SNN, NetworkSpecError
-from spikebench.models_snntorch import SnnTorchSNN
+from spikebench.models.snntorch_twin import SnnTorchSNN
 
 PROJECT = Path(__file__).resolve().parents[1]
 CONFIG = yaml.safe_load((PROJECT / "config.yaml").read_text())
@@ -154,7 +154,7 @@ def test_twins_of_what_is_not_an_snn_are_config_errors(name: str, message: str) 
 
 
 def test_snntorch_networks_digest_their_module(tmp_path: Path, monkeypatch) -> None:
-    """Editing models_snntorch.py changes the code digest of snntorch networks only."""
+    """Editing models/snntorch_twin.py changes the code digest of snntorch networks only."""
     import shutil
 
     spec = NETWORKS["exp1_snn"]
@@ -164,7 +164,7 @@ def test_snntorch_networks_digest_their_module(tmp_path: Path, monkeypatch) -> N
     monkeypatch.setattr(provenance, "PACKAGE", copy)
     before = [provenance.code_digest(s, stage) for s in (spec, twin) for stage in ("train", "evaluate")]
     assert before[0] != before[2]
-    with open(copy / "models_snntorch.py", "a") as fh:
+    with open(copy / "models" / "snntorch_twin.py", "a") as fh:
         fh.write("\n# edited\n")
     after = [provenance.code_digest(s, stage) for s in (spec, twin) for stage in ("train", "evaluate")]
     assert after[:2] == before[:2]                          # spikebench's networks: unchanged

@@ -1,6 +1,6 @@
 """spikebench.kernels.lif (numba) against the PyTorch reference spikebench.models.LeakyFunction.
 
-The reference runs with ``spikebench.models.CPU_KERNELS = False`` (LeakyFunction's own PyTorch operations);
+The reference runs with ``spikebench.models.lif.CPU_KERNELS = False`` (LeakyFunction's own PyTorch operations);
 otherwise LeakyFunction would itself call the kernel on CPU tensors.
 """
 
@@ -18,7 +18,7 @@ ALPHA = 2.0
 def reference(current, beta, threshold, grad_spk=None, grad_mem=None):
     """LeakyFunction's (spikes, membrane) and, given output gradients, its input gradient via autograd."""
     x = current.detach().clone().requires_grad_()
-    saved, models.CPU_KERNELS = models.CPU_KERNELS, False
+    saved, models.lif.CPU_KERNELS = models.lif.CPU_KERNELS, False
     try:
         spk, mem = LeakyFunction.apply(x, beta, threshold, ALPHA)
         grad = None
@@ -26,7 +26,7 @@ def reference(current, beta, threshold, grad_spk=None, grad_mem=None):
             pairs = [(out, g) for out, g in ((spk, grad_spk), (mem, grad_mem)) if g is not None]
             (grad,) = torch.autograd.grad([o for o, _ in pairs], x, [g for _, g in pairs])
     finally:
-        models.CPU_KERNELS = saved
+        models.lif.CPU_KERNELS = saved
     return spk.detach(), mem.detach(), grad
 
 
@@ -122,7 +122,7 @@ def test_leaky_function_uses_the_kernel_on_the_cpu(monkeypatch):
     current = torch.randn(6, 3, 5)
     LeakyFunction.apply(current, 0.8, 1.0, ALPHA)
     assert calls == []
-    monkeypatch.setattr(models, "LIF_KERNEL_MIN_SIZE", current.numel())
+    monkeypatch.setattr(models.lif, "LIF_KERNEL_MIN_SIZE", current.numel())
     spk, mem = LeakyFunction.apply(current, 0.8, 1.0, ALPHA)
     assert calls == [1]
     ref_spk, ref_mem, _ = reference(current, 0.8, 1.0)

@@ -14,8 +14,8 @@ SCRIPT = textwrap.dedent("""
     torch.set_num_threads(1)
     from spikebench import models
     from spikebench.kernels import thread_counts
-    models.CPU_KERNELS = True
-    models.LIF_KERNEL_MIN_SIZE = 1          # force the numba LIF kernel on this small layer
+    models.lif.CPU_KERNELS = True
+    models.lif.LIF_KERNEL_MIN_SIZE = 1          # force the numba LIF kernel on this small layer
     spec = {"kind": "snn", "architecture": "fc", "dataset": "mnist", "beta": 0.9, "threshold": 1.0,
             "hidden": [16, 16]}
     net = models.build_network(spec, "threads")

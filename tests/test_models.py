@@ -19,6 +19,8 @@ from spikebench.models import (
 
 CONFIG = yaml.safe_load((Path(__file__).resolve().parents[1] / "config.yaml").read_text())
 NETWORKS = CONFIG["networks"]
+#: The study's spike-count targets (config.yaml: correct_rate, incorrect_rate of every SNN).
+RATES = {"correct_rate": 0.8, "incorrect_rate": 0.2}
 
 
 def _lin(a: int, b: int) -> int:
@@ -112,7 +114,7 @@ def _snntorch_lif(current: torch.Tensor, beta: float, threshold: float) -> tuple
 def test_lif_matches_snntorch(steps, shape, scale, beta, threshold, kernel, monkeypatch) -> None:
     from spikebench import models
 
-    monkeypatch.setattr(models, "LIF_KERNEL_MIN_SIZE", 0 if kernel else 2**62)
+    monkeypatch.setattr(models.lif, "LIF_KERNEL_MIN_SIZE", 0 if kernel else 2**62)
     torch.manual_seed(steps)
     current = (torch.randn(steps, *shape) * scale + 0.3).requires_grad_()
     w_spk, w_mem = torch.randn(steps, *shape), torch.randn(steps, *shape)
@@ -166,9 +168,9 @@ def test_network_matches_snntorch_loop(network: str, steps: int, kernels: bool, 
     kernels forced on for every layer (numba LIF, event-driven convolutions) or off."""
     from spikebench import models
 
-    monkeypatch.setattr(models, "CPU_KERNELS", kernels)
-    monkeypatch.setattr(models, "LIF_KERNEL_MIN_SIZE", 0)
-    monkeypatch.setattr(models, "EVENT_DENSITY", 1.01)
+    monkeypatch.setattr(models.lif, "CPU_KERNELS", kernels)
+    monkeypatch.setattr(models.lif, "LIF_KERNEL_MIN_SIZE", 0)
+    monkeypatch.setattr(models.convpool, "EVENT_DENSITY", 1.01)
     torch.manual_seed(1)
     spec = NETWORKS[network]
     net = build_network(spec, network).eval()   # eval: dropout (exp2) off, its masks are random
@@ -177,7 +179,7 @@ def test_network_matches_snntorch_loop(network: str, steps: int, kernels: bool, 
     x = (torch.rand(steps, 4, *net.input_shape) < 0.4).float()
     y = torch.tensor([0, 3, 7, 9])
     out = net(x)
-    loss = spike_count_loss(out, y)
+    loss = spike_count_loss(out, y, correct_rate=0.8, incorrect_rate=0.2)
     loss.backward()
     grads = [p.grad.clone() for p in net.parameters()]
     net.zero_grad()
@@ -208,7 +210,7 @@ def test_spike_count_loss_matches_snntorch(steps: int) -> None:
     torch.testing.assert_close(spikes.grad, ref_grad, rtol=0, atol=0)
     # the variable-length path with every sample at full length gives the same value and gradient
     spikes.grad = None
-    full = spike_count_loss(spikes, y, n_steps=torch.full((6,), steps))
+    full = spike_count_loss(spikes, y, n_steps=torch.full((6,), steps), correct_rate=0.8, incorrect_rate=0.2)
     full.backward()
     torch.testing.assert_close(full, ref)
     torch.testing.assert_close(spikes.grad, ref_grad)
@@ -218,7 +220,7 @@ def test_padding_changes_neither_loss_nor_prediction() -> None:
     torch.manual_seed(2)
     short = (torch.rand(7, 1, 10) < 0.5).float()
     y = torch.tensor([4])
-    alone_loss = spike_count_loss(short, y, n_steps=torch.tensor([7]))
+    alone_loss = spike_count_loss(short, y, n_steps=torch.tensor([7]), **RATES)
     alone_pred = predict("snn", short, torch.tensor([7]))
     # pad to 12 steps with spikes at every padded step of every neuron but the predicted one
     padded = torch.ones(12, 2, 10)
@@ -226,12 +228,12 @@ def test_padding_changes_neither_loss_nor_prediction() -> None:
     padded[7:, 0, alone_pred.item()] = 0.0
     n_steps = torch.tensor([7, 12])
     assert predict("snn", padded, n_steps)[0] == alone_pred[0]
-    torch.testing.assert_close(spike_count_loss(padded[:, :1], y, n_steps[:1]), alone_loss)
+    torch.testing.assert_close(spike_count_loss(padded[:, :1], y, n_steps[:1], **RATES), alone_loss)
     assert predict("snn", padded[:, :1])[0] != alone_pred[0]   # without the mask the padding would win
     # per-sample targets: int(7 * 0.8) = 5 on, int(7 * 0.2) = 1 off
     zeros = torch.zeros(7, 1, 10)
     expected = ((0 - 5) ** 2 + 9 * (0 - 1) ** 2) / 10 / 7
-    assert spike_count_loss(zeros, y, torch.tensor([7])).item() == pytest.approx(expected)
+    assert spike_count_loss(zeros, y, torch.tensor([7]), **RATES).item() == pytest.approx(expected)
 
 
 def test_padding_in_a_real_network() -> None:
@@ -251,7 +253,8 @@ def test_padding_in_a_real_network() -> None:
     n_steps = torch.tensor([6, 11])
     assert torch.equal(out[:6, 0], alone[:, 0])
     assert predict("snn", out, n_steps)[0] == predict("snn", alone)[0]
-    torch.testing.assert_close(spike_count_loss(out[:, :1], y[:1], n_steps[:1]), spike_count_loss(alone, y[:1]))
+    torch.testing.assert_close(spike_count_loss(out[:, :1], y[:1], n_steps[:1], **RATES),
+                               spike_count_loss(alone, y[:1], **RATES))
 
 
 def test_prediction_ties_go_to_the_lowest_class() -> None:
@@ -285,7 +288,7 @@ def test_conv_pool_matches_conv_then_max_pool(c_in: int, size: int, padding: int
 
     from spikebench.kernels import event_conv
 
-    monkeypatch.setattr(models, "CPU_KERNELS", kernels)
+    monkeypatch.setattr(models.lif, "CPU_KERNELS", kernels)
     calls, grad_calls = [], []
     real, real_grad = event_conv.event_conv_pool_forward, event_conv.event_conv_pool_weight_grad
     monkeypatch.setattr(event_conv, "event_conv_pool_forward", lambda *a: calls.append(1) or real(*a))
@@ -301,7 +304,7 @@ def test_conv_pool_matches_conv_then_max_pool(c_in: int, size: int, padding: int
     x.grad = conv.weight.grad = conv.bias.grad = None
     out = ConvPoolFunction.apply(x, conv.weight, conv.bias, padding, 8)   # 5 chunks, the last one short
     (out * weight).sum().backward()
-    assert len(calls) == (kernels and density < models.EVENT_DENSITY)
+    assert len(calls) == (kernels and density < models.convpool.EVENT_DENSITY)
     torch.testing.assert_close(out, ref, rtol=1e-6, atol=1e-6)   # channels-last sums in another order on the CPU
     assert len(grad_calls) == (kernels and c_in <= 3)
     # weight gradients: sums of ~10^4 products in another order (some cancel), hence the looser tolerance

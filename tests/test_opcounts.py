@@ -300,7 +300,7 @@ def test_the_snntorch_twin_counts_what_spikebench_counts(network: str, padded: b
     (a per-step stage seen as all steps at once counted the batch axis as time and gave effective > dense)."""
     from spikebench.config import load_config
     from spikebench.models import build_network
-    from spikebench.models_snntorch import build_snntorch_network
+    from spikebench.models.snntorch_twin import build_snntorch_network
 
     spec = load_config(PROJECT / "config.yaml")["networks"][network]
     torch.manual_seed(0)

@@ -96,7 +96,7 @@ def test_seventh_network_adds_its_jobs_and_the_aggregation(finished_copy):
 
 
 def test_code_change_in_one_architecture_reruns_only_its_networks(finished_copy):
-    models = finished_copy / "spikebench" / "models.py"
+    models = finished_copy / "spikebench" / "models" / "conv2.py"
     source = models.read_text()
     marker = '    """Experiment 3: 12C5-MP2-32C5-MP2-800-10 (no padding), LIF after each layer."""\n'
     assert marker in source

@@ -17,7 +17,9 @@ import pytest
 import torch
 import yaml
 
-from spikebench.data.device import DatasetShapeError, DeviceImages, encode_batch, rate_code
+from spikebench.data.device import DatasetShapeError, DeviceImages, check_fits, rate_code
+from spikebench.implementation import encode_batch
+from spikebench.spec import NetworkSpec
 from spikebench.telemetry import NullTelemetry
 from spikebench.training import TIMING_COLUMNS, CheckpointError, train_network
 
@@ -243,15 +245,14 @@ def test_checkpoint_of_other_settings_starts_afresh(tmp_path: Path, shared_data:
     pd.testing.assert_frame_equal(table.drop(columns=list(TIMING_COLUMNS)), fresh.drop(columns=list(TIMING_COLUMNS)))
 
 
-def test_dataset_that_does_not_fit_names_the_file(tmp_path: Path) -> None:
+def test_dataset_that_does_not_fit_names_the_file() -> None:
+    """The loaders' one shape check (check_fits) names the dataset file, the network and both shapes."""
     cifar_like = DeviceImages(torch.zeros(8, 3, 32, 32, dtype=torch.uint8), torch.zeros(8, dtype=torch.int64),
                               name="train", source="data/cifar-10-batches-py/data_batch_1")
     with pytest.raises(DatasetShapeError, match=r"data_batch_1: samples of shape \(3, 32, 32\) do not fit exp1_snn "
                                                 r".*expects \(1, 28, 28\)"):
-        train_network(NETWORKS["exp1_snn"], cifar_like, None, network_id="exp1_snn", device=CPU, seed=0,
-                      weights_out=tmp_path / "w.pt", epochs_out=tmp_path / "e.parquet",
-                      checkpoint_path=tmp_path / "c.pt")
-    assert list(tmp_path.iterdir()) == []
+        check_fits(NetworkSpec.from_config(NETWORKS["exp1_snn"], "exp1_snn"), cifar_like)
+    check_fits(NetworkSpec.from_config({**NETWORKS["exp1_snn"], "dataset": "cifar10"}, "exp1_snn"), cifar_like)
 
 
 # ---------------------------------------------------------------- the device-resident data path
@@ -399,17 +400,17 @@ def test_saves_name_their_file_on_a_write_error(tmp_path: Path, monkeypatch) -> 
     import errno
 
     import pandas as pd
+    import pyarrow.parquet as pq
 
-    from spikebench.evaluation import write_json_atomic
-    from spikebench.training import _atomic_parquet
+    from spikebench import atomic
 
-    monkeypatch.setattr(pd.DataFrame, "to_parquet", _no_space)
+    monkeypatch.setattr(pq, "write_table", _no_space)           # the epochs table's writer (training)
     with pytest.raises(OSError, match=r"cannot write .*epochs.parquet: No space left on device") as error:
-        _atomic_parquet(pd.DataFrame({"a": [1]}), tmp_path / "epochs.parquet")
+        atomic.write_parquet(pd.DataFrame({"a": [1]}), tmp_path / "epochs.parquet")
     assert error.value.errno == errno.ENOSPC
-    monkeypatch.setattr(Path, "write_text", _no_space)
+    monkeypatch.setattr(atomic, "open", _no_space, raising=False)   # test.json's writer (evaluation)
     with pytest.raises(OSError, match=r"cannot write .*test.json: No space left on device"):
-        write_json_atomic({"a": 1}, tmp_path / "test.json")
+        atomic.write_json({"a": 1}, tmp_path / "test.json")
     assert list(tmp_path.iterdir()) == []
 # ---------------------------------------------------------------- measurement: warm-up, phase timing, memory
 def _tiny_sets(shared_data: Path, size: int | None = 32) -> tuple[DeviceImages, DeviceImages]:
@@ -545,3 +546,15 @@ def test_train_and_evaluate_jobs_record_idle_power_memory_and_provenance(tmp_pat
     assert result["operations"]["n_samples"] == result["n_test"] and "layer_operations" not in result
     assert pd.read_parquet(test_out["layers"])["layer"].tolist() == [0, 1, 2]          # the ANN's three Linears
     assert result["hardware"]["null_reasons"]["power_limit_w"] == "no GPU: the job runs on cpu"
+
+
+def test_the_data_package_imports_no_model_code() -> None:
+    """data/ knows datasets (data.catalog) and the spec, not the networks: the rate-coding dispatch is
+    spikebench.implementation's."""
+    import subprocess
+    import sys
+
+    code = ("import sys, spikebench.data.device, spikebench.data.split; "
+            "print(sorted(m for m in sys.modules if m.startswith(('spikebench.models', 'spikebench.implementation'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -24,6 +24,9 @@ DATASET_SHAPES: dict[str, tuple[int, int, int]] = {
 }
 #: Classes of each dataset (the digits 0..9; CIFAR-10's ten classes).
 NUM_CLASSES: dict[str, int] = {"mnist": 10, "cifar10": 10, "nmnist": 10}
+#: The networks' output width: every dataset has ten classes (one output neuron per class).
+N_CLASSES = 10
+assert set(NUM_CLASSES.values()) == {N_CLASSES}, "a dataset with another number of classes needs N_CLASSES per dataset"
 
 MNIST_IMAGE_SHAPE = DATASET_SHAPES["mnist"][1:]  # (28, 28): one IDX image
 MNIST_COUNTS = {"train": 60000, "test": 10000}  # images of each official split

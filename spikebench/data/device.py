@@ -11,7 +11,12 @@ index tensor.
 (``spikebench.data.nmnist.load_frames``): keys ``frames`` and ``samples`` (or ``train_frames``/``train_samples``
 and ``test_frames``/``test_samples`` in one dict). ``split_path`` is the split file of the official training
 set (``spikebench.data.split.read_split``); ``None`` trains on the whole training set without a validation set.
-Every dataset carries a ``source`` (its file or folder), which shape errors name.
+Every dataset carries a ``source`` (its file or folder), which shape errors name. The loaders check once that
+the samples fit the network (:func:`check_fits`: the spec's input shape, from ``data.catalog`` and
+``input_size``); training and evaluation trust that check.
+
+Rate coding: :func:`rate_code` is spikebench's; which implementation's rate coding a network uses is chosen in
+``spikebench.implementation.encode_batch`` (this package imports no model code).
 """
 
 from __future__ import annotations
@@ -23,8 +28,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from spikebench.implementation import implementation_of
-from spikebench.models import DATASET_SHAPES, input_shape
+from spikebench.data.catalog import DATASET_SHAPES
+from spikebench.spec import NetworkSpec, as_spec
 
 
 class DatasetShapeError(ValueError):
@@ -166,26 +171,29 @@ def rate_code(x: torch.Tensor, num_steps: int, generator: torch.Generator | None
     return torch.lt(draws, x, out=draws)  # in place: 1.0 where the draw is below the probability
 
 
-def encode_batch(spec: dict, data: DeviceDataset, idx: torch.Tensor, generator: torch.Generator | None
-                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Network input for samples ``idx``: images (ANN), rate-coded spikes [T, B, ...] (the network's
-    implementation's rate coding) or N-MNIST frames (SNN)."""
+def encode_batch(spec: NetworkSpec, data: DeviceDataset, idx: torch.Tensor, generator: torch.Generator | None,
+                 rate_code=rate_code) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Network input for samples ``idx``: images (ANN), spikes [T, B, ...] rate-coded by ``rate_code``
+    (``rate_code(x, num_steps, generator)``, spikebench's by default; ``spikebench.implementation.encode_batch``
+    passes the network's implementation's) or N-MNIST frames (SNN)."""
+    spec = as_spec(spec)
     x, n_steps = data.batch(idx)
-    if spec["kind"] == "snn" and n_steps is None:
-        x = implementation_of(spec).rate_code(x, int(spec["num_steps"]), generator)
+    if spec.rate_coded and n_steps is None:
+        x = rate_code(x, spec.num_steps, generator)
     return x, n_steps
 
 
-def check_fits(spec: dict, data: DeviceDataset, network: str = "network") -> None:
+def check_fits(spec: NetworkSpec, data: DeviceDataset) -> None:
     """Raise ``DatasetShapeError`` naming the dataset file if its samples do not fit the network."""
-    want = input_shape({**spec, "_name": network})
+    want = spec.input_shape
     if tuple(data.sample_shape) != tuple(want):
-        raise DatasetShapeError(f"{data.source}: samples of shape {tuple(data.sample_shape)} do not fit {network} "
-                                f"(dataset {spec.get('dataset')!r}, expects {want})")
+        raise DatasetShapeError(f"{data.source}: samples of shape {tuple(data.sample_shape)} do not fit {spec.name} "
+                                f"(dataset {spec.dataset!r}, expects {want})")
 
 
-def _images(spec: dict, data_root: Path, split: str, verify_md5: bool = True) -> tuple[np.ndarray, np.ndarray, str]:
-    dataset = spec["dataset"]
+def _images(spec: NetworkSpec, data_root: Path, split: str, verify_md5: bool = True
+            ) -> tuple[np.ndarray, np.ndarray, str]:
+    dataset = spec.dataset
     if dataset == "mnist":
         from spikebench.data.mnist import load_mnist
         from spikebench.data.mnist import MNIST_FILES, mnist_raw_folder
@@ -206,9 +214,9 @@ def _images(spec: dict, data_root: Path, split: str, verify_md5: bool = True) ->
     return images, np.asarray(labels), source
 
 
-def _to_device(images: np.ndarray, labels: np.ndarray, spec: dict, device: torch.device, *, name: str,
+def _to_device(images: np.ndarray, labels: np.ndarray, spec: NetworkSpec, device: torch.device, *, name: str,
                source: str) -> DeviceImages:
-    size = spec.get("input_size")
+    size = spec.input_size
     images = np.require(images, requirements=["C_CONTIGUOUS", "WRITEABLE"])   # copies a read-only buffer
     labels = np.require(labels, dtype=np.int64, requirements=["C_CONTIGUOUS", "WRITEABLE"])
     return DeviceImages(torch.from_numpy(images).to(device), torch.from_numpy(labels).to(device),
@@ -225,44 +233,51 @@ def _nmnist_paths(nmnist_files: dict | None, split: str) -> tuple[Path, Path]:
                      f"'{split}_samples'), got {sorted(files)}")
 
 
-def load_split_data(spec: dict, data_root: Path, split_path: Path | None, nmnist_files: dict | None,
+def load_split_data(spec: NetworkSpec, data_root: Path, split_path: Path | None, nmnist_files: dict | None,
                     device: torch.device, *, verify_md5: bool = True) -> tuple[DeviceDataset, DeviceDataset | None]:
-    """Training and validation sets of ``spec``'s dataset on ``device`` (validation ``None`` without a split).
+    """Training and validation sets of ``spec``'s dataset on ``device`` (validation ``None`` without a split),
+    checked to fit the network (:func:`check_fits`).
 
     ``verify_md5``: check CIFAR-10 batches against torchvision's md5 before reading them (False for the demo's
     stand-in, see ``spikebench.data.cifar10.load_cifar10``).
     """
+    spec = as_spec(spec)
+    train, val = _load_split(spec, data_root, split_path, nmnist_files, device, verify_md5)
+    for data in (train, val):
+        if data is not None:
+            check_fits(spec, data)
+    return train, val
+
+
+def _load_split(spec: NetworkSpec, data_root: Path, split_path: Path | None, nmnist_files: dict | None,
+                device: torch.device, verify_md5: bool) -> tuple[DeviceDataset, DeviceDataset | None]:
     from spikebench.data.split import read_split
 
-    if spec["dataset"] == "nmnist":
+    if spec.dataset == "nmnist":
         from spikebench.data.nmnist import load_frames
         frames, samples = _nmnist_paths(nmnist_files, "train")
         if split_path is None:
-            train = DeviceFrames(load_frames(frames, samples, device), name="train", source=str(frames))
-            check_fits(spec, train)
-            return train, None
+            return DeviceFrames(load_frames(frames, samples, device), name="train", source=str(frames)), None
         train_idx, val_idx = read_split(Path(split_path))
         train = DeviceFrames(load_frames(frames, samples, device, indices=train_idx), name="train",
                              source=str(frames))
         val = DeviceFrames(load_frames(frames, samples, device, indices=val_idx), name="val", source=str(frames))
-        check_fits(spec, train)
         return train, val
     images, labels, source = _images(spec, data_root, "train", verify_md5)
     if split_path is None:
-        train = _to_device(images, labels, spec, device, name="train", source=source)
-        check_fits(spec, train)
-        return train, None
+        return _to_device(images, labels, spec, device, name="train", source=source), None
     train_idx, val_idx = read_split(Path(split_path), n_expected=len(labels))
     train = _to_device(images[train_idx], labels[train_idx], spec, device, name="train", source=source)
     val = _to_device(images[val_idx], labels[val_idx], spec, device, name="val", source=source)
-    check_fits(spec, train)
     return train, val
 
 
-def load_test_data(spec: dict, data_root: Path, nmnist_files: dict | None, device: torch.device, *,
+def load_test_data(spec: NetworkSpec, data_root: Path, nmnist_files: dict | None, device: torch.device, *,
                    verify_md5: bool = True) -> DeviceDataset:
-    """The official test set of ``spec``'s dataset on ``device`` (``verify_md5`` as in ``load_split_data``)."""
-    if spec["dataset"] == "nmnist":
+    """The official test set of ``spec``'s dataset on ``device`` (``verify_md5`` as in ``load_split_data``),
+    checked to fit the network (:func:`check_fits`)."""
+    spec = as_spec(spec)
+    if spec.dataset == "nmnist":
         from spikebench.data.nmnist import load_frames
         frames, samples = _nmnist_paths(nmnist_files, "test")
         test = DeviceFrames(load_frames(frames, samples, device), name="test", source=str(frames))

@@ -36,8 +36,11 @@ import snntorch
 import snntorch.functional as SF
 from snntorch import spikegen, surrogate
 
-from spikebench import models
-from spikebench.models import SNN, NetworkSpecError, SpikingStage, _Network
+from spikebench.models.base import Network, NetworkSpecError
+from spikebench.models.build import build_network
+from spikebench.models.losses import spike_count_loss
+from spikebench.models.snn import SNN, SpikingStage
+from spikebench.spec import NetworkSpec, as_spec
 
 
 class StepStage(nn.Module):
@@ -60,7 +63,7 @@ class StepStage(nn.Module):
         return self.lif(cur, mem)
 
 
-class SnnTorchSNN(_Network):
+class SnnTorchSNN(Network):
     """``forward(x [T, B, C, H, W]) -> spikes [T, B, 10]`` (``, membrane`` on request), one step at a time."""
 
     kind = "snn"
@@ -107,9 +110,9 @@ def _leaky(stage: SpikingStage) -> snntorch.Leaky:
                           spike_grad=surrogate.atan(alpha=stage.lif.alpha))
 
 
-def build_snntorch_network(spec: dict, name: str | None = None) -> SnnTorchSNN:
-    """The snnTorch twin of ``models.build_network(spec, name)``: same shapes, same initial weights."""
-    net = models.build_network(spec, name)
+def build_snntorch_network(spec: NetworkSpec, name: str | None = None) -> SnnTorchSNN:
+    """The snnTorch twin of ``build_network(spec, name)``: same shapes, same initial weights."""
+    net = build_network(spec, name)
     if not isinstance(net, SNN):
         raise NetworkSpecError(f"{net.name}: implementation 'snntorch' is for SNNs; this network is an "
                                f"{net.kind.upper()} (set implementation: spikebench or leave it out)")
@@ -123,11 +126,12 @@ def rate_code(x: torch.Tensor, num_steps: int, generator: torch.Generator | None
     return spikegen.rate(x, num_steps=num_steps)
 
 
-def snntorch_loss(spec: dict, output: torch.Tensor, targets: torch.Tensor,
+def snntorch_loss(spec: NetworkSpec, output: torch.Tensor, targets: torch.Tensor,
                   n_steps: torch.Tensor | None = None) -> torch.Tensor:
     """``snntorch.functional.mse_count_loss(correct_rate, incorrect_rate)``; per-sample steps for padded
     N-MNIST batches (``models.spike_count_loss``, equal to it for equal lengths)."""
-    correct, incorrect = float(spec.get("correct_rate", 0.8)), float(spec.get("incorrect_rate", 0.2))
+    spec = as_spec(spec)
+    correct, incorrect = spec.correct_rate, spec.incorrect_rate
     if n_steps is not None:
-        return models.spike_count_loss(output, targets, n_steps, correct, incorrect)
+        return spike_count_loss(output, targets, n_steps, correct_rate=correct, incorrect_rate=incorrect)
     return SF.mse_count_loss(correct_rate=correct, incorrect_rate=incorrect)(output, targets)
