@@ -177,6 +177,11 @@ def print_table(rows: list[Row], reference: Path, new: Path) -> None:
     print(f"\n{len(rows) - n_bad} matched, {n_bad} differ")
 
 
+def demo_command() -> list[str]:
+    """The README's demo command, with this interpreter's Snakemake."""
+    return [sys.executable, "-m", "snakemake", *DEMO_COMMAND]
+
+
 def run_reference_demo(commit: str, workdir: Path, repo: Path) -> Path:
     """The demo of ``commit`` run in a git worktree at ``workdir``; returns its results folder."""
     subprocess.run(["git", "-C", str(repo), "worktree", "add", "--detach", str(workdir), commit], check=True)
@@ -184,8 +189,7 @@ def run_reference_demo(commit: str, workdir: Path, repo: Path) -> Path:
     log = workdir / "compare_demo_reference.log"
     print(f"running the demo of {commit} in {workdir} (log: {log}) ...", flush=True)
     with log.open("w") as out:
-        run = subprocess.run([sys.executable, "-m", "snakemake", *DEMO_COMMAND], cwd=workdir, env=env,
-                             stdout=out, stderr=subprocess.STDOUT)
+        run = subprocess.run(demo_command(), cwd=workdir, env=env, stdout=out, stderr=subprocess.STDOUT)
     if run.returncode != 0:
         sys.exit(f"the reference demo of {commit} failed (exit {run.returncode}); see {log}")
     return workdir / "results-demo"

@@ -134,3 +134,32 @@ def test_nothing_to_compare_is_exit_2(tmp_path, capsys):
     (tmp_path / "b").mkdir()
     code, out = run(tmp_path / "a", tmp_path / "b", capsys)
     assert code == 2 and "nothing to compare" in out.err
+
+
+def test_reference_commit_runs_in_a_worktree_of_that_commit(tmp_path, monkeypatch):
+    """--reference-commit's runner: a detached worktree of the commit, the command run there with
+    PYTHONPATH=<worktree>; a failing run stops naming its log. (The demo itself is replaced by a stand-in
+    command that records its environment; the real one takes minutes.)"""
+    import subprocess
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    (repo / "marker.txt").write_text("old")
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-qm", "old"], check=True)
+    old = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    (repo / "marker.txt").write_text("new")
+    subprocess.run([*git, "commit", "-qam", "new"], check=True)
+
+    record = "import os, pathlib; pathlib.Path('seen.txt').write_text(os.environ['PYTHONPATH'])"
+    monkeypatch.setattr(compare_demo, "demo_command", lambda: ["python3", "-c", record])
+    results = compare_demo.run_reference_demo(old, tmp_path / "wt", repo)
+    assert results == tmp_path / "wt" / "results-demo"
+    assert (tmp_path / "wt" / "marker.txt").read_text() == "old"
+    assert (tmp_path / "wt" / "seen.txt").read_text() == str(tmp_path / "wt")
+
+    monkeypatch.setattr(compare_demo, "demo_command", lambda: ["python3", "-c", "raise SystemExit(3)"])
+    with pytest.raises(SystemExit, match=r"failed \(exit 3\).*compare_demo_reference\.log"):
+        compare_demo.run_reference_demo(old, tmp_path / "wt2", repo)
