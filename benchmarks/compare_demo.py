@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -184,7 +185,9 @@ def demo_command() -> list[str]:
 
 def run_reference_demo(commit: str, workdir: Path, repo: Path) -> Path:
     """The demo of ``commit`` run in a git worktree at ``workdir``; returns its results folder."""
-    subprocess.run(["git", "-C", str(repo), "worktree", "add", "--detach", str(workdir), commit], check=True)
+    added = subprocess.run(["git", "-C", str(repo), "worktree", "add", "--detach", str(workdir), commit])
+    if added.returncode != 0:
+        sys.exit(f"could not make a git worktree of {commit!r} in {repo} (is it a commit there?)")
     env = {**os.environ, "PYTHONPATH": str(workdir)}
     log = workdir / "compare_demo_reference.log"
     print(f"running the demo of {commit} in {workdir} (log: {log}) ...", flush=True)
@@ -215,8 +218,10 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if args.keep:
             print(f"kept the reference worktree: {workdir}")
-        elif workdir.exists():
-            subprocess.run(["git", "-C", str(repo), "worktree", "remove", "--force", str(workdir)], check=False)
+        else:
+            if workdir.exists():
+                subprocess.run(["git", "-C", str(repo), "worktree", "remove", "--force", str(workdir)], check=False)
+            shutil.rmtree(workdir.parent, ignore_errors=True)   # the temporary folder made for it
 
 
 def report(reference: Path, new: Path) -> int:

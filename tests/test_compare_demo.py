@@ -163,3 +163,11 @@ def test_reference_commit_runs_in_a_worktree_of_that_commit(tmp_path, monkeypatc
     monkeypatch.setattr(compare_demo, "demo_command", lambda: ["python3", "-c", "raise SystemExit(3)"])
     with pytest.raises(SystemExit, match=r"failed \(exit 3\).*compare_demo_reference\.log"):
         compare_demo.run_reference_demo(old, tmp_path / "wt2", repo)
+
+
+def test_reference_commit_that_is_not_a_commit_stops_naming_it(tmp_path):
+    import subprocess
+
+    subprocess.run(["git", "init", "-q", str(tmp_path / "repo")], check=True)
+    with pytest.raises(SystemExit, match="could not make a git worktree of 'no-such-commit'"):
+        compare_demo.run_reference_demo("no-such-commit", tmp_path / "wt", tmp_path / "repo")
