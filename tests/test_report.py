@@ -248,6 +248,7 @@ def one_run_per_network(demo_config: Path) -> None:
     demo_config.write_text(yaml.safe_dump(config))
 
 
+@pytest.mark.slow
 def test_report_of_fixture_results_in_a_browser(tmp_path):
     find_chromium()
     workdir = copy_workflow(tmp_path / "workflow")

@@ -276,6 +276,7 @@ def test_wandb_mode_set_by_the_user_is_kept(tmp_path, monkeypatch):
 # The track rule
 
 
+@pytest.mark.slow
 def test_track_rule_logs_finished_results_without_rerunning_them(tmp_path):
     """With tracking on, the `track` jobs read the results in place; train/evaluate are not needed."""
     pytest.importorskip("tensorboard", reason='the tensorboard extra is not installed (pip install -e ".[tensorboard]")')

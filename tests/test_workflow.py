@@ -3,6 +3,8 @@
 import re
 import subprocess
 
+import pytest
+
 from conftest import PROJECT, snakemake_cmd
 from spikebench.config import expand_runs, load_config
 
@@ -40,6 +42,7 @@ def test_demo_plans_demo_data_instead_of_downloads(workflow_dir):
     assert counts["train"] == counts["evaluate"] == len(DEMO_RUNS)
 
 
+@pytest.mark.slow
 def test_demo_trains_and_evaluates_all_six_networks(demo_run):
     """The demo runs end to end: six trained and tested networks (and the SNNs' snnTorch twins), tables and
     figures, all labelled demo."""

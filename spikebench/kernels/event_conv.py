@@ -17,11 +17,11 @@ events), and each event adds ``v * grid[Y + padding - ky, X + padding - kx, :]``
 
 When it pays: the work is ``events x KH x KW x C_out`` multiply-adds instead of ``H x W x C_in x KH x KW x
 C_out``, plus a fixed per-image cost (scan the input; initialise, pool and write the output, which for
-N-MNIST layer 1 is most of the time). Single-threaded against ConvPoolFunction (forward / weight-gradient
-backward, 5x5 kernels): ~6x / ~5x faster on N-MNIST frames (0.5 % non-zero), ~3.5x / ~5x on layer-2 spikes
-(2 %, 12 -> 32 channels), ~4x / ~9x on rate-coded MNIST (13 %, 1 channel). The crossover is near 20 %
-density for 12 -> 32 channels; with one input channel (dense conv is inefficient there) the forward breaks
-even near 50-70 % and the weight gradient still wins at 70 %. Above that, use the dense path.
+N-MNIST layer 1 is most of the time). So it wins on sparse inputs (N-MNIST frames, their layer-1 spikes,
+rate-coded MNIST) and loses on dense ones: against ConvPoolFunction the crossover is near 20 % density for
+12 -> 32 channels; with one input channel (dense conv is inefficient there) the forward breaks even near
+50-70 % and the weight gradient still wins at 70 %. Above that, use the dense path. The measured speed-ups
+are in benchmarks/README.md ("The CPU kernels").
 
 How the results compare with the dense path:
 - Conv values are the same sums in a different order (bias first, then events in memory order: NCHW and
@@ -38,8 +38,8 @@ How the results compare with the dense path:
   independent of the number of threads.
 - The forward pass has no cross-image sums, so it is bitwise independent of the number of threads too.
 
-Everything is float32 without fast-math. Compiled on first call (~10 s for both kernels) and cached on disk
-(``cache=True``; loading the cache then takes under a second).
+Everything is float32 without fast-math. Compiled on first call and cached on disk (``cache=True``), so
+later processes load the compiled code instead of compiling again.
 The outputs are channels-last (``[N, C_out, Hp, Wp]`` tensors whose memory is ``[N, Hp, Wp, C_out]``), like
 ConvPoolFunction's on the CPU.
 """
@@ -86,7 +86,7 @@ def _event_taps(i, nhwc, c_in, h, w, pad, ho, wo, kh, kw, n_out):  # pragma: no 
 @njit_cached(parallel=True)
 def _forward(x, nhwc, c_in, h, w, wf, bias, pad, ho, wo, out, am, block):  # pragma: no cover - compiled
     # Blocks of images in parallel. The per-block work is a separate (serial) function: compiled inside the
-    # parallel loop, the same code vectorises badly (~2-3x slower).
+    # parallel loop, the same code vectorises badly (slower: benchmarks/README.md, "The CPU kernels").
     n_img = x.shape[0]
     for b in numba.prange((n_img + block - 1) // block):
         _forward_block(x, nhwc, c_in, h, w, wf, bias, pad, ho, wo, out, am, b * block, min(n_img, (b + 1) * block))

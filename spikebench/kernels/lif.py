@@ -15,7 +15,7 @@ they run in parallel (``numba.prange``) and the results do not depend on the num
 Every operation is float32 and in PyTorch's order, with no fast-math, so the forward pass is bitwise
 equal to LeakyFunction's. Backward matches too where PyTorch's ``add_(x, alpha=beta)`` is a fused
 multiply-add (its vectorised CPU kernels, e.g. AVX2), which the recurrence here uses; elsewhere it
-differs by rounding only. Compiled on first call (a few seconds) and cached on disk (``cache=True``:
+differs by rounding only. Compiled on first call and cached on disk (``cache=True``:
 in the package's ``__pycache__``, else the user's cache dir; with neither writable, compiled in every process).
 """
 
@@ -128,7 +128,7 @@ def lif_forward(current: torch.Tensor, beta: float, threshold: float) -> tuple[t
     perm = _memory_order(current)
     cur = _as_2d(current, perm)
     # numpy, not torch.empty: numpy asks for transparent huge pages for big arrays (madvise), so first
-    # touching 100 MB outputs costs far fewer page faults (measured: 2-3x faster forward at [25, 2**20]).
+    # touching 100 MB outputs costs far fewer page faults (measured: benchmarks/README.md, "The CPU kernels").
     spk = np.empty_like(cur)
     mem = np.empty_like(cur)
     _forward(cur, spk, mem, np.float32(beta), np.float32(threshold))
