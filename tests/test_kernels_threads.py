@@ -16,8 +16,9 @@ SCRIPT = textwrap.dedent("""
     from spikebench.kernels import thread_counts
     models.lif.CPU_KERNELS = True
     models.lif.LIF_KERNEL_MIN_SIZE = 1          # force the numba LIF kernel on this small layer
-    spec = {"kind": "snn", "architecture": "fc", "dataset": "mnist", "beta": 0.9, "threshold": 1.0,
-            "hidden": [16, 16]}
+    spec = {"experiment": 1, "kind": "snn", "architecture": "fc", "dataset": "mnist", "epochs": 1,
+            "optimizer": "adam", "lr": 1e-3, "batch_size": 4, "num_steps": 5, "beta": 0.9, "threshold": 1.0,
+            "surrogate": "atan", "correct_rate": 0.8, "incorrect_rate": 0.2, "hidden": [16, 16]}
     net = models.build_network(spec, "threads")
     x = (torch.rand(5, 4, 784, generator=torch.Generator().manual_seed(0)) < 0.2).float()
     net(x).sum().backward()
