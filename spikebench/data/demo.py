@@ -355,6 +355,21 @@ def simulate_nmnist(images: np.ndarray, rng: np.random.Generator) -> list[np.nda
 EVENT_DTYPE = np.dtype([("x", np.uint8), ("y", np.uint8), ("t", np.int64), ("p", np.uint8)])
 
 
+def _crossing_events(log_i: np.ndarray, rec: np.ndarray, pix: np.ndarray, step: np.ndarray, count: np.ndarray,
+                     sign: np.ndarray, ref0: np.ndarray, thr: np.ndarray) -> tuple[np.ndarray, ...]:
+    """One row per event, the k-th level crossing (k = 1..count) within its step: (recording, pixel, sign,
+    time in ms), the time interpolated linearly within the step (draws no random numbers)."""
+    rows = np.repeat(np.arange(len(count)), count)
+    k = np.arange(len(rows)) - np.repeat(np.cumsum(count) - count, count) + 1
+    rec, pix, step, sign = rec[rows], pix[rows], step[rows], sign[rows]
+    level = ref0[rows] + sign * k * thr[rows]
+    before = log_i[rec, step - 1, pix]
+    change = log_i[rec, step, pix] - before
+    safe = np.where(change != 0, change, 1.0)
+    frac = np.clip(np.where(change != 0, (level - before) / safe, 1.0), 0.0, 1.0)
+    return rec, pix, sign, (step - 1 + frac) * SIM_STEP_MS
+
+
 def _simulate_chunk(images: np.ndarray, rng: np.random.Generator) -> list[np.ndarray]:
     n = len(images)
     size = NMNIST_SENSOR
@@ -386,16 +401,7 @@ def _simulate_chunk(images: np.ndarray, rng: np.random.Generator) -> list[np.nda
     else:  # blank digits: background activity only
         rec, pix, step, count = (np.zeros(0, dtype=np.int64) for _ in range(4))
         sign, ref0, thr = (np.zeros(0, dtype=np.float32) for _ in range(3))
-    # One row per event: the k-th level crossing (k = 1..count) within its step.
-    rows = np.repeat(np.arange(len(count)), count)
-    k = np.arange(len(rows)) - np.repeat(np.cumsum(count) - count, count) + 1
-    rec, pix, step, sign = rec[rows], pix[rows], step[rows], sign[rows]
-    level = ref0[rows] + sign * k * thr[rows]
-    before = log_i[rec, step - 1, pix]
-    change = log_i[rec, step, pix] - before
-    safe = np.where(change != 0, change, 1.0)
-    frac = np.clip(np.where(change != 0, (level - before) / safe, 1.0), 0.0, 1.0)
-    t_ms = (step - 1 + frac) * SIM_STEP_MS
+    rec, pix, sign, t_ms = _crossing_events(log_i, rec, pix, step, count, sign, ref0, thr)
 
     # Uniform background activity over the sensor and the recording.
     n_noise = rng.poisson(NOISE_HZ_PER_PIXEL * n_pix * n_steps * SIM_STEP_MS / 1000.0, n)
