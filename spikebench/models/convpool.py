@@ -18,11 +18,11 @@ from spikebench.models.tied_conv import tied_conv2d, tied_weights_pay
 
 #: On the CPU, a convolution whose input has fewer non-zeros than this fraction runs event-driven
 #: (``spikebench.kernels.event_conv``): N-MNIST frames (~0.5%), their layer-1 spikes (~2%), rate-coded MNIST
-#: (~13%). Measured break-even of the forward pass: ~20% for 12 -> 32 channels.
+#: (~13%): below the forward pass's break-even density (benchmarks/README.md, "The CPU kernels").
 EVENT_DENSITY = 0.2
 
 #: ... and the weight gradient of a convolution with at most 3 input channels runs event-driven below this
-#: density (experiment 2's first layer on rate-coded CIFAR-10, ~50%: 1.13 s -> 0.64 s per 3200 images).
+#: density (experiment 2's first layer on rate-coded CIFAR-10, ~50%, where it pays: benchmarks/README.md).
 EVENT_WEIGHT_GRAD_DENSITY = 0.7
 
 #: Target size of one chunk's convolution output on the CPU (bytes): small enough to stay in cache.

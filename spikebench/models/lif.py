@@ -42,8 +42,8 @@ def use_cpu_kernels(x: torch.Tensor) -> bool:
     return True
 
 #: The numba LIF kernel runs layers of at least this many neuron-steps (T x neurons). Below, PyTorch's ops are as
-#: fast (experiment 1, [25, 128, 256]: 120 vs 125 ms per training batch) and loading numba would cost ~120 MiB
-#: of resident memory and ~1 s per job for nothing.
+#: fast (experiment 1's layers; benchmarks/README.md) and loading numba would cost resident memory and start-up
+#: time per job for nothing.
 LIF_KERNEL_MIN_SIZE = 2**20
 
 #: How the LIF recurrence runs outside the numba CPU kernels: ``auto`` (compiled on CUDA, the eager loop

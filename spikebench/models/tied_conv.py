@@ -20,9 +20,8 @@ def tied_weights_pay(x: torch.Tensor, conv: nn.Conv2d) -> bool:
     On a map with fewer positions than kernel taps (experiment 2's fourth and fifth convolutions: 4x4 and 2x2
     maps, 5x5 kernel, padding 2) most of a direct convolution's multiply-adds hit the zero padding, and
     oneDNN's weight gradient for such shapes runs at a fraction of its usual speed. As a Linear layer
-    ``[C_out*H*W, H*W*C_in]`` whose entries are the kernel's weights, it does only the products that count:
-    12.3 s -> 0.75 s forward + backward for the fifth convolution of a 3200-image exp2_snn batch on one core
-    (fourth: 4.3 s -> 2.5 s). The matrix and its gradient take memory, though: used only where the matrix is
+    ``[C_out*H*W, H*W*C_in]`` whose entries are the kernel's weights, it does only the products that count
+    (measured in benchmarks/README.md, "The CPU kernels"). The matrix and its gradient take memory, though: used only where the matrix is
     no larger than the layer's output for the batch, or than ``TIED_MATRIX_FREE_SIZE`` (exp2_cnn's 128-image
     batches: the fourth convolution's 34 MiB matrix would raise the peak by ~60 MiB, so it stays direct).
     """

@@ -15,7 +15,7 @@ The study turns each N-MNIST recording into frames with tonic::
 
 applied to the events as ``tonic.datasets.NMNIST`` returns them (``first_saccade_only=False``,
 ``stabilize=False``). tonic does this with a Python loop over events (Denoise) and one
-``np.add.at`` per frame (ToFrame), about 20 ms per recording. This module computes the *same frames,
+``np.add.at`` per frame (ToFrame), tens of milliseconds per recording (benchmarks/README.md). This module computes the *same frames,
 cell for cell* with one numba-compiled call per chunk of recordings, and stores the non-zero cells of a
 whole split as sparse Parquet that :func:`load_frames` turns into padded dense batches on the device.
 
