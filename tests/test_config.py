@@ -73,6 +73,7 @@ def test_merge_is_recursive():
     assert merge({"a": {"b": 1, "c": 2}}, {"a": {"c": 3}}) == {"a": {"b": 1, "c": 3}}
 
 
+@pytest.mark.slow  # runs Snakemake (a dry run or jobs, ~10-20 s): the full lane only
 @pytest.mark.parametrize(
     "overlay, key",
     [

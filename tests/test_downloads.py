@@ -309,6 +309,7 @@ def test_fetch_url_without_an_md5_downloads_into_its_temporary_name(tmp_path: Pa
 
 # --- demo data: the same design -------------------------------------------------------------------
 
+@pytest.mark.slow  # runs Snakemake (a dry run or jobs, ~10-20 s): the full lane only
 def test_demo_makes_only_what_is_missing(tmp_path: Path):
     root = tmp_path / "data"
     settings = {"seed": 0, "mnist_test": 1000, "nmnist_train": 30, "nmnist_test": 10,

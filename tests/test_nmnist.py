@@ -443,6 +443,7 @@ def test_preprocess_split_unsorted_and_emptied_recordings_equal_tonic(recordings
         assert torch.equal(batch[:, 0], torch.from_numpy(ref.astype(np.float32))), f
 
 
+@pytest.mark.slow  # runs Snakemake (a dry run or jobs, ~10-20 s): the full lane only
 def test_the_rules_threads_reach_the_job(recordings, tmp_path, monkeypatch):
     """rules/data.smk asks 2 threads for preprocess_nmnist; the script passes snakemake.threads on; with 2
     the recordings are framed in a worker thread while the job's own thread writes Parquet."""

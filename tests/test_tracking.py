@@ -299,6 +299,7 @@ def test_track_rule_logs_finished_results_without_rerunning_them(tmp_path):
     assert (workdir / "results-demo/logs/track/exp1_snn-train.log").is_file()
 
 
+@pytest.mark.slow  # runs Snakemake (a dry run or jobs, ~10-20 s): the full lane only
 def test_missing_backend_stops_the_workflow_before_any_job(tmp_path):
     workdir = copy_workflow(tmp_path / "workflow")
     (workdir / "tracking.yaml").write_text("tracking: {backend: wandb}\n")

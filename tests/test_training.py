@@ -136,6 +136,7 @@ def _computed_columns(table: pd.DataFrame) -> pd.DataFrame:
     return table.drop(columns=[c for c in table.columns if c in measured])
 
 
+@pytest.mark.slow  # runs Snakemake (a dry run or jobs, ~10-20 s): the full lane only
 def test_resume_after_kill_equals_an_uninterrupted_run(tmp_path: Path, shared_data: Path) -> None:
     full = _worker(tmp_path, shared_data, tmp_path / "full", "full")
     killed = _worker(tmp_path, shared_data, tmp_path / "resumed", "kill")

@@ -23,6 +23,7 @@ def job_counts(workflow_dir, *args) -> dict[str, int]:
     return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
 
 
+@pytest.mark.slow  # runs Snakemake (a dry run or jobs, ~10-20 s): the full lane only
 def test_full_paper_run_plans_every_job(workflow_dir):
     counts = job_counts(workflow_dir)
     for rule in ("download_mnist", "download_cifar10", "download_nmnist"):
@@ -33,6 +34,7 @@ def test_full_paper_run_plans_every_job(workflow_dir):
     assert not any(rule.startswith("demo_") for rule in counts)
 
 
+@pytest.mark.slow  # runs Snakemake (a dry run or jobs, ~10-20 s): the full lane only
 def test_demo_plans_demo_data_instead_of_downloads(workflow_dir):
     counts = job_counts(workflow_dir, "--configfile", "config.demo.yaml")
     assert counts["demo_mnist"] == counts["demo_cifar10"] == counts["demo_nmnist"] == 1
