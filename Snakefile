@@ -23,7 +23,7 @@ include: "rules/tracking.smk"
 
 
 rule all:
+    default_target: True
     input:
         all_targets(),
-    default_target: True
     localrule: True

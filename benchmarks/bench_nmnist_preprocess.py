@@ -15,7 +15,8 @@ tonic: ``tonic.io.read_mnist_file`` (what ``tonic.datasets.NMNIST.__getitem__`` 
    frames and samples Parquet to a temporary folder), with each of --threads. Each round times tonic
    on the same files, then the job with each thread count, so each ratio compares runs seconds apart;
    the table gives the median ratio and the range over the rounds, the load average, and the CPU
-   time per sample (the job's: all its threads) with its ratio, which a busy machine disturbs less. The job's one-time costs (numba's cache load, pyarrow's first use) are
+   time per sample (the job's: all its threads) with its ratio, which a busy machine disturbs less. The job's
+   one-time costs (numba's cache load, pyarrow's first use) are
    paid once before the rounds and reported; a last line times the whole job script in a fresh
    Python process (interpreter, imports, numba cache load included), for reference.
 """
@@ -85,8 +86,7 @@ def per_recording(files: list[Path], args, run_tonic) -> None:
     print(f"{'per recording':<44}{'samples/s':>12}{'ms/sample':>12}{'vs tonic':>10}")
     for name in totals:
         print(
-            f"{labels[name]:<44}{rate[name]:>12.1f}{1e3 * totals[name] / n:>12.3f}"
-            f"{rate[name] / rate['tonic']:>9.1f}x"
+            f"{labels[name]:<44}{rate[name]:>12.1f}{1e3 * totals[name] / n:>12.3f}{rate[name] / rate['tonic']:>9.1f}x"
         )
     if not args.no_check:
         mismatches = [f for f in files if not same_frames(run_tonic(f), run_core_dense(f))]
@@ -105,8 +105,13 @@ def run_job(split_dirs: list[Path], out: Path, args, threads: int) -> tuple[floa
     wall, cpu, cells = time.perf_counter(), time.process_time(), 0
     for split_dir in split_dirs:
         summary = nmnist.preprocess_split(
-            split_dir, out / f"{split_dir.name}_frames.parquet", out / f"{split_dir.name}_samples.parquet",
-            denoise_filter_us=args.filter_us, time_window_us=args.window_us, log=None, threads=threads,
+            split_dir,
+            out / f"{split_dir.name}_frames.parquet",
+            out / f"{split_dir.name}_samples.parquet",
+            denoise_filter_us=args.filter_us,
+            time_window_us=args.window_us,
+            log=None,
+            threads=threads,
         )
         cells += summary["n_cells"]
     return time.perf_counter() - wall, time.process_time() - cpu, cells
@@ -124,8 +129,10 @@ def job_rounds(files: list[Path], args, run_tonic) -> None:
         start = time.perf_counter()
         pa.array(np.zeros(1))  # pyarrow imports pandas on its first use: once per job process
         run_job(split_dirs, tmp, args, 1)  # numba cache load, page cache of the files
-        print(f"job one-time costs (pyarrow first use, numba cache load, first pass), untimed below: "
-              f"{time.perf_counter() - start:.2f} s")
+        print(
+            f"job one-time costs (pyarrow first use, numba cache load, first pass), untimed below: "
+            f"{time.perf_counter() - start:.2f} s"
+        )
         ratios: dict[int, list[float]] = {t: [] for t in args.threads}
         walls: dict[int, list[float]] = {t: [] for t in args.threads}
         cpus: dict[int, list[float]] = {t: [] for t in args.threads}
@@ -143,19 +150,27 @@ def job_rounds(files: list[Path], args, run_tonic) -> None:
                 walls[threads].append(wall)
                 cpus[threads].append(cpu)
             loads.append(load())
-        print(f"job: preprocess_split on {', '.join(d.name for d in split_dirs)} ({n} recordings, {cells} cells), "
-              f"{args.rounds} rounds; {loads[0]} before, {loads[-1]} after")
-        print(f"{'whole job (median of rounds)':<44}{'samples/s':>12}{'ms/sample':>12}{'vs tonic':>10}"
-              f"{'range':>12}{'CPU ms/sample':>15}{'CPU vs tonic':>14}")
+        print(
+            f"job: preprocess_split on {', '.join(d.name for d in split_dirs)} ({n} recordings, {cells} cells), "
+            f"{args.rounds} rounds; {loads[0]} before, {loads[-1]} after"
+        )
+        print(
+            f"{'whole job (median of rounds)':<44}{'samples/s':>12}{'ms/sample':>12}{'vs tonic':>10}"
+            f"{'range':>12}{'CPU ms/sample':>15}{'CPU vs tonic':>14}"
+        )
         tonic_med, tonic_cpu = statistics.median(tonic_walls), statistics.median(tonic_cpus)
-        print(f"{'tonic read_mnist_file + Denoise + ToFrame':<44}{n / tonic_med:>12.1f}{1e3 * tonic_med / n:>12.3f}"
-              f"{1.0:>9.1f}x{'':>12}{1e3 * tonic_cpu / n:>15.3f}{1.0:>13.1f}x")
+        print(
+            f"{'tonic read_mnist_file + Denoise + ToFrame':<44}{n / tonic_med:>12.1f}{1e3 * tonic_med / n:>12.3f}"
+            f"{1.0:>9.1f}x{'':>12}{1e3 * tonic_cpu / n:>15.3f}{1.0:>13.1f}x"
+        )
         for threads in args.threads:
             wall, cpu = statistics.median(walls[threads]), statistics.median(cpus[threads])
             lo, hi = min(ratios[threads]), max(ratios[threads])
-            print(f"{f'spikebench preprocess job, threads={threads}':<44}{n / wall:>12.1f}{1e3 * wall / n:>12.3f}"
-                  f"{statistics.median(ratios[threads]):>9.1f}x{f'{lo:.0f}-{hi:.0f}x':>12}"
-                  f"{1e3 * cpu / n:>15.3f}{tonic_cpu / cpu:>13.1f}x")
+            print(
+                f"{f'spikebench preprocess job, threads={threads}':<44}{n / wall:>12.1f}{1e3 * wall / n:>12.3f}"
+                f"{statistics.median(ratios[threads]):>9.1f}x{f'{lo:.0f}-{hi:.0f}x':>12}"
+                f"{1e3 * cpu / n:>15.3f}{tonic_cpu / cpu:>13.1f}x"
+            )
         cold_job(split_dirs, tmp, args, max(args.threads))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -179,13 +194,23 @@ for split in splits:
 
 def cold_job(split_dirs: list[Path], out: Path, args, threads: int) -> None:
     """The job script in a fresh interpreter (all splits in one process), as a rule's job starts."""
-    command = [sys.executable, "-c", COLD_JOB, str(out), str(args.filter_us), str(args.window_us), str(threads),
-               *map(str, split_dirs)]
+    command = [
+        sys.executable,
+        "-c",
+        COLD_JOB,
+        str(out),
+        str(args.filter_us),
+        str(args.window_us),
+        str(threads),
+        *map(str, split_dirs),
+    ]
     env = {**os.environ, "PYTHONPATH": str(PROJECT)}
     start = time.perf_counter()
     subprocess.run(command, cwd=PROJECT, env=env, check=True, capture_output=True)
-    print(f"the job script in a fresh Python process (threads={threads}, interpreter + imports + numba cache "
-          f"load included): {time.perf_counter() - start:.2f} s wall")
+    print(
+        f"the job script in a fresh Python process (threads={threads}, interpreter + imports + numba cache "
+        f"load included): {time.perf_counter() - start:.2f} s wall"
+    )
 
 
 def main() -> None:

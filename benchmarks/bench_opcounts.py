@@ -37,8 +37,9 @@ def timed(net, spec, test, device, counting: bool) -> tuple[float, torch.Tensor]
     counter = OperationCounter(net) if counting else None
     synchronize(device)
     t0 = time.perf_counter()
-    _, _, preds = run_batches(net, spec, test, int(spec["batch_size"]), generator, want_predictions=True,
-                              counter=counter)
+    _, _, preds = run_batches(
+        net, spec, test, int(spec["batch_size"]), generator, want_predictions=True, counter=counter
+    )
     if counter is not None:
         counter.close()
         counter.layer_rows()
@@ -49,19 +50,26 @@ def timed(net, spec, test, device, counting: bool) -> tuple[float, torch.Tensor]
 def bench(network: str, config: dict, device: torch.device, rounds: int) -> dict:
     spec = {**config["networks"][network], "_name": network}
     files = catalog.nmnist_frames(config["results"], "test") if spec["dataset"] == "nmnist" else None
-    test = load_test_data(spec, Path(config["data"]["root"]), files, device,
-                          verify_md5=config["data"]["source"] == "download")
+    test = load_test_data(
+        spec, Path(config["data"]["root"]), files, device, verify_md5=config["data"]["source"] == "download"
+    )
     net = build_network(spec, network).to(device)
-    timed(net, spec, test, device, False)                      # warm-up (numba compilation, caches)
+    timed(net, spec, test, device, False)  # warm-up (numba compilation, caches)
     times: dict[bool, list[float]] = {False: [], True: []}
     preds = {}
     for r in range(rounds):
-        for counting in ((False, True) if r % 2 == 0 else (True, False)):
+        for counting in (False, True) if r % 2 == 0 else (True, False):
             seconds, preds[counting] = timed(net, spec, test, device, counting)
             times[counting].append(seconds)
     without, with_ = statistics.median(times[False]), statistics.median(times[True])
-    return {"network": network, "n_test": len(test), "without_s": without, "with_s": with_,
-            "overhead_pct": 100.0 * (with_ - without) / without, "same_predictions": torch.equal(preds[0], preds[1])}
+    return {
+        "network": network,
+        "n_test": len(test),
+        "without_s": without,
+        "with_s": with_,
+        "overhead_pct": 100.0 * (with_ - without) / without,
+        "same_predictions": torch.equal(preds[0], preds[1]),
+    }
 
 
 def main() -> None:
@@ -81,8 +89,11 @@ def main() -> None:
     print("|---|---|---|---|---|---|")
     for network in args.networks or list(config["networks"]):
         r = bench(network, config, device, args.rounds)
-        print(f"| {r['network']} | {r['n_test']} | {r['without_s']:.3f} | {r['with_s']:.3f} | "
-              f"{r['overhead_pct']:+.1f}% | {r['same_predictions']} |", flush=True)
+        print(
+            f"| {r['network']} | {r['n_test']} | {r['without_s']:.3f} | {r['with_s']:.3f} | "
+            f"{r['overhead_pct']:+.1f}% | {r['same_predictions']} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

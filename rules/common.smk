@@ -4,13 +4,12 @@ import sys
 
 # The package of this checkout is what every job imports (also inside cluster jobs and conda envs).
 sys.path.insert(0, workflow.basedir)
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    p for p in (workflow.basedir, os.environ.get("PYTHONPATH", "")) if p
-)
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (workflow.basedir, os.environ.get("PYTHONPATH", "")) if p)
 
 
 envvars:
     "PYTHONPATH",
+
 
 import re
 
@@ -29,9 +28,7 @@ RESULTS = config["results"]
 RUNS = expand_runs(config)
 NETWORKS = list(RUNS)
 # The run of each configured network that the study's tables and figures show (its first seed).
-BASE_RUNS = {
-    name: next(r for r, run in RUNS.items() if run["network"] == name) for name in config["networks"]
-}
+BASE_RUNS = {name: next(r for r, run in RUNS.items() if run["network"] == name) for name in config["networks"]}
 DEMO = config["data"]["source"] == "demo"
 
 
@@ -98,4 +95,6 @@ def all_targets():
             f"{RESULTS}/{network}/test.json",
         ]
     targets += neuromorphic_targets()  # rules/results_common.smk, rule neuromorphic
-    return targets + results_targets() + aggregate_targets() + TRACKING_TARGETS  # rules/results_common.smk, tracking.smk
+    return (
+        targets + results_targets() + aggregate_targets() + TRACKING_TARGETS
+    )  # rules/results_common.smk, tracking.smk

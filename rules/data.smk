@@ -11,28 +11,28 @@ if DEMO:
     rule demo_mnist:
         output:
             manifest=catalog.manifest_file(RESULTS, "mnist"),
-        params:
-            root=DATA,
-            demo=config["data"].get("demo", {}),
         log:
             f"{RESULTS}/logs/demo_mnist.log",
         localrule: True
         conda:
             "../envs/data.yaml"
+        params:
+            root=DATA,
+            demo=config["data"].get("demo", {}),
         script:
             "../scripts/demo_mnist.py"
 
     rule demo_cifar10:
         output:
             manifest=catalog.manifest_file(RESULTS, "cifar10"),
-        params:
-            root=DATA,
-            demo=config["data"].get("demo", {}),
         log:
             f"{RESULTS}/logs/demo_cifar10.log",
         localrule: True
         conda:
             "../envs/data.yaml"
+        params:
+            root=DATA,
+            demo=config["data"].get("demo", {}),
         script:
             "../scripts/demo_cifar10.py"
 
@@ -41,14 +41,14 @@ if DEMO:
             catalog.manifest_file(RESULTS, "mnist"),  # simulated from the demo MNIST digits
         output:
             manifest=catalog.manifest_file(RESULTS, "nmnist"),
-        params:
-            root=DATA,
-            demo=config["data"].get("demo", {}),
         log:
             f"{RESULTS}/logs/demo_nmnist.log",
         localrule: True
         conda:
             "../envs/data.yaml"
+        params:
+            root=DATA,
+            demo=config["data"].get("demo", {}),
         script:
             "../scripts/demo_nmnist.py"
 
@@ -57,39 +57,39 @@ else:
     rule download_mnist:
         output:
             manifest=catalog.manifest_file(RESULTS, "mnist"),
-        params:
-            root=DATA,
         log:
             f"{RESULTS}/logs/download_mnist.log",
         localrule: True
         conda:
             "../envs/data.yaml"
+        params:
+            root=DATA,
         script:
             "../scripts/download_mnist.py"
 
     rule download_cifar10:
         output:
             manifest=catalog.manifest_file(RESULTS, "cifar10"),
-        params:
-            root=DATA,
         log:
             f"{RESULTS}/logs/download_cifar10.log",
         localrule: True
         conda:
             "../envs/data.yaml"
+        params:
+            root=DATA,
         script:
             "../scripts/download_cifar10.py"
 
     rule download_nmnist:
         output:
             manifest=catalog.manifest_file(RESULTS, "nmnist"),
-        params:
-            root=DATA,
         log:
             f"{RESULTS}/logs/download_nmnist.log",
         localrule: True
         conda:
             "../envs/data.yaml"
+        params:
+            root=DATA,
         script:
             "../scripts/download_nmnist.py"
 
@@ -99,17 +99,17 @@ rule preprocess_nmnist:
         manifest=catalog.manifest_file(RESULTS, "nmnist"),
     output:
         **catalog.nmnist_frames(RESULTS, "{split}"),
+    log:
+        f"{RESULTS}/logs/preprocess_nmnist_{{split}}.log",
+    conda:
+        "../envs/data.yaml"
+    # one thread writes Parquet while the other reads and frames the next recordings; a third would
+    # wait on the single Parquet writer. Snakemake lowers it to --cores; the files are the same for any.
+    threads: 2
     params:
         recordings=lambda wildcards: catalog.nmnist_folder(DATA, wildcards.split),
         denoise_filter_us=config["nmnist"]["denoise_filter_us"],
         time_window_us=config["nmnist"]["time_window_us"],
-    log:
-        f"{RESULTS}/logs/preprocess_nmnist_{{split}}.log",
-    # one thread writes Parquet while the other reads and frames the next recordings; a third would
-    # wait on the single Parquet writer. Snakemake lowers it to --cores; the files are the same for any.
-    threads: 2
-    conda:
-        "../envs/data.yaml"
     script:
         "../scripts/preprocess_nmnist.py"
 
@@ -119,14 +119,14 @@ rule split:
         split_inputs,
     output:
         catalog.split_file(RESULTS, "{dataset}"),
+    log:
+        f"{RESULTS}/logs/split_{{dataset}}.log",
+    conda:
+        "../envs/data.yaml"
     params:
         root=DATA,
         val_fraction=config["split"]["val_fraction"],
         seed=config["split"]["seed"],
         data_source=config["data"]["source"],
-    log:
-        f"{RESULTS}/logs/split_{{dataset}}.log",
-    conda:
-        "../envs/data.yaml"
     script:
         "../scripts/make_split.py"

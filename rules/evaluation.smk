@@ -9,6 +9,14 @@ rule evaluate:
         test=f"{RESULTS}/{{network}}/test.json",
         telemetry=f"{RESULTS}/{{network}}/telemetry_test.parquet",
         layers=f"{RESULTS}/{{network}}/layers.parquet",
+    log:
+        f"{RESULTS}/logs/evaluate/{{network}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/evaluate/{{network}}.tsv"
+    conda:
+        "../envs/train.yaml"
+    resources:
+        gpu=1,
     params:
         network=spec,
         dataset=network_dataset,
@@ -20,13 +28,5 @@ rule evaluate:
         telemetry=config["telemetry"],
         numerics=NUMERICS,
         code=code("evaluate"),
-    log:
-        f"{RESULTS}/logs/evaluate/{{network}}.log",
-    benchmark:
-        f"{RESULTS}/benchmarks/evaluate/{{network}}.tsv"
-    resources:
-        gpu=1,
-    conda:
-        "../envs/train.yaml"
     script:
         "../scripts/evaluate.py"

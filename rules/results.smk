@@ -16,15 +16,15 @@ rule tables:
         summary=f"{TABLES}/summary.csv",
     output:
         **table_outputs(),
-    params:
-        networks=results_networks(),
-        demo=DEMO,
-        telemetry_enabled=config["telemetry"]["enabled"],
     log:
         f"{RESULTS}/logs/tables.log",
     localrule: True
     conda:
         "../envs/results.yaml"
+    params:
+        networks=results_networks(),
+        demo=DEMO,
+        telemetry_enabled=config["telemetry"]["enabled"],
     script:
         "../scripts/tables.py"
 
@@ -39,16 +39,16 @@ rule figures:
         summary=f"{TABLES}/summary.csv",
     output:
         **figure_outputs(),
-    params:
-        networks=results_networks(),
-        demo=DEMO,
-        telemetry_enabled=config["telemetry"]["enabled"],
-        style=config["figures"],
     log:
         f"{RESULTS}/logs/figures.log",
     localrule: True
     conda:
         "../envs/results.yaml"
+    params:
+        networks=results_networks(),
+        demo=DEMO,
+        telemetry_enabled=config["telemetry"]["enabled"],
+        style=config["figures"],
     script:
         "../scripts/figures.py"
 
@@ -62,17 +62,17 @@ rule neuromorphic:
         layers=per_network("layers.parquet"),
     output:
         **neuromorphic_outputs(),
+    log:
+        f"{RESULTS}/logs/neuromorphic.log",
+    localrule: True
+    conda:
+        "../envs/results.yaml"
     params:
         networks=results_networks(),
         demo=DEMO,
         telemetry_enabled=config["telemetry"]["enabled"],
         energy_model=ENERGY_MODEL,
         style=config["figures"],
-    log:
-        f"{RESULTS}/logs/neuromorphic.log",
-    localrule: True
-    conda:
-        "../envs/results.yaml"
     script:
         "../scripts/neuromorphic.py"
 
@@ -86,15 +86,15 @@ rule aggregate:
         tests=per_run("test.json"),
     output:
         **aggregate_outputs(),
-    params:
-        runs=run_info(),
-        networks=results_networks(),
-        demo=DEMO,
     log:
         f"{RESULTS}/logs/aggregate.log",
     localrule: True
     conda:
         "../envs/results.yaml"
+    params:
+        runs=run_info(),
+        networks=results_networks(),
+        demo=DEMO,
     script:
         "../scripts/aggregate.py"
 
@@ -105,15 +105,15 @@ rule sweep_figures:
         summary=f"{TABLES}/summary.csv",
     output:
         **sweep_figure_outputs(),
-    params:
-        sweeps=sweep_points(),
-        networks=results_networks(),
-        style=config["figures"],
-        demo=DEMO,
     log:
         f"{RESULTS}/logs/sweep_figures.log",
     localrule: True
     conda:
         "../envs/results.yaml"
+    params:
+        sweeps=sweep_points(),
+        networks=results_networks(),
+        style=config["figures"],
+        demo=DEMO,
     script:
         "../scripts/sweep_figures.py"

@@ -4,7 +4,6 @@
 # rules, as `snakemake --lint` asks; the Snakefile includes this file just before rules/results.smk.
 from spikebench.energy import energy_model as _energy_model, energy_settings as _energy_settings
 
-
 # ---- results stage: tables and figures, with their places in the report
 
 # Relative to the working directory, so that a moved or copied workflow does not rerun `tables`.

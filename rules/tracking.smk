@@ -21,18 +21,18 @@ rule track:
         result=lambda wildcards: f"{RESULTS}/{wildcards.network}/{tracking.STAGES[wildcards.stage]}",
     output:
         tracking.record_path(TRACKING_FOLDER, TRACKING["backend"], "{network}", config["seed"], "{stage}"),
+    log:
+        f"{RESULTS}/logs/track/{{network}}-{{stage}}.log",
     wildcard_constraints:
         stage="train|evaluate",
+    localrule: True
+    conda:
+        "../envs/tracking.yaml"
     params:
         network=spec,
         seed=run_seed,
         tracking=TRACKING,
         # <results>/tracking, from the output's path (<results>/tracking/runs/<backend>/<run>.json)
         folder=lambda wildcards, output: os.path.dirname(os.path.dirname(os.path.dirname(output[0]))),
-    log:
-        f"{RESULTS}/logs/track/{{network}}-{{stage}}.log",
-    localrule: True
-    conda:
-        "../envs/tracking.yaml"
     script:
         "../scripts/track.py"

@@ -21,6 +21,14 @@ rule train:
         weights=f"{RESULTS}/{{network}}/weights.pt",
         epochs=f"{RESULTS}/{{network}}/epochs.parquet",
         telemetry=f"{RESULTS}/{{network}}/telemetry_train.parquet",
+    log:
+        f"{RESULTS}/logs/train/{{network}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/train/{{network}}.tsv"
+    conda:
+        "../envs/train.yaml"
+    resources:
+        gpu=1,
     params:
         network=spec,
         dataset=network_dataset,
@@ -32,13 +40,5 @@ rule train:
         numerics=NUMERICS,
         code=code("train"),
         checkpoint=lambda wildcards: f"{RESULTS}/{wildcards.network}/checkpoint.pt",
-    log:
-        f"{RESULTS}/logs/train/{{network}}.log",
-    benchmark:
-        f"{RESULTS}/benchmarks/train/{{network}}.tsv"
-    resources:
-        gpu=1,
-    conda:
-        "../envs/train.yaml"
     script:
         "../scripts/train.py"

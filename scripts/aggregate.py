@@ -1,4 +1,5 @@
 """Rule aggregate: every run (network or sweep variant, seed), their means and intervals, SNN - ANN."""
+
 from spikebench.aggregate import write_aggregate
 from spikebench.jobs import job_logging
 

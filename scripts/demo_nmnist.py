@@ -1,5 +1,6 @@
 """Rule demo_nmnist (demo N-MNIST: simulated from the demo digits; DEMO DATA): make only the missing files, write the
 verified manifest. Existing files are never moved, rewritten or deleted."""
+
 from spikebench.jobs import demo_job, job_logging
 
 with job_logging(snakemake.log[0]):

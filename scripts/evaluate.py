@@ -1,4 +1,5 @@
 """Rule evaluate: the official test set through the trained weights, with telemetry."""
+
 from spikebench.jobs import evaluate_job, job_logging
 from spikebench.spec import NetworkSpec
 

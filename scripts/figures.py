@@ -1,4 +1,5 @@
 """Rule figures: the cost of spiking (headline), four panels per experiment, energy and accuracy (PNG + SVG)."""
+
 from spikebench.figures import write_figures
 from spikebench.jobs import job_logging
 

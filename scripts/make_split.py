@@ -1,4 +1,5 @@
 """Rule split: the seeded random train/validation split of one training set."""
+
 from spikebench.jobs import job_logging, split_job
 
 with job_logging(snakemake.log[0]):

@@ -1,4 +1,5 @@
 """Rule neuromorphic: measured vs estimated energy, per-layer operation counts (CSV + HTML) and their figure."""
+
 from spikebench.jobs import job_logging
 from spikebench.neuromorphic import write_neuromorphic
 

@@ -1,4 +1,5 @@
 """Rule preprocess_nmnist: denoise + frames (exactly tonic's), written as sparse Parquet."""
+
 from spikebench.data.nmnist import preprocess_split
 from spikebench.jobs import job_logging
 

@@ -1,4 +1,5 @@
 """Rule sweep_figures: per swept setting, time, energy, activation memory and test accuracy vs its value."""
+
 from spikebench.jobs import job_logging
 from spikebench.sweep_figures import write_sweep_figures
 

@@ -1,4 +1,5 @@
 """Rule tables: Tables I and II, the comparison with the study and the cost of spiking (CSV + HTML)."""
+
 from spikebench.jobs import job_logging
 from spikebench.results import write_tables
 

@@ -1,4 +1,5 @@
 """Rule track: one finished train/evaluate job's results logged as one run of the experiment tracker."""
+
 from spikebench.jobs import job_logging
 from spikebench.tracking import track_job
 

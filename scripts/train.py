@@ -1,4 +1,5 @@
 """Rule train: one network, its epochs table, weights and telemetry sidecar."""
+
 from spikebench.jobs import job_logging, train_job
 from spikebench.spec import NetworkSpec
 

@@ -18,7 +18,7 @@
 from __future__ import annotations
 
 import math
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
@@ -54,8 +54,9 @@ def _status(epochs: pd.DataFrame, test: Mapping) -> str:
     return "oom" if "oom" in statuses else "ok"
 
 
-def run_table(epochs: Mapping[str, pd.DataFrame], tests: Mapping[str, Mapping], runs: Mapping[str, Mapping]
-              ) -> pd.DataFrame:
+def run_table(
+    epochs: Mapping[str, pd.DataFrame], tests: Mapping[str, Mapping], runs: Mapping[str, Mapping]
+) -> pd.DataFrame:
     """One row per run id: its network, sweep setting and value, seed, status and figures (module docstring)."""
     specs = {run_id: runs[run_id] for run_id in runs}
     t1 = results.table1(epochs, specs).set_index("network")
@@ -96,15 +97,21 @@ def interval(values) -> tuple[float, float, float]:
 def summary_table(runs: pd.DataFrame) -> pd.DataFrame:
     """One row per network or variant (module docstring), in the order of `runs`."""
     rows = []
-    for network, group in runs.groupby("network", sort=False):
+    for _, group in runs.groupby("network", sort=False):
         ok = group[group["status"] == "ok"]
         first = group.iloc[0]
         n_oom = int((group["status"] == "oom").sum())
-        row = {k: first[k] for k in ("network", "base", "sweep", "setting", "value", "experiment", "kind",
-                                     "implementation")}
-        row.update(n_runs=len(group), n_ok=len(ok), seeds=" ".join(str(s) for s in group["seed"]),
-                   status="ok" if n_oom == 0 else ("oom" if len(ok) == 0 else f"oom in {n_oom} of {len(group)}"),
-                   memory_reached_mib=group["memory_reached_mib"].max())
+        row = {
+            k: first[k]
+            for k in ("network", "base", "sweep", "setting", "value", "experiment", "kind", "implementation")
+        }
+        row.update(
+            n_runs=len(group),
+            n_ok=len(ok),
+            seeds=" ".join(str(s) for s in group["seed"]),
+            status="ok" if n_oom == 0 else ("oom" if len(ok) == 0 else f"oom in {n_oom} of {len(group)}"),
+            memory_reached_mib=group["memory_reached_mib"].max(),
+        )
         for name in FIGURES:
             mean, low, high = interval(ok[name])
             row.update({name: mean, f"{name}_ci95_low": low, f"{name}_ci95_high": high})
@@ -123,8 +130,12 @@ def welch(snn, ann) -> dict:
     if len(a) >= 2 and len(b) >= 2 and (a.std() > 0 or b.std() > 0):
         test = stats.ttest_ind(a, b, equal_var=False)
         ci = test.confidence_interval(CONFIDENCE)
-        out.update(difference_ci95_low=float(ci.low), difference_ci95_high=float(ci.high),
-                   p_value=float(test.pvalue), exceeds_interval=bool(ci.low > 0 or ci.high < 0))
+        out.update(
+            difference_ci95_low=float(ci.low),
+            difference_ci95_high=float(ci.high),
+            p_value=float(test.pvalue),
+            exceeds_interval=bool(ci.low > 0 or ci.high < 0),
+        )
     return out
 
 
@@ -139,33 +150,69 @@ def difference_table(runs: pd.DataFrame, networks: Mapping[str, Mapping]) -> pd.
         for snn_network in runs.loc[runs["base"] == pair["numerator"], "network"].unique():
             snn = ok[ok["network"] == snn_network]
             for name in FIGURES:
-                rows.append({"experiment": pair["experiment"], "snn": snn_network, "ann": pair["denominator"],
-                             "metric": name, "n_snn": len(snn), "n_ann": len(ann),
-                             **welch(snn[name], ann[name])})
+                rows.append(
+                    {
+                        "experiment": pair["experiment"],
+                        "snn": snn_network,
+                        "ann": pair["denominator"],
+                        "metric": name,
+                        "n_snn": len(snn),
+                        "n_ann": len(ann),
+                        **welch(snn[name], ann[name]),
+                    }
+                )
     return pd.DataFrame(rows)
 
 
-def write_aggregate(epochs_paths: Mapping[str, str], test_paths: Mapping[str, str], runs: Mapping[str, Mapping],
-                    networks: Mapping[str, Mapping], outputs: Mapping[str, str], *, demo: bool = False
-                    ) -> dict[str, pd.DataFrame]:
+def write_aggregate(
+    epochs_paths: Mapping[str, str],
+    test_paths: Mapping[str, str],
+    runs: Mapping[str, Mapping],
+    networks: Mapping[str, Mapping],
+    outputs: Mapping[str, str],
+    *,
+    demo: bool = False,
+) -> dict[str, pd.DataFrame]:
     """Rule aggregate: the runs, summary and difference tables (CSV + HTML), from every run's results."""
     epochs = {r: results.read_epochs(p) for r, p in epochs_paths.items()}
     tests = {r: results.read_test(p) for r, p in test_paths.items()}
     table = run_table(epochs, tests, runs)
     summary = summary_table(table)
     difference = difference_table(table, networks)
-    oom_note = ("A run that ran out of memory has status oom, null figures and the memory it had reached "
-                "(memory_reached_mib).")
-    results.write_table(table, outputs["runs_csv"], outputs["runs_html"], demo=demo,
-                        title="Every run: network or sweep variant, seed", intro=[oom_note])
-    results.write_table(summary, outputs["summary_csv"], outputs["summary_html"], demo=demo,
-                        title="Networks and sweep variants: mean and 95% confidence interval over their seeds",
-                        intro=["Mean over the completed runs; with two or more, the 95% Student-t interval of the "
-                               "mean (<figure>_ci95_low, <figure>_ci95_high).", oom_note])
-    results.write_table(difference, outputs["difference_csv"], outputs["difference_html"], demo=demo,
-                        title="SNN minus ANN: is the difference larger than its interval?",
-                        intro=["Welch's t-test of SNN - ANN per figure; exceeds_interval: its 95% interval of the "
-                               "difference excludes 0 (p < 0.05); empty with fewer than two completed runs a side."])
+    oom_note = (
+        "A run that ran out of memory has status oom, null figures and the memory it had reached (memory_reached_mib)."
+    )
+    results.write_table(
+        table,
+        outputs["runs_csv"],
+        outputs["runs_html"],
+        demo=demo,
+        title="Every run: network or sweep variant, seed",
+        intro=[oom_note],
+    )
+    results.write_table(
+        summary,
+        outputs["summary_csv"],
+        outputs["summary_html"],
+        demo=demo,
+        title="Networks and sweep variants: mean and 95% confidence interval over their seeds",
+        intro=[
+            "Mean over the completed runs; with two or more, the 95% Student-t interval of the "
+            "mean (<figure>_ci95_low, <figure>_ci95_high).",
+            oom_note,
+        ],
+    )
+    results.write_table(
+        difference,
+        outputs["difference_csv"],
+        outputs["difference_html"],
+        demo=demo,
+        title="SNN minus ANN: is the difference larger than its interval?",
+        intro=[
+            "Welch's t-test of SNN - ANN per figure; exceeds_interval: its 95% interval of the "
+            "difference excludes 0 (p < 0.05); empty with fewer than two completed runs a side."
+        ],
+    )
     return {"runs": table, "summary": summary, "difference": difference}
 
 
@@ -174,23 +221,31 @@ def write_aggregate(epochs_paths: Mapping[str, str], test_paths: Mapping[str, st
 
 #: Cost-table metric (a Table I column) -> its figure in the summary and difference tables.
 COST_FIGURES = {
-    "avg_epoch_time_s": "avg_epoch_time_s", "median_epoch_time_s": "median_epoch_time_s",
-    "energy_per_epoch_j": "energy_per_epoch_j", "avg_power_w": "train_avg_power_w",
-    "avg_memory_pct": "train_avg_memory_pct", "peak_memory_mib": "train_peak_memory_mib",
+    "avg_epoch_time_s": "avg_epoch_time_s",
+    "median_epoch_time_s": "median_epoch_time_s",
+    "energy_per_epoch_j": "energy_per_epoch_j",
+    "avg_power_w": "train_avg_power_w",
+    "avg_memory_pct": "train_avg_memory_pct",
+    "peak_memory_mib": "train_peak_memory_mib",
     "activation_peak_mib": ACTIVATION,
 }
 #: Comparison-table (study table, metric) -> its figure; the study's other figures are not aggregated over seeds.
 COMPARISON_FIGURES = {
-    ("I", "highest_val_acc"): "highest_val_acc_pct", ("I", "avg_epoch_time_s"): "avg_epoch_time_s",
-    ("I", "avg_memory_pct"): "train_avg_memory_pct", ("I", "avg_power_w"): "train_avg_power_w",
-    ("II", "test_acc"): "test_acc_pct", ("II", "test_time_s"): "test_time_s",
+    ("I", "highest_val_acc"): "highest_val_acc_pct",
+    ("I", "avg_epoch_time_s"): "avg_epoch_time_s",
+    ("I", "avg_memory_pct"): "train_avg_memory_pct",
+    ("I", "avg_power_w"): "train_avg_power_w",
+    ("II", "test_acc"): "test_acc_pct",
+    ("II", "test_time_s"): "test_time_s",
 }
 VERDICT_COLUMNS = ("difference_ci95_low", "difference_ci95_high", "exceeds_interval", "exceeds_interval_null_reason")
 #: The column of the tables' HTML views that shows the verdict.
 VERDICT_LABEL = "SNN - ANN beyond its 95% interval"
-VERDICT_INTRO = (f"{VERDICT_LABEL} (exceeds_interval in the CSV): over the seeds of both networks, Welch's 95% "
-                 "interval of the difference SNN - ANN (tables/difference.csv) excludes 0; empty with the reason "
-                 "(one seed, out of memory, no ANN in the experiment, ...) where there is no interval.")
+VERDICT_INTRO = (
+    f"{VERDICT_LABEL} (exceeds_interval in the CSV): over the seeds of both networks, Welch's 95% "
+    "interval of the difference SNN - ANN (tables/difference.csv) excludes 0; empty with the reason "
+    "(one seed, out of memory, no ANN in the experiment, ...) where there is no interval."
+)
 
 
 def _flag(value) -> bool | None:
@@ -204,27 +259,34 @@ def _flag(value) -> bool | None:
         return False
     if text in ("", "nan", "none"):
         return None
-    raise ValueError(f"exceeds_interval must be True, False or empty, got {value!r} (tables/difference.csv: "
-                     "remake it with `snakemake --forcerun aggregate`)")
+    raise ValueError(
+        f"exceeds_interval must be True, False or empty, got {value!r} (tables/difference.csv: "
+        "remake it with `snakemake --forcerun aggregate`)"
+    )
 
 
 def read_table(path, what: str) -> pd.DataFrame:
     """An aggregate CSV (summary or difference), with a clear error naming the file where it cannot be read."""
     try:
         table = pd.read_csv(path)
-    except pd.errors.EmptyDataError:     # no rows and no columns: e.g. no experiment with an ANN
+    except pd.errors.EmptyDataError:  # no rows and no columns: e.g. no experiment with an ANN
         return pd.DataFrame(columns=["network", "snn", "ann", "metric", "exceeds_interval"])
     except (OSError, pd.errors.ParserError) as error:
-        raise ValueError(f"{path}: cannot read the {what} table ({error}); remake it with "
-                         "`snakemake --forcerun aggregate`") from error
+        raise ValueError(
+            f"{path}: cannot read the {what} table ({error}); remake it with `snakemake --forcerun aggregate`"
+        ) from error
     if "exceeds_interval" in table:
         table["exceeds_interval"] = [_flag(v) for v in table["exceeds_interval"]]
     return table
 
 
 def _null(reason: str) -> dict:
-    return {"difference_ci95_low": math.nan, "difference_ci95_high": math.nan, "exceeds_interval": None,
-            "exceeds_interval_null_reason": reason}
+    return {
+        "difference_ci95_low": math.nan,
+        "difference_ci95_high": math.nan,
+        "exceeds_interval": None,
+        "exceeds_interval_null_reason": reason,
+    }
 
 
 def _no_interval_reason(row: Mapping, summary: pd.DataFrame, figure: str) -> str:
@@ -238,8 +300,10 @@ def _no_interval_reason(row: Mapping, summary: pd.DataFrame, figure: str) -> str
         return f"one seed of {', '.join(single)} (repeats: 1): no interval"
     for n in sides:
         if int(by.at[n, "n_ok"]) < 2:
-            return (f"oom: {n} completed {int(by.at[n, 'n_ok'])} of {int(by.at[n, 'n_runs'])} runs (status "
-                    f"{by.at[n, 'status']}), fewer than two for an interval")
+            return (
+                f"oom: {n} completed {int(by.at[n, 'n_ok'])} of {int(by.at[n, 'n_runs'])} runs (status "
+                f"{by.at[n, 'status']}), fewer than two for an interval"
+            )
     for n in sides:
         if pd.isna(by.at[n, figure]):
             return f"not measured for {n} in this run (see Table I's footnotes)"
@@ -258,14 +322,19 @@ def verdict(difference: pd.DataFrame, summary: pd.DataFrame, snn: str, ann: str,
         kind = summary.loc[summary["network"] == ann, "kind"]
         if len(kind) and str(kind.iloc[0]).lower() != "ann":
             return _null(f"no ANN in this experiment: {snn} over {ann} is two SNNs, not an SNN - ANN difference")
-        return _null(f"no SNN - ANN difference of {snn} and {ann} in tables/difference.csv (a network not in "
-                     "this run; remake it with `snakemake --forcerun aggregate`)")
+        return _null(
+            f"no SNN - ANN difference of {snn} and {ann} in tables/difference.csv (a network not in "
+            "this run; remake it with `snakemake --forcerun aggregate`)"
+        )
     row = rows.iloc[0]
     if row["exceeds_interval"] is None:
         return _null(_no_interval_reason(row, summary, figure))
-    return {"difference_ci95_low": float(row["difference_ci95_low"]),
-            "difference_ci95_high": float(row["difference_ci95_high"]),
-            "exceeds_interval": bool(row["exceeds_interval"]), "exceeds_interval_null_reason": None}
+    return {
+        "difference_ci95_low": float(row["difference_ci95_low"]),
+        "difference_ci95_high": float(row["difference_ci95_high"]),
+        "exceeds_interval": bool(row["exceeds_interval"]),
+        "exceeds_interval_null_reason": None,
+    }
 
 
 def _with_verdicts(table: pd.DataFrame, verdicts: list[dict]) -> pd.DataFrame:
@@ -279,17 +348,24 @@ def _with_verdicts(table: pd.DataFrame, verdicts: list[dict]) -> pd.DataFrame:
 
 def cost_verdicts(cost: pd.DataFrame, difference: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
     """The cost table (``results.cost_of_spiking``) with :data:`VERDICT_COLUMNS` per row: numerator - denominator."""
-    return _with_verdicts(cost, [
-        verdict(difference, summary, num, den, COST_FIGURES.get(metric))
-        for num, den, metric in zip(cost["numerator"], cost["denominator"], cost["metric"])
-    ])
+    return _with_verdicts(
+        cost,
+        [
+            verdict(difference, summary, num, den, COST_FIGURES.get(metric))
+            for num, den, metric in zip(cost["numerator"], cost["denominator"], cost["metric"])
+        ],
+    )
 
 
-def comparison_verdicts(comparison: pd.DataFrame, difference: pd.DataFrame, summary: pd.DataFrame,
-                        networks: Mapping[str, Mapping]) -> pd.DataFrame:
+def comparison_verdicts(
+    comparison: pd.DataFrame, difference: pd.DataFrame, summary: pd.DataFrame, networks: Mapping[str, Mapping]
+) -> pd.DataFrame:
     """The comparison table (``results.paper_comparison``) with the SNN - ANN verdict on each SNN's rows."""
-    ann_of = {p["numerator"]: p["denominator"] for p in results.spiking_pairs(networks)
-              if str(networks[p["denominator"]].get("kind")).lower() == "ann"}
+    ann_of = {
+        p["numerator"]: p["denominator"]
+        for p in results.spiking_pairs(networks)
+        if str(networks[p["denominator"]].get("kind")).lower() == "ann"
+    }
     verdicts = []
     for table, network, metric in zip(comparison["table"], comparison["network"], comparison["metric"]):
         kind = str((networks.get(network) or {}).get("kind", "")).lower()
@@ -300,8 +376,11 @@ def comparison_verdicts(comparison: pd.DataFrame, difference: pd.DataFrame, summ
         elif network not in ann_of:
             verdicts.append(_null("no ANN in this experiment: no SNN - ANN difference"))
         else:
-            verdicts.append(verdict(difference, summary, network, ann_of[network],
-                                    COMPARISON_FIGURES.get((str(table), str(metric)))))
+            verdicts.append(
+                verdict(
+                    difference, summary, network, ann_of[network], COMPARISON_FIGURES.get((str(table), str(metric)))
+                )
+            )
     return _with_verdicts(comparison, verdicts)
 
 
@@ -327,8 +406,12 @@ def verdict_notes(table: pd.DataFrame, column: str = VERDICT_LABEL) -> dict[tupl
 
 def _relative_sem(summary_row: Mapping, figure: str) -> tuple[float, float, int] | None:
     """(mean, sem / mean, n - 1) of a figure from its summary row's 95% interval, or None without one."""
-    mean, low, high, n = (summary_row.get(figure), summary_row.get(f"{figure}_ci95_low"),
-                          summary_row.get(f"{figure}_ci95_high"), int(summary_row.get("n_ok") or 0))
+    mean, low, high, n = (
+        summary_row.get(figure),
+        summary_row.get(f"{figure}_ci95_low"),
+        summary_row.get(f"{figure}_ci95_high"),
+        int(summary_row.get("n_ok") or 0),
+    )
     if n < 2 or any(pd.isna(v) for v in (mean, low, high)) or not mean > 0:
         return None
     sem = (float(high) - float(low)) / 2 / stats.t.ppf((1 + CONFIDENCE) / 2, n - 1)

@@ -10,8 +10,9 @@ config: building the DAG imports no torch).
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import jsonschema
 import yaml
@@ -110,35 +111,45 @@ def geometry_errors(networks: dict) -> list[str]:
         dataset, arch, size = spec.get("dataset"), spec.get("architecture"), spec.get("input_size")
         channels, height, _ = DATASET_SHAPES[dataset]
         if size is not None and dataset == "nmnist" and size != height:
-            problems.append(f"config key 'networks.{name}.input_size': N-MNIST frames are {height}x{height}; "
-                            f"input_size {size} is not supported (leave it out)")
+            problems.append(
+                f"config key 'networks.{name}.input_size': N-MNIST frames are {height}x{height}; "
+                f"input_size {size} is not supported (leave it out)"
+            )
             continue
         if arch not in CONV_STACKS:
             continue
         n_layers, padding = CONV_STACKS[arch]
         if len(spec.get("channels", [])) != n_layers:
-            problems.append(f"config key 'networks.{name}.channels': architecture {arch} needs {n_layers} "
-                            f"channel widths, got {spec.get('channels')}")
+            problems.append(
+                f"config key 'networks.{name}.channels': architecture {arch} needs {n_layers} "
+                f"channel widths, got {spec.get('channels')}"
+            )
         side = height if size is None else size
         empty = _empty_layer(side, n_layers, padding)
         if empty is not None:
             layer, got, conv = empty
-            fits = next(s for s in range(side, 10 * 5 ** n_layers) if _empty_layer(s, n_layers, padding) is None)
-            reached = (f"smaller than its 5x5 kernel (padding {padding})" if conv < 1
-                       else f"its conv gives {conv}x{conv}, too small for the 2x2 max-pool")
+            fits = next(s for s in range(side, 10 * 5**n_layers) if _empty_layer(s, n_layers, padding) is None)
+            reached = (
+                f"smaller than its 5x5 kernel (padding {padding})"
+                if conv < 1
+                else f"its conv gives {conv}x{conv}, too small for the 2x2 max-pool"
+            )
             problems.append(
                 f"config key 'networks.{name}': input {channels}x{side}x{side} is too small for architecture "
                 f"{arch} ({n_layers} x 5x5 conv, padding {padding}, + 2x2 max-pool): layer {layer} gets a "
-                f"{got}x{got} map, {reached}; the smallest input_size that fits is {fits}")
+                f"{got}x{got} map, {reached}; the smallest input_size that fits is {fits}"
+            )
     return problems
 
 
 def implementation_errors(networks: dict) -> list[str]:
     """One message per ANN set to ``implementation: snntorch`` (snnTorch's neurons are for SNNs only)."""
-    return [f"config key 'networks.{name}.implementation': 'snntorch' runs an SNN's neurons with snnTorch, "
-            f"but {name} is an ANN (kind: ann); set implementation: spikebench or leave the key out"
-            for name, spec in networks.items()
-            if spec.get("implementation") == "snntorch" and spec.get("kind") != "snn"]
+    return [
+        f"config key 'networks.{name}.implementation': 'snntorch' runs an SNN's neurons with snnTorch, "
+        f"but {name} is an ANN (kind: ann); set implementation: spikebench or leave the key out"
+        for name, spec in networks.items()
+        if spec.get("implementation") == "snntorch" and spec.get("kind") != "snn"
+    ]
 
 
 #: Implementations a network can be twinned with (config ``implementations``), and the twin's id suffix.
@@ -168,11 +179,14 @@ def add_implementation_twins(config: dict) -> None:
 def twin_errors(config: dict) -> list[str]:
     """One message per name under ``implementations`` that is not an SNN of ``networks``."""
     networks = config["networks"]
-    return [f"config key 'implementations.{implementation}': {name!r} is not "
-            + ("an SNN (kind: ann)" if name in networks else "a network of `networks`")
-            + f"; list SNN ids only (known: {sorted(n for n, s in networks.items() if s.get('kind') == 'snn')})"
-            for implementation, names in (config.get("implementations") or {}).items()
-            for name in names if networks.get(name, {}).get("kind") != "snn"]
+    return [
+        f"config key 'implementations.{implementation}': {name!r} is not "
+        + ("an SNN (kind: ann)" if name in networks else "a network of `networks`")
+        + f"; list SNN ids only (known: {sorted(n for n, s in networks.items() if s.get('kind') == 'snn')})"
+        for implementation, names in (config.get("implementations") or {}).items()
+        for name in names
+        if networks.get(name, {}).get("kind") != "snn"
+    ]
 
 
 def validate_config(config: dict, schema: dict | None = None, source: str = "config") -> None:
@@ -181,10 +195,11 @@ def validate_config(config: dict, schema: dict | None = None, source: str = "con
     The schema first; once it holds, the networks' geometry (`geometry_errors`) and implementations
     (`implementation_errors`), then the sweeps' variants (`sweep_errors`).
     """
-    problems = config_errors(config, schema) or (geometry_errors(config["networks"])
-                                                 + implementation_errors(config["networks"])
-                                                 + twin_errors(config)) \
+    problems = (
+        config_errors(config, schema)
+        or (geometry_errors(config["networks"]) + implementation_errors(config["networks"]) + twin_errors(config))
         or sweep_errors(config, schema)
+    )
     if problems:
         raise ConfigError(f"invalid {source}:\n  - " + "\n  - ".join(problems))
 
@@ -221,15 +236,23 @@ def _variants(config: dict) -> dict[str, dict]:
     A point equal to the base's own value is the base network itself (no second run of the same spec)."""
     variants: dict[str, dict] = {}
     for sweep, entry in (config.get("sweeps") or {}).items():
-        (key, values), = ((k, v) for k, v in entry.items() if k != "networks")
+        ((key, values),) = ((k, v) for k, v in entry.items() if k != "networks")
         for base in entry["networks"]:
             spec = config["networks"][base]
             for value in values:
                 if spec.get(key) == value:
                     continue
                 vid = variant_id(base, key, value)
-                variants.setdefault(vid, {"base": base, "sweep": sweep, "setting": key, "value": value,
-                                          "spec": {**copy.deepcopy(spec), key: copy.deepcopy(value)}})
+                variants.setdefault(
+                    vid,
+                    {
+                        "base": base,
+                        "sweep": sweep,
+                        "setting": key,
+                        "value": value,
+                        "spec": {**copy.deepcopy(spec), key: copy.deepcopy(value)},
+                    },
+                )
     return variants
 
 
@@ -244,12 +267,16 @@ def sweep_errors(config: dict, schema: dict | None = None) -> list[str]:
     for sweep, entry in (config.get("sweeps") or {}).items():
         key = next(k for k in entry if k != "networks")
         if key not in known:
-            problems.append(f"config key 'sweeps.{sweep}.{key}': not a setting a sweep can vary "
-                            f"(one of: {', '.join(sorted(known))})")
+            problems.append(
+                f"config key 'sweeps.{sweep}.{key}': not a setting a sweep can vary "
+                f"(one of: {', '.join(sorted(known))})"
+            )
         for base in entry["networks"]:
             if base not in config["networks"]:
-                problems.append(f"config key 'sweeps.{sweep}.networks': unknown network {base!r} "
-                                f"(networks: {', '.join(config['networks'])})")
+                problems.append(
+                    f"config key 'sweeps.{sweep}.networks': unknown network {base!r} "
+                    f"(networks: {', '.join(config['networks'])})"
+                )
     if problems:
         return problems
     network_schema = {**schema["$defs"]["network"], "$defs": schema["$defs"]}
@@ -272,8 +299,10 @@ def expand_runs(config: dict) -> dict[str, dict]:
     the others' ``<network>-seed<k>`` (``results/<network>-seed<k>/``), so raising N adds only the new
     seeds' jobs and the first seed's results stay valid."""
     seed = int(config["seed"])
-    networks = {name: {"base": name, "sweep": None, "setting": None, "value": None, "spec": spec}
-                for name, spec in config["networks"].items()}
+    networks = {
+        name: {"base": name, "sweep": None, "setting": None, "value": None, "spec": spec}
+        for name, spec in config["networks"].items()
+    }
     runs: dict[str, dict] = {}
     for name, entry in {**networks, **_variants(config)}.items():
         repeats = _network_repeats(config, entry["spec"])

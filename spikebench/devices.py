@@ -39,8 +39,9 @@ class DeviceUnavailableError(RuntimeError):
 class DeviceLease:
     """The device of a job and, for a GPU, the lock that reserves it (released by ``release`` or ``with``)."""
 
-    def __init__(self, device: torch.device, gpu_index: int | None = None, lock_path: Path | None = None,
-                 fd: int | None = None) -> None:
+    def __init__(
+        self, device: torch.device, gpu_index: int | None = None, lock_path: Path | None = None, fd: int | None = None
+    ) -> None:
         self.device, self.gpu_index, self.lock_path, self._fd = device, gpu_index, lock_path, fd
 
     def release(self) -> None:
@@ -98,9 +99,15 @@ def default_lock_dir() -> Path:
     return Path(os.environ.get("SPIKEBENCH_LOCK_DIR") or Path(tempfile.gettempdir()) / "spikebench-gpu-locks")
 
 
-def select_device(requested: str, lock_dir: Path | None = None, log: logging.Logger | None = None, *,
-                  gpu_ids: Sequence[str] | None = None, poll_s: float = 5.0,
-                  timeout_s: float | None = None) -> DeviceLease:
+def select_device(
+    requested: str,
+    lock_dir: Path | None = None,
+    log: logging.Logger | None = None,
+    *,
+    gpu_ids: Sequence[str] | None = None,
+    poll_s: float = 5.0,
+    timeout_s: float | None = None,
+) -> DeviceLease:
     """Reserve the device of a job (see the module docstring).
 
     ``gpu_ids`` overrides the GPUs torch reports (tests use it to check the locking without a GPU);
@@ -122,13 +129,15 @@ def select_device(requested: str, lock_dir: Path | None = None, log: logging.Log
             return DeviceLease(torch.device("cpu"))
         raise DeviceUnavailableError(
             f"device {requested!r} requested but no CUDA GPU is visible (CUDA_VISIBLE_DEVICES={visible}, "
-            f"torch {torch.__version__}, CUDA build {torch.version.cuda}); use device: auto or cpu")
+            f"torch {torch.__version__}, CUDA build {torch.version.cuda}); use device: auto or cpu"
+        )
     if requested.startswith("cuda:"):
         index = int(requested.split(":")[1])
         if index >= len(ids):
             raise DeviceUnavailableError(
                 f"device {requested!r} requested but torch sees {len(ids)} GPU(s) "
-                f"(CUDA_VISIBLE_DEVICES={visible}; indices are relative to it)")
+                f"(CUDA_VISIBLE_DEVICES={visible}; indices are relative to it)"
+            )
         candidates = [index]
     else:
         candidates = list(range(len(ids)))
@@ -142,15 +151,26 @@ def select_device(requested: str, lock_dir: Path | None = None, log: logging.Log
             if fd is not None:
                 if not injected:
                     torch.cuda.set_device(index)
-                log.info("device: cuda:%d (GPU %s; %d visible, CUDA_VISIBLE_DEVICES=%s; lock %s)",
-                         index, ids[index], len(ids), visible, path)
+                log.info(
+                    "device: cuda:%d (GPU %s; %d visible, CUDA_VISIBLE_DEVICES=%s; lock %s)",
+                    index,
+                    ids[index],
+                    len(ids),
+                    visible,
+                    path,
+                )
                 return DeviceLease(torch.device(f"cuda:{index}"), index, path, fd)
         if timeout_s is not None and time.monotonic() - start >= timeout_s:
-            raise TimeoutError(f"no free GPU among {[ids[i] for i in candidates]} after {timeout_s:g} s "
-                               f"(locks in {lock_dir})")
+            raise TimeoutError(
+                f"no free GPU among {[ids[i] for i in candidates]} after {timeout_s:g} s (locks in {lock_dir})"
+            )
         if not waiting:
-            log.info("all requested GPUs (%s) are in use by other jobs (locks in %s): waiting, retrying every %g s",
-                     ", ".join(f"cuda:{i}" for i in candidates), lock_dir, poll_s)
+            log.info(
+                "all requested GPUs (%s) are in use by other jobs (locks in %s): waiting, retrying every %g s",
+                ", ".join(f"cuda:{i}" for i in candidates),
+                lock_dir,
+                poll_s,
+            )
             waiting = True
         time.sleep(poll_s)
 

@@ -11,19 +11,36 @@ that table: the estimate is of arithmetic only.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 _HOROWITZ = "Horowitz, ISSCC 2014, 45 nm 0.9 V"
 #: Built-in energy models: pJ per multiply-accumulate, per accumulate, per membrane update.
 ENERGY_MODELS: dict[str, dict[str, Any]] = {
-    "horowitz45_fp32": {"mac_pj": 4.6, "ac_pj": 0.9, "neuron_update_pj": 0.0,
-                        "source": f"{_HOROWITZ}: fp32 mult 3.7 + add 0.9 pJ"},
-    "horowitz45_fp16": {"mac_pj": 1.5, "ac_pj": 0.4, "neuron_update_pj": 0.0,
-                        "source": f"{_HOROWITZ}: fp16 mult 1.1 + add 0.4 pJ"},
-    "horowitz45_int8": {"mac_pj": 0.23, "ac_pj": 0.03, "neuron_update_pj": 0.0,
-                        "source": f"{_HOROWITZ}: int8 mult 0.2 + add 0.03 pJ"},
-    "horowitz45_int32": {"mac_pj": 3.2, "ac_pj": 0.1, "neuron_update_pj": 0.0,
-                         "source": f"{_HOROWITZ}: int32 mult 3.1 + add 0.1 pJ"},
+    "horowitz45_fp32": {
+        "mac_pj": 4.6,
+        "ac_pj": 0.9,
+        "neuron_update_pj": 0.0,
+        "source": f"{_HOROWITZ}: fp32 mult 3.7 + add 0.9 pJ",
+    },
+    "horowitz45_fp16": {
+        "mac_pj": 1.5,
+        "ac_pj": 0.4,
+        "neuron_update_pj": 0.0,
+        "source": f"{_HOROWITZ}: fp16 mult 1.1 + add 0.4 pJ",
+    },
+    "horowitz45_int8": {
+        "mac_pj": 0.23,
+        "ac_pj": 0.03,
+        "neuron_update_pj": 0.0,
+        "source": f"{_HOROWITZ}: int8 mult 0.2 + add 0.03 pJ",
+    },
+    "horowitz45_int32": {
+        "mac_pj": 3.2,
+        "ac_pj": 0.1,
+        "neuron_update_pj": 0.0,
+        "source": f"{_HOROWITZ}: int32 mult 3.1 + add 0.1 pJ",
+    },
 }
 
 
@@ -53,13 +70,17 @@ def energy_model(settings: Mapping[str, Any] | None) -> dict[str, Any]:
     name = settings["name"]
     models = {**ENERGY_MODELS, **(settings.get("custom") or {})}
     if name not in models:
-        raise EnergyModelError(f"config key 'energy_model.name': {name!r} is no energy model; expected one of "
-                               f"{', '.join(sorted(models))} (or define it under energy_model.custom)")
+        raise EnergyModelError(
+            f"config key 'energy_model.name': {name!r} is no energy model; expected one of "
+            f"{', '.join(sorted(models))} (or define it under energy_model.custom)"
+        )
     model = dict(models[name])
     for key in ("mac_pj", "ac_pj"):
         if not isinstance(model.get(key), (int, float)) or model[key] < 0:
-            raise EnergyModelError(f"config key 'energy_model.custom.{name}.{key}': expected a number >= 0 "
-                                   f"(picojoules per operation), got {model.get(key)!r}")
+            raise EnergyModelError(
+                f"config key 'energy_model.custom.{name}.{key}': expected a number >= 0 "
+                f"(picojoules per operation), got {model.get(key)!r}"
+            )
     model.setdefault("neuron_update_pj", 0.0)
     model.setdefault("source", "user-defined (config energy_model.custom)")
     return {"name": name, **model}
@@ -67,9 +88,16 @@ def energy_model(settings: Mapping[str, Any] | None) -> dict[str, Any]:
 
 def estimate_energy(ops: Mapping[str, Any], model: Mapping[str, Any]) -> dict[str, float | None]:
     """Joules per sample of the operation counts ``ops`` (a test.json ``operations`` mapping) on ``model``."""
+
     def get(key: str) -> float:
         return float(ops.get(key) or 0.0)
-    effective = (get("effective_macs_per_sample") * model["mac_pj"] + get("effective_acs_per_sample") * model["ac_pj"]
-                 + get("membrane_updates_per_sample") * model.get("neuron_update_pj", 0.0))
-    return {"estimated_energy_per_sample_j": effective * 1e-12,
-            "dense_energy_per_sample_j": get("dense_ops_per_sample") * model["mac_pj"] * 1e-12}
+
+    effective = (
+        get("effective_macs_per_sample") * model["mac_pj"]
+        + get("effective_acs_per_sample") * model["ac_pj"]
+        + get("membrane_updates_per_sample") * model.get("neuron_update_pj", 0.0)
+    )
+    return {
+        "estimated_energy_per_sample_j": effective * 1e-12,
+        "dense_energy_per_sample_j": get("dense_ops_per_sample") * model["mac_pj"] * 1e-12,
+    }

@@ -36,22 +36,41 @@ class WeightsFileError(ValueError):
 #: one of them differs between the weights file and the config. Not compared, as they only shape training or
 #: label the run: experiment, epochs, optimizer, lr, batch_size, dropout (inactive at test time), and the
 #: spike-count loss's correct_rate/incorrect_rate.
-NETWORK_SETTINGS = ("dataset", "input_size", "kind", "architecture", "hidden", "channels", "fc",
-                    "num_steps", "beta", "threshold", "surrogate")
+NETWORK_SETTINGS = (
+    "dataset",
+    "input_size",
+    "kind",
+    "architecture",
+    "hidden",
+    "channels",
+    "fc",
+    "num_steps",
+    "beta",
+    "threshold",
+    "surrogate",
+)
 
 
 def _check_settings(weights_path: Path, stored: object, spec: NetworkSpec, network_id: str) -> None:
     """Raise ``WeightsFileError`` naming every ``NETWORK_SETTINGS`` key whose stored and configured values differ."""
     if not isinstance(stored, dict):
-        raise WeightsFileError(f"weights file {weights_path} holds no training settings ('spec'), so it cannot be "
-                               f"checked against the config; delete it and train {network_id} again")
-    configured = spec.to_dict()                  # the config entry as stored with the weights (no defaults added)
-    differ = [f"{key}: {stored.get(key)!r} in the weights file vs {configured.get(key)!r} in the config"
-              for key in NETWORK_SETTINGS if stored.get(key) != configured.get(key)]
+        raise WeightsFileError(
+            f"weights file {weights_path} holds no training settings ('spec'), so it cannot be "
+            f"checked against the config; delete it and train {network_id} again"
+        )
+    configured = spec.to_dict()  # the config entry as stored with the weights (no defaults added)
+    differ = [
+        f"{key}: {stored.get(key)!r} in the weights file vs {configured.get(key)!r} in the config"
+        for key in NETWORK_SETTINGS
+        if stored.get(key) != configured.get(key)
+    ]
     if differ:
-        raise WeightsFileError(f"weights file {weights_path} was trained with other settings of {network_id} "
-                               f"than the config's: " + "; ".join(differ)
-                               + f". Train {network_id} again (delete the weights file) or restore the setting.")
+        raise WeightsFileError(
+            f"weights file {weights_path} was trained with other settings of {network_id} "
+            f"than the config's: "
+            + "; ".join(differ)
+            + f". Train {network_id} again (delete the weights file) or restore the setting."
+        )
 
 
 def classification_metrics(y_true, y_pred, n_classes: int = 10) -> dict:
@@ -69,8 +88,7 @@ def classification_metrics(y_true, y_pred, n_classes: int = 10) -> dict:
     n_true, n_pred = confusion.sum(1).astype(np.float64), confusion.sum(0).astype(np.float64)
     precision = np.divide(tp, n_pred, out=np.zeros(n_classes), where=n_pred > 0)
     recall = np.divide(tp, n_true, out=np.zeros(n_classes), where=n_true > 0)
-    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros(n_classes),
-                   where=(precision + recall) > 0)
+    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros(n_classes), where=(precision + recall) > 0)
     present = (n_true > 0) | (n_pred > 0)
 
     def per_class(values: np.ndarray) -> list[float | None]:
@@ -91,8 +109,9 @@ def classification_metrics(y_true, y_pred, n_classes: int = 10) -> dict:
     }
 
 
-def load_weights(weights_path: Path, spec: NetworkSpec | dict, *, network_id: str, which: str = "last"
-                 ) -> tuple[torch.nn.Module, int | None]:
+def load_weights(
+    weights_path: Path, spec: NetworkSpec | dict, *, network_id: str, which: str = "last"
+) -> tuple[torch.nn.Module, int | None]:
     """The network of ``spec`` with the ``which`` (last | best_val) weights of ``weights_path``, and their epoch.
 
     The settings stored with the weights must equal the config's in every key of ``NETWORK_SETTINGS`` (those
@@ -109,37 +128,57 @@ def load_weights(weights_path: Path, spec: NetworkSpec | dict, *, network_id: st
         saved = torch.load(weights_path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any failure to read means the file is unusable
         # Only the type of torch.load's error: its text advises weights_only=False, i.e. running the file's code.
-        raise WeightsFileError(f"weights file {weights_path} is unreadable ({type(exc).__name__}); "
-                               f"delete it and train {network_id} again") from None
+        raise WeightsFileError(
+            f"weights file {weights_path} is unreadable ({type(exc).__name__}); delete it and train {network_id} again"
+        ) from None
     if not isinstance(saved, dict) or "state_dict" not in saved:
         raise WeightsFileError(f"weights file {weights_path} is not a spikebench weights file (no state_dict)")
     if saved.get("network") not in (None, network_id):
-        raise WeightsFileError(f"weights file {weights_path} holds network {saved.get('network')!r}, "
-                               f"not {network_id!r}")
+        raise WeightsFileError(
+            f"weights file {weights_path} holds network {saved.get('network')!r}, not {network_id!r}"
+        )
     _check_settings(weights_path, saved.get("spec"), spec, network_id)
     if which == "best_val":
         state, epoch = saved.get("best_val_state_dict"), saved.get("best_val_epoch")
         if state is None:
-            raise WeightsFileError(f"weights file {weights_path} has no best-validation weights "
-                                   f"(trained without a validation set); use evaluation.weights: last")
+            raise WeightsFileError(
+                f"weights file {weights_path} has no best-validation weights "
+                f"(trained without a validation set); use evaluation.weights: last"
+            )
     else:
         state, epoch = saved["state_dict"], saved.get("epoch")
     net = implementation_of(spec).build(spec)
     want = {k: tuple(v.shape) for k, v in net.state_dict().items()}
     got = {k: tuple(v.shape) for k, v in state.items()}
     if want != got:
-        diffs = [f"{k}: file {got.get(k, 'missing')} vs network {want.get(k, 'missing')}"
-                 for k in sorted(set(want) | set(got)) if want.get(k) != got.get(k)]
-        raise WeightsFileError(f"weights file {weights_path} does not fit {network_id} "
-                               f"({spec.kind} {spec.architecture}): " + "; ".join(diffs[:6])
-                               + (f"; ... {len(diffs) - 6} more" if len(diffs) > 6 else ""))
+        diffs = [
+            f"{k}: file {got.get(k, 'missing')} vs network {want.get(k, 'missing')}"
+            for k in sorted(set(want) | set(got))
+            if want.get(k) != got.get(k)
+        ]
+        raise WeightsFileError(
+            f"weights file {weights_path} does not fit {network_id} "
+            f"({spec.kind} {spec.architecture}): "
+            + "; ".join(diffs[:6])
+            + (f"; ... {len(diffs) - 6} more" if len(diffs) > 6 else "")
+        )
     net.load_state_dict(state)
     return net, (int(epoch) if epoch is not None else None)
 
 
-def evaluate_network(weights_path: Path, spec: NetworkSpec | dict, test: DeviceDataset, *, network_id: str,
-                     device: torch.device, which: str = "last", seed: int = 0, telemetry=None,
-                     log: logging.Logger | None = None, count_operations: bool = True) -> dict:
+def evaluate_network(
+    weights_path: Path,
+    spec: NetworkSpec | dict,
+    test: DeviceDataset,
+    *,
+    network_id: str,
+    device: torch.device,
+    which: str = "last",
+    seed: int = 0,
+    telemetry=None,
+    log: logging.Logger | None = None,
+    count_operations: bool = True,
+) -> dict:
     """Test-set metrics, time and memory of the trained network (the dict that ``test.json`` holds).
 
     With ``count_operations`` the dict also holds ``operations`` (network totals per sample,
@@ -150,7 +189,7 @@ def evaluate_network(weights_path: Path, spec: NetworkSpec | dict, test: DeviceD
     net, epoch = load_weights(weights_path, spec, network_id=network_id, which=which)
     net = net.to(device)
     generator = torch.Generator(device=device).manual_seed(int(seed))
-    torch.manual_seed(int(seed))     # implementation snntorch: spikegen.rate draws from the global RNG
+    torch.manual_seed(int(seed))  # implementation snntorch: spikegen.rate draws from the global RNG
     reset_peak_memory(device)
     if telemetry is not None:
         telemetry.phase("test", None)
@@ -158,29 +197,43 @@ def evaluate_network(weights_path: Path, spec: NetworkSpec | dict, test: DeviceD
     synchronize(device)
     t0 = time.perf_counter()
     try:
-        _, _, preds = run_batches(net, spec, test, spec.batch_size, generator, want_predictions=True,
-                                  counter=counter)
+        _, _, preds = run_batches(net, spec, test, spec.batch_size, generator, want_predictions=True, counter=counter)
     finally:
         if counter is not None:
             counter.close()
     synchronize(device)
     elapsed = time.perf_counter() - t0
-    memory_mib, memory_source = peak_memory(device)   # before telemetry.phase, which resets CUDA's peak
+    memory_mib, memory_source = peak_memory(device)  # before telemetry.phase, which resets CUDA's peak
     if telemetry is not None:
         telemetry.phase("idle", None)
     metrics = classification_metrics(test.labels.cpu().numpy(), preds.cpu().numpy())
     result = {
-        "network": network_id, "experiment": spec.experiment, "dataset": spec.dataset,
-        "kind": spec.kind, "weights": which, "epoch_of_weights": epoch, "n_test": len(test),
+        "network": network_id,
+        "experiment": spec.experiment,
+        "dataset": spec.dataset,
+        "kind": spec.kind,
+        "weights": which,
+        "epoch_of_weights": epoch,
+        "n_test": len(test),
         **metrics,
-        "test_time_s": elapsed, "test_samples_per_s": len(test) / elapsed if elapsed > 0 else math.nan,
-        "peak_memory_mib": memory_mib, "memory_source": memory_source, "device": str(device),
+        "test_time_s": elapsed,
+        "test_samples_per_s": len(test) / elapsed if elapsed > 0 else math.nan,
+        "peak_memory_mib": memory_mib,
+        "memory_source": memory_source,
+        "device": str(device),
     }
     if telemetry is not None:
         result["telemetry"] = telemetry.phase_summary("test")
     if counter is not None:
         result["layer_operations"] = counter.layer_rows()
         result["operations"] = counter.summary(result["layer_operations"])
-    log.info("%s on the test set (%s weights, epoch %s): accuracy %.4f, macro F1 %.4f, %.0f samples/s",
-             network_id, which, epoch, result["accuracy"], result["f1_macro"], result["test_samples_per_s"])
+    log.info(
+        "%s on the test set (%s weights, epoch %s): accuracy %.4f, macro F1 %.4f, %.0f samples/s",
+        network_id,
+        which,
+        epoch,
+        result["accuracy"],
+        result["f1_macro"],
+        result["test_samples_per_s"],
+    )
     return result

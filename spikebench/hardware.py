@@ -102,8 +102,14 @@ def _package_version(name: str) -> str | None:
 
 
 GPU_STATE_KEYS: tuple[str, ...] = (
-    "sm_clock_mhz", "memory_clock_mhz", "applications_sm_clock_mhz", "applications_memory_clock_mhz",
-    "power_limit_w", "enforced_power_limit_w", "persistence_mode", "temperature_c",
+    "sm_clock_mhz",
+    "memory_clock_mhz",
+    "applications_sm_clock_mhz",
+    "applications_memory_clock_mhz",
+    "power_limit_w",
+    "enforced_power_limit_w",
+    "persistence_mode",
+    "temperature_c",
 )
 """Keys of :func:`gpu_state` besides ``null_reasons``."""
 
@@ -126,7 +132,7 @@ def _nvml_handle(nvml: Any, index: int, uuid: str | None) -> Any:
     """NVML handle of torch's CUDA device ``index``: by UUID (torch's is bare), else by index."""
     candidates = [] if not uuid else [uuid] if uuid.startswith(("GPU-", "MIG-")) else [f"GPU-{uuid}", f"MIG-{uuid}"]
     for candidate in candidates:
-        handle = _safe(lambda: nvml.nvmlDeviceGetHandleByUUID(candidate))
+        handle = _safe(lambda candidate=candidate: nvml.nvmlDeviceGetHandleByUUID(candidate))
         if handle is not None:
             return handle
     return nvml.nvmlDeviceGetHandleByIndex(_nvml_index_guess(index))

@@ -11,8 +11,8 @@ that ``spikebench.data`` imports no model code). Every function takes the run's
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 
@@ -48,11 +48,13 @@ def _predict(spec: NetworkSpec, output, n_steps=None):
 
 def _spikebench() -> Implementation:
     from spikebench.data.device import rate_code
+
     return Implementation("spikebench", models.build_network, _spikebench_loss, _predict, rate_code)
 
 
 def _snntorch() -> Implementation:
-    from spikebench.models import snntorch_twin as m       # imports snntorch only for the networks that use it
+    from spikebench.models import snntorch_twin as m  # imports snntorch only for the networks that use it
+
     return Implementation("snntorch", m.build_snntorch_network, m.snntorch_loss, _predict, m.rate_code)
 
 
@@ -63,16 +65,19 @@ def implementation_of(spec: NetworkSpec | dict) -> Implementation:
     """The implementation that ``spec.implementation`` names (its default is the schema's, ``spikebench``)."""
     spec = as_spec(spec)
     if spec.implementation not in _CHOICES:
-        raise NetworkSpecError(f"{spec.name}: implementation {spec.implementation!r}: expected one "
-                               f"of {', '.join(IMPLEMENTATIONS)}")
+        raise NetworkSpecError(
+            f"{spec.name}: implementation {spec.implementation!r}: expected one of {', '.join(IMPLEMENTATIONS)}"
+        )
     if spec.implementation == "snntorch" and spec.kind != "snn":
-        raise NetworkSpecError(f"{spec.name}: implementation 'snntorch' is for SNNs "
-                               f"(kind {spec.kind!r}); use implementation: spikebench")
+        raise NetworkSpecError(
+            f"{spec.name}: implementation 'snntorch' is for SNNs (kind {spec.kind!r}); use implementation: spikebench"
+        )
     return _CHOICES[spec.implementation]()
 
 
-def encode_batch(spec: NetworkSpec | dict, data, idx: torch.Tensor, generator: torch.Generator | None
-                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
+def encode_batch(
+    spec: NetworkSpec | dict, data, idx: torch.Tensor, generator: torch.Generator | None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Network input for samples ``idx`` of ``data``, rate-coded (SNN on images) by the network's implementation:
     :func:`spikebench.data.device.encode_batch` with :attr:`Implementation.rate_code`. The rate-coding dispatch
     lives here, so that ``spikebench.data`` imports no model code."""

@@ -13,8 +13,8 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from spikebench import atomic, oom
 from spikebench.spec import NetworkSpec, as_spec
@@ -67,7 +67,10 @@ def _describe_job(network_id: str, device, log: logging.Logger) -> dict:
     env = job_environment()
     log.info(
         "network %s on %s (CUDA_VISIBLE_DEVICES=%s, SLURM_JOB_ID=%s)",
-        network_id, device, env["cuda_visible_devices"], env["slurm_job_id"],
+        network_id,
+        device,
+        env["cuda_visible_devices"],
+        env["slurm_job_id"],
     )
     log.info("hardware: %s", json.dumps(hardware, default=str))
     return hardware
@@ -97,8 +100,11 @@ def demo_job(dataset: str, root: str | Path, demo: dict, manifest: str | Path) -
 
     log = logging.getLogger(LOGGER_NAME)
     seed = int(demo.get("seed", 0))
-    keys = {"mnist": ("mnist_test",), "cifar10": ("cifar10_train", "cifar10_test"),
-            "nmnist": ("mnist_test", "nmnist_train", "nmnist_test")}.get(dataset, ())
+    keys = {
+        "mnist": ("mnist_test",),
+        "cifar10": ("cifar10_train", "cifar10_test"),
+        "nmnist": ("mnist_test", "nmnist_train", "nmnist_test"),
+    }.get(dataset, ())
     extra: dict = {"demo": {key: demo[key] for key in ("seed", *keys) if key in demo}}  # this dataset's settings only
     if dataset == "mnist":
         files = demo_data.ensure_demo_mnist(root, n_test=int(demo.get("mnist_test", 1000)), seed=seed)
@@ -173,8 +179,9 @@ def training_set_size(dataset: str, root: str | Path, *, data_source: str = "dow
     raise ValueError(f"unknown dataset {dataset!r}")
 
 
-def split_job(dataset: str, root: str | Path, output: str | Path, *, val_fraction: float, seed: int,
-              data_source: str = "download") -> None:
+def split_job(
+    dataset: str, root: str | Path, output: str | Path, *, val_fraction: float, seed: int, data_source: str = "download"
+) -> None:
     """Rule split: a seeded random train/validation split of the training set of `dataset`."""
     from spikebench.data.split import make_split, write_split
 
@@ -183,7 +190,11 @@ def split_job(dataset: str, root: str | Path, output: str | Path, *, val_fractio
     write_split(split, output, dataset=dataset, n=n, val_fraction=val_fraction, seed=seed)
     logging.getLogger(LOGGER_NAME).info(
         "%s: %d training samples -> %d train / %d validation (seed %d)",
-        dataset, n, int((split["subset"] == "train").sum()), int((split["subset"] == "val").sum()), seed,
+        dataset,
+        n,
+        int((split["subset"] == "train").sum()),
+        int((split["subset"] == "val").sum()),
+        seed,
     )
 
 
@@ -283,20 +294,35 @@ def train_job(
     install_sigterm_handler()
     with select_device(device, log=log) as lease:
         hardware = _start_job(network_id, lease.device, numerics, log)
-        train, val = load_split_data(spec, Path(data_root), Path(inputs["split"]), _nmnist_files(inputs), lease.device,
-                                     verify_md5=verify_md5(data_source))
+        train, val = load_split_data(
+            spec,
+            Path(data_root),
+            Path(inputs["split"]),
+            _nmnist_files(inputs),
+            lease.device,
+            verify_md5=verify_md5(data_source),
+        )
         log.info("%d training / %d validation samples resident on %s", len(train), len(val), lease.device)
         sampler = _sampler(lease.device, telemetry, log)
-        hook = oom.watch(JobTelemetry(sampler, partial=Path(checkpoint).with_name(PARTIAL_TELEMETRY)),
-                         network_id, log)
+        hook = oom.watch(JobTelemetry(sampler, partial=Path(checkpoint).with_name(PARTIAL_TELEMETRY)), network_id, log)
         record = None
         with sampler:
             _measure_idle(sampler, telemetry, log)
             try:
-                train_network(spec, train, val, network_id=network_id, device=lease.device, seed=seed,
-                              weights_out=Path(outputs["weights"]), epochs_out=Path(outputs["epochs"]),
-                              checkpoint_path=Path(checkpoint), telemetry=hook, log=log,
-                              warmup_steps=int(telemetry.get("warmup_steps", WARMUP_STEPS)))
+                train_network(
+                    spec,
+                    train,
+                    val,
+                    network_id=network_id,
+                    device=lease.device,
+                    seed=seed,
+                    weights_out=Path(outputs["weights"]),
+                    epochs_out=Path(outputs["epochs"]),
+                    checkpoint_path=Path(checkpoint),
+                    telemetry=hook,
+                    log=log,
+                    warmup_steps=int(telemetry.get("warmup_steps", WARMUP_STEPS)),
+                )
             except BaseException as exc:
                 record = _out_of_memory(exc, lease.device, hook.epoch, log)
                 if record is None:
@@ -306,8 +332,11 @@ def train_job(
             _finish_telemetry(hook, outputs["telemetry"], log)
         _end_job(hardware, lease.device)
         meta = {"spikebench.hardware": hardware, "spikebench.network": network_id, "spikebench.spec": spec.to_dict()}
-        _add_parquet_metadata(outputs["epochs"], meta, {"n_train": len(train), "n_val": len(val),
-                                                        "status": oom.OK if record is None else oom.OOM})
+        _add_parquet_metadata(
+            outputs["epochs"],
+            meta,
+            {"n_train": len(train), "n_val": len(val), "status": oom.OK if record is None else oom.OOM},
+        )
         _add_parquet_metadata(outputs["telemetry"], meta)
         hook.discard_partial()
 
@@ -336,8 +365,12 @@ def _out_of_memory(exc: BaseException, device, epoch: int | None, log: logging.L
     if not oom.is_out_of_memory(exc):
         return None
     record = oom.oom_record(exc, device, epoch)
-    log.error("out of memory (%s); memory reached %.0f MiB (%s): recorded as status oom, the workflow goes on",
-              record["error"], record["memory_reached_mib"], record["memory_source"])
+    log.error(
+        "out of memory (%s); memory reached %.0f MiB (%s): recorded as status oom, the workflow goes on",
+        record["error"],
+        record["memory_reached_mib"],
+        record["memory_source"],
+    )
     return record
 
 
@@ -394,25 +427,36 @@ def evaluate_job(
     spec = as_spec(spec, network_id)
     trained = oom.trained_status(inputs["weights"])
     if trained is not None:
-        log.warning("%s: its training ran out of memory (%s); test result recorded as status oom",
-                    network_id, trained["error"])
+        log.warning(
+            "%s: its training ran out of memory (%s); test result recorded as status oom", network_id, trained["error"]
+        )
         oom.write_test_oom(outputs, network_id, trained)
-        if "layers" in outputs:                   # no operations counted: an empty per-layer table
+        if "layers" in outputs:  # no operations counted: an empty per-layer table
             write_layers([], outputs["layers"], network=network_id, kind=spec.kind)
         return
     install_sigterm_handler()
     with select_device(device, log=log) as lease:
         hardware = _start_job(network_id, lease.device, numerics, log)
-        test = load_test_data(spec, Path(data_root), _nmnist_files(inputs), lease.device,
-                              verify_md5=verify_md5(data_source))
+        test = load_test_data(
+            spec, Path(data_root), _nmnist_files(inputs), lease.device, verify_md5=verify_md5(data_source)
+        )
         log.info("network %s: %d test samples on %s", network_id, len(test), lease.device)
         sampler = _sampler(lease.device, telemetry, log)
         hook = JobTelemetry(sampler)
         with sampler:
             _measure_idle(sampler, telemetry, log)
             try:
-                result = evaluate_network(Path(inputs["weights"]), spec, test, network_id=network_id,
-                                          device=lease.device, which=which, seed=seed, telemetry=hook, log=log)
+                result = evaluate_network(
+                    Path(inputs["weights"]),
+                    spec,
+                    test,
+                    network_id=network_id,
+                    device=lease.device,
+                    which=which,
+                    seed=seed,
+                    telemetry=hook,
+                    log=log,
+                )
             except BaseException as exc:
                 _finish_telemetry(hook, outputs["telemetry"], log, failed=exc)
                 raise
@@ -433,7 +477,9 @@ def _energy_per_sample(result: dict) -> None:
     summary = result.get("telemetry")
     if summary is None:
         return
-    for energy_key, key in (("energy_j", "energy_per_sample_mj"),
-                            ("energy_above_idle_j", "energy_above_idle_per_sample_mj")):
+    for energy_key, key in (
+        ("energy_j", "energy_per_sample_mj"),
+        ("energy_above_idle_j", "energy_above_idle_per_sample_mj"),
+    ):
         energy_j = summary.get(energy_key)
         summary[key] = None if energy_j is None else 1000.0 * energy_j / result["n_test"]

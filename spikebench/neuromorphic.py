@@ -8,8 +8,9 @@ The energy model is applied here, not in the evaluate jobs, so changing it rerun
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import matplotlib
 
@@ -20,14 +21,35 @@ import pandas as pd  # noqa: E402
 from spikebench import results  # noqa: E402
 from spikebench.energy import estimate_energy  # noqa: E402
 
-OPERATION_COLUMNS = ("dense_ops_per_sample", "effective_macs_per_sample", "effective_acs_per_sample",
-                     "membrane_updates_per_sample", "mean_firing_rate", "activation_sparsity", "footprint_bytes",
-                     "connection_sparsity")
+OPERATION_COLUMNS = (
+    "dense_ops_per_sample",
+    "effective_macs_per_sample",
+    "effective_acs_per_sample",
+    "membrane_updates_per_sample",
+    "mean_firing_rate",
+    "activation_sparsity",
+    "footprint_bytes",
+    "connection_sparsity",
+)
 #: The columns of ``layers.parquet`` (spikebench.opcounts, without importing torch) this rule reads.
-LAYER_COLUMNS = ("network", "layer", "synapse", "shape", "neurons", "firing_rate", "activation_sparsity",
-                 "dense_ops_per_sample", "effective_macs_per_sample", "effective_acs_per_sample")
-RATIO_QUANTITIES = ("measured_energy_per_sample_uj", "estimated_energy_per_sample_uj", "dense_ops_per_sample",
-                    "effective_ops_per_sample")
+LAYER_COLUMNS = (
+    "network",
+    "layer",
+    "synapse",
+    "shape",
+    "neurons",
+    "firing_rate",
+    "activation_sparsity",
+    "dense_ops_per_sample",
+    "effective_macs_per_sample",
+    "effective_acs_per_sample",
+)
+RATIO_QUANTITIES = (
+    "measured_energy_per_sample_uj",
+    "estimated_energy_per_sample_uj",
+    "dense_ops_per_sample",
+    "effective_ops_per_sample",
+)
 
 
 def read_operations(path: str | Path) -> dict:
@@ -35,8 +57,10 @@ def read_operations(path: str | Path) -> dict:
     test = results.read_test(path)
     ops = test.get("operations")
     if not isinstance(ops, dict):
-        raise results.ResultsInputError(f"{path}: no 'operations' object (test.json written before operation "
-                                        f"counting; delete it and rerun the rule evaluate)")
+        raise results.ResultsInputError(
+            f"{path}: no 'operations' object (test.json written before operation "
+            f"counting; delete it and rerun the rule evaluate)"
+        )
     return test
 
 
@@ -45,10 +69,11 @@ def read_layers(path: str | Path) -> pd.DataFrame:
     if not path.is_file():
         raise FileNotFoundError(f"per-layer counts not found: {path} (written by the rule evaluate)")
     table = pd.read_parquet(path)
-    missing = [c for c in LAYER_COLUMNS if c not in table.columns]   # spikebench.opcounts.LAYER_COLUMNS has all
+    missing = [c for c in LAYER_COLUMNS if c not in table.columns]  # spikebench.opcounts.LAYER_COLUMNS has all
     if missing:
-        raise results.ResultsInputError(f"{path}: lacks columns {missing} (written by an older rule evaluate; "
-                                        f"delete it and rerun evaluate)")
+        raise results.ResultsInputError(
+            f"{path}: lacks columns {missing} (written by an older rule evaluate; delete it and rerun evaluate)"
+        )
     return table
 
 
@@ -64,8 +89,12 @@ def _measured(test: Mapping[str, Any], telemetry_enabled: bool) -> tuple[float |
     return None, None, results.missing_reason("energy_j", row, telemetry_enabled)
 
 
-def measured_vs_estimated(tests: Mapping[str, Mapping], networks: Mapping[str, Mapping], model: Mapping[str, Any],
-                          telemetry_enabled: bool = True) -> tuple[pd.DataFrame, dict[tuple[int, str], str]]:
+def measured_vs_estimated(
+    tests: Mapping[str, Mapping],
+    networks: Mapping[str, Mapping],
+    model: Mapping[str, Any],
+    telemetry_enabled: bool = True,
+) -> tuple[pd.DataFrame, dict[tuple[int, str], str]]:
     """One row per network: measured and estimated energy per test sample and the operation counts; footnotes."""
     rows, notes = [], {}
     for i, network in enumerate(n for n in networks if n in tests):
@@ -74,15 +103,20 @@ def measured_vs_estimated(tests: Mapping[str, Mapping], networks: Mapping[str, M
         measured, basis, why = _measured(test, telemetry_enabled)
         if why:
             notes[(i, "measured_energy_per_sample_uj")] = why
-        rows.append({
-            "experiment": spec.get("experiment"), "network": results.network_label(network, networks),
-            "network_id": network, "device": test.get("device"), "accuracy": test.get("accuracy"),
-            "measured_energy_per_sample_uj": None if measured is None else measured * 1e6,
-            "measured_energy_basis": basis,
-            **{k.removesuffix("_j") + "_uj": v * 1e6 for k, v in estimate_energy(ops, model).items()},
-            **{c: ops.get(c) for c in OPERATION_COLUMNS},
-            "effective_ops_per_sample": ops.get("effective_ops_per_sample"),
-        })
+        rows.append(
+            {
+                "experiment": spec.get("experiment"),
+                "network": results.network_label(network, networks),
+                "network_id": network,
+                "device": test.get("device"),
+                "accuracy": test.get("accuracy"),
+                "measured_energy_per_sample_uj": None if measured is None else measured * 1e6,
+                "measured_energy_basis": basis,
+                **{k.removesuffix("_j") + "_uj": v * 1e6 for k, v in estimate_energy(ops, model).items()},
+                **{c: ops.get(c) for c in OPERATION_COLUMNS},
+                "effective_ops_per_sample": ops.get("effective_ops_per_sample"),
+            }
+        )
         if spec.get("kind") != "snn":
             notes[(i, "mean_firing_rate")] = "an ANN emits no spikes (its ReLU zeros are in activation_sparsity)"
             notes[(i, "membrane_updates_per_sample")] = "an ANN has no membrane"
@@ -104,14 +138,21 @@ def ratio_table(table: pd.DataFrame, networks: Mapping[str, Mapping]) -> pd.Data
             ok = not (_missing(a) or _missing(b)) and b != 0
             row[f"{quantity.removesuffix('_per_sample_uj').removesuffix('_per_sample')}_ratio"] = a / b if ok else None
         rows.append(row)
-    return pd.DataFrame(rows, columns=["experiment", "comparison",
-                                       *[f"{q.removesuffix('_per_sample_uj').removesuffix('_per_sample')}_ratio"
-                                         for q in RATIO_QUANTITIES]])
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "experiment",
+            "comparison",
+            *[f"{q.removesuffix('_per_sample_uj').removesuffix('_per_sample')}_ratio" for q in RATIO_QUANTITIES],
+        ],
+    )
 
 
 def model_text(model: Mapping[str, Any]) -> str:
-    return (f"energy model {model['name']}: {model['mac_pj']:g} pJ per MAC, {model['ac_pj']:g} pJ per AC, "
-            f"{model.get('neuron_update_pj', 0.0):g} pJ per membrane update ({model['source']})")
+    return (
+        f"energy model {model['name']}: {model['mac_pj']:g} pJ per MAC, {model['ac_pj']:g} pJ per AC, "
+        f"{model.get('neuron_update_pj', 0.0):g} pJ per membrane update ({model['source']})"
+    )
 
 
 def intro(model: Mapping[str, Any]) -> list[str]:
@@ -140,8 +181,9 @@ def layer_table(layers: Mapping[str, pd.DataFrame], networks: Mapping[str, Mappi
     return table
 
 
-def neuromorphic_figure(layers: pd.DataFrame, ratios: pd.DataFrame, style: Mapping[str, Any] | None = None
-                        ) -> plt.Figure:
+def neuromorphic_figure(
+    layers: pd.DataFrame, ratios: pd.DataFrame, style: Mapping[str, Any] | None = None
+) -> plt.Figure:
     """A: firing rate per layer of each SNN. B: per-experiment ratio, measured vs estimated energy (log scale)."""
     from spikebench.figures import network_palette, set_style
 
@@ -153,8 +195,13 @@ def neuromorphic_figure(layers: pd.DataFrame, ratios: pd.DataFrame, style: Mappi
     palette = network_palette(names)
     for name in names:
         part = snn[snn["network_id"] == name]
-        ax_a.plot(part["layer"] + 1, part["firing_rate"], marker="o", color=palette[name],
-                  label=f"exp {part['experiment'].iloc[0]} {part['network'].iloc[0]}")
+        ax_a.plot(
+            part["layer"] + 1,
+            part["firing_rate"],
+            marker="o",
+            color=palette[name],
+            label=f"exp {part['experiment'].iloc[0]} {part['network'].iloc[0]}",
+        )
     ax_a.set(xlabel="layer", ylabel="firing rate (spikes per neuron per step)", title="A  Firing rate per layer")
     if names:
         ax_a.set_ylim(bottom=0)
@@ -182,29 +229,49 @@ def _ratio_bars(ax: plt.Axes, ratios: pd.DataFrame) -> None:
         _message(ax, "no pair of networks to compare")
         return
     width = 0.38
-    for offset, column, label in ((-width / 2, "measured_energy_ratio", "measured (device)"),
-                                  (width / 2, "estimated_energy_ratio", "estimated (operation model)")):
+    for offset, column, label in (
+        (-width / 2, "measured_energy_ratio", "measured (device)"),
+        (width / 2, "estimated_energy_ratio", "estimated (operation model)"),
+    ):
         values = [math.nan if _missing(v) else float(v) for v in ratios[column]]
         ax.bar([i + offset for i in range(len(ratios))], values, width, label=label)
         for i, v in enumerate(values):
             text = "not measured" if math.isnan(v) else f"{v:.2g}x"
-            ax.text(i + offset, 1.0 if math.isnan(v) else v, text, ha="center", va="bottom", fontsize="x-small",
-                    rotation=90 if math.isnan(v) else 0, color="#8a1c1c" if math.isnan(v) else "black")
+            ax.text(
+                i + offset,
+                1.0 if math.isnan(v) else v,
+                text,
+                ha="center",
+                va="bottom",
+                fontsize="x-small",
+                rotation=90 if math.isnan(v) else 0,
+                color="#8a1c1c" if math.isnan(v) else "black",
+            )
     ax.axhline(1.0, color="black", linewidth=0.8)
     ax.set_yscale("log")
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     ax.yaxis.set_minor_formatter(NullFormatter())
     ax.margins(y=0.25)
-    ax.set_xticks(range(len(ratios)), [f"exp {e}\n{c}" for e, c in zip(ratios["experiment"], ratios["comparison"])],
-                  fontsize="small")
+    ax.set_xticks(
+        range(len(ratios)),
+        [f"exp {e}\n{c}" for e, c in zip(ratios["experiment"], ratios["comparison"])],
+        fontsize="small",
+    )
     ax.set_ylabel("ratio (log scale; below 1: the first network costs less)")
     ax.legend(fontsize="small")
 
 
-def write_neuromorphic(tests: Mapping[str, str | Path], layers: Mapping[str, str | Path],
-                       networks: Mapping[str, Mapping], outputs: Mapping[str, str], *, model: Mapping[str, Any],
-                       demo: bool = False, telemetry_enabled: bool = True, style: Mapping[str, Any] | None = None
-                       ) -> None:
+def write_neuromorphic(
+    tests: Mapping[str, str | Path],
+    layers: Mapping[str, str | Path],
+    networks: Mapping[str, Mapping],
+    outputs: Mapping[str, str],
+    *,
+    model: Mapping[str, Any],
+    demo: bool = False,
+    telemetry_enabled: bool = True,
+    style: Mapping[str, Any] | None = None,
+) -> None:
     """The three tables (CSV + HTML) and the figure (PNG + SVG) of the rule neuromorphic."""
     from spikebench.figures import save_figure
 
@@ -214,15 +281,36 @@ def write_neuromorphic(tests: Mapping[str, str | Path], layers: Mapping[str, str
     ratios = ratio_table(table, networks)
     per_layer = layer_table(layer_data, networks)
     text = intro(model)
-    results.write_table(table.assign(energy_model=model["name"]), outputs["neuromorphic_csv"],
-                        outputs["neuromorphic_html"], title="Measured vs estimated energy per test sample",
-                        intro=text, notes=notes, demo=demo, html_drop=("network_id", "energy_model"))
-    results.write_table(ratios, outputs["ratios_csv"], outputs["ratios_html"],
-                        title="Per experiment: ratio of measured and of estimated energy and operations",
-                        intro=[text[0], "Experiment 3 has no ANN: its ratio is the N-MNIST SNN over the MNIST SNN."],
-                        demo=demo)
-    results.write_table(per_layer, outputs["layers_csv"], outputs["layers_html"],
-                        title="Operations per layer on the test set", intro=text[2:], demo=demo,
-                        html_drop=("network_id",))
-    save_figure(neuromorphic_figure(per_layer, ratios, style), outputs["figure_png"], outputs["figure_svg"],
-                dpi=int((style or {}).get("dpi", 150)))
+    results.write_table(
+        table.assign(energy_model=model["name"]),
+        outputs["neuromorphic_csv"],
+        outputs["neuromorphic_html"],
+        title="Measured vs estimated energy per test sample",
+        intro=text,
+        notes=notes,
+        demo=demo,
+        html_drop=("network_id", "energy_model"),
+    )
+    results.write_table(
+        ratios,
+        outputs["ratios_csv"],
+        outputs["ratios_html"],
+        title="Per experiment: ratio of measured and of estimated energy and operations",
+        intro=[text[0], "Experiment 3 has no ANN: its ratio is the N-MNIST SNN over the MNIST SNN."],
+        demo=demo,
+    )
+    results.write_table(
+        per_layer,
+        outputs["layers_csv"],
+        outputs["layers_html"],
+        title="Operations per layer on the test set",
+        intro=text[2:],
+        demo=demo,
+        html_drop=("network_id",),
+    )
+    save_figure(
+        neuromorphic_figure(per_layer, ratios, style),
+        outputs["figure_png"],
+        outputs["figure_svg"],
+        dpi=int((style or {}).get("dpi", 150)),
+    )

@@ -55,16 +55,25 @@ def memory_reached(device) -> dict:
 
     device = torch.device(device)
     if device.type == "cuda":
-        return {"memory_reached_mib": torch.cuda.max_memory_allocated(device) / 2**20,
-                "memory_source": "torch.cuda.max_memory_allocated"}
+        return {
+            "memory_reached_mib": torch.cuda.max_memory_allocated(device) / 2**20,
+            "memory_source": "torch.cuda.max_memory_allocated",
+        }
     scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
-    return {"memory_reached_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20,
-            "memory_source": "peak RSS (getrusage)"}
+    return {
+        "memory_reached_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20,
+        "memory_source": "peak RSS (getrusage)",
+    }
 
 
 def oom_record(exc: BaseException, device, epoch: int | None) -> dict:
-    return {"status": OOM, "epoch_reached": epoch, "error": f"{type(exc).__name__}: {exc}"[:500],
-            "device": str(device), **memory_reached(device)}
+    return {
+        "status": OOM,
+        "epoch_reached": epoch,
+        "error": f"{type(exc).__name__}: {exc}"[:500],
+        "device": str(device),
+        **memory_reached(device),
+    }
 
 
 class WatchedTelemetry:
@@ -98,15 +107,35 @@ def write_train_oom(outputs: dict, network_id: str, spec: NetworkSpec, record: d
     """The declared outputs of a train job that ran out of memory (weights and epochs; the sidecar is the sampler's)."""
     from spikebench.results import EPOCH_COLUMNS
 
-    atomic.save_torch({"network": network_id, "spec": spec.to_dict(), "status": OOM, "oom": json.dumps(record)},
-                      Path(outputs["weights"]))
+    atomic.save_torch(
+        {"network": network_id, "spec": spec.to_dict(), "status": OOM, "oom": json.dumps(record)},
+        Path(outputs["weights"]),
+    )
     row = {column: None for column in EPOCH_COLUMNS}
-    row.update(network=network_id, epoch=record["epoch_reached"], device=str(device),
-               peak_memory_mib=record["memory_reached_mib"], memory_source=record["memory_source"],
-               memory_reached_mib=record["memory_reached_mib"], error=record["error"])
-    frame = pd.DataFrame([row]).astype({c: "float64" for c in ("train_acc", "val_acc", "epoch_time_s",
-                                                                 "avg_power_w", "energy_j", "train_energy_j",
-                                                                 "device_memory_avg_pct", "n_train")})
+    row.update(
+        network=network_id,
+        epoch=record["epoch_reached"],
+        device=str(device),
+        peak_memory_mib=record["memory_reached_mib"],
+        memory_source=record["memory_source"],
+        memory_reached_mib=record["memory_reached_mib"],
+        error=record["error"],
+    )
+    frame = pd.DataFrame([row]).astype(
+        {
+            c: "float64"
+            for c in (
+                "train_acc",
+                "val_acc",
+                "epoch_time_s",
+                "avg_power_w",
+                "energy_j",
+                "train_energy_j",
+                "device_memory_avg_pct",
+                "n_train",
+            )
+        }
+    )
     atomic.write_parquet(pa.Table.from_pandas(frame, preserve_index=False), Path(outputs["epochs"]))
 
 
@@ -128,10 +157,16 @@ def write_test_oom(outputs: dict, network_id: str, record: dict) -> None:
     from spikebench.results import TELEMETRY_COLUMNS, TEST_KEYS, TEST_TELEMETRY_KEYS
 
     result = {key: None for key in TEST_KEYS}
-    result.update(network=network_id, device=record["device"], status=OOM, oom=record,
-                  peak_memory_mib=record["memory_reached_mib"],
-                  telemetry={key: None for key in TEST_TELEMETRY_KEYS})
-    empty = pa.table({c: pa.array([], pa.string() if c in ("phase", "source") else pa.float64())
-                      for c in TELEMETRY_COLUMNS})
+    result.update(
+        network=network_id,
+        device=record["device"],
+        status=OOM,
+        oom=record,
+        peak_memory_mib=record["memory_reached_mib"],
+        telemetry={key: None for key in TEST_TELEMETRY_KEYS},
+    )
+    empty = pa.table(
+        {c: pa.array([], pa.string() if c in ("phase", "source") else pa.float64()) for c in TELEMETRY_COLUMNS}
+    )
     atomic.write_parquet(empty, Path(outputs["telemetry"]))
     atomic.write_json(result, outputs["test"])

@@ -31,17 +31,18 @@ The energy model that turns these counts into joules is :mod:`spikebench.energy`
 
 from __future__ import annotations
 
-from typing import Any, Mapping
-
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-DEFINITIONS = ("NeuroBench 2.3.0 definitions: synaptic ops = products (weight != 0) x (input != 0), bias not "
-               "counted; ACs where a layer's input is binary (spikes), MACs otherwise; conv taps on padding not "
-               "counted; pooling free; N-MNIST padding steps not counted")
+DEFINITIONS = (
+    "NeuroBench 2.3.0 definitions: synaptic ops = products (weight != 0) x (input != 0), bias not "
+    "counted; ACs where a layer's input is binary (spikes), MACs otherwise; conv taps on padding not "
+    "counted; pooling free; N-MNIST padding steps not counted"
+)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -55,12 +56,12 @@ class _Layer:
 
     def __init__(self, index: int, synapse: nn.Module, spiking: bool) -> None:
         self.index, self.synapse, self.spiking = index, synapse, spiking
-        self.nz_ac = None            # [features...] non-zero inputs per input position, batches counted as ACs
-        self.nz_mac = None           # ... batches counted as MACs
+        self.nz_ac = None  # [features...] non-zero inputs per input position, batches counted as ACs
+        self.nz_mac = None  # ... batches counted as MACs
         self.in_shape: tuple[int, ...] | None = None
         self.neurons: int | None = None
-        self.out_nz = None           # non-zero activations (spikes)
-        self.sparse: bool | None = None   # first-layer input counted from its non-zero positions (CPU)
+        self.out_nz = None  # non-zero activations (spikes)
+        self.sparse: bool | None = None  # first-layer input counted from its non-zero positions (CPU)
 
     def add_input(self, x: torch.Tensor, n_lead: int, mask: torch.Tensor | None, ops: str) -> None:
         """Count the non-zero inputs of ``x [lead..., features...]`` (``n_lead`` leading dims; ``mask`` [T, B]: the
@@ -71,7 +72,7 @@ class _Layer:
             self.in_shape = tuple(x.shape[n_lead:])
             self.nz_ac = torch.zeros(rows.shape[1], dtype=torch.float64, device=x.device)
             self.nz_mac = torch.zeros_like(self.nz_ac)
-        if ops == "ac":            # spikes: the sum of each column is its number of non-zeros
+        if ops == "ac":  # spikes: the sum of each column is its number of non-zeros
             self.nz_ac += (weights @ rows.float()).squeeze(0)
         elif ops == "mac":
             self.nz_mac += (weights @ (rows != 0).float()).squeeze(0)
@@ -98,10 +99,17 @@ class _Layer:
         (``ones_weights``: every weight counts)."""
         w = self.synapse.weight.detach().cpu()
         w = torch.ones_like(w, dtype=torch.float64) if ones_weights else (w != 0).double()
-        counts = counts.detach().cpu().double()          # integers: exact in float64 up to 2**53
+        counts = counts.detach().cpu().double()  # integers: exact in float64 up to 2**53
         if isinstance(self.synapse, nn.Conv2d):
-            out = F.conv2d(counts.reshape(1, *self.in_shape), w, None, self.synapse.stride,
-                           self.synapse.padding, self.synapse.dilation, self.synapse.groups)
+            out = F.conv2d(
+                counts.reshape(1, *self.in_shape),
+                w,
+                None,
+                self.synapse.stride,
+                self.synapse.padding,
+                self.synapse.dilation,
+                self.synapse.groups,
+            )
             return int(round(out.sum().item()))
         return int(round((w.sum(0) * counts.reshape(-1)).sum().item()))
 
@@ -109,8 +117,11 @@ class _Layer:
         """The per-layer counts (``total_steps``: real sample-steps; ANN: samples). Ints exact; per sample floats."""
         syn = self.synapse
         kind = "conv" if isinstance(syn, nn.Conv2d) else "linear"
-        shape = (f"{syn.in_channels}->{syn.out_channels} {syn.kernel_size[0]}x{syn.kernel_size[1]} pad "
-                 f"{syn.padding[0]}" if kind == "conv" else f"{syn.in_features}->{syn.out_features}")
+        shape = (
+            f"{syn.in_channels}->{syn.out_channels} {syn.kernel_size[0]}x{syn.kernel_size[1]} pad {syn.padding[0]}"
+            if kind == "conv"
+            else f"{syn.in_features}->{syn.out_features}"
+        )
         seen = self.in_shape is not None
         macs = self._ops(self.nz_mac, False) if seen else 0
         acs = self._ops(self.nz_ac, False) if seen else 0
@@ -121,12 +132,16 @@ class _Layer:
         sparsity = 1.0 - out_nz / activations if activations else None
         if self.neurons is not None:
             neurons = self.neurons
-        else:                                            # an ANN's output layer: no activation after it
+        else:  # an ANN's output layer: no activation after it
             neurons = syn.out_channels if kind == "conv" else syn.out_features
         return {
-            "layer": self.index, "synapse": kind, "shape": shape, "neurons": neurons,
+            "layer": self.index,
+            "synapse": kind,
+            "shape": shape,
+            "neurons": neurons,
             "time_steps_per_sample": total_steps * per if self.spiking else 1.0,
-            "activations": activations, "nonzero_activations": out_nz,
+            "activations": activations,
+            "nonzero_activations": out_nz,
             "spikes_per_sample": out_nz * per if self.spiking and out_nz is not None else None,
             "firing_rate": out_nz / activations if self.spiking and activations else None,
             "activation_sparsity": sparsity,
@@ -155,8 +170,9 @@ def _row_weights(rows: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
 SPARSE_COUNT_DENSITY = 0.02
 
 
-def _nonzero_counts(rows: torch.Tensor, weights: torch.Tensor, sparse: bool | None
-                    ) -> tuple[torch.Tensor, torch.Tensor, bool]:
+def _nonzero_counts(
+    rows: torch.Tensor, weights: torch.Tensor, sparse: bool | None
+) -> tuple[torch.Tensor, torch.Tensor, bool]:
     """Non-zeros per column of ``rows [N, F]`` (float64 [F], rows weighted by ``weights``), whether every value
     is 0 or 1 (a bool tensor), and whether the input is sparse (``sparse``: decided on an earlier batch, None: now).
     On a GPU without reading anything back to the host; on the CPU a sparse input (N-MNIST frames) is counted
@@ -172,8 +188,9 @@ def _nonzero_counts(rows: torch.Tensor, weights: torch.Tensor, sparse: bool | No
         flat = rows.reshape(-1)
         where = flat.nonzero().squeeze(1)
         binary = bool((flat[where] == 1).all())
-        counts = torch.bincount(where % rows.shape[1], weights=weights[0, where // rows.shape[1]].double(),
-                                minlength=rows.shape[1])
+        counts = torch.bincount(
+            where % rows.shape[1], weights=weights[0, where // rows.shape[1]].double(), minlength=rows.shape[1]
+        )
         return counts, torch.tensor(binary), sparse
     nnz = int(torch.count_nonzero(rows)) if nnz is None else nnz
     binary = int(torch.count_nonzero(rows == 1)) == nnz
@@ -198,9 +215,9 @@ class OperationCounter:
         self.handles: list[Any] = []
         self.mask: torch.Tensor | None = None
         self.n_samples = 0
-        self.total_steps = 0          # sum over samples of their (real) time steps
+        self.total_steps = 0  # sum over samples of their (real) time steps
         self.padded_steps: list[torch.Tensor] = []
-        self._steps: list[int] = []   # per layer: time steps seen in this batch (a per-step network's calls)
+        self._steps: list[int] = []  # per layer: time steps seen in this batch (a per-step network's calls)
         if self.kind == "snn":
             # spikebench's stages see all time steps at once; the snnTorch twin's stages one step per call
             per_step = getattr(net, "implementation", "spikebench") == "snntorch"
@@ -219,33 +236,40 @@ class OperationCounter:
                 layer = _Layer(len(self.layers), module, spiking=False)
                 self.layers.append(layer)
                 # ANN layers count MACs (NeuroBench would count ACs for a batch whose inputs are all 0/1/-1)
-                self.handles.append(module.register_forward_pre_hook(
-                    lambda m, args, layer=layer: layer.add_input(args[0], 1, None, "mac")))
+                self.handles.append(
+                    module.register_forward_pre_hook(
+                        lambda m, args, layer=layer: layer.add_input(args[0], 1, None, "mac")
+                    )
+                )
             elif isinstance(module, nn.ReLU) and self.layers:
                 layer = self.layers[-1]
-                self.handles.append(module.register_forward_hook(
-                    lambda m, a, out, layer=layer: layer.add_output(out, 1, None)))
+                self.handles.append(
+                    module.register_forward_hook(lambda m, a, out, layer=layer: layer.add_output(out, 1, None))
+                )
 
     def _stage_hook(self, layer: _Layer):
         def hook(stage: nn.Module, args: tuple, output: tuple) -> None:
-            x, spk = args[0], output[0]                                      # [T, B, ...]
+            x, spk = args[0], output[0]  # [T, B, ...]
             if stage.flatten:
                 x = x.reshape(x.shape[0], x.shape[1], -1)
-            layer.add_input(x, 2, self.mask, "check" if layer.index == 0 else "ac")   # inner layers get spikes
+            layer.add_input(x, 2, self.mask, "check" if layer.index == 0 else "ac")  # inner layers get spikes
             layer.add_output(spk, 2, self.mask, count=layer.index == len(self.layers) - 1)
+
         return hook
 
     def _step_hook(self, layer: _Layer):
         """The same counts for a stage called once per time step (``x [B, ...]``): step t of the batch's mask."""
+
         def hook(stage: nn.Module, args: tuple, output: tuple) -> None:
             step = self._steps[layer.index]
             self._steps[layer.index] += 1
-            x, spk = args[0], output[0]                                      # [B, ...]
+            x, spk = args[0], output[0]  # [B, ...]
             if stage.flatten:
                 x = x.flatten(1)
-            mask = self.mask[step:step + 1] if self.mask is not None else None
+            mask = self.mask[step : step + 1] if self.mask is not None else None
             layer.add_input(x.unsqueeze(0), 2, mask, "check" if layer.index == 0 else "ac")
             layer.add_output(spk.unsqueeze(0), 2, mask, count=layer.index == len(self.layers) - 1)
+
         return hook
 
     def begin_batch(self, n_steps: torch.Tensor | None, batch: int, total_steps: int = 1) -> None:
@@ -260,10 +284,11 @@ class OperationCounter:
             self.total_steps += batch * total_steps
         else:
             from spikebench.models import step_mask
-            self.mask = step_mask(n_steps, total_steps)
-            self.padded_steps.append(n_steps.sum())      # summed at the end: no host sync per batch
 
-    def __enter__(self) -> "OperationCounter":
+            self.mask = step_mask(n_steps, total_steps)
+            self.padded_steps.append(n_steps.sum())  # summed at the end: no host sync per batch
+
+    def __enter__(self) -> OperationCounter:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -291,9 +316,11 @@ class OperationCounter:
         return summarize(rows, self.net, self.kind, self.n_samples, self.total_steps)
 
 
-def summarize(rows: list[dict[str, Any]], net: nn.Module, kind: str, n_samples: int,
-              total_steps: int) -> dict[str, Any]:
+def summarize(
+    rows: list[dict[str, Any]], net: nn.Module, kind: str, n_samples: int, total_steps: int
+) -> dict[str, Any]:
     """Network totals of the per-layer ``rows``."""
+
     def total(key: str) -> float | None:
         values = [r[key] for r in rows if r[key] is not None]
         return float(sum(values)) if values else None
@@ -322,11 +349,28 @@ def summarize(rows: list[dict[str, Any]], net: nn.Module, kind: str, n_samples: 
 
 
 #: Columns of ``layers.parquet``, in order (units: counts per sample unless named otherwise).
-LAYER_COLUMNS = ("network", "kind", "layer", "synapse", "shape", "neurons", "time_steps_per_sample", "activations",
-                 "nonzero_activations", "spikes_per_sample", "firing_rate", "activation_sparsity",
-                 "zero_relu_fraction", "dense_ops_per_sample", "effective_macs_per_sample",
-                 "effective_acs_per_sample", "membrane_updates_per_sample", "parameters", "footprint_bytes",
-                 "connection_sparsity")
+LAYER_COLUMNS = (
+    "network",
+    "kind",
+    "layer",
+    "synapse",
+    "shape",
+    "neurons",
+    "time_steps_per_sample",
+    "activations",
+    "nonzero_activations",
+    "spikes_per_sample",
+    "firing_rate",
+    "activation_sparsity",
+    "zero_relu_fraction",
+    "dense_ops_per_sample",
+    "effective_macs_per_sample",
+    "effective_acs_per_sample",
+    "membrane_updates_per_sample",
+    "parameters",
+    "footprint_bytes",
+    "connection_sparsity",
+)
 
 
 INT_COLUMNS = ("neurons", "activations", "nonzero_activations", "parameters", "footprint_bytes")
@@ -341,6 +385,6 @@ def write_layers(rows: list[dict[str, Any]], path, *, network: str, kind: str) -
     from spikebench import atomic
 
     table = pd.DataFrame([{"network": network, "kind": kind, **row} for row in rows], columns=list(LAYER_COLUMNS))
-    for column in LAYER_COLUMNS[5:]:                    # numbers; None (not applicable) -> null, never 0
+    for column in LAYER_COLUMNS[5:]:  # numbers; None (not applicable) -> null, never 0
         table[column] = table[column].astype("Int64" if column in INT_COLUMNS else "float64")
     atomic.write_parquet(table, Path(path))

@@ -27,8 +27,14 @@ from spikebench.spec import NetworkSpec, network_schema
 PACKAGE = Path(__file__).resolve().parent
 
 # Files of spikebench/ (relative to it) that the model code of every network runs.
-COMMON_MODEL_FILES = ("models/__init__.py", "models/base.py", "models/build.py", "models/losses.py",
-                      "data/catalog.py", "spec.py")
+COMMON_MODEL_FILES = (
+    "models/__init__.py",
+    "models/base.py",
+    "models/build.py",
+    "models/losses.py",
+    "data/catalog.py",
+    "spec.py",
+)
 KIND_FILES = {
     "ann": ("models/ann.py",),
     "snn": ("models/snn.py", "models/lif.py", "kernels/__init__.py", "kernels/lif.py", "kernels/event_conv.py"),
@@ -46,8 +52,15 @@ IMPLEMENTATION_FILES = {"snntorch": ("models/snn.py", "models/lif.py", "models/s
 # Whole modules each stage's jobs run (besides the model code above).
 STAGE_MODULES = {
     "train": ("training.py", "implementation.py", "data/device.py", "devices.py", "oom.py"),
-    "evaluate": ("evaluation.py", "opcounts.py", "training.py", "implementation.py", "data/device.py", "devices.py",
-                 "oom.py"),
+    "evaluate": (
+        "evaluation.py",
+        "opcounts.py",
+        "training.py",
+        "implementation.py",
+        "data/device.py",
+        "devices.py",
+        "oom.py",
+    ),
 }
 
 

@@ -20,8 +20,9 @@ from __future__ import annotations
 import copy
 import dataclasses
 import functools
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 import jsonschema
 
@@ -36,33 +37,34 @@ class NetworkSpecError(ValueError):
 class NetworkSpec:
     """One run's network settings (the keys of ``$defs.network`` in the config schema) and its name."""
 
-    name: str                                   # the run id (network, variant or seed run), as in results/<name>/
+    name: str  # the run id (network, variant or seed run), as in results/<name>/
     experiment: int
-    dataset: str                                # mnist, cifar10, nmnist
-    kind: str                                   # ann, snn
-    architecture: str                           # fc, conv5, conv2
+    dataset: str  # mnist, cifar10, nmnist
+    kind: str  # ann, snn
+    architecture: str  # fc, conv5, conv2
     epochs: int
     optimizer: str
     lr: float
     batch_size: int
-    implementation: str                         # spikebench, snntorch
-    hidden: tuple[int, ...] | None = None       # fc: hidden layer widths
-    channels: tuple[int, ...] | None = None     # conv5/conv2: one width per conv layer
-    fc: int | None = None                       # conv5: width of the fully connected layer
-    dropout: float | None = None                # conv5: dropout after that layer
-    input_size: int | None = None               # images resized to input_size x input_size
-    num_steps: int | None = None                # SNN on images: rate-coding time steps
-    beta: float | None = None                   # SNN: LIF decay
-    threshold: float | None = None              # SNN: LIF threshold
-    surrogate: str | None = None                # SNN: surrogate gradient
-    correct_rate: float | None = None           # SNN: spike-count target of the true class, per step
-    incorrect_rate: float | None = None         # SNN: spike-count target of the other classes, per step
-    repeats: int | None = None                  # (removed from a run's entry by expand_runs)
+    implementation: str  # spikebench, snntorch
+    hidden: tuple[int, ...] | None = None  # fc: hidden layer widths
+    channels: tuple[int, ...] | None = None  # conv5/conv2: one width per conv layer
+    fc: int | None = None  # conv5: width of the fully connected layer
+    dropout: float | None = None  # conv5: dropout after that layer
+    input_size: int | None = None  # images resized to input_size x input_size
+    num_steps: int | None = None  # SNN on images: rate-coding time steps
+    beta: float | None = None  # SNN: LIF decay
+    threshold: float | None = None  # SNN: LIF threshold
+    surrogate: str | None = None  # SNN: surrogate gradient
+    correct_rate: float | None = None  # SNN: spike-count target of the true class, per step
+    incorrect_rate: float | None = None  # SNN: spike-count target of the other classes, per step
+    repeats: int | None = None  # (removed from a run's entry by expand_runs)
     entry: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
-    def from_config(cls, entry: Mapping[str, Any] | NetworkSpec, name: str | None = None, *,
-                    strict: bool = True) -> NetworkSpec:
+    def from_config(
+        cls, entry: Mapping[str, Any] | NetworkSpec, name: str | None = None, *, strict: bool = True
+    ) -> NetworkSpec:
         """The spec of the run ``name`` from its config entry (``params.network``); a spec passes through.
 
         ``strict=False`` ignores keys that are no network setting (a benchmark's extra keys) instead of
@@ -71,8 +73,9 @@ class NetworkSpec:
         if isinstance(entry, NetworkSpec):
             return entry if name is None or name == entry.name else dataclasses.replace(entry, name=name)
         if not isinstance(entry, Mapping):
-            raise NetworkSpecError(f"{name or 'network'}: expected a mapping of network settings, "
-                                   f"got {type(entry).__name__}")
+            raise NetworkSpecError(
+                f"{name or 'network'}: expected a mapping of network settings, got {type(entry).__name__}"
+            )
         source = copy.deepcopy(dict(entry))
         settings = {k: v for k, v in source.items() if k != "_name"}
         name = str(name or source.get("_name") or f"{settings.get('architecture')}_{settings.get('kind')}")
@@ -81,7 +84,7 @@ class NetworkSpec:
             settings = {k: v for k, v in settings.items() if k in known}
         _check(settings, name)
         values = {key: settings.get(key, known[key].get("default")) for key in known}
-        for key, value in values.items():          # JSON numbers as Python floats, arrays as tuples
+        for key, value in values.items():  # JSON numbers as Python floats, arrays as tuples
             if value is not None:
                 values[key] = float(value) if key in _FLOATS else tuple(value) if key in _TUPLES else value
         return cls(name=name, entry=source, **values)
@@ -97,8 +100,9 @@ class NetworkSpec:
         channels, height, width = DATASET_SHAPES[self.dataset]
         if self.input_size is not None:
             if self.dataset == "nmnist" and self.input_size != height:
-                raise NetworkSpecError(f"{self.name}: N-MNIST frames are {height}x{width}; input_size "
-                                       f"{self.input_size} is not supported")
+                raise NetworkSpecError(
+                    f"{self.name}: N-MNIST frames are {height}x{width}; input_size {self.input_size} is not supported"
+                )
             height = width = self.input_size
         return channels, height, width
 
@@ -143,13 +147,18 @@ def _check(settings: dict, name: str) -> None:
     key = ".".join(str(p) for p in error.absolute_path)
     if error.validator == "required":
         missing = next(k for k in error.validator_value if k not in error.instance)
-        raise NetworkSpecError(f"{name}: missing key {missing!r} (kind {settings.get('kind')!r}, architecture "
-                               f"{settings.get('architecture')!r}); add it to networks.{name} of the config")
+        raise NetworkSpecError(
+            f"{name}: missing key {missing!r} (kind {settings.get('kind')!r}, architecture "
+            f"{settings.get('architecture')!r}); add it to networks.{name} of the config"
+        )
     if error.validator == "additionalProperties":
         extra = sorted(set(error.instance) - set(network_schema()["properties"]))
-        raise NetworkSpecError(f"{name}: unknown key {extra[0]!r}; network settings are "
-                               f"{', '.join(sorted(network_schema()['properties']))}")
+        raise NetworkSpecError(
+            f"{name}: unknown key {extra[0]!r}; network settings are "
+            f"{', '.join(sorted(network_schema()['properties']))}"
+        )
     if error.validator == "enum":
-        raise NetworkSpecError(f"{name}: {key} {error.instance!r}: expected one of "
-                               f"{', '.join(map(str, error.validator_value))}")
+        raise NetworkSpecError(
+            f"{name}: {key} {error.instance!r}: expected one of {', '.join(map(str, error.validator_value))}"
+        )
     raise NetworkSpecError(f"{name}: key {key!r}: {error.message}")

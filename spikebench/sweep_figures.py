@@ -11,7 +11,7 @@ never drawn as 0: the panel says so. Input: the summary table of ``spikebench.ag
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import matplotlib
 
@@ -46,8 +46,14 @@ def _ann_of(network: str, networks: Mapping[str, Mapping]) -> str | None:
     return None
 
 
-def _draw_panel(ax: plt.Axes, lines: pd.DataFrame, summary: pd.DataFrame, metric: str,
-                networks: Mapping[str, Mapping], palette: Mapping) -> bool:
+def _draw_panel(
+    ax: plt.Axes,
+    lines: pd.DataFrame,
+    summary: pd.DataFrame,
+    metric: str,
+    networks: Mapping[str, Mapping],
+    palette: Mapping,
+) -> bool:
     """One panel; False when nothing of `metric` was measured."""
     drawn = False
     for base, line in lines.groupby("base", sort=False):
@@ -55,17 +61,36 @@ def _draw_panel(ax: plt.Axes, lines: pd.DataFrame, summary: pd.DataFrame, metric
         ok = line[line["status"] != "oom"]
         err = np.vstack([ok[metric] - ok[f"{metric}_ci95_low"], ok[f"{metric}_ci95_high"] - ok[metric]])
         if ok[metric].notna().any():
-            ax.errorbar(ok["x"], ok[metric], yerr=np.where(np.isfinite(err), err, 0.0), marker="o",
-                        capsize=3, color=palette[base], label=line["label"].iloc[0])
+            ax.errorbar(
+                ok["x"],
+                ok[metric],
+                yerr=np.where(np.isfinite(err), err, 0.0),
+                marker="o",
+                capsize=3,
+                color=palette[base],
+                label=line["label"].iloc[0],
+            )
             drawn = True
         for row in ok[ok["status"].astype(str).str.startswith("oom in")].itertuples():
-            if np.isfinite(getattr(row, metric)):       # some seeds ran out of memory: the mean is of the others
-                ax.annotate(str(row.status), (row.x, getattr(row, metric)), xytext=(4, -10),
-                            textcoords="offset points", fontsize="x-small", color=palette[base])
+            if np.isfinite(getattr(row, metric)):  # some seeds ran out of memory: the mean is of the others
+                ax.annotate(
+                    str(row.status),
+                    (row.x, getattr(row, metric)),
+                    xytext=(4, -10),
+                    textcoords="offset points",
+                    fontsize="x-small",
+                    color=palette[base],
+                )
         oom = line[line["status"] == "oom"]
         if len(oom):
-            ax.scatter(oom["x"], [0.02] * len(oom), marker="x", color=palette[base],
-                       transform=ax.get_xaxis_transform(), label=f"{base}: out of memory")
+            ax.scatter(
+                oom["x"],
+                [0.02] * len(oom),
+                marker="x",
+                color=palette[base],
+                transform=ax.get_xaxis_transform(),
+                label=f"{base}: out of memory",
+            )
         ann = _ann_of(base, networks)
         if ann is not None and ann in set(summary["network"]):
             value = summary.loc[summary["network"] == ann, metric].iloc[0]
@@ -74,12 +99,23 @@ def _draw_panel(ax: plt.Axes, lines: pd.DataFrame, summary: pd.DataFrame, metric
     return drawn
 
 
-def sweep_figure(summary: pd.DataFrame, setting: str, points: Sequence[Mapping], networks: Mapping[str, Mapping],
-                 *, demo: bool = False) -> plt.Figure:
+def sweep_figure(
+    summary: pd.DataFrame,
+    setting: str,
+    points: Sequence[Mapping],
+    networks: Mapping[str, Mapping],
+    *,
+    demo: bool = False,
+) -> plt.Figure:
     """The figure of one swept `setting`; `points`: {network, base, value} of every base network and variant."""
     rows = summary.set_index("network")
-    frame = pd.DataFrame([{**p, **rows.loc[p["network"]].drop(["base", "value"], errors="ignore").to_dict()}
-                          for p in points if p["network"] in rows.index])
+    frame = pd.DataFrame(
+        [
+            {**p, **rows.loc[p["network"]].drop(["base", "value"], errors="ignore").to_dict()}
+            for p in points
+            if p["network"] in rows.index
+        ]
+    )
     frame["x"], labels = _positions(list(frame["value"]))
     impl = frame.get("implementation", pd.Series([None] * len(frame)))
     frame["label"] = [b if not isinstance(i, str) else f"{b} ({i})" for b, i in zip(frame["base"], impl)]
@@ -87,8 +123,11 @@ def sweep_figure(summary: pd.DataFrame, setting: str, points: Sequence[Mapping],
     fig, axes = plt.subplots(1, len(PANELS), figsize=(4.2 * len(PANELS), 3.6), constrained_layout=True)
     for ax, (metric, name) in zip(axes, PANELS.items()):
         if not _draw_panel(ax, frame, summary, metric, networks, palette):
-            figures.message(ax, f"{name}: not measured in this run"
-                             + (" (no activation peak on the CPU)" if metric == "activation_peak_mib" else ""))
+            figures.message(
+                ax,
+                f"{name}: not measured in this run"
+                + (" (no activation peak on the CPU)" if metric == "activation_peak_mib" else ""),
+            )
         ax.set_xlabel(setting)
         ax.set_ylabel(name)
         if labels is not None:
@@ -103,8 +142,15 @@ def sweep_figure(summary: pd.DataFrame, setting: str, points: Sequence[Mapping],
     return fig
 
 
-def write_sweep_figures(summary_path: str, sweeps: Mapping[str, Sequence[Mapping]], networks: Mapping[str, Mapping],
-                        outputs: Mapping[str, str], *, style: Mapping, demo: bool = False) -> None:
+def write_sweep_figures(
+    summary_path: str,
+    sweeps: Mapping[str, Sequence[Mapping]],
+    networks: Mapping[str, Mapping],
+    outputs: Mapping[str, str],
+    *,
+    style: Mapping,
+    demo: bool = False,
+) -> None:
     """Rule sweep_figures: `sweeps` maps each swept setting to its points; outputs <setting>_png / _svg."""
     summary = pd.read_csv(summary_path)
     figures.set_style(style.get("style", "whitegrid"), style.get("context", "paper"))

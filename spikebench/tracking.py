@@ -34,8 +34,9 @@ import math
 import os
 import shutil
 import time
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 from spikebench.atomic import write_json
 
@@ -86,7 +87,7 @@ def check_installed(tracking: Mapping[str, Any]) -> None:
     if missing:
         raise TrackingError(
             f"config key 'tracking.backend' is {backend!r}, but the Python package(s) {', '.join(missing)} "
-            f"are not installed. Install them with: pip install -e \".[{backend}]\" "
+            f'are not installed. Install them with: pip install -e ".[{backend}]" '
             f"(or set tracking.backend: none)"
         )
 
@@ -205,8 +206,12 @@ class WandbTracker:
         self.mode = os.environ.get("WANDB_MODE") or "offline"
         folder.mkdir(parents=True, exist_ok=True)
         self.run = wandb.init(
-            project=project, name=name, dir=str(folder), mode=self.mode,
-            group=f"experiment{tags['experiment']}", job_type=tags["job"],
+            project=project,
+            name=name,
+            dir=str(folder),
+            mode=self.mode,
+            group=f"experiment{tags['experiment']}",
+            job_type=tags["job"],
             tags=[f"{key}:{value}"[:64] for key, value in tags.items()],
             config={**config, "tags": dict(tags)},
             settings=wandb.Settings(console="off", x_disable_stats=True, save_code=False, disable_git=True),
@@ -268,21 +273,26 @@ class MlflowTracker:
 
     backend = "mlflow"
 
-    def __init__(self, uri: str, project: str, name: str, tags: Mapping[str, str], config: Mapping,
-                 artifacts: Path | None = None) -> None:
+    def __init__(
+        self, uri: str, project: str, name: str, tags: Mapping[str, str], config: Mapping, artifacts: Path | None = None
+    ) -> None:
         from mlflow.entities import Param
         from mlflow.tracking import MlflowClient
 
         self.uri, self.client = uri, MlflowClient(tracking_uri=uri)
         experiment = self.client.get_experiment_by_name(project)
-        experiment_id = experiment.experiment_id if experiment else self.client.create_experiment(
-            project, artifact_location=artifacts.resolve().as_uri() if artifacts else None
+        experiment_id = (
+            experiment.experiment_id
+            if experiment
+            else self.client.create_experiment(
+                project, artifact_location=artifacts.resolve().as_uri() if artifacts else None
+            )
         )
         self.run_id = self.client.create_run(experiment_id, run_name=name, tags=dict(tags)).info.run_id
         self.experiment_id = experiment_id
         params = [Param(k, str(v)[:500]) for k, v in flat(config).items()]
         for i in range(0, len(params), 100):
-            self.client.log_batch(self.run_id, params=params[i:i + 100])
+            self.client.log_batch(self.run_id, params=params[i : i + 100])
 
     def log_epoch(self, step: int, metrics: Mapping[str, float]) -> None:
         from mlflow.entities import Metric
@@ -309,7 +319,7 @@ def _sqlite_lock(uri: str) -> Iterator[None]:
     if not uri.startswith("sqlite:///"):
         yield
         return
-    db = Path(uri[len("sqlite:///"):])
+    db = Path(uri[len("sqlite:///") :])
     db.parent.mkdir(parents=True, exist_ok=True)
     with open(db.with_name(db.name + ".lock"), "w") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
@@ -321,7 +331,12 @@ def _sqlite_lock(uri: str) -> Iterator[None]:
 
 @contextlib.contextmanager
 def open_run(
-    tracking: Mapping[str, Any], *, folder: str | Path, name: str, tags: Mapping[str, str], config: Mapping,
+    tracking: Mapping[str, Any],
+    *,
+    folder: str | Path,
+    name: str,
+    tags: Mapping[str, str],
+    config: Mapping,
 ) -> Iterator[Any]:
     """One run of the configured tracker (``tracking`` as :func:`settings` returns it), closed on exit.
 
@@ -402,4 +417,3 @@ def track_job(
     write_json(record, output)
     log.info("%s: logged %s to %s (%s)", name, result, tracking["backend"], json.dumps(tracker.where))
     return record
-

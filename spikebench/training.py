@@ -3,7 +3,8 @@
 The training and validation sets live on the device (``spikebench.data.device``); an epoch is a random
 permutation split into batches (no DataLoader, no per-sample Python). Adam with the configured ``lr``; ANN/CNN
 cross-entropy, SNN MSE spike-count loss (``spikebench.models``; network, loss, prediction and rate coding come
-from ``spikebench.implementation``, which picks spikebench's or snnTorch's code by the setting ``implementation``). Every epoch appends one row to the epochs table
+from ``spikebench.implementation``, which picks spikebench's or snnTorch's code by the setting ``implementation``).
+Every epoch appends one row to the epochs table
 and saves a checkpoint; the final outputs (weights, epochs Parquet) are written atomically and the checkpoint
 is then deleted.
 
@@ -24,7 +25,8 @@ draws the rate-coding spikes (training and validation). The checkpoint stores al
 run draws the same numbers as an uninterrupted one.
 
 Determinism. On the CPU, the same seed, torch and numba builds and thread count give bitwise identical weights
-and epochs tables (timing, speed and memory columns aside), also across a kill and resume (tested). On a GPU, results are
+and epochs tables (timing, speed and memory columns aside), also across a kill and resume (tested). On a GPU, results
+are
 reproducible only to float rounding: cuDNN chooses convolution algorithms per run and some of them
 (notably weight-gradient kernels) accumulate with atomics, so the order of float additions, and after many
 steps the weights, can differ between runs. ``deterministic=True`` calls
@@ -59,9 +61,19 @@ from spikebench.telemetry import NullTelemetry
 _LOG = logging.getLogger("spikebench.training")
 
 #: Columns of the epochs table that depend on the machine's speed, not on the computation.
-TIMING_COLUMNS = ("train_time_s", "val_time_s", "epoch_time_s", "train_samples_per_s", "val_samples_per_s",
-                  "peak_memory_mib", "memory_source", "activation_peak_mib", "reserved_peak_mib",
-                  "memory_null_reason", "device")
+TIMING_COLUMNS = (
+    "train_time_s",
+    "val_time_s",
+    "epoch_time_s",
+    "train_samples_per_s",
+    "val_samples_per_s",
+    "peak_memory_mib",
+    "memory_source",
+    "activation_peak_mib",
+    "reserved_peak_mib",
+    "memory_null_reason",
+    "device",
+)
 
 
 class CheckpointError(RuntimeError):
@@ -94,22 +106,40 @@ def _cpu_state(net: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True) for k, v in net.state_dict().items()}
 
 
-def fingerprint(spec: NetworkSpec, seed: int, train: DeviceDataset, val: DeviceDataset | None,
-                device: torch.device) -> str:
+def fingerprint(
+    spec: NetworkSpec, seed: int, train: DeviceDataset, val: DeviceDataset | None, device: torch.device
+) -> str:
     """Hash of everything that makes a checkpoint reusable: settings, seed, dataset sizes and labels, device."""
     h = hashlib.sha256()
-    h.update(json.dumps({"spec": spec.to_dict(), "seed": int(seed), "n_train": len(train),
-                         "n_val": len(val) if val is not None else 0, "device_type": device.type},
-                        sort_keys=True, default=str).encode())
+    h.update(
+        json.dumps(
+            {
+                "spec": spec.to_dict(),
+                "seed": int(seed),
+                "n_train": len(train),
+                "n_val": len(val) if val is not None else 0,
+                "device_type": device.type,
+            },
+            sort_keys=True,
+            default=str,
+        ).encode()
+    )
     for data in (train, val):
         if data is not None:
             h.update(data.labels.detach().to("cpu", torch.int64).numpy().tobytes())
     return h.hexdigest()
 
 
-def run_batches(net: torch.nn.Module, spec: NetworkSpec, data: DeviceDataset, batch_size: int,
-                generator: torch.Generator | None, *, want_predictions: bool = False, counter=None
-                ) -> tuple[float, float, torch.Tensor | None]:
+def run_batches(
+    net: torch.nn.Module,
+    spec: NetworkSpec,
+    data: DeviceDataset,
+    batch_size: int,
+    generator: torch.Generator | None,
+    *,
+    want_predictions: bool = False,
+    counter=None,
+) -> tuple[float, float, torch.Tensor | None]:
     """Loss and accuracy of ``net`` (eval mode, no grad) over ``data`` in order; predictions on request.
 
     ``counter``: a :class:`spikebench.opcounts.OperationCounter` told each batch's real time steps."""
@@ -143,17 +173,25 @@ def _load_checkpoint(path: Path, expected: str, log: logging.Logger) -> dict | N
         return None
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        ok = isinstance(ckpt, dict) and {"fingerprint", "epoch", "state_dict", "optimizer", "rng", "rows"} <= ckpt.keys()
+        ok = (
+            isinstance(ckpt, dict) and {"fingerprint", "epoch", "state_dict", "optimizer", "rng", "rows"} <= ckpt.keys()
+        )
     except Exception as exc:  # noqa: BLE001 - any failure to read means the file is unusable
         # Only the type of torch.load's error: its text advises weights_only=False, i.e. running the file's code.
-        raise CheckpointError(f"checkpoint {path} is unreadable ({type(exc).__name__}); "
-                              f"delete it to start this network's training afresh") from None
+        raise CheckpointError(
+            f"checkpoint {path} is unreadable ({type(exc).__name__}); delete it to start this network's training afresh"
+        ) from None
     if not ok:
-        raise CheckpointError(f"checkpoint {path} is not a spikebench training checkpoint; "
-                              f"delete it to start this network's training afresh")
+        raise CheckpointError(
+            f"checkpoint {path} is not a spikebench training checkpoint; "
+            f"delete it to start this network's training afresh"
+        )
     if ckpt["fingerprint"] != expected:
-        log.warning("checkpoint %s was made with other settings, seed, data or device type: starting afresh "
-                    "(it is replaced after the first epoch)", path)
+        log.warning(
+            "checkpoint %s was made with other settings, seed, data or device type: starting afresh "
+            "(it is replaced after the first epoch)",
+            path,
+        )
         return None
     return ckpt
 
@@ -179,18 +217,24 @@ def dataset_mib(*datasets: DeviceDataset | None) -> float:
     return sum(seen.values()) / 2**20
 
 
-CPU_MEMORY_REASON = ("CPU: no caching allocator (no reserved memory), and the process's peak resident set size "
-                     "(peak_memory_mib) cannot be reset per phase, so no activation peak")
+CPU_MEMORY_REASON = (
+    "CPU: no caching allocator (no reserved memory), and the process's peak resident set size "
+    "(peak_memory_mib) cannot be reset per phase, so no activation peak"
+)
 
 
-def memory_columns(device: torch.device, train_start_mib: float | None, train_peak_mib: float | None,
-                   reserved_peak_mib: float | None) -> dict:
+def memory_columns(
+    device: torch.device, train_start_mib: float | None, train_peak_mib: float | None, reserved_peak_mib: float | None
+) -> dict:
     """``activation_peak_mib`` (training phase's peak allocation minus the allocation at its start),
     ``reserved_peak_mib`` (torch's reserved peak) and ``memory_null_reason`` (why they are null)."""
     if device.type != "cuda":
         return {"activation_peak_mib": None, "reserved_peak_mib": None, "memory_null_reason": CPU_MEMORY_REASON}
-    return {"activation_peak_mib": train_peak_mib - train_start_mib, "reserved_peak_mib": reserved_peak_mib,
-            "memory_null_reason": None}
+    return {
+        "activation_peak_mib": train_peak_mib - train_start_mib,
+        "reserved_peak_mib": reserved_peak_mib,
+        "memory_null_reason": None,
+    }
 
 
 def _cuda_mib(fn_name: str, device: torch.device) -> float | None:
@@ -198,9 +242,11 @@ def _cuda_mib(fn_name: str, device: torch.device) -> float | None:
 
 
 def _rng_states(device: torch.device, *generators: torch.Generator) -> dict:
-    return {"torch_cpu": torch.get_rng_state(),
-            "torch_cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-            "generators": [g.get_state() for g in generators]}
+    return {
+        "torch_cpu": torch.get_rng_state(),
+        "torch_cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+        "generators": [g.get_state() for g in generators],
+    }
 
 
 def _set_rng_states(states: dict, device: torch.device, *generators: torch.Generator) -> None:
@@ -211,9 +257,16 @@ def _set_rng_states(states: dict, device: torch.device, *generators: torch.Gener
         g.set_state(state)
 
 
-def warm_up(net: torch.nn.Module, optimizer: torch.optim.Optimizer, spec: NetworkSpec, train: DeviceDataset,
-            val: DeviceDataset | None, steps: int, generators: tuple[torch.Generator, ...],
-            device: torch.device) -> None:
+def warm_up(
+    net: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    spec: NetworkSpec,
+    train: DeviceDataset,
+    val: DeviceDataset | None,
+    steps: int,
+    generators: tuple[torch.Generator, ...],
+    device: torch.device,
+) -> None:
     """``steps`` untimed training steps and one validation batch on full-size batches (cuBLAS/cuDNN set-up,
     lazy kernel loading and allocator growth happen here, not in epoch 1), then the weights, optimiser state
     and every random state (global CPU/CUDA, ``generators``) are put back as they were: the run goes on
@@ -254,10 +307,16 @@ class _Head:
 # --------------------------------------------------------------------------------------------------
 # Training
 # --------------------------------------------------------------------------------------------------
-def train_step(net: torch.nn.Module, optimizer: torch.optim.Optimizer, spec: NetworkSpec, x: torch.Tensor,
-               y: torch.Tensor, n_steps: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+def train_step(
+    net: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    spec: NetworkSpec,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    n_steps: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimiser step on one batch (the timed epochs and the warm-up run this same code); (loss, output)."""
-    with autocast(x.device):                      # precision bf16: torch.autocast; else nothing
+    with autocast(x.device):  # precision bf16: torch.autocast; else nothing
         out = net(x)
         loss = implementation_of(spec).loss(spec, out, y, n_steps)
     optimizer.zero_grad(set_to_none=True)
@@ -266,8 +325,15 @@ def train_step(net: torch.nn.Module, optimizer: torch.optim.Optimizer, spec: Net
     return loss, out
 
 
-def _train_epoch(net: torch.nn.Module, optimizer: torch.optim.Optimizer, spec: NetworkSpec, train: DeviceDataset,
-                 shuffle_gen: torch.Generator, spike_gen: torch.Generator, device: torch.device) -> tuple[float, float]:
+def _train_epoch(
+    net: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    spec: NetworkSpec,
+    train: DeviceDataset,
+    shuffle_gen: torch.Generator,
+    spike_gen: torch.Generator,
+    device: torch.device,
+) -> tuple[float, float]:
     """One pass over the training set in a fresh random order; (mean loss, accuracy)."""
     impl, batch_size, n_train = implementation_of(spec), spec.batch_size, len(train)
     net.train()
@@ -298,7 +364,7 @@ def _run_epoch(net, optimizer, spec, train, val, gens, device, epoch, telemetry)
     train_loss, train_acc = _train_epoch(net, optimizer, spec, train, shuffle_gen, spike_gen, device)
     synchronize(device)
     t1 = time.perf_counter()
-    memory_mib, memory_source = peak_memory(device)   # read before telemetry.phase resets CUDA's peak
+    memory_mib, memory_source = peak_memory(device)  # read before telemetry.phase resets CUDA's peak
     reserved_mib = _cuda_mib("max_memory_reserved", device)
     memory = memory_columns(device, start_mib, memory_mib, reserved_mib)
     val_loss = val_acc = math.nan
@@ -315,22 +381,38 @@ def _run_epoch(net, optimizer, spec, train, val, gens, device, epoch, telemetry)
             memory["reserved_peak_mib"] = max(reserved_mib, _cuda_mib("max_memory_reserved", device))
     telemetry.phase("idle", None)
     return {
-        "train_loss": train_loss, "train_acc": train_acc, "val_loss": val_loss, "val_acc": val_acc,
-        "train_time_s": t1 - t0, "val_time_s": val_time if val is not None else math.nan,
-        "epoch_time_s": (t1 - t0) + val_time, "train_samples_per_s": len(train) / (t1 - t0),
+        "train_loss": train_loss,
+        "train_acc": train_acc,
+        "val_loss": val_loss,
+        "val_acc": val_acc,
+        "train_time_s": t1 - t0,
+        "val_time_s": val_time if val is not None else math.nan,
+        "epoch_time_s": (t1 - t0) + val_time,
+        "train_samples_per_s": len(train) / (t1 - t0),
         "val_samples_per_s": (len(val) / val_time) if val is not None and val_time > 0 else math.nan,
-        "peak_memory_mib": memory_mib, "memory_source": memory_source, **memory,
+        "peak_memory_mib": memory_mib,
+        "memory_source": memory_source,
+        **memory,
     }
 
 
 def _checkpoint_rng(device: torch.device, shuffle_gen: torch.Generator, spike_gen: torch.Generator) -> dict:
-    return {"torch_cpu": torch.get_rng_state(),
-            "torch_cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-            "shuffle": shuffle_gen.get_state(), "spikes": spike_gen.get_state()}
+    return {
+        "torch_cpu": torch.get_rng_state(),
+        "torch_cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+        "shuffle": shuffle_gen.get_state(),
+        "spikes": spike_gen.get_state(),
+    }
 
 
-def _restore(ckpt: dict, net: torch.nn.Module, optimizer: torch.optim.Optimizer, device: torch.device,
-             shuffle_gen: torch.Generator, spike_gen: torch.Generator) -> None:
+def _restore(
+    ckpt: dict,
+    net: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    device: torch.device,
+    shuffle_gen: torch.Generator,
+    spike_gen: torch.Generator,
+) -> None:
     """Weights, optimiser and the random states of a checkpoint, so training goes on as if never stopped."""
     net.load_state_dict(ckpt["state_dict"])
     optimizer.load_state_dict(ckpt["optimizer"])
@@ -343,26 +425,49 @@ def _restore(ckpt: dict, net: torch.nn.Module, optimizer: torch.optim.Optimizer,
 
 def _fresh_run(spec: NetworkSpec, device: torch.device, seed: int):
     """The network, its Adam optimiser and the two generators, all from ``seed``."""
-    torch.manual_seed(seed)                       # initialisation and dropout (global RNG)
+    torch.manual_seed(seed)  # initialisation and dropout (global RNG)
     net = implementation_of(spec).build(spec).to(device)
     # fused=True on CUDA: one kernel for the whole update instead of several per parameter tensor.
     optimizer = torch.optim.Adam(net.parameters(), lr=spec.lr, fused=True if device.type == "cuda" else None)
-    shuffle_gen = torch.Generator().manual_seed(seed)                   # batch order (CPU)
-    spike_gen = torch.Generator(device=device).manual_seed(seed + 1)    # rate-coding spikes (device)
+    shuffle_gen = torch.Generator().manual_seed(seed)  # batch order (CPU)
+    spike_gen = torch.Generator(device=device).manual_seed(seed + 1)  # rate-coding spikes (device)
     return net, optimizer, (shuffle_gen, spike_gen)
 
 
 def _log_epoch(log: logging.Logger, network_id: str, n_epochs: int, row: dict) -> None:
-    log.info("%s epoch %d/%d: train loss %.4f acc %.4f | val loss %.4f acc %.4f | %.1f s, %.0f samples/s, "
-             "peak %.0f MiB (%s)", network_id, row["epoch"], n_epochs, row["train_loss"], row["train_acc"],
-             row["val_loss"], row["val_acc"], row["epoch_time_s"], row["train_samples_per_s"],
-             row["peak_memory_mib"], row["memory_source"])
+    log.info(
+        "%s epoch %d/%d: train loss %.4f acc %.4f | val loss %.4f acc %.4f | %.1f s, %.0f samples/s, "
+        "peak %.0f MiB (%s)",
+        network_id,
+        row["epoch"],
+        n_epochs,
+        row["train_loss"],
+        row["train_acc"],
+        row["val_loss"],
+        row["val_acc"],
+        row["epoch_time_s"],
+        row["train_samples_per_s"],
+        row["peak_memory_mib"],
+        row["memory_source"],
+    )
 
 
-def train_network(spec: NetworkSpec | dict, train: DeviceDataset, val: DeviceDataset | None, *, network_id: str,
-                  device: torch.device, seed: int, weights_out: Path, epochs_out: Path, checkpoint_path: Path,
-                  telemetry=None, log: logging.Logger | None = None, deterministic: bool = False,
-                  warmup_steps: int = 0) -> pd.DataFrame:
+def train_network(
+    spec: NetworkSpec | dict,
+    train: DeviceDataset,
+    val: DeviceDataset | None,
+    *,
+    network_id: str,
+    device: torch.device,
+    seed: int,
+    weights_out: Path,
+    epochs_out: Path,
+    checkpoint_path: Path,
+    telemetry=None,
+    log: logging.Logger | None = None,
+    deterministic: bool = False,
+    warmup_steps: int = 0,
+) -> pd.DataFrame:
     """Train the network ``spec`` describes, resuming from ``checkpoint_path``; returns the epochs table.
 
     The data fit the network (checked when loaded, ``spikebench.data.device``). ``telemetry``: the hook
@@ -385,8 +490,13 @@ def train_network(spec: NetworkSpec | dict, train: DeviceDataset, val: DeviceDat
     if ckpt is not None:
         _restore(ckpt, net, optimizer, device, *gens)
         rows, best, first_epoch = list(ckpt["rows"]), dict(ckpt["best"]), int(ckpt["epoch"]) + 1
-        log.info("%s: resuming from checkpoint %s after epoch %d of %d", network_id, checkpoint_path,
-                 first_epoch - 1, n_epochs)
+        log.info(
+            "%s: resuming from checkpoint %s after epoch %d of %d",
+            network_id,
+            checkpoint_path,
+            first_epoch - 1,
+            n_epochs,
+        )
         telemetry.resume(first_epoch - 1, expected)
     if first_epoch <= n_epochs:
         warm_up(net, optimizer, spec, train, val, int(warmup_steps), gens, device)
@@ -394,25 +504,46 @@ def train_network(spec: NetworkSpec | dict, train: DeviceDataset, val: DeviceDat
     # The loop: train + validate, one row, keep the best validation weights, checkpoint.
     data_mib = dataset_mib(train, val)
     for epoch in range(first_epoch, n_epochs + 1):
-        row = {"network": network_id, "epoch": epoch,
-               **_run_epoch(net, optimizer, spec, train, val, gens, device, epoch, telemetry),
-               "dataset_mib": data_mib, "device": str(device)}
+        row = {
+            "network": network_id,
+            "epoch": epoch,
+            **_run_epoch(net, optimizer, spec, train, val, gens, device, epoch, telemetry),
+            "dataset_mib": data_mib,
+            "device": str(device),
+        }
         row.update(telemetry.epoch_summary(epoch) or {})
         rows.append(row)
         if val is not None and row["val_acc"] > best["val_acc"]:
             best = {"val_acc": row["val_acc"], "epoch": epoch, "state_dict": _cpu_state(net)}
         _log_epoch(log, network_id, n_epochs, row)
-        telemetry.epoch_done(epoch, expected)     # the samples so far, before the checkpoint that needs them
-        atomic.save_torch({
-            "fingerprint": expected, "network": network_id, "epoch": epoch,
-            "state_dict": _cpu_state(net), "optimizer": optimizer.state_dict(),
-            "rng": _checkpoint_rng(device, *gens), "rows": rows, "best": best,
-        }, checkpoint_path)
+        telemetry.epoch_done(epoch, expected)  # the samples so far, before the checkpoint that needs them
+        atomic.save_torch(
+            {
+                "fingerprint": expected,
+                "network": network_id,
+                "epoch": epoch,
+                "state_dict": _cpu_state(net),
+                "optimizer": optimizer.state_dict(),
+                "rng": _checkpoint_rng(device, *gens),
+                "rows": rows,
+                "best": best,
+            },
+            checkpoint_path,
+        )
 
     # Final outputs, atomically; then the checkpoint goes.
     table = pd.DataFrame(rows)
-    atomic.save_torch({"network": network_id, "spec": spec.to_dict(), "epoch": n_epochs, "state_dict": _cpu_state(net),
-                       "best_val_state_dict": best["state_dict"], "best_val_epoch": best["epoch"]}, weights_out)
+    atomic.save_torch(
+        {
+            "network": network_id,
+            "spec": spec.to_dict(),
+            "epoch": n_epochs,
+            "state_dict": _cpu_state(net),
+            "best_val_state_dict": best["state_dict"],
+            "best_val_epoch": best["epoch"],
+        },
+        weights_out,
+    )
     atomic.write_parquet(table, epochs_out)
     Path(checkpoint_path).unlink(missing_ok=True)
     log.info("%s: wrote %s and %s", network_id, weights_out, epochs_out)

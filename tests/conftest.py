@@ -15,8 +15,18 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
-WORKFLOW_FILES = ("Snakefile", "rules", "scripts", "schemas", "envs", "report", "profiles",
-                  "config.yaml", "config.demo.yaml", "spikebench")
+WORKFLOW_FILES = (
+    "Snakefile",
+    "rules",
+    "scripts",
+    "schemas",
+    "envs",
+    "report",
+    "profiles",
+    "config.yaml",
+    "config.demo.yaml",
+    "spikebench",
+)
 
 
 def copy_workflow(dest: Path) -> Path:
@@ -57,7 +67,10 @@ def demo_run(tmp_path_factory) -> Path:
     workdir = copy_workflow(tmp_path_factory.mktemp("demo") / "workflow")
     run = subprocess.run(
         snakemake_cmd("--cores", "2", "--resources", "gpu=1", "--configfile", "config.demo.yaml"),
-        cwd=workdir, capture_output=True, text=True, timeout=1800,
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=1800,
     )
     (workdir / "snakemake-demo.log").write_text(run.stdout + run.stderr)
     assert run.returncode == 0, (run.stdout + run.stderr)[-6000:]

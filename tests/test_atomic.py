@@ -37,8 +37,9 @@ def test_output_gets_umask_permissions_not_mkstemp_0600(tmp_path: Path) -> None:
 
 
 def test_json_nan_is_null_and_numpy_scalars_are_numbers(tmp_path: Path) -> None:
-    out = atomic.write_json({"a": math.nan, "b": [1.5, np.int64(2)], "c": Path("x"), 3: np.float32(0.5)},
-                            tmp_path / "t.json")
+    out = atomic.write_json(
+        {"a": math.nan, "b": [1.5, np.int64(2)], "c": Path("x"), 3: np.float32(0.5)}, tmp_path / "t.json"
+    )
     assert json.loads(out.read_text()) == {"a": None, "b": [1.5, 2], "c": "x", "3": 0.5}
 
 

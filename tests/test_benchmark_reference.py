@@ -20,12 +20,16 @@ sys.path.insert(0, str(PROJECT / "benchmarks"))
 
 import bench_training as bench  # noqa: E402
 import reference_snntorch as ref  # noqa: E402
+
 from spikebench.models import build_network  # noqa: E402
 
 # The six networks as spikebench runs them (the `_snntorch` twins of the SNNs are the package's own snnTorch
 # path, tested in test_implementation.py).
-SPECS = {n: s for n, s in bench.load_specs(PROJECT / "config.yaml").items()
-         if s.get("implementation", "spikebench") == "spikebench"}
+SPECS = {
+    n: s
+    for n, s in bench.load_specs(PROJECT / "config.yaml").items()
+    if s.get("implementation", "spikebench") == "spikebench"
+}
 NETWORKS = sorted(SPECS)
 
 
@@ -73,9 +77,11 @@ def test_reference_spikes_equal_spikebench_for_the_same_weights(name):
     ref.copy_parameters_(reference, spikebench)
     c, h, w = ref.input_shape(spec)
     gen = torch.Generator().manual_seed(2)
-    if spec["dataset"] == "nmnist":   # event counts per frame cell, mostly zero
-        x = torch.randint(0, 3, (8, 4, c, h, w), generator=gen).float() * (torch.rand(8, 4, c, h, w, generator=gen) < 0.1)
-    else:                              # rate-coded spikes
+    if spec["dataset"] == "nmnist":  # event counts per frame cell, mostly zero
+        x = torch.randint(0, 3, (8, 4, c, h, w), generator=gen).float() * (
+            torch.rand(8, 4, c, h, w, generator=gen) < 0.1
+        )
+    else:  # rate-coded spikes
         x = (torch.rand(8, 4, c, h, w, generator=gen) < 0.3).float()
     with torch.no_grad():
         ref_spikes, _ = reference(x)
@@ -86,8 +92,9 @@ def test_reference_spikes_equal_spikebench_for_the_same_weights(name):
     # one NCHW step at a time), so a membrane potential within float rounding of the threshold may spike on
     # one side only; anything else (another layer order, pooling, reset) would disagree far more often.
     mismatches = int((ref_spikes != sb_spikes).sum())
-    assert mismatches <= max(1, int(0.05 * ref_spikes.sum())), \
+    assert mismatches <= max(1, int(0.05 * ref_spikes.sum())), (
         f"{mismatches} output spikes differ (reference fired {int(ref_spikes.sum())})"
+    )
 
 
 def test_copy_parameters_refuses_another_architecture():

@@ -18,8 +18,13 @@ import compare_demo  # noqa: E402
 
 
 def write_frames(path, counts, version="26.0.1"):
-    table = pa.table({"sample": pa.array([0, 0, 1], pa.int32()), "frame": pa.array([0, 1, 0], pa.int16()),
-                      "count": pa.array(counts, pa.int16())})
+    table = pa.table(
+        {
+            "sample": pa.array([0, 0, 1], pa.int32()),
+            "frame": pa.array([0, 1, 0], pa.int16()),
+            "count": pa.array(counts, pa.int16()),
+        }
+    )
     pq.write_table(table.replace_schema_metadata({"pyarrow_version": version, "time_window_us": "10000"}), path)
 
 
@@ -27,16 +32,39 @@ def make_results(root):
     """A results folder like the demo's: one SNN run (epochs, test, layers) and the N-MNIST data files."""
     run = root / "exp1_snn"
     run.mkdir(parents=True)
-    pd.DataFrame({"network": ["exp1_snn"] * 2, "epoch": [1, 2], "train_loss": [0.52, 0.31],
-                  "train_acc": [0.8, 0.9], "val_loss": [0.4, 0.3], "val_acc": [0.85, 0.875],
-                  "epoch_time_s": [12.5, 12.25], "avg_power_w": [None, None]}).to_parquet(run / "epochs.parquet")
-    (run / "test.json").write_text(json.dumps({
-        "network": "exp1_snn", "accuracy": 0.904, "precision_macro": 0.9, "recall_macro": 0.91, "f1_macro": 0.905,
-        "per_class_recall": [0.9, 0.91], "per_class_precision": [0.9, 0.9], "per_class_f1": [0.9, 0.905],
-        "confusion_matrix": [[9, 1], [1, 9]], "test_time_s": 3.2, "telemetry": {"n_samples": 30},
-        "hardware": {"cpu": "EPYC"}}))
-    pd.DataFrame({"layer": [0, 1], "spikes_per_sample": [280.345, 187.791],
-                  "zero_relu_fraction": [np.nan, np.nan]}).to_parquet(run / "layers.parquet")
+    pd.DataFrame(
+        {
+            "network": ["exp1_snn"] * 2,
+            "epoch": [1, 2],
+            "train_loss": [0.52, 0.31],
+            "train_acc": [0.8, 0.9],
+            "val_loss": [0.4, 0.3],
+            "val_acc": [0.85, 0.875],
+            "epoch_time_s": [12.5, 12.25],
+            "avg_power_w": [None, None],
+        }
+    ).to_parquet(run / "epochs.parquet")
+    (run / "test.json").write_text(
+        json.dumps(
+            {
+                "network": "exp1_snn",
+                "accuracy": 0.904,
+                "precision_macro": 0.9,
+                "recall_macro": 0.91,
+                "f1_macro": 0.905,
+                "per_class_recall": [0.9, 0.91],
+                "per_class_precision": [0.9, 0.9],
+                "per_class_f1": [0.9, 0.905],
+                "confusion_matrix": [[9, 1], [1, 9]],
+                "test_time_s": 3.2,
+                "telemetry": {"n_samples": 30},
+                "hardware": {"cpu": "EPYC"},
+            }
+        )
+    )
+    pd.DataFrame(
+        {"layer": [0, 1], "spikes_per_sample": [280.345, 187.791], "zero_relu_fraction": [np.nan, np.nan]}
+    ).to_parquet(run / "layers.parquet")
     (root / "data").mkdir()
     write_frames(root / "data" / "nmnist_train_frames.parquet", [1, 2, 3])
     return root
@@ -97,7 +125,7 @@ def test_a_changed_metric_fails_naming_the_key(folders, capsys):
 
 def test_operation_counts_compare_bitwise_with_nan_equal_to_nan(folders, capsys):
     ref, new = folders
-    code, _ = run(ref, new, capsys)            # the NaN column of both files matches
+    code, _ = run(ref, new, capsys)  # the NaN column of both files matches
     assert code == 0
     layers = pd.read_parquet(new / "exp1_snn" / "layers.parquet")
     layers.loc[0, "spikes_per_sample"] = 280.346

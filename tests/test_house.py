@@ -67,8 +67,10 @@ def test_every_package_function_is_at_most_60_lines_or_says_why():
     offenders = []
     for path in sorted((PROJECT / "spikebench").rglob("*.py")):
         offenders += long_functions(path.read_text(), str(path.relative_to(PROJECT)))
-    assert not offenders, (f"{len(offenders)} functions over {MAX_FUNCTION_LINES} lines without a "
-                           f"'{LONG_REASON} ...' line in their docstring:\n" + "\n".join(offenders))
+    assert not offenders, (
+        f"{len(offenders)} functions over {MAX_FUNCTION_LINES} lines without a "
+        f"'{LONG_REASON} ...' line in their docstring:\n" + "\n".join(offenders)
+    )
 
 
 def test_license_file_is_the_licence_pyproject_names():
@@ -85,8 +87,9 @@ def test_citation_cff_is_valid_and_matches_the_package():
     cff = yaml.safe_load((PROJECT / "CITATION.cff").read_text())
     assert cff["cff-version"] == "1.2.0"
     assert {"cff-version", "message", "title", "authors"} <= set(cff)
-    assert cff["authors"] and all(isinstance(a, dict) and ({"name"} & set(a) or {"family-names"} & set(a))
-                                  for a in cff["authors"])
+    assert cff["authors"] and all(
+        isinstance(a, dict) and ({"name"} & set(a) or {"family-names"} & set(a)) for a in cff["authors"]
+    )
     assert cff["version"] == PYPROJECT["version"]
     assert cff["license"] == PYPROJECT["license"]["text"]
 
@@ -111,10 +114,14 @@ def test_extras_only_dependencies_stay_out_of_the_package_code():
     assert any(d.startswith("scikit-learn") for d in extras["test"])
     assert any(d.startswith("mlxtend") for d in extras["demo"])
     assert any("demo" in d for d in extras["test"] if d.startswith("spikebench["))
-    users = {name: sorted(str(p.relative_to(PROJECT)) for p in [*PROJECT.glob("spikebench/**/*.py"),
-                                                               *PROJECT.glob("scripts/*.py")]
-                          if name in _imports(p))
-             for name in ("sklearn", "mlxtend")}
+    users = {
+        name: sorted(
+            str(p.relative_to(PROJECT))
+            for p in [*PROJECT.glob("spikebench/**/*.py"), *PROJECT.glob("scripts/*.py")]
+            if name in _imports(p)
+        )
+        for name in ("sklearn", "mlxtend")
+    }
     assert users == {"sklearn": [], "mlxtend": ["spikebench/data/demo.py"]}
 
 

@@ -29,13 +29,13 @@ def dense(x, weight, bias, padding):
 # drops the last row/column), values 1 or 2-3.
 CASES = [
     (0.005, 0, 2, 12, 34, 34, (1, 2)),
-    (0.005, 2, 2, 12, 15, 13, (1, 2)),      # conv map 15x13 (both odd)
-    (0.1, 0, 12, 32, 15, 15, (1, 2)),       # 11x11
-    (0.1, 2, 12, 16, 14, 15, (2, 4)),       # 14x15
+    (0.005, 2, 2, 12, 15, 13, (1, 2)),  # conv map 15x13 (both odd)
+    (0.1, 0, 12, 32, 15, 15, (1, 2)),  # 11x11
+    (0.1, 2, 12, 16, 14, 15, (2, 4)),  # 14x15
     (0.5, 0, 1, 12, 32, 32, (1, 2)),
-    (0.5, 2, 1, 12, 13, 16, (2, 4)),        # 13x16
-    (0.1, 0, 1, 12, 17, 20, (2, 4)),        # 13x16
-    (0.02, 1, 3, 12, 12, 12, (1, 4)),       # padding 1: 10x10
+    (0.5, 2, 1, 12, 13, 16, (2, 4)),  # 13x16
+    (0.1, 0, 1, 12, 17, 20, (2, 4)),  # 13x16
+    (0.02, 1, 3, 12, 12, 12, (1, 4)),  # padding 1: 10x10
 ]
 
 
@@ -43,7 +43,7 @@ CASES = [
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_forward_matches_pytorch(density, padding, c_in, c_out, h, w, values, channels_last):
     x = sparse_input(37, c_in, h, w, density, seed=c_in * 7 + h, values=values)
-    x[3] = 0.0                                          # an all-zero image: every conv value is the bias
+    x[3] = 0.0  # an all-zero image: every conv value is the bias
     weight, bias = params(c_in, c_out, seed=h + w)
     ref, ref_idx = dense(x, weight, bias, padding)
     if channels_last:
@@ -74,8 +74,8 @@ def test_partial_windows_ties():
     """One event: windows it reaches only in part still hold exact ties between their untouched positions."""
     x = torch.zeros(2, 1, 16, 16)
     x[0, 0, 7, 9] = 1.0
-    weight = -torch.ones(4, 1, 5, 5)                     # the event lowers every position it reaches
-    weight[1] = 1.0                                      # ... or raises it
+    weight = -torch.ones(4, 1, 5, 5)  # the event lowers every position it reaches
+    weight[1] = 1.0  # ... or raises it
     bias = torch.tensor([0.0, 0.0, 0.5, -0.5])
     out, idx = event_conv_pool_forward(x, weight, bias, 0)
     ref, ref_idx = dense(x, weight, bias, 0)
@@ -122,8 +122,9 @@ def test_weight_grad_matches_autograd(density, padding, c_in, c_out, h, w, value
     assert_rel_close(gb, ref_b, 1e-4)
     # Layout of x, grad_out and argmax changes nothing but the order of a few sums.
     cl = torch.channels_last
-    gw2, gb2 = event_conv_pool_weight_grad(x.contiguous(memory_format=cl), grad_out.contiguous(memory_format=cl),
-                                           idx.contiguous(), weight.shape, padding)
+    gw2, gb2 = event_conv_pool_weight_grad(
+        x.contiguous(memory_format=cl), grad_out.contiguous(memory_format=cl), idx.contiguous(), weight.shape, padding
+    )
     assert_rel_close(gw2, ref_w, 1e-4)
     assert torch.equal(gb2, gb)
 
@@ -148,7 +149,7 @@ def test_results_do_not_depend_on_thread_count():
     """Partials per block of images (block size set by N alone), added in block order: bitwise equal."""
     if numba.config.NUMBA_NUM_THREADS < 2:
         pytest.skip("numba has a single thread here")
-    x = sparse_input(1203, 2, 20, 20, 0.05, seed=9, values=(1, 3))   # 64 blocks of 19 images (the last short)
+    x = sparse_input(1203, 2, 20, 20, 0.05, seed=9, values=(1, 3))  # 64 blocks of 19 images (the last short)
     weight, bias = params(2, 12, seed=9)
     grad_out = torch.randn(1203, 12, 8, 8, generator=torch.Generator().manual_seed(9))
     before = numba.get_num_threads()

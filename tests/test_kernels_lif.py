@@ -8,8 +8,8 @@ import numba
 import pytest
 import torch
 
-from spikebench.kernels.lif import BLOCK, lif_backward, lif_forward
 from spikebench import models
+from spikebench.kernels.lif import BLOCK, lif_backward, lif_forward
 from spikebench.models import LeakyFunction
 
 ALPHA = 2.0
@@ -51,7 +51,7 @@ def test_forward_bitwise_equal(shape, beta, threshold):
         spk, mem = lif_forward(current, beta, threshold)
         assert spk.shape == mem.shape == current.shape and spk.dtype == mem.dtype == torch.float32
         assert torch.equal(spk, ref_spk)
-        assert torch.equal(mem, ref_mem)    # bitwise, not just close
+        assert torch.equal(mem, ref_mem)  # bitwise, not just close
 
 
 def assert_grad_close(got, ref):
@@ -75,14 +75,14 @@ def test_backward_matches_autograd(shape, which, beta):
 
 def test_non_contiguous_inputs():
     gen = torch.Generator().manual_seed(3)
-    current = (torch.randn(3 * BLOCK, 50, generator=gen) + 0.5).t()[:, ::3]    # [50, BLOCK] view, strided
+    current = (torch.randn(3 * BLOCK, 50, generator=gen) + 0.5).t()[:, ::3]  # [50, BLOCK] view, strided
     assert current.shape == (50, BLOCK) and not current.is_contiguous()
     ref_spk, ref_mem, _ = reference(current, 0.9, 1.0)
     spk, mem = lif_forward(current, 0.9, 1.0)
     assert torch.equal(spk, ref_spk) and torch.equal(mem, ref_mem)
 
-    grad_spk = torch.randn(current.shape[1], current.shape[0], generator=gen).t()       # transposed
-    grad_mem = torch.ones(()).expand(current.shape)                                       # stride 0
+    grad_spk = torch.randn(current.shape[1], current.shape[0], generator=gen).t()  # transposed
+    grad_mem = torch.ones(()).expand(current.shape)  # stride 0
     ref = reference(current, 0.9, 1.0, grad_spk, grad_mem)[2]
     assert_grad_close(lif_backward(mem.t().contiguous().t(), grad_spk, grad_mem, 0.9, 1.0, ALPHA), ref)
 
@@ -117,6 +117,7 @@ def test_leaky_function_uses_the_kernel_on_the_cpu(monkeypatch):
     numbers as its PyTorch path), smaller ones to its PyTorch operations."""
     calls = []
     import spikebench.kernels.lif as lif_module
+
     real = lif_module.lif_forward
     monkeypatch.setattr(lif_module, "lif_forward", lambda *a: calls.append(1) or real(*a))
     current = torch.randn(6, 3, 5)
@@ -137,10 +138,10 @@ def test_channels_last_layout_is_kept_without_copies():
     assert spk.stride() == mem.stride() == current.stride()
     ref_spk, ref_mem, _ = reference(current, 0.8, 1.0)
     assert torch.equal(spk, ref_spk) and torch.equal(mem, ref_mem)
-    grad_spk = torch.randn_like(current)             # same (channels-last) layout as the spikes
+    grad_spk = torch.randn_like(current)  # same (channels-last) layout as the spikes
     grad = lif_backward(mem, grad_spk, None, 0.8, 1.0, ALPHA)
     assert grad.stride() == current.stride()
     _, _, ref_grad = reference(current, 0.8, 1.0, grad_spk=grad_spk)
     torch.testing.assert_close(grad, ref_grad, rtol=1e-6, atol=1e-7)
-    grad = lif_backward(mem, grad_spk.contiguous(), None, 0.8, 1.0, ALPHA)   # another layout: copied, same values
+    grad = lif_backward(mem, grad_spk.contiguous(), None, 0.8, 1.0, ALPHA)  # another layout: copied, same values
     torch.testing.assert_close(grad, ref_grad, rtol=1e-6, atol=1e-7)

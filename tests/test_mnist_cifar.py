@@ -139,8 +139,9 @@ def test_read_idx_reads_gz_and_checks_magic_and_size(shared_data: Path, tmp_path
         read_idx(broken_gz)
 
 
-
-@pytest.mark.parametrize("damage,cause", [("flip@100", "error"), ("flip@3000", "BadGzipFile"), ("cut@2000", "EOFError")])
+@pytest.mark.parametrize(
+    "damage,cause", [("flip@100", "error"), ("flip@3000", "BadGzipFile"), ("cut@2000", "EOFError")]
+)
 def test_read_idx_names_a_damaged_gz_and_the_remedy(shared_data: Path, tmp_path: Path, damage: str, cause: str):
     """A byte-flipped or truncated copy of the real t10k labels .gz: zlib's bare 'Error -3' gets the path."""
     real = (shared_data / "mnist" / "t10k-labels-idx1-ubyte.gz").read_bytes()
@@ -153,11 +154,12 @@ def test_read_idx_names_a_damaged_gz_and_the_remedy(shared_data: Path, tmp_path:
     damaged.write_bytes(bytes(data))
     with pytest.raises(DataIntegrityError) as error:
         read_idx(damaged)
-    assert type(error.value.__cause__).__name__ == cause   # zlib.error, gzip.BadGzipFile, EOFError
+    assert type(error.value.__cause__).__name__ == cause  # zlib.error, gzip.BadGzipFile, EOFError
     message = str(error.value)
     assert message.startswith(f"{damaged}: cannot decompress") and "corrupt or truncated" in message
     assert "Delete it and run the download again" in message
-    assert damaged.read_bytes() == bytes(data)   # the user's file is left as it was
+    assert damaged.read_bytes() == bytes(data)  # the user's file is left as it was
+
 
 def test_write_idx_writes_the_exact_idx_format(shared_data: Path, tmp_path: Path):
     real = gzip.decompress((shared_data / "mnist" / "t10k-labels-idx1-ubyte.gz").read_bytes())
@@ -274,6 +276,7 @@ def test_download_cifar10_fetch_failure_leaves_nothing(tmp_path: Path, no_networ
 
 # --- CIFAR-10 pickles: md5 first (real data), restricted unpickling always --------------------------
 
+
 class _Payload:
     """Unpickling this runs ``func(*args)``: what a tampered CIFAR-10 batch could do."""
 
@@ -303,7 +306,7 @@ def test_a_tampered_cifar_pickle_is_refused_and_runs_nothing(tmp_path: Path, pay
     folder = cifar10_folder(tmp_path / "data")
     folder.mkdir(parents=True)
     evil = pickle.dumps({"data": _payloads(marker)[payload], "labels": [0]}, protocol=protocol)
-    pickle.loads(evil)   # the payload is real: plain pickle creates the file
+    pickle.loads(evil)  # the payload is real: plain pickle creates the file
     assert marker.exists()
     marker.unlink()
     for name in ("test_batch", "batches.meta"):
@@ -312,7 +315,7 @@ def test_a_tampered_cifar_pickle_is_refused_and_runs_nothing(tmp_path: Path, pay
         load_cifar10(tmp_path / "data", "test", verify_md5=False)
     message = str(error.value)
     assert str(folder / "test_batch") in message and "refused to load the global" in message
-    assert payload.split(".")[-1] in message or "getattr" in message   # names the refused global
+    assert payload.split(".")[-1] in message or "getattr" in message  # names the refused global
     assert isinstance(error.value, DataIntegrityError) and "Delete it" in message
     with pytest.raises(UnsafePickleError, match="batches.meta"):
         label_names(tmp_path / "data", verify_md5=False)
@@ -323,7 +326,7 @@ def _python2_batch(data: np.ndarray, labels: list[int]) -> bytes:
     """A batch as the CIFAR-10 site's Python 2 pickles are laid out (protocol 2; numpy.core names, str data)."""
     import struct
 
-    def short(b: bytes) -> bytes:   # SHORT_BINSTRING: a Python 2 str
+    def short(b: bytes) -> bytes:  # SHORT_BINSTRING: a Python 2 str
         return b"U" + bytes([len(b)]) + b
 
     raw = data.tobytes()
@@ -358,7 +361,7 @@ def test_a_batch_with_the_wrong_md5_is_refused_before_unpickling(shared_data: Pa
     monkeypatch.setattr(cifar10._CifarUnpickler, "load", lambda self: unpickled.append(self) or original_load(self))
     monkeypatch.setattr(pickle, "load", lambda *a, **k: unpickled.append(a))
     with pytest.raises(DataIntegrityError) as error:
-        load_cifar10(tmp_path, "test")   # verify_md5 defaults to True: the real dataset
+        load_cifar10(tmp_path, "test")  # verify_md5 defaults to True: the real dataset
     message = str(error.value)
     assert str(folder / "test_batch") in message and found in message
     assert "40351d587109b95175f43aff81a1287e" in message and "Delete it and run the download again" in message

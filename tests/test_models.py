@@ -13,7 +13,13 @@ from snntorch import surrogate
 from torch import nn
 
 from spikebench.models import (
-    InputShapeError, Leaky, NetworkSpecError, build_network, count_parameters, network_loss, predict,
+    InputShapeError,
+    Leaky,
+    NetworkSpecError,
+    build_network,
+    count_parameters,
+    network_loss,
+    predict,
     spike_count_loss,
 )
 
@@ -39,9 +45,9 @@ def expected_parameters(spec: dict) -> int:
         return sum(_lin(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
     ch = [c_in, *spec["channels"]]
     convs = sum(_conv(a, b) for a, b in zip(ch[:-1], ch[1:]))
-    if spec["architecture"] == "conv5":   # 32x32 -> 16 -> 8 -> 4 -> 2 -> 1 after five 2x2 pools
+    if spec["architecture"] == "conv5":  # 32x32 -> 16 -> 8 -> 4 -> 2 -> 1 after five 2x2 pools
         return convs + _lin(ch[-1] * 1 * 1, spec["fc"]) + _lin(spec["fc"], 10)
-    return convs + _lin(32 * 5 * 5, 10)   # conv2: 800 features
+    return convs + _lin(32 * 5 * 5, 10)  # conv2: 800 features
 
 
 def test_parameter_counts_written_out() -> None:
@@ -55,8 +61,11 @@ def test_shapes_and_parameter_counts(network: str) -> None:
     spec = NETWORKS[network]
     net = build_network(spec, network)
     assert count_parameters(net) == expected_parameters(spec)
-    shape = {"mnist": (1, spec.get("input_size", 28), spec.get("input_size", 28)), "cifar10": (3, 32, 32),
-             "nmnist": (2, 34, 34)}[spec["dataset"]]
+    shape = {
+        "mnist": (1, spec.get("input_size", 28), spec.get("input_size", 28)),
+        "cifar10": (3, 32, 32),
+        "nmnist": (2, 34, 34),
+    }[spec["dataset"]]
     assert net.input_shape == shape
     torch.manual_seed(0)
     if spec["kind"] == "ann":
@@ -72,7 +81,7 @@ def test_kaiming_initialisation() -> None:
     torch.manual_seed(0)
     net = build_network(NETWORKS["exp1_ann"], "exp1_ann")
     w = net.layers[1].weight
-    assert abs(w.std().item() - (2 / 784) ** 0.5) < 0.002   # Kaiming normal, fan-in, ReLU gain
+    assert abs(w.std().item() - (2 / 784) ** 0.5) < 0.002  # Kaiming normal, fan-in, ReLU gain
     assert torch.count_nonzero(net.layers[1].bias) == 0
 
 
@@ -86,7 +95,7 @@ def test_bad_specs_and_inputs_name_the_network() -> None:
     with pytest.raises(InputShapeError, match=r"exp1_snn.*\(2, 4, 3, 32, 32\).*\(1, 28, 28\)"):
         net(torch.rand(2, 4, 3, 32, 32))
     with pytest.raises(InputShapeError, match="exp1_snn"):
-        net(torch.rand(4, 784))   # no time dimension
+        net(torch.rand(4, 784))  # no time dimension
     ann = build_network(NETWORKS["exp2_cnn"], "exp2_cnn")
     with pytest.raises(InputShapeError, match="exp2_cnn"):
         ann(torch.rand(2, 1, 28, 28))
@@ -104,12 +113,15 @@ def _snntorch_lif(current: torch.Tensor, beta: float, threshold: float) -> tuple
     return torch.stack(spikes), torch.stack(mems)
 
 
-@pytest.mark.parametrize("steps,shape,scale,beta,threshold", [
-    (25, (16, 64), 1.0, 0.8, 1.0),
-    (7, (3, 4, 5, 5), 6.0, 0.8, 1.0),     # inputs far above the threshold
-    (40, (8, 10), 0.4, 0.95, 0.5),
-    (1, (5, 3), 3.0, 0.8, 1.0),
-])
+@pytest.mark.parametrize(
+    "steps,shape,scale,beta,threshold",
+    [
+        (25, (16, 64), 1.0, 0.8, 1.0),
+        (7, (3, 4, 5, 5), 6.0, 0.8, 1.0),  # inputs far above the threshold
+        (40, (8, 10), 0.4, 0.95, 0.5),
+        (1, (5, 3), 3.0, 0.8, 1.0),
+    ],
+)
 @pytest.mark.parametrize("kernel", [False, True], ids=["torch-ops", "numba-kernel"])
 def test_lif_matches_snntorch(steps, shape, scale, beta, threshold, kernel, monkeypatch) -> None:
     from spikebench import models
@@ -161,8 +173,9 @@ def _run_reference(ref: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("kernels", [False, True], ids=["torch-ops", "all-cpu-kernels"])
-@pytest.mark.parametrize("network,steps", [("exp1_snn", 6), ("exp2_snn", 3), ("exp3_snn_mnist", 5),
-                                           ("exp3_snn_nmnist", 4)])
+@pytest.mark.parametrize(
+    "network,steps", [("exp1_snn", 6), ("exp2_snn", 3), ("exp3_snn_mnist", 5), ("exp3_snn_nmnist", 4)]
+)
 def test_network_matches_snntorch_loop(network: str, steps: int, kernels: bool, monkeypatch) -> None:
     """Same output spikes, loss and gradients as a snnTorch-tutorial loop with the same weights; with the CPU
     kernels forced on for every layer (numba LIF, event-driven convolutions) or off."""
@@ -173,8 +186,8 @@ def test_network_matches_snntorch_loop(network: str, steps: int, kernels: bool, 
     monkeypatch.setattr(models.convpool, "EVENT_DENSITY", 1.01)
     torch.manual_seed(1)
     spec = NETWORKS[network]
-    net = build_network(spec, network).eval()   # eval: dropout (exp2) off, its masks are random
-    for p in net.parameters():     # larger weights than Kaiming so that every layer spikes a lot
+    net = build_network(spec, network).eval()  # eval: dropout (exp2) off, its masks are random
+    for p in net.parameters():  # larger weights than Kaiming so that every layer spikes a lot
         p.data.mul_(1.5)
     x = (torch.rand(steps, 4, *net.input_shape) < 0.4).float()
     y = torch.tensor([0, 3, 7, 9])
@@ -229,7 +242,7 @@ def test_padding_changes_neither_loss_nor_prediction() -> None:
     n_steps = torch.tensor([7, 12])
     assert predict("snn", padded, n_steps)[0] == alone_pred[0]
     torch.testing.assert_close(spike_count_loss(padded[:, :1], y, n_steps[:1], **RATES), alone_loss)
-    assert predict("snn", padded[:, :1])[0] != alone_pred[0]   # without the mask the padding would win
+    assert predict("snn", padded[:, :1])[0] != alone_pred[0]  # without the mask the padding would win
     # per-sample targets: int(7 * 0.8) = 5 on, int(7 * 0.2) = 1 off
     zeros = torch.zeros(7, 1, 10)
     expected = ((0 - 5) ** 2 + 9 * (0 - 1) ** 2) / 10 / 7
@@ -253,13 +266,14 @@ def test_padding_in_a_real_network() -> None:
     n_steps = torch.tensor([6, 11])
     assert torch.equal(out[:6, 0], alone[:, 0])
     assert predict("snn", out, n_steps)[0] == predict("snn", alone)[0]
-    torch.testing.assert_close(spike_count_loss(out[:, :1], y[:1], n_steps[:1], **RATES),
-                               spike_count_loss(alone, y[:1], **RATES))
+    torch.testing.assert_close(
+        spike_count_loss(out[:, :1], y[:1], n_steps[:1], **RATES), spike_count_loss(alone, y[:1], **RATES)
+    )
 
 
 def test_prediction_ties_go_to_the_lowest_class() -> None:
     spikes = torch.zeros(4, 2, 10)
-    spikes[:, 0, [2, 7]] = 1.0        # a tie between classes 2 and 7
+    spikes[:, 0, [2, 7]] = 1.0  # a tie between classes 2 and 7
     spikes[:2, 1, 9] = 1.0
     assert predict("snn", spikes).tolist() == [2, 9]
     assert predict("snn", torch.zeros(3, 1, 10)).tolist() == [0]
@@ -272,10 +286,12 @@ def test_ann_loss_is_cross_entropy() -> None:
 
 
 @pytest.mark.parametrize("kernels", [True, False], ids=["cpu-kernels", "torch-only"])
-@pytest.mark.parametrize("c_in,size,padding,density", [(1, 32, 0, 0.13), (2, 34, 0, 0.01), (3, 16, 2, 0.3),
-                                                    (8, 16, 2, 0.3)])
-def test_conv_pool_matches_conv_then_max_pool(c_in: int, size: int, padding: int, density: float, kernels: bool,
-                                              monkeypatch) -> None:
+@pytest.mark.parametrize(
+    "c_in,size,padding,density", [(1, 32, 0, 0.13), (2, 34, 0, 0.01), (3, 16, 2, 0.3), (8, 16, 2, 0.3)]
+)
+def test_conv_pool_matches_conv_then_max_pool(
+    c_in: int, size: int, padding: int, density: float, kernels: bool, monkeypatch
+) -> None:
     """Chunked conv + max-pool: same output and gradients as Conv2d then MaxPool2d, ties included.
 
     Sparse binary inputs make many 2x2 windows all-zero, so the four candidates of a window tie at the bias;
@@ -284,9 +300,8 @@ def test_conv_pool_matches_conv_then_max_pool(c_in: int, size: int, padding: int
     one with the event-driven weight gradient).
     """
     from spikebench import models
-    from spikebench.models import ConvPoolFunction
-
     from spikebench.kernels import event_conv
+    from spikebench.models import ConvPoolFunction
 
     monkeypatch.setattr(models.lif, "CPU_KERNELS", kernels)
     calls, grad_calls = [], []
@@ -302,10 +317,10 @@ def test_conv_pool_matches_conv_then_max_pool(c_in: int, size: int, padding: int
     (ref * weight).sum().backward()
     ref_grads = [x.grad.clone(), conv.weight.grad.clone(), conv.bias.grad.clone()]
     x.grad = conv.weight.grad = conv.bias.grad = None
-    out = ConvPoolFunction.apply(x, conv.weight, conv.bias, padding, 8)   # 5 chunks, the last one short
+    out = ConvPoolFunction.apply(x, conv.weight, conv.bias, padding, 8)  # 5 chunks, the last one short
     (out * weight).sum().backward()
     assert len(calls) == (kernels and density < models.convpool.EVENT_DENSITY)
-    torch.testing.assert_close(out, ref, rtol=1e-6, atol=1e-6)   # channels-last sums in another order on the CPU
+    torch.testing.assert_close(out, ref, rtol=1e-6, atol=1e-6)  # channels-last sums in another order on the CPU
     assert len(grad_calls) == (kernels and c_in <= 3)
     # weight gradients: sums of ~10^4 products in another order (some cancel), hence the looser tolerance
     for got, want, tol in zip([x.grad, conv.weight.grad, conv.bias.grad], ref_grads, [1e-5, 1e-4, 1e-4]):
@@ -326,17 +341,20 @@ def test_tied_weight_conv_matches_conv2d(size: int, c_in: int, c_out: int) -> No
     torch.manual_seed(size)
     ours = Conv2d(c_in, c_out, 5, padding=2)
     ref = nn.Conv2d(c_in, c_out, 5, padding=2)
-    ref.load_state_dict(ours.state_dict())          # the same parameters and state-dict keys
+    ref.load_state_dict(ours.state_dict())  # the same parameters and state-dict keys
     ref.bias.data.normal_()
     ours.bias.data.copy_(ref.bias.data)
     x = (torch.rand(9, c_in, size, size) < 0.4).float().requires_grad_()
     weight = torch.randn(9, c_out, size, size)
-    for run in (lambda m: m(x), lambda m: nn.functional.max_pool2d(m(x), 2) if size > 1 else m(x),
-                lambda m: conv_pool(x, m) if size > 1 else m(x)):
+    for run in (
+        lambda m: m(x),
+        lambda m: nn.functional.max_pool2d(m(x), 2) if size > 1 else m(x),
+        lambda m: conv_pool(x, m) if size > 1 else m(x),
+    ):
         outs, grads = [], []
         for m in (ref, ours):
             y = run(m)
-            (y * weight[..., :y.shape[-2], :y.shape[-1]]).sum().backward()
+            (y * weight[..., : y.shape[-2], : y.shape[-1]]).sum().backward()
             outs.append(y)
             grads.append([x.grad.clone(), m.weight.grad.clone(), m.bias.grad.clone()])
             x.grad = m.weight.grad = m.bias.grad = None
@@ -352,7 +370,7 @@ def test_active_input_linear_skips_zero_columns_exactly() -> None:
     torch.manual_seed(5)
     linear = nn.Linear(30, 7)
     x = (torch.rand(25, 4, 30) < 0.3).float()
-    x[..., ::3] = 0.0                                  # a third of the inputs never fire
+    x[..., ::3] = 0.0  # a third of the inputs never fire
     y = active_input_linear(x, linear)
     weight = torch.randn_like(y)
     (y * weight).sum().backward()

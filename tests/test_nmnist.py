@@ -17,9 +17,7 @@ import tonic
 import torch
 
 from spikebench.data import nmnist
-from spikebench.data.nmnist import batches as nmnist_batches
 from spikebench.data.mnist import DataIntegrityError
-from spikebench.data.nmnist_download import download_nmnist
 from spikebench.data.nmnist import (
     NMNIST_SENSOR_SIZE,
     NMNISTDownloadError,
@@ -32,6 +30,8 @@ from spikebench.data.nmnist import (
     read_recording,
     recording_frames,
 )
+from spikebench.data.nmnist import batches as nmnist_batches
+from spikebench.data.nmnist_download import download_nmnist
 
 STUDY = (10000, 1000)  # config.yaml nmnist: denoise_filter_us, time_window_us
 OTHER = (5000, 3000)
@@ -172,7 +172,9 @@ def test_frames_equal_tonic_compose_on_crafted_edge_cases(tmp_path):
     rng = np.random.default_rng(0)
     cases = []
     # hand-made: exact window boundaries (t0 + k*W), duration an exact multiple of W, equal timestamps
-    cases.append(([5, 6, 5, 6, 5, 6, 5], [5, 5, 6, 6, 5, 5, 6], [0, 0, 999, 1000, 1000, 2000, 3000], [0, 1, 0, 1, 1, 0, 1]))
+    cases.append(
+        ([5, 6, 5, 6, 5, 6, 5], [5, 5, 6, 6, 5, 5, 6], [0, 0, 999, 1000, 1000, 2000, 3000], [0, 1, 0, 1, 1, 0, 1])
+    )
     # shorter than one window; starts late (t0 >= filter_time, so the first event needs a real neighbour)
     cases.append(([10, 11, 10, 12], [3, 3, 4, 3], [50000, 50000, 50400, 50500], [1, 1, 0, 0]))
     # isolated events far apart: Denoise drops everything after filter_time (tonic's Compose: no frames)
@@ -180,7 +182,14 @@ def test_frames_equal_tonic_compose_on_crafted_edge_cases(tmp_path):
     # a single pixel: the denoise map is 1 x 1, nothing has a neighbour
     cases.append(([7, 7, 7], [0, 0, 0], [0, 10, 20], [1, 1, 1]))
     # timestamps that go backwards (tonic slices with searchsorted on them as they are)
-    cases.append(([1, 2, 1, 2, 1, 2, 3], [1, 1, 2, 2, 1, 1, 1], [5000, 5100, 4000, 7000, 6500, 9000, 2000], [0, 1, 1, 0, 0, 1, 1]))
+    cases.append(
+        (
+            [1, 2, 1, 2, 1, 2, 3],
+            [1, 1, 2, 2, 1, 1, 1],
+            [5000, 5100, 4000, 7000, 6500, 9000, 2000],
+            [0, 1, 1, 0, 0, 1, 1],
+        )
+    )
     for _ in range(60):  # random small recordings, dense in a small patch so neighbours exist
         n = int(rng.integers(1, 400))
         span = int(rng.integers(1, 34))
@@ -237,7 +246,14 @@ def test_preprocess_split_schema_order_and_metadata(test_split_parquet):
     ff = pq.ParquetFile(frames)
     assert ff.num_row_groups == 4  # 16 + 16 + 16 + 2 samples
     ft = ff.read()
-    expected = {"sample": pa.int32(), "frame": pa.int16(), "polarity": pa.int8(), "y": pa.int8(), "x": pa.int8(), "count": pa.int16()}
+    expected = {
+        "sample": pa.int32(),
+        "frame": pa.int16(),
+        "polarity": pa.int8(),
+        "y": pa.int8(),
+        "x": pa.int8(),
+        "count": pa.int16(),
+    }
     assert {f.name: f.type for f in ft.schema} == expected
     assert ft.num_rows == summary["n_cells"]
     cols = {name: ft.column(name).to_numpy().astype(np.int64) for name in expected}
@@ -247,8 +263,12 @@ def test_preprocess_split_schema_order_and_metadata(test_split_parquet):
 
     st = pq.read_table(samples)
     assert {f.name: f.type for f in st.schema} == {
-        "sample": pa.int32(), "label": pa.int64(), "n_frames": pa.int32(), "n_events": pa.int32(),
-        "n_events_denoised": pa.int32(), "source": pa.string(),
+        "sample": pa.int32(),
+        "label": pa.int64(),
+        "n_frames": pa.int32(),
+        "n_events": pa.int32(),
+        "n_events_denoised": pa.int32(),
+        "source": pa.string(),
     }
     files, labels = nmnist.list_recordings(root / "NMNIST" / "Test")
     assert st.column("source").to_pylist() == [f.relative_to(root / "NMNIST").as_posix() for f in files]
@@ -421,12 +441,18 @@ def test_preprocess_split_unsorted_and_emptied_recordings_equal_tonic(recordings
     nm_dir = copy_layout(real[:3] + [f for f in real if f.parent.name == "1"][:2], tmp_path / "root")
     folder = nm_dir / "Train" / "0"
     assert sorted(p.name for p in folder.iterdir()) == ["00002.bin", "00022.bin", "00035.bin"]
-    write_bin(folder / "00010.bin", [1, 2, 1, 2, 1, 2, 3], [1, 1, 2, 2, 1, 1, 1],
-              [5000, 5100, 4000, 7000, 6500, 9000, 2000], [0, 1, 1, 0, 0, 1, 1])
+    write_bin(
+        folder / "00010.bin",
+        [1, 2, 1, 2, 1, 2, 3],
+        [1, 1, 2, 2, 1, 1, 1],
+        [5000, 5100, 4000, 7000, 6500, 9000, 2000],
+        [0, 1, 1, 0, 0, 1, 1],
+    )
     emptied = write_bin(folder / "00030.bin", [0, 30, 15], [0, 30, 15], [20000, 60000, 90000], [0, 1, 0])
     out, messages = tmp_path / "out", []
-    preprocess_split(nm_dir / "Train", out / "f.parquet", out / "s.parquet", *STUDY, chunk_size=3, threads=2,
-                     log=messages.append)
+    preprocess_split(
+        nm_dir / "Train", out / "f.parquet", out / "s.parquet", *STUDY, chunk_size=3, threads=2, log=messages.append
+    )
     assert [m for m in messages if "Denoise kept no event" in m] == [
         f"warning: {emptied}: Denoise kept no event; stored with 0 frames (tonic returns no frames)"
     ]
@@ -455,10 +481,15 @@ def test_the_rules_threads_reach_the_job(recordings, tmp_path, monkeypatch):
     from conftest import PROJECT, copy_workflow, snakemake_cmd
 
     workflow = copy_workflow(tmp_path / "workflow")
-    plan = subprocess.run(snakemake_cmd("-n", "--cores", "2", "--configfile", "config.demo.yaml"),
-                          cwd=workflow, capture_output=True, text=True, timeout=180)
+    plan = subprocess.run(
+        snakemake_cmd("-n", "--cores", "2", "--configfile", "config.demo.yaml"),
+        cwd=workflow,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert plan.returncode == 0, plan.stdout + plan.stderr
-    blocks = re.split(r"\n(?=\[\w{3} \w{3} +\d+ [\d:]+ \d{4}\]\n)", plan.stdout)     # one job per timestamp
+    blocks = re.split(r"\n(?=\[\w{3} \w{3} +\d+ [\d:]+ \d{4}\]\n)", plan.stdout)  # one job per timestamp
     jobs = [block for block in blocks if "rule preprocess_nmnist:" in block]
     assert len(jobs) == 2 and all(re.search(r"^\s*threads: 2$", job, re.M) for job in jobs), jobs
 
@@ -466,15 +497,18 @@ def test_the_rules_threads_reach_the_job(recordings, tmp_path, monkeypatch):
     workers: list[str] = []
     compute = nmnist_batches._compute_batch
     monkeypatch.setattr(
-        nmnist_batches, "_compute_batch", lambda *a, **k: workers.append(threading.current_thread().name) or compute(*a, **k)
+        nmnist_batches,
+        "_compute_batch",
+        lambda *a, **k: workers.append(threading.current_thread().name) or compute(*a, **k),
     )
     for threads in (1, 2):
         out, log = tmp_path / f"out{threads}", tmp_path / f"job{threads}.log"
         snakemake = SimpleNamespace(
             input=SimpleNamespace(manifest=str(tmp_path / "manifest_nmnist.json")),
             output=SimpleNamespace(frames=str(out / "f.parquet"), samples=str(out / "s.parquet")),
-            params=SimpleNamespace(recordings=str(nm_dir / "Test"), denoise_filter_us=STUDY[0],
-                                   time_window_us=STUDY[1]),
+            params=SimpleNamespace(
+                recordings=str(nm_dir / "Test"), denoise_filter_us=STUDY[0], time_window_us=STUDY[1]
+            ),
             log=[str(log)],
             threads=threads,
         )

@@ -15,9 +15,9 @@ from torch import nn
 
 from conftest import PROJECT
 from spikebench.data.device import DeviceImages
+from spikebench.energy import ENERGY_MODELS, EnergyModelError, energy_model, estimate_energy
 from spikebench.evaluation import evaluate_network
 from spikebench.models import ANN, SNN, Conv2d, Leaky, SpikingStage, build_network
-from spikebench.energy import ENERGY_MODELS, EnergyModelError, energy_model, estimate_energy
 from spikebench.opcounts import OperationCounter, write_layers
 from spikebench.training import run_batches
 
@@ -34,8 +34,10 @@ def _set(linear: nn.Module, weight) -> None:
 
 def tiny_fc() -> SNN:
     """Linear 3-2 + LIF, Linear 2-2 + LIF (beta 0.5, threshold 1), weights with zeros in them."""
-    stages = [SpikingStage(nn.Linear(3, 2), Leaky(0.5, 1.0), flatten=True),
-              SpikingStage(nn.Linear(2, 2), Leaky(0.5, 1.0))]
+    stages = [
+        SpikingStage(nn.Linear(3, 2), Leaky(0.5, 1.0), flatten=True),
+        SpikingStage(nn.Linear(2, 2), Leaky(0.5, 1.0)),
+    ]
     _set(stages[0].synapse, [[2.0, 0.0, 0.5], [0.0, 2.0, 0.0]])
     _set(stages[1].synapse, [[2.0, 0.0], [0.0, 0.5]])
     return SNN("tiny_fc", (1, 1, 3), stages)
@@ -54,13 +56,13 @@ def test_two_layer_fc_snn_by_hand() -> None:
     # t0: inputs 0 and 2 spike, t1: input 1. Currents layer 1: t0 [2, 0] -> spikes [1, 0];
     # t1 [0, 2], U = 0.5*[2, 0] + [0, 2] - [1, 0] = [0, 2] -> spikes [0, 1]. Layer 2: t0 current [2, 0] -> [1, 0];
     # t1 current [0, 0.5], U = [1, 0] + [0, 0.5] - [1, 0] = [0, 0.5] -> no spike.
-    x = torch.tensor([[[1.0, 0.0, 1.0]], [[0.0, 1.0, 0.0]]])           # [T=2, B=1, 3]
+    x = torch.tensor([[[1.0, 0.0, 1.0]], [[0.0, 1.0, 0.0]]])  # [T=2, B=1, 3]
     out, rows, total = count(tiny_fc(), x)
     assert out[:, 0].tolist() == [[1.0, 0.0], [0.0, 0.0]]
     first, second = rows
     # effective ACs: input spikes x non-zero weights in their columns (1 each): 3; not 3 spikes x fan-out 2 = 6
     assert first["effective_acs_per_sample"] == 3 and first["effective_macs_per_sample"] == 0
-    assert first["dense_ops_per_sample"] == 3 * 2 * 2                   # every connection at each of 2 steps
+    assert first["dense_ops_per_sample"] == 3 * 2 * 2  # every connection at each of 2 steps
     assert second["effective_acs_per_sample"] == 2 and second["dense_ops_per_sample"] == 2 * 2 * 2
     assert [r["nonzero_activations"] for r in rows] == [2, 1]
     assert first["firing_rate"] == 0.5 and second["firing_rate"] == 0.25
@@ -69,16 +71,16 @@ def test_two_layer_fc_snn_by_hand() -> None:
     assert total["effective_acs_per_sample"] == 5 and total["dense_ops_per_sample"] == 20
     assert total["membrane_updates_per_sample"] == 8 and total["spikes_per_sample"] == 3
     assert total["activation_sparsity"] == 1 - 3 / 8 and total["mean_firing_rate"] == 3 / 8
-    assert total["connection_sparsity"] == 5 / 10                       # 3 of 6 and 2 of 4 weights are zero
+    assert total["connection_sparsity"] == 5 / 10  # 3 of 6 and 2 of 4 weights are zero
     assert total["footprint_bytes"] == (6 + 2 + 4 + 2) * 4 and total["parameters"] == 14
 
 
 def test_padding_steps_are_not_counted() -> None:
     # sample 1 has 1 real step of 2: its step-1 input (3 spikes) and whatever it causes are padding
-    x = torch.tensor([[[1.0, 0.0, 1.0], [1.0, 0.0, 0.0]], [[0.0, 1.0, 0.0], [1.0, 1.0, 1.0]]])   # [T=2, B=2, 3]
+    x = torch.tensor([[[1.0, 0.0, 1.0], [1.0, 0.0, 0.0]], [[0.0, 1.0, 0.0], [1.0, 1.0, 1.0]]])  # [T=2, B=2, 3]
     _, rows, total = count(tiny_fc(), x, n_steps=torch.tensor([2, 1]))
-    assert rows[0]["effective_acs_per_sample"] == (3 + 1) / 2            # sample 0: 3, sample 1 (step 0 only): 1
-    assert rows[0]["dense_ops_per_sample"] == 6 * 3 / 2                  # 3 real sample-steps
+    assert rows[0]["effective_acs_per_sample"] == (3 + 1) / 2  # sample 0: 3, sample 1 (step 0 only): 1
+    assert rows[0]["dense_ops_per_sample"] == 6 * 3 / 2  # 3 real sample-steps
     assert total["time_steps_per_sample"] == 1.5 and rows[0]["activations"] == 2 * 3
 
 
@@ -90,8 +92,8 @@ def test_one_conv_snn_by_hand() -> None:
     _set(conv, weight)
     net = SNN("tiny_conv", (1, 4, 4), [SpikingStage(conv, Leaky(0.5, 1.0), pool=True)])
     x = torch.zeros(2, 1, 1, 4, 4)
-    x[0, 0, 0, 0, 0] = 1.0     # t0: a corner spike reaches 4 outputs (the other 5 taps fall on padding) ...
-    x[1, 0, 0, 1, 1] = 1.0     # t1: an inner spike reaches all 9 outputs
+    x[0, 0, 0, 0, 0] = 1.0  # t0: a corner spike reaches 4 outputs (the other 5 taps fall on padding) ...
+    x[1, 0, 0, 1, 1] = 1.0  # t1: an inner spike reaches all 9 outputs
     out, (row,), total = count(net, x)
     # ... and the top-left tap (weight 0) is one of them both times: 3 + 8 effective ACs
     assert row["effective_acs_per_sample"] == 11 and row["effective_macs_per_sample"] == 0
@@ -116,7 +118,7 @@ def test_ann_zero_relu_fraction_and_macs() -> None:
     _set(layers[1], [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
     _set(layers[3], [[1.0, 1.0], [1.0, 1.0]])
     net = ANN("tiny_ann", (1, 1, 3), layers)
-    x = torch.tensor([[1.0, -1.0, 0.0], [2.0, 3.0, 4.0]])               # ReLU outputs [1, 0] and [2, 3]
+    x = torch.tensor([[1.0, -1.0, 0.0], [2.0, 3.0, 4.0]])  # ReLU outputs [1, 0] and [2, 3]
     _, (hidden, output), total = count(net, x)
     assert hidden["zero_relu_fraction"] == 0.25 and hidden["activation_sparsity"] == 0.25
     # sample 0: inputs 0, 1 hit one non-zero weight each (2); sample 1: 2 (input 2's column is all zero)
@@ -129,18 +131,27 @@ def test_ann_zero_relu_fraction_and_macs() -> None:
 def test_energy_arithmetic() -> None:
     fp32 = energy_model(None)
     assert fp32["name"] == "horowitz45_fp32" and (fp32["mac_pj"], fp32["ac_pj"]) == (4.6, 0.9)
-    ops = {"effective_macs_per_sample": 10, "effective_acs_per_sample": 100, "dense_ops_per_sample": 1000,
-           "membrane_updates_per_sample": 50}
+    ops = {
+        "effective_macs_per_sample": 10,
+        "effective_acs_per_sample": 100,
+        "dense_ops_per_sample": 1000,
+        "membrane_updates_per_sample": 50,
+    }
     energy = estimate_energy(ops, fp32)
     assert energy["estimated_energy_per_sample_j"] == pytest.approx((10 * 4.6 + 100 * 0.9) * 1e-12, rel=1e-12)
     assert energy["dense_energy_per_sample_j"] == pytest.approx(1000 * 4.6e-12, rel=1e-12)
     int8 = energy_model({"name": "horowitz45_int8"})
     assert estimate_energy(ops, int8)["estimated_energy_per_sample_j"] == pytest.approx(
-        (10 * 0.23 + 100 * 0.03) * 1e-12)
+        (10 * 0.23 + 100 * 0.03) * 1e-12
+    )
     chip = energy_model({"name": "chip", "custom": {"chip": {"mac_pj": 0, "ac_pj": 2.0, "neuron_update_pj": 1.0}}})
     assert estimate_energy(ops, chip)["estimated_energy_per_sample_j"] == pytest.approx((200 + 50) * 1e-12)
-    assert "user-defined" in chip["source"] and set(ENERGY_MODELS) <= {"horowitz45_fp32", "horowitz45_fp16",
-                                                                       "horowitz45_int8", "horowitz45_int32"}
+    assert "user-defined" in chip["source"] and set(ENERGY_MODELS) <= {
+        "horowitz45_fp32",
+        "horowitz45_fp16",
+        "horowitz45_int8",
+        "horowitz45_int32",
+    }
     with pytest.raises(EnergyModelError, match="energy_model.name.*'nope'.*horowitz45_fp16"):
         energy_model({"name": "nope"})
     with pytest.raises(EnergyModelError, match="energy_model.custom.bad.ac_pj"):
@@ -162,8 +173,9 @@ def test_counting_does_not_change_predictions(mnist_test, network: str) -> None:
     spec = {**NETWORKS[network], "num_steps": 5, "batch_size": 128}
     torch.manual_seed(1)
     net = build_network(spec, network)
-    data = DeviceImages(mnist_test.images, mnist_test.labels, name="test", source="MNIST t10k 0:300",
-                        size=spec.get("input_size"))
+    data = DeviceImages(
+        mnist_test.images, mnist_test.labels, name="test", source="MNIST t10k 0:300", size=spec.get("input_size")
+    )
     runs = []
     for counting in (False, True):
         counter = OperationCounter(net) if counting else None
@@ -182,8 +194,9 @@ def test_evaluate_network_reports_operations(tmp_path: Path, mnist_test) -> None
     weights = tmp_path / "weights.pt"
     torch.save({"state_dict": net.state_dict(), "network": network, "spec": spec, "epoch": 1}, weights)
     result = evaluate_network(weights, spec, mnist_test, network_id=network, device=torch.device("cpu"), seed=0)
-    plain = evaluate_network(weights, spec, mnist_test, network_id=network, device=torch.device("cpu"), seed=0,
-                             count_operations=False)
+    plain = evaluate_network(
+        weights, spec, mnist_test, network_id=network, device=torch.device("cpu"), seed=0, count_operations=False
+    )
     assert result["confusion_matrix"] == plain["confusion_matrix"] and "operations" not in plain
     ops, rows = result["operations"], result["layer_operations"]
     assert ops["n_samples"] == 300 and ops["time_steps_per_sample"] == 4 and len(rows) == 3
@@ -193,7 +206,8 @@ def test_evaluate_network_reports_operations(tmp_path: Path, mnist_test) -> None
     write_layers(rows, tmp_path / "layers.parquet", network=network, kind="snn")
     table = pd.read_parquet(tmp_path / "layers.parquet")
     assert table["layer"].tolist() == [0, 1, 2] and table["spikes_per_sample"].sum() == pytest.approx(
-        ops["spikes_per_sample"])
+        ops["spikes_per_sample"]
+    )
 
 
 # ---------------------------------------------------------------- cross-check with NeuroBench
@@ -219,8 +233,9 @@ def neurobench_metrics(twin: nn.Module, x: torch.Tensor, labels: torch.Tensor) -
     from neurobench.models import SNNTorchModel
 
     model = SNNTorchModel(_Twin(twin), custom_forward=True)
-    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x.transpose(0, 1), labels),
-                                       batch_size=len(labels))
+    data = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(x.transpose(0, 1), labels), batch_size=len(labels)
+    )
     bench = Benchmark(model, data, [], [], [[Footprint, ConnectionSparsity], [ActivationSparsity, SynapticOperations]])
     return bench.run(quiet=True)
 
@@ -239,7 +254,7 @@ def test_counts_agree_with_neurobench(mnist_test, network: str) -> None:
     if spec["dataset"] == "nmnist":
         # event counts per frame cell (0..3): not spikes, so the first layer's products are MACs for both
         x = torch.poisson(torch.full((6, 16, *shape), 0.05), generator=generator)
-        x[:, :, 0, 0, 0] = 2.0                       # every step non-binary (NeuroBench decides per step)
+        x[:, :, 0, 0, 0] = 2.0  # every step non-binary (NeuroBench decides per step)
     else:
         images = mnist_test.images[:16].float() / 255
         if images.shape[-1] != shape[-1]:
@@ -249,14 +264,14 @@ def test_counts_agree_with_neurobench(mnist_test, network: str) -> None:
     # footprint: snnTorch's Leaky keeps beta, threshold, ... as buffers (before a run); spikebench's LIF Python floats
     buffers = sum(b.numel() * b.element_size() for b in twin.buffers())
     theirs = neurobench_metrics(twin, x, mnist_test.labels[:16])
-    assert torch.equal(ours_out, twin(x)[0])                      # the same spikes, so the same counts
+    assert torch.equal(ours_out, twin(x)[0])  # the same spikes, so the same counts
     syn = theirs["SynapticOperations"]
     assert ours["effective_acs_per_sample"] == syn["Effective_ACs"]
     assert ours["effective_macs_per_sample"] == syn["Effective_MACs"]
     assert (syn["Effective_MACs"] > 0) == (spec["dataset"] == "nmnist")
     assert ours["dense_ops_per_sample"] == syn["Dense"]
     assert ours["activation_sparsity"] == pytest.approx(theirs["ActivationSparsity"], abs=1e-12)
-    assert ours["connection_sparsity"] == pytest.approx(theirs["ConnectionSparsity"], abs=5e-4)   # NB rounds to 3
+    assert ours["connection_sparsity"] == pytest.approx(theirs["ConnectionSparsity"], abs=5e-4)  # NB rounds to 3
     assert 0 < buffers < 100 and ours["footprint_bytes"] == theirs["Footprint"] - buffers
 
 
@@ -264,18 +279,44 @@ def test_counts_agree_with_neurobench(mnist_test, network: str) -> None:
 def test_measured_vs_estimated_table_and_ratios(tmp_path: Path) -> None:
     from spikebench.neuromorphic import layer_table, measured_vs_estimated, neuromorphic_figure, ratio_table
 
-    networks = {"a_ann": {"experiment": 1, "kind": "ann", "architecture": "fc", "dataset": "mnist"},
-                "a_snn": {"experiment": 1, "kind": "snn", "architecture": "fc", "dataset": "mnist"}}
-    ops = {"a_ann": {"dense_ops_per_sample": 1000.0, "effective_macs_per_sample": 500.0,
-                     "effective_acs_per_sample": 0.0, "effective_ops_per_sample": 500.0},
-           "a_snn": {"dense_ops_per_sample": 4000.0, "effective_macs_per_sample": 100.0,
-                     "effective_acs_per_sample": 900.0, "effective_ops_per_sample": 1000.0,
-                     "membrane_updates_per_sample": 50.0, "mean_firing_rate": 0.1}}
-    tests = {"a_ann": {"device": "cpu", "accuracy": 0.9, "operations": ops["a_ann"],
-                       "telemetry": {"energy_above_idle_per_sample_mj": 2.0, "energy_per_sample_mj": 3.0}},
-             "a_snn": {"device": "cpu", "accuracy": 0.8, "operations": ops["a_snn"],
-                       "telemetry": {"energy_above_idle_per_sample_mj": None, "energy_per_sample_mj": None,
-                                     "telemetry_source": "none"}}}
+    networks = {
+        "a_ann": {"experiment": 1, "kind": "ann", "architecture": "fc", "dataset": "mnist"},
+        "a_snn": {"experiment": 1, "kind": "snn", "architecture": "fc", "dataset": "mnist"},
+    }
+    ops = {
+        "a_ann": {
+            "dense_ops_per_sample": 1000.0,
+            "effective_macs_per_sample": 500.0,
+            "effective_acs_per_sample": 0.0,
+            "effective_ops_per_sample": 500.0,
+        },
+        "a_snn": {
+            "dense_ops_per_sample": 4000.0,
+            "effective_macs_per_sample": 100.0,
+            "effective_acs_per_sample": 900.0,
+            "effective_ops_per_sample": 1000.0,
+            "membrane_updates_per_sample": 50.0,
+            "mean_firing_rate": 0.1,
+        },
+    }
+    tests = {
+        "a_ann": {
+            "device": "cpu",
+            "accuracy": 0.9,
+            "operations": ops["a_ann"],
+            "telemetry": {"energy_above_idle_per_sample_mj": 2.0, "energy_per_sample_mj": 3.0},
+        },
+        "a_snn": {
+            "device": "cpu",
+            "accuracy": 0.8,
+            "operations": ops["a_snn"],
+            "telemetry": {
+                "energy_above_idle_per_sample_mj": None,
+                "energy_per_sample_mj": None,
+                "telemetry_source": "none",
+            },
+        },
+    }
     table, notes = measured_vs_estimated(tests, networks, energy_model(None))
     assert table["measured_energy_per_sample_uj"].iloc[0] == pytest.approx(2000.0)
     assert table["measured_energy_basis"][0] == "above idle"
@@ -285,9 +326,9 @@ def test_measured_vs_estimated_table_and_ratios(tmp_path: Path) -> None:
     ratios = ratio_table(table, networks)
     assert ratios["comparison"].tolist() == ["SNN / ANN"]
     assert ratios["estimated_energy_ratio"][0] == pytest.approx(1270 / 2300) and ratios["dense_ops_ratio"][0] == 4.0
-    assert pd.isna(ratios["measured_energy_ratio"][0])                  # never 0 for what was not measured
+    assert pd.isna(ratios["measured_energy_ratio"][0])  # never 0 for what was not measured
     parquet = pd.DataFrame({"network": ["a_snn"] * 2, "kind": ["snn"] * 2, "layer": [0, 1], "firing_rate": [0.2, 0.0]})
-    layers = layer_table({"a_snn": parquet}, networks)                 # as read from layers.parquet
+    layers = layer_table({"a_snn": parquet}, networks)  # as read from layers.parquet
     assert layers.columns[:3].tolist() == ["experiment", "network", "layer"] and layers["network"][0] == "SNN"
     fig = neuromorphic_figure(layers, ratios)
     assert len(fig.axes) == 2 and fig.axes[0].lines[0].get_ydata().tolist() == [0.2, 0.0]
@@ -313,8 +354,14 @@ def test_the_snntorch_twin_counts_what_spikebench_counts(network: str, padded: b
     _, rows_ours, summary_ours = count(ours, x, n_steps)
     _, rows_twin, summary_twin = count(twin, x, n_steps)
     assert 0 < summary_ours["effective_ops_per_sample"] < summary_ours["dense_ops_per_sample"]
-    for key in ("dense_ops_per_sample", "effective_acs_per_sample", "effective_macs_per_sample",
-                "membrane_updates_per_sample", "activation_sparsity", "time_steps_per_sample"):
+    for key in (
+        "dense_ops_per_sample",
+        "effective_acs_per_sample",
+        "effective_macs_per_sample",
+        "membrane_updates_per_sample",
+        "activation_sparsity",
+        "time_steps_per_sample",
+    ):
         assert summary_twin[key] == pytest.approx(summary_ours[key], rel=1e-6), key
     for a, b in zip(rows_ours, rows_twin, strict=True):
         assert a["neurons"] == b["neurons"] and a["firing_rate"] == pytest.approx(b["firing_rate"], rel=1e-6)

@@ -26,16 +26,19 @@ def test_every_model_and_kernel_file_is_hashed_by_some_network() -> None:
     assert files - hashed == set(), "files no network's digest covers: list them in spikebench/provenance.py"
 
 
-@pytest.mark.parametrize(("edited", "rerun"), [
-    ("models/ann.py", {"exp1_ann", "exp2_cnn"}),
-    ("models/fc.py", {"exp1_ann", "exp1_snn"}),
-    ("models/tied_conv.py", {"exp2_cnn", "exp2_snn", "exp3_snn", "exp3_twin"}),
-    ("models/convpool.py", {"exp2_snn", "exp3_snn"}),
-    ("models/lif.py", {"exp1_snn", "exp2_snn", "exp3_snn", "exp3_twin"}),
-    ("models/snntorch_twin.py", {"exp3_twin"}),
-    ("models/losses.py", set(SPECS)),
-    ("training.py", set(SPECS)),
-])
+@pytest.mark.parametrize(
+    ("edited", "rerun"),
+    [
+        ("models/ann.py", {"exp1_ann", "exp2_cnn"}),
+        ("models/fc.py", {"exp1_ann", "exp1_snn"}),
+        ("models/tied_conv.py", {"exp2_cnn", "exp2_snn", "exp3_snn", "exp3_twin"}),
+        ("models/convpool.py", {"exp2_snn", "exp3_snn"}),
+        ("models/lif.py", {"exp1_snn", "exp2_snn", "exp3_snn", "exp3_twin"}),
+        ("models/snntorch_twin.py", {"exp3_twin"}),
+        ("models/losses.py", set(SPECS)),
+        ("training.py", set(SPECS)),
+    ],
+)
 def test_editing_a_file_changes_exactly_the_digests_of_its_networks(tmp_path: Path, monkeypatch, edited, rerun):
     copy = tmp_path / "spikebench"
     shutil.copytree(provenance.PACKAGE, copy, ignore=shutil.ignore_patterns("__pycache__"))

@@ -10,8 +10,8 @@ the categories, the tables and the figures are there, and takes screenshots that
 from __future__ import annotations
 
 import base64
-import io
 import html
+import io
 import json
 import re
 import shutil
@@ -24,14 +24,21 @@ matplotlib.use("Agg")
 
 import matplotlib.image as mpimg  # noqa: E402
 import pytest  # noqa: E402
+from test_results import STUDY_NETWORKS, write_fake_run  # noqa: E402
 
 from conftest import copy_workflow, snakemake_cmd  # noqa: E402
-from test_results import STUDY_NETWORKS, write_fake_run  # noqa: E402
 from spikebench.config import load_config  # noqa: E402
 
 PROJECT = Path(__file__).resolve().parents[1]
-CATEGORIES = ("Cost of spiking", "Experiment 1", "Experiment 2", "Experiment 3", "Summary", "Paper comparison",
-              "Neuromorphic estimate")
+CATEGORIES = (
+    "Cost of spiking",
+    "Experiment 1",
+    "Experiment 2",
+    "Experiment 3",
+    "Summary",
+    "Paper comparison",
+    "Neuromorphic estimate",
+)
 TABLES = ("table1", "table2", "comparison", "cost", "hardware")
 FIGURES = ("cost_of_spiking", "experiment1", "experiment2", "experiment3", "energy_per_epoch", "accuracy_vs_energy")
 
@@ -43,15 +50,31 @@ def find_chromium() -> str:
             return path
     if Path("/usr/bin/chromium").exists():
         return "/usr/bin/chromium"
-    pytest.skip("chromium not found (install Debian's package: apt-get install -y chromium); the report "
-                "test needs a real headless browser")
+    pytest.skip(
+        "chromium not found (install Debian's package: apt-get install -y chromium); the report "
+        "test needs a real headless browser"
+    )
 
 
-def chromium(browser: str, profile: Path, page: Path, *args: str, window: str = "1400,1000") -> subprocess.CompletedProcess:
-    cmd = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-           "--disable-background-networking", "--disable-component-update", "--disable-sync",
-           f"--user-data-dir={profile}", f"--window-size={window}", "--virtual-time-budget=15000",
-           *args, page.resolve().as_uri()]
+def chromium(
+    browser: str, profile: Path, page: Path, *args: str, window: str = "1400,1000"
+) -> subprocess.CompletedProcess:
+    cmd = [
+        browser,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={profile}",
+        f"--window-size={window}",
+        "--virtual-time-budget=15000",
+        *args,
+        page.resolve().as_uri(),
+    ]
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
     assert run.returncode == 0, f"chromium failed: {run.stderr[-3000:]}"
     return run
@@ -79,7 +102,7 @@ def with_view(report: Path, out: Path, result_suffix: str, category: str, subcat
     app.setView({content: kind, contentPath: results[path].data_uri, resultPath: path});
   }, 300);
 })(100);
-</script>""" % (json.dumps(category), json.dumps(subcategory), json.dumps(result_suffix))
+</script>""" % (json.dumps(category), json.dumps(subcategory), json.dumps(result_suffix))  # noqa: UP031 - JS braces
     end = page.rindex("</body>")
     out.write_text(page[:end] + script + page[end:], encoding="utf-8")
     return out
@@ -92,9 +115,16 @@ def with_position_probe(report: Path, out: Path) -> Path:
     script = """<script>
 (function probe(tries) {
   var prose = document.querySelector('div.prose');
-  if (!prose || !prose.querySelector('h1')) { if (tries > 0) setTimeout(function () { probe(tries - 1); }, 100); return; }
+  if (!prose || !prose.querySelector('h1')) {
+    if (tries > 0) setTimeout(function () { probe(tries - 1); }, 100);
+    return;
+  }
   setTimeout(function () {
-    function box(el) { if (!el) return null; var r = el.getBoundingClientRect(); return {top: r.top, bottom: r.bottom}; }
+    function box(el) {
+      if (!el) return null;
+      var r = el.getBoundingClientRect();
+      return {top: r.top, bottom: r.bottom};
+    }
     var banner = Array.prototype.find.call(prose.querySelectorAll('p'), function (p) {
       return p.textContent.trim().indexOf('DEMO DATA') === 0; });
     var out = document.createElement('pre');
@@ -117,7 +147,7 @@ def assert_landing_page_top_in_view(browser: str, profile: Path, report: Path, t
     found = re.search(r'<pre id="position-probe">(.*?)</pre>', dom, re.S)
     assert found, "the landing page's title was never drawn"
     where = json.loads(html.unescape(found.group(1)))
-    assert where["width"] >= 1300 and where["height"] >= 700, where   # headless: 900 minus its window frame
+    assert where["width"] >= 1300 and where["height"] >= 700, where  # headless: 900 minus its window frame
     for name in ("title", "banner") if demo else ("title",):
         box = where[name]
         assert box is not None, f"no {name} on the landing page: {where}"
@@ -135,7 +165,10 @@ def assert_not_blank(png: Path, left: int = 300) -> None:
 def make_report(workdir: Path, *extra: str) -> Path:
     run = subprocess.run(
         snakemake_cmd("--report", "report.html", "--configfile", "config.demo.yaml", *extra),
-        cwd=workdir, capture_output=True, text=True, timeout=600,
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert run.returncode == 0, (run.stdout + run.stderr)[-6000:]
     report = workdir / "report.html"
@@ -217,7 +250,9 @@ def test_report_texts_render_without_rst_errors(configs, demo):
         body = publish_parts(rst, writer="html", settings_overrides=settings)["html_body"]
         assert "system-message" not in body, f"{path.name}: reStructuredText problem\n{body}"
         assert ("DEMO DATA" in body) == demo, path.name
-    description = text_of(env.from_string((PROJECT / "report" / "workflow.rst").read_text()).render(snakemake=Snakemake))
+    description = text_of(
+        env.from_string((PROJECT / "report" / "workflow.rst").read_text()).render(snakemake=Snakemake)
+    )
     assert description.startswith("**DEMO DATA.**") == demo
     for network in config["networks"]:
         assert network in description
@@ -228,8 +263,9 @@ def with_results_rules(workdir: Path) -> None:
     snakefile = workdir / "Snakefile"
     text = snakefile.read_text()
     if "rules/results.smk" not in text:
-        text = text.replace('include: "rules/evaluation.smk"\n',
-                            'include: "rules/evaluation.smk"\ninclude: "rules/results.smk"\n')
+        text = text.replace(
+            'include: "rules/evaluation.smk"\n', 'include: "rules/evaluation.smk"\ninclude: "rules/results.smk"\n'
+        )
     if "results_targets()" not in text and "results_targets()" not in (workdir / "rules" / "common.smk").read_text():
         text = text.replace("all_targets(),", "all_targets() + results_targets(),")
     snakefile.write_text(text)
@@ -255,10 +291,22 @@ def test_report_of_fixture_results_in_a_browser(tmp_path):
     with_results_rules(workdir)
     write_fake_run(workdir / "results-demo", telemetry="cpu")
     one_run_per_network(workdir / "config.demo.yaml")
-    only_results = ("--allowed-rules", "tables", "figures", "aggregate", "sweep_figures", "neuromorphic",
-                    "all")  # hand-made results stand in for training
-    run = subprocess.run(snakemake_cmd("--cores", "2", "--configfile", "config.demo.yaml", *only_results),
-                         cwd=workdir, capture_output=True, text=True, timeout=900)
+    only_results = (
+        "--allowed-rules",
+        "tables",
+        "figures",
+        "aggregate",
+        "sweep_figures",
+        "neuromorphic",
+        "all",
+    )  # hand-made results stand in for training
+    run = subprocess.run(
+        snakemake_cmd("--cores", "2", "--configfile", "config.demo.yaml", *only_results),
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert run.returncode == 0, (run.stdout + run.stderr)[-6000:]
     for name in TABLES:
         assert (workdir / "results-demo" / "tables" / f"{name}.html").is_file()
@@ -266,11 +314,16 @@ def test_report_of_fixture_results_in_a_browser(tmp_path):
         assert (workdir / "results-demo" / "figures" / f"{name}.svg").is_file()
     # a figure style change reruns the figures only, not the tables
     (workdir / "style.yaml").write_text("figures:\n  style: darkgrid\n  context: talk\n  dpi: 100\n")
-    plan = subprocess.run(snakemake_cmd("-n", "--cores", "1", "--configfile", "config.demo.yaml", "style.yaml",
-                                        *only_results), cwd=workdir, capture_output=True, text=True, timeout=300)
+    plan = subprocess.run(
+        snakemake_cmd("-n", "--cores", "1", "--configfile", "config.demo.yaml", "style.yaml", *only_results),
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert plan.returncode == 0, plan.stdout + plan.stderr
     planned = dict(re.findall(r"^(\w+)\s+(\d+)$", plan.stdout.split("Job stats:")[1].split("total")[0], re.M))
-    assert planned == {"figures": "1", "neuromorphic": "1", "all": "1"}, plan.stdout   # both draw figures
+    assert planned == {"figures": "1", "neuromorphic": "1", "all": "1"}, plan.stdout  # both draw figures
     check_report_in_browser(make_report(workdir, *only_results), tmp_path, demo=True)
 
 
@@ -280,7 +333,9 @@ def test_demo_report_in_a_browser(demo_run, tmp_path):
     results = demo_run / "results-demo"
     missing = [f"tables/{n}.html" for n in TABLES if not (results / "tables" / f"{n}.html").is_file()]
     missing += [f"figures/{n}.svg" for n in FIGURES if not (results / "figures" / f"{n}.svg").is_file()]
-    assert not missing, (f"the demo run made no {missing}: the Snakefile must include rules/results.smk "
-                         "and all_targets() must return results_targets() too")
+    assert not missing, (
+        f"the demo run made no {missing}: the Snakefile must include rules/results.smk "
+        "and all_targets() must return results_targets() too"
+    )
     demo_networks = load_config(demo_run / "config.yaml", demo_run / "config.demo.yaml")["networks"]
     check_report_in_browser(make_report(demo_run), tmp_path, demo=True, n_networks=len(demo_networks))

@@ -24,7 +24,10 @@ def planned_jobs(workdir: Path, *overlays: str) -> set[tuple[str, str]]:
     """(rule, wildcards) of every job `snakemake -n` plans with the demo config and `overlays`."""
     run = subprocess.run(
         snakemake_cmd("-n", "--cores", "2", "--resources", "gpu=1", "--configfile", "config.demo.yaml", *overlays),
-        cwd=workdir, capture_output=True, text=True, timeout=300,
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     out = run.stdout + run.stderr
     assert run.returncode == 0, out[-4000:]
@@ -73,7 +76,8 @@ def test_one_networks_setting_reruns_that_network_only(finished_copy, change):
 def test_nmnist_time_window_reruns_preprocessing_and_the_nmnist_network(finished_copy):
     jobs = planned_jobs(finished_copy, overlay(finished_copy, {"nmnist": {"time_window_us": 2000}}))
     assert without_aggregation(jobs) == {
-        ("preprocess_nmnist", "split=train"), ("preprocess_nmnist", "split=test"),
+        ("preprocess_nmnist", "split=train"),
+        ("preprocess_nmnist", "split=test"),
     } | network_jobs("exp3_snn_nmnist")
 
 
@@ -102,8 +106,7 @@ def test_code_change_in_one_architecture_reruns_only_its_networks(finished_copy)
     assert marker in source
     models.write_text(source.replace(marker, marker + "    # a change to experiment 3's network\n"))
     jobs = planned_jobs(finished_copy)
-    assert without_aggregation(jobs) == set().union(*(network_jobs(n) for n in (
-        "exp3_snn_mnist", "exp3_snn_nmnist")))
+    assert without_aggregation(jobs) == set().union(*(network_jobs(n) for n in ("exp3_snn_mnist", "exp3_snn_nmnist")))
 
 
 def test_training_code_change_reruns_every_training_job(finished_copy):

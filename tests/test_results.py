@@ -33,21 +33,58 @@ STUDY_NETWORKS = {
 
 # As spikebench.telemetry.hardware_info writes them.
 GPU_HARDWARE = {
-    "device": "cuda:0", "device_name": "NVIDIA H100 80GB HBM3", "gpu_uuid": "GPU-0000", "memory_total_mib": 81559.0,
-    "driver_version": "550.54.15", "cuda_version": "12.4", "torch_version": "2.14.1", "snntorch_version": "0.9.4",
-    "python_version": "3.11.9", "cpu_model": "AMD EPYC 9454", "cpu_count": 96, "ram_total_mib": 1031000.0,
-    "host_name": "gpu-node-1", "platform": "Linux-6.8", "cuda_visible_devices": "3",
+    "device": "cuda:0",
+    "device_name": "NVIDIA H100 80GB HBM3",
+    "gpu_uuid": "GPU-0000",
+    "memory_total_mib": 81559.0,
+    "driver_version": "550.54.15",
+    "cuda_version": "12.4",
+    "torch_version": "2.14.1",
+    "snntorch_version": "0.9.4",
+    "python_version": "3.11.9",
+    "cpu_model": "AMD EPYC 9454",
+    "cpu_count": 96,
+    "ram_total_mib": 1031000.0,
+    "host_name": "gpu-node-1",
+    "platform": "Linux-6.8",
+    "cuda_visible_devices": "3",
 }
 CPU_HARDWARE = {
-    "device": "cpu", "device_name": "Intel Xeon", "memory_total_mib": 24000.0, "driver_version": None,
-    "cuda_version": "12.4", "torch_version": "2.14.1", "snntorch_version": "0.9.4", "cpu_model": "Intel Xeon",
-    "cpu_count": 2, "ram_total_mib": 24000.0, "host_name": "laptop", "platform": "Linux-6.1",
+    "device": "cpu",
+    "device_name": "Intel Xeon",
+    "memory_total_mib": 24000.0,
+    "driver_version": None,
+    "cuda_version": "12.4",
+    "torch_version": "2.14.1",
+    "snntorch_version": "0.9.4",
+    "cpu_model": "Intel Xeon",
+    "cpu_count": 2,
+    "ram_total_mib": 24000.0,
+    "host_name": "laptop",
+    "platform": "Linux-6.1",
 }
 RAM_MIB = 24000.0
 TELEMETRY_KINDS = ("nvml", "cpu", "rapl", "none")  # GPU; CPU without and with a RAPL counter; disabled
-SIDECAR_COLUMNS = ["time_s", "timestamp", "phase", "epoch", "source", "power_w", "energy_counter_mj", "memory_used_mib",
-                   "memory_total_mib", "memory_used_pct", "gpu_util_pct", "memory_util_pct", "temperature_c",
-                   "sm_clock_mhz", "cpu_util_pct", "rss_mib", "cpu_energy_uj", "error"]
+SIDECAR_COLUMNS = [
+    "time_s",
+    "timestamp",
+    "phase",
+    "epoch",
+    "source",
+    "power_w",
+    "energy_counter_mj",
+    "memory_used_mib",
+    "memory_total_mib",
+    "memory_used_pct",
+    "gpu_util_pct",
+    "memory_util_pct",
+    "temperature_c",
+    "sm_clock_mhz",
+    "cpu_util_pct",
+    "rss_mib",
+    "cpu_energy_uj",
+    "error",
+]
 
 
 def _write_parquet(df: pd.DataFrame, path: Path, hardware: dict) -> None:
@@ -74,57 +111,95 @@ def make_epochs(network: str, n_epochs: int, telemetry: str, *, scale: float = 1
     power = (60.0 if gpu else 25.0) * scale + 2 * np.sin(epoch)
     memory = (4000.0 if gpu else 900.0) * scale + 10 * epoch
     total = 81559.0 if gpu else RAM_MIB
-    df = pd.DataFrame({
-        "network": network, "epoch": epoch.astype(np.int64),
-        "train_loss": 1 - train_acc, "train_acc": train_acc, "val_loss": 1 - val_acc, "val_acc": val_acc,
-        "train_time_s": train_time, "val_time_s": val_time, "epoch_time_s": train_time + val_time,
-        "train_samples_per_s": n_train / train_time, "val_samples_per_s": n_val / val_time,
-        "n_train": n_train, "n_val": n_val,
-        "peak_memory_mib": 300.0 * scale + epoch,
-        "memory_source": "torch_cuda_max_allocated" if gpu else "process_max_rss",
-        "device": "cuda:0" if gpu else "cpu",
-        "avg_power_w": power, "energy_j": power * (train_time + val_time),
-        "train_energy_j": power * train_time, "val_energy_j": power * val_time,
-        "energy_source": {"nvml": "nvml_energy_counter", "rapl": "rapl"}.get(telemetry),
-        "device_memory_avg_mib": memory, "device_memory_peak_mib": memory + 500,
-        "device_memory_avg_pct": memory / total * 100, "device_memory_peak_pct": (memory + 500) / total * 100,
-        "avg_gpu_util_pct": 80.0 + 0 * epoch, "avg_cpu_util_pct": 95.0 + 0 * epoch,
-        "telemetry_source": "cpu" if telemetry == "rapl" else telemetry,
-        "idle_power_w": (40.0 if gpu else 10.0) + 0 * epoch,
-        "energy_above_idle_j": (power - (40.0 if gpu else 10.0)) * (train_time + val_time),
-        "idle_null_reason": None,
-        "activation_peak_mib": 200.0 * scale + epoch if gpu else _nulls(n_epochs),
-        "dataset_mib": 180.0 + 0 * epoch,
-        "memory_null_reason": None if gpu else "the CPU's peak allocation cannot be reset per phase",
-    })
+    df = pd.DataFrame(
+        {
+            "network": network,
+            "epoch": epoch.astype(np.int64),
+            "train_loss": 1 - train_acc,
+            "train_acc": train_acc,
+            "val_loss": 1 - val_acc,
+            "val_acc": val_acc,
+            "train_time_s": train_time,
+            "val_time_s": val_time,
+            "epoch_time_s": train_time + val_time,
+            "train_samples_per_s": n_train / train_time,
+            "val_samples_per_s": n_val / val_time,
+            "n_train": n_train,
+            "n_val": n_val,
+            "peak_memory_mib": 300.0 * scale + epoch,
+            "memory_source": "torch_cuda_max_allocated" if gpu else "process_max_rss",
+            "device": "cuda:0" if gpu else "cpu",
+            "avg_power_w": power,
+            "energy_j": power * (train_time + val_time),
+            "train_energy_j": power * train_time,
+            "val_energy_j": power * val_time,
+            "energy_source": {"nvml": "nvml_energy_counter", "rapl": "rapl"}.get(telemetry),
+            "device_memory_avg_mib": memory,
+            "device_memory_peak_mib": memory + 500,
+            "device_memory_avg_pct": memory / total * 100,
+            "device_memory_peak_pct": (memory + 500) / total * 100,
+            "avg_gpu_util_pct": 80.0 + 0 * epoch,
+            "avg_cpu_util_pct": 95.0 + 0 * epoch,
+            "telemetry_source": "cpu" if telemetry == "rapl" else telemetry,
+            "idle_power_w": (40.0 if gpu else 10.0) + 0 * epoch,
+            "energy_above_idle_j": (power - (40.0 if gpu else 10.0)) * (train_time + val_time),
+            "idle_null_reason": None,
+            "activation_peak_mib": 200.0 * scale + epoch if gpu else _nulls(n_epochs),
+            "dataset_mib": 180.0 + 0 * epoch,
+            "memory_null_reason": None if gpu else "the CPU's peak allocation cannot be reset per phase",
+        }
+    )
     if not gpu:
         df["avg_gpu_util_pct"] = _nulls(n_epochs)
     if telemetry in ("cpu", "none"):
-        for column in ("avg_power_w", "energy_j", "train_energy_j", "val_energy_j", "idle_power_w",
-                       "energy_above_idle_j"):
+        for column in (
+            "avg_power_w",
+            "energy_j",
+            "train_energy_j",
+            "val_energy_j",
+            "idle_power_w",
+            "energy_above_idle_j",
+        ):
             df[column] = _nulls(n_epochs)
         df["idle_null_reason"] = "no power reading on this machine (no NVML, RAPL not readable)"
         df["energy_source"] = _nulls(n_epochs, "string")
     if telemetry == "none":
-        for column in ("device_memory_avg_mib", "device_memory_peak_mib", "device_memory_avg_pct",
-                       "device_memory_peak_pct", "avg_cpu_util_pct"):
+        for column in (
+            "device_memory_avg_mib",
+            "device_memory_peak_mib",
+            "device_memory_avg_pct",
+            "device_memory_peak_pct",
+            "avg_cpu_util_pct",
+        ):
             df[column] = _nulls(n_epochs)
     return df
 
 
-def make_telemetry(epochs: pd.DataFrame | None, telemetry: str, *, test_s: float | None = None, step: float = 0.1) -> pd.DataFrame:
+def make_telemetry(
+    epochs: pd.DataFrame | None, telemetry: str, *, test_s: float | None = None, step: float = 0.1
+) -> pd.DataFrame:
     """A telemetry sidecar following the epochs' phases (or a test phase of `test_s` seconds).
 
     As spikebench.telemetry samples: "nvml" fills the GPU columns; "cpu"/"rapl" the process's
     (memory_used_mib is its RSS, memory_used_pct its share of RAM, RAPL energy for "rapl");
     "none" has only the phase-boundary rows, every measurement null.
     """
-    phases = [("test", None, test_s)] if test_s is not None else [
-        (phase, row.epoch, getattr(row, f"{phase}_time_s")) for row in epochs.itertuples() for phase in ("train", "val")
-    ]
+    phases = (
+        [("test", None, test_s)]
+        if test_s is not None
+        else [
+            (phase, row.epoch, getattr(row, f"{phase}_time_s"))
+            for row in epochs.itertuples()
+            for phase in ("train", "val")
+        ]
+    )
     parts, t0 = [], 0.0
     for phase, epoch, duration in phases:
-        t = np.array([t0, t0 + duration]) if telemetry == "none" else np.r_[np.arange(t0, t0 + duration, step), t0 + duration]
+        t = (
+            np.array([t0, t0 + duration])
+            if telemetry == "none"
+            else np.r_[np.arange(t0, t0 + duration, step), t0 + duration]
+        )
         parts.append(pd.DataFrame({"time_s": t, "phase": phase, "epoch": epoch}))
         t0 += duration
     df = pd.concat(parts, ignore_index=True)
@@ -136,7 +211,14 @@ def make_telemetry(epochs: pd.DataFrame | None, telemetry: str, *, test_s: float
     df["epoch"] = df["epoch"].astype("Int64")
     df["source"] = pd.array([source] * n, dtype="string")
     for column in SIDECAR_COLUMNS[5:]:
-        df[column] = _nulls(n, "Int64" if column in ("energy_counter_mj", "cpu_energy_uj") else "string" if column == "error" else "Float64")
+        df[column] = _nulls(
+            n,
+            "Int64"
+            if column in ("energy_counter_mj", "cpu_energy_uj")
+            else "string"
+            if column == "error"
+            else "Float64",
+        )
     busy = np.where(df["phase"] == "train", 1.0, 0.7)
     if telemetry == "nvml":
         power = 62.0 * busy + rng.normal(0, 2, n)
@@ -168,19 +250,35 @@ def make_test(network: str, spec: dict, telemetry: str, *, accuracy: float = 0.9
     energy = {"nvml": 63.0, "rapl": 30.0}.get(telemetry)
     memory_pct = {"nvml": 5.03, "cpu": 4.2, "rapl": 4.2}.get(telemetry)
     return {
-        "network": network, "experiment": spec["experiment"], "dataset": spec["dataset"], "kind": spec["kind"],
-        "weights": "last", "epoch_of_weights": 3, "n_test": n_test, "accuracy": accuracy,
-        "precision_macro": accuracy - 0.001, "recall_macro": accuracy - 0.002, "f1_macro": accuracy - 0.0015,
-        "per_class_recall": [accuracy] * 10, "per_class_precision": [accuracy] * 10,
+        "network": network,
+        "experiment": spec["experiment"],
+        "dataset": spec["dataset"],
+        "kind": spec["kind"],
+        "weights": "last",
+        "epoch_of_weights": 3,
+        "n_test": n_test,
+        "accuracy": accuracy,
+        "precision_macro": accuracy - 0.001,
+        "recall_macro": accuracy - 0.002,
+        "f1_macro": accuracy - 0.0015,
+        "per_class_recall": [accuracy] * 10,
+        "per_class_precision": [accuracy] * 10,
         "confusion_matrix": [[0] * 10 for _ in range(10)],
-        "test_time_s": 1.5, "test_samples_per_s": n_test / 1.5, "peak_memory_mib": 250.0,
-        "memory_source": "torch_cuda_max_allocated" if gpu else "process_max_rss", "device": "cuda:0" if gpu else "cpu",
+        "test_time_s": 1.5,
+        "test_samples_per_s": n_test / 1.5,
+        "peak_memory_mib": 250.0,
+        "memory_source": "torch_cuda_max_allocated" if gpu else "process_max_rss",
+        "device": "cuda:0" if gpu else "cpu",
         "telemetry": {
-            "avg_power_w": energy / 1.5 if energy else None, "energy_j": energy,
+            "avg_power_w": energy / 1.5 if energy else None,
+            "energy_j": energy,
             "energy_source": {"nvml": "nvml_energy_counter", "rapl": "rapl"}.get(telemetry),
-            "device_memory_avg_mib": memory_pct and memory_pct * 800, "device_memory_peak_mib": memory_pct and memory_pct * 820,
-            "device_memory_avg_pct": memory_pct, "device_memory_peak_pct": memory_pct and memory_pct * 1.02,
-            "avg_gpu_util_pct": 60.0 if gpu else None, "avg_cpu_util_pct": 20.0 if telemetry != "none" else None,
+            "device_memory_avg_mib": memory_pct and memory_pct * 800,
+            "device_memory_peak_mib": memory_pct and memory_pct * 820,
+            "device_memory_avg_pct": memory_pct,
+            "device_memory_peak_pct": memory_pct and memory_pct * 1.02,
+            "avg_gpu_util_pct": 60.0 if gpu else None,
+            "avg_cpu_util_pct": 20.0 if telemetry != "none" else None,
             "telemetry_source": "cpu" if telemetry == "rapl" else telemetry,
             "energy_per_sample_mj": energy / n_test * 1e3 if energy else None,
         },
@@ -193,26 +291,43 @@ def make_operations(spec: dict) -> dict:
     """Per-sample operation counts as the evaluate job writes them (test.json `operations`)."""
     snn = spec["kind"] == "snn"
     dense = 2.0e6 * (25 if snn else 1)
-    return {"n_samples": 10000, "dense_ops_per_sample": dense, "effective_macs_per_sample": 0.0 if snn else 0.6 * dense,
-            "effective_acs_per_sample": 0.1 * dense if snn else 0.0, "effective_ops_per_sample": 0.1 * dense if snn
-            else 0.6 * dense, "membrane_updates_per_sample": 12750.0 if snn else None,
-            "mean_firing_rate": 0.12 if snn else None, "activation_sparsity": 0.88 if snn else 0.4,
-            "footprint_bytes": 1_000_000, "connection_sparsity": 0.0}
+    return {
+        "n_samples": 10000,
+        "dense_ops_per_sample": dense,
+        "effective_macs_per_sample": 0.0 if snn else 0.6 * dense,
+        "effective_acs_per_sample": 0.1 * dense if snn else 0.0,
+        "effective_ops_per_sample": 0.1 * dense if snn else 0.6 * dense,
+        "membrane_updates_per_sample": 12750.0 if snn else None,
+        "mean_firing_rate": 0.12 if snn else None,
+        "activation_sparsity": 0.88 if snn else 0.4,
+        "footprint_bytes": 1_000_000,
+        "connection_sparsity": 0.0,
+    }
 
 
 def make_layers(network: str, spec: dict) -> pd.DataFrame:
     """Two layers of per-layer counts, with the columns of ``layers.parquet``."""
     snn = spec["kind"] == "snn"
-    return pd.DataFrame({
-        "network": network, "kind": spec["kind"], "layer": [0, 1], "synapse": ["Linear", "Linear"],
-        "shape": ["[256]", "[10]"], "neurons": [256, 10], "firing_rate": [0.15, 0.05] if snn else [None, None],
-        "activation_sparsity": [0.85, 0.95] if snn else [0.4, 0.0],
-        "dense_ops_per_sample": [1.9e6, 2.6e3], "effective_macs_per_sample": [0.0, 0.0] if snn else [1.1e6, 2.6e3],
-        "effective_acs_per_sample": [1.9e5, 1.3e2] if snn else [0.0, 0.0],
-    })
+    return pd.DataFrame(
+        {
+            "network": network,
+            "kind": spec["kind"],
+            "layer": [0, 1],
+            "synapse": ["Linear", "Linear"],
+            "shape": ["[256]", "[10]"],
+            "neurons": [256, 10],
+            "firing_rate": [0.15, 0.05] if snn else [None, None],
+            "activation_sparsity": [0.85, 0.95] if snn else [0.4, 0.0],
+            "dense_ops_per_sample": [1.9e6, 2.6e3],
+            "effective_macs_per_sample": [0.0, 0.0] if snn else [1.1e6, 2.6e3],
+            "effective_acs_per_sample": [1.9e5, 1.3e2] if snn else [0.0, 0.0],
+        }
+    )
 
 
-def write_fake_run(results_dir: Path, networks: dict = STUDY_NETWORKS, telemetry: str = "nvml", n_epochs: int = 3) -> Path:
+def write_fake_run(
+    results_dir: Path, networks: dict = STUDY_NETWORKS, telemetry: str = "nvml", n_epochs: int = 3
+) -> Path:
     """Every result file of a run of `networks` under `results_dir`, as the train/evaluate jobs write them."""
     if telemetry not in TELEMETRY_KINDS:
         raise ValueError(f"telemetry must be one of {TELEMETRY_KINDS}")
@@ -241,7 +356,7 @@ def hand_made_epochs() -> dict[str, pd.DataFrame]:
     """Three epochs of two networks, with numbers small enough to check by hand."""
     ann = make_epochs("exp1_ann", 3, "nvml")
     ann["train_acc"] = [0.90, 0.95, 0.97]
-    ann["val_acc"] = [0.91, 0.96, 0.96]          # first best at epoch 2
+    ann["val_acc"] = [0.91, 0.96, 0.96]  # first best at epoch 2
     ann["epoch_time_s"] = [10.0, 20.0, 30.0]
     ann["device_memory_avg_pct"] = [10.0, 20.0, 40.0]
     ann["avg_power_w"] = [50.0, 60.0, 70.0]
@@ -259,8 +374,10 @@ def hand_made_epochs() -> dict[str, pd.DataFrame]:
 
 
 def test_table1_recomputed_from_hand_made_epochs():
-    t1 = results.table1(hand_made_epochs(), STUDY_NETWORKS, hardware={"exp1_ann": GPU_HARDWARE, "exp1_snn": CPU_HARDWARE})
-    assert list(t1.columns[:len(results.TABLE1_COLUMNS)]) == results.TABLE1_COLUMNS
+    t1 = results.table1(
+        hand_made_epochs(), STUDY_NETWORKS, hardware={"exp1_ann": GPU_HARDWARE, "exp1_snn": CPU_HARDWARE}
+    )
+    assert list(t1.columns[: len(results.TABLE1_COLUMNS)]) == results.TABLE1_COLUMNS
     ann, snn = (t1.set_index("network").loc[n] for n in ("exp1_ann", "exp1_snn"))
     assert ann["highest_train_acc"] == pytest.approx(97.0)
     assert ann["highest_val_acc"] == pytest.approx(96.0)
@@ -291,7 +408,9 @@ def test_table1_recomputed_from_hand_made_epochs():
     ann_epochs = hand_made_epochs()["exp1_ann"]
     assert ann["energy_above_idle_per_epoch_j"] == pytest.approx(ann_epochs["energy_above_idle_j"].mean())
     assert math.isnan(snn["energy_above_idle_per_epoch_j"]) and math.isnan(snn["activation_peak_mib"])
-    assert notes[(1, "energy_above_idle_per_epoch_j")] == "no power reading on this machine (no NVML, RAPL not readable)"
+    assert (
+        notes[(1, "energy_above_idle_per_epoch_j")] == "no power reading on this machine (no NVML, RAPL not readable)"
+    )
     assert notes[(1, "activation_peak_mib")] == "the CPU's peak allocation cannot be reset per phase"
 
 
@@ -318,7 +437,7 @@ def test_table2_from_test_results():
     tests["exp2_cnn"].update(accuracy=0.6974, recall_macro=0.698, f1_macro=0.696, precision_macro=0.7, test_time_s=1.11)
     t2 = results.table2(tests, STUDY_NETWORKS)
     assert list(t2["network"]) == ["exp2_cnn", "exp2_snn"]  # the study's order, not the dict's
-    assert list(t2.columns[:len(results.TABLE2_COLUMNS)]) == results.TABLE2_COLUMNS
+    assert list(t2.columns[: len(results.TABLE2_COLUMNS)]) == results.TABLE2_COLUMNS
     cnn, snn = (t2.set_index("network").loc[n] for n in ("exp2_cnn", "exp2_snn"))
     assert cnn["test_acc"] == pytest.approx(69.74)
     assert (cnn["recall"], cnn["f1"], cnn["precision"], cnn["test_time_s"]) == (0.698, 0.696, 0.7, 1.11)
@@ -360,7 +479,7 @@ def test_paper_values_match_the_shared_transcription():
                 got = paper.loc[(name, row["network"], metric)]
                 assert got["value"] == row[metric], (name, row["network"], metric)
                 assert got["paper_label"] == row["paper_label"] and got["experiment"] == row["experiment"]
-        assert (paper.loc[name].index.get_level_values("network").unique().size == len(shared))
+        assert paper.loc[name].index.get_level_values("network").unique().size == len(shared)
 
 
 def _tables(tmp_path: Path, telemetry: str = "nvml"):
@@ -374,24 +493,30 @@ def test_paper_comparison_puts_the_study_next_to_this_run(tmp_path):
     t1, t2 = _tables(tmp_path)
     comparison = results.paper_comparison(t1, t2, results.load_paper_values())
     assert len(comparison) == 72
-    row = comparison[(comparison["table"] == "I") & (comparison["network"] == "exp2_snn")
-                     & (comparison["metric"] == "avg_power_w")].iloc[0]
+    row = comparison[
+        (comparison["table"] == "I") & (comparison["network"] == "exp2_snn") & (comparison["metric"] == "avg_power_w")
+    ].iloc[0]
     run = t1.set_index("network").at["exp2_snn", "avg_power_w"]
     assert row["paper_value"] == 133.2 and row["run_value"] == pytest.approx(run)
     assert row["difference"] == pytest.approx(run - 133.2) and row["ratio"] == pytest.approx(run / 133.2)
     assert "Table I, row 'SNN' of Experiment 2" in row["paper_source"]
     assert "RTX 3060 Ti" in row["paper_hardware"] and "H100" in row["run_hardware"]
-    row = comparison[(comparison["table"] == "II") & (comparison["network"] == "exp1_ann")
-                     & (comparison["metric"] == "test_acc")].iloc[0]
+    row = comparison[
+        (comparison["table"] == "II") & (comparison["network"] == "exp1_ann") & (comparison["metric"] == "test_acc")
+    ].iloc[0]
     assert row["paper_value"] == 97.81 and row["run_value"] == pytest.approx(90.0)
-    row = comparison[(comparison["table"] == "II") & (comparison["network"] == "exp3_snn_nmnist")
-                     & (comparison["metric"] == "f1")].iloc[0]
+    row = comparison[
+        (comparison["table"] == "II") & (comparison["network"] == "exp3_snn_nmnist") & (comparison["metric"] == "f1")
+    ].iloc[0]
     assert row["paper_value"] == 0.9765 and row["run_value"] == pytest.approx(0.95 - 0.0015)
 
 
 def test_paper_comparison_explains_unmeasured_and_absent_networks(tmp_path):
     t1, t2 = _tables(tmp_path, telemetry="cpu")
-    t1, t2 = t1[t1["network"] != "exp2_cnn"].reset_index(drop=True), t2[t2["network"] != "exp2_cnn"].reset_index(drop=True)
+    t1, t2 = (
+        t1[t1["network"] != "exp2_cnn"].reset_index(drop=True),
+        t2[t2["network"] != "exp2_cnn"].reset_index(drop=True),
+    )
     comparison = results.paper_comparison(t1, t2, results.load_paper_values()).set_index(["table", "network", "metric"])
     power = comparison.loc[("I", "exp1_snn", "avg_power_w")]
     assert math.isnan(power["run_value"]) and math.isnan(power["ratio"])
@@ -408,14 +533,17 @@ def test_cost_of_spiking_ratios_and_experiment_3(tmp_path):
     row = by.loc[(1, "avg_epoch_time_s")]
     assert (row["numerator"], row["denominator"], row["comparison"]) == ("exp1_snn", "exp1_ann", "SNN / ANN")
     assert row["paper_ratio"] == pytest.approx(26.38 / 9.39)
-    assert row["run_ratio"] == pytest.approx(run.at["exp1_snn", "avg_epoch_time_s"] / run.at["exp1_ann", "avg_epoch_time_s"])
+    assert row["run_ratio"] == pytest.approx(
+        run.at["exp1_snn", "avg_epoch_time_s"] / run.at["exp1_ann", "avg_epoch_time_s"]
+    )
     row = by.loc[(2, "energy_per_epoch_j")]
     assert row["comparison"] == "SNN / CNN"
     assert row["paper_ratio"] == pytest.approx(133.2 * 81.15 / (58.5 * 6.42)) and "derived" in row["note"]
     assert by.loc[(2, "avg_memory_pct")]["paper_ratio"] == pytest.approx(39.3 / 16.2)
     assert math.isnan(by.loc[(2, "peak_memory_mib")]["paper_ratio"])
     assert by.loc[(2, "peak_memory_mib")]["run_ratio"] == pytest.approx(
-        run.at["exp2_snn", "peak_memory_mib"] / run.at["exp2_cnn", "peak_memory_mib"])
+        run.at["exp2_snn", "peak_memory_mib"] / run.at["exp2_cnn", "peak_memory_mib"]
+    )
     row = by.loc[(3, "avg_epoch_time_s")]  # no ANN in experiment 3: N-MNIST SNN over MNIST SNN
     assert (row["numerator"], row["denominator"]) == ("exp3_snn_nmnist", "exp3_snn_mnist")
     assert row["comparison"] == "SNN: N-MNIST / SNN: MNIST" and "n/a" in row["note"]
@@ -441,13 +569,16 @@ def test_write_tables_csv_and_html(tmp_path):
     paths = {n: tmp_path / "results" / n for n in STUDY_NETWORKS}
     outputs = table_outputs(tmp_path / "tables")
     frames = results.write_tables(
-        {n: p / "epochs.parquet" for n, p in paths.items()}, {n: p / "test.json" for n, p in paths.items()},
-        STUDY_NETWORKS, outputs, demo=True,
+        {n: p / "epochs.parquet" for n, p in paths.items()},
+        {n: p / "test.json" for n, p in paths.items()},
+        STUDY_NETWORKS,
+        outputs,
+        demo=True,
     )
     assert all(p.is_file() for p in outputs.values())
     assert not list((tmp_path / "tables").glob(".*"))  # no temporary files left behind
     t1 = pd.read_csv(outputs["table1_csv"])
-    assert list(t1.columns[:len(results.TABLE1_COLUMNS)]) == results.TABLE1_COLUMNS and len(t1) == 6
+    assert list(t1.columns[: len(results.TABLE1_COLUMNS)]) == results.TABLE1_COLUMNS and len(t1) == 6
     assert t1["avg_power_w"].isna().all() and (t1["data"] == "DEMO DATA").all()
     assert t1["notes"].str.contains("no NVIDIA GPU").all()
     assert t1["highest_val_acc"].to_numpy() == pytest.approx(frames["table1"]["highest_val_acc"].to_numpy(), rel=1e-5)
@@ -500,15 +631,23 @@ def test_bad_inputs_name_the_file(tmp_path):
 
 def test_labels_and_hardware_descriptions():
     labels = {n: results.network_label(n, STUDY_NETWORKS) for n in STUDY_NETWORKS}
-    assert labels == {"exp1_ann": "ANN", "exp1_snn": "SNN", "exp2_cnn": "CNN", "exp2_snn": "SNN",
-                      "exp3_snn_mnist": "SNN: MNIST", "exp3_snn_nmnist": "SNN: N-MNIST"}
+    assert labels == {
+        "exp1_ann": "ANN",
+        "exp1_snn": "SNN",
+        "exp2_cnn": "CNN",
+        "exp2_snn": "SNN",
+        "exp3_snn_mnist": "SNN: MNIST",
+        "exp3_snn_nmnist": "SNN: N-MNIST",
+    }
     assert results.describe_hardware(GPU_HARDWARE) == (
         "1x NVIDIA H100 80GB HBM3 (80 GiB) as cuda:0; driver 550.54.15; CUDA 12.4; PyTorch 2.14.1; snnTorch 0.9.4; "
-        "CPU AMD EPYC 9454 (96 cores); 1007 GiB RAM; host gpu-node-1; OS Linux-6.8")
+        "CPU AMD EPYC 9454 (96 cores); 1007 GiB RAM; host gpu-node-1; OS Linux-6.8"
+    )
     # on a CPU, hardware_info's device_name is the CPU and CUDA the build's: neither is a GPU
     assert results.describe_hardware(CPU_HARDWARE) == (
         "no GPU (device cpu); PyTorch 2.14.1; snnTorch 0.9.4; CPU Intel Xeon (2 cores); 23 GiB RAM; host laptop; "
-        "OS Linux-6.1")
+        "OS Linux-6.1"
+    )
     assert results.describe_hardware({}) == "not recorded"
 
 
@@ -522,8 +661,11 @@ def _run_with_accuracy(tmp_path: Path, accuracies: dict[str, float], telemetry: 
         (paths[network] / "test.json").write_text(json.dumps(test))
     outputs = table_outputs(tmp_path / "tables")
     frames = results.write_tables(
-        {n: p / "epochs.parquet" for n, p in paths.items()}, {n: p / "test.json" for n, p in paths.items()},
-        STUDY_NETWORKS, outputs, demo=True,
+        {n: p / "epochs.parquet" for n, p in paths.items()},
+        {n: p / "test.json" for n, p in paths.items()},
+        STUDY_NETWORKS,
+        outputs,
+        demo=True,
     )
     return {"frames": frames, "outputs": outputs}
 
@@ -544,7 +686,9 @@ def test_networks_that_did_not_learn_are_flagged_in_tables_and_cost(tmp_path):
     assert set(cost.loc[cost["experiment"] == 3, "not_learned"]) == {"exp3_snn_mnist"}
     assert set(cost.loc[cost["experiment"] == 1, "not_learned"]) == {""}
     page = outputs["cost_html"].read_text()
-    footnote = re.search(r"<td class=\"num\">[^<]*<sup><a href=\"#note-\w+\" title=\"[^\"]*did not learn: exp2_snn", page)
+    footnote = re.search(
+        r"<td class=\"num\">[^<]*<sup><a href=\"#note-\w+\" title=\"[^\"]*did not learn: exp2_snn", page
+    )
     assert footnote, "the ratio of a pair with a network that did not learn carries no footnote"
 
 
@@ -553,14 +697,14 @@ def test_cost_table_is_long_and_narrow_and_says_what_cpu_memory_measures(tmp_pat
     page = outputs["cost_html"].read_text()
     header = re.findall(r"<th>([^<]*)</th>", page)
     assert header == ["experiment", "comparison", "metric", "this run", "study", "ratio, this run", "ratio, study"]
-    assert page.count("<tr>") == 1 + 3 * len(results.COST_METRICS)   # one row per experiment and metric
+    assert page.count("<tr>") == 1 + 3 * len(results.COST_METRICS)  # one row per experiment and metric
     assert "peak memory (MiB)" in page and "time per epoch (s)" in page
     rss = "process&#x27;s resident memory (RSS), mostly the runtime"
     rows = re.findall(r"<tr>(.*?)</tr>", page, re.S)
     memory_rows = [r for r in rows if "memory (" in r]
     assert memory_rows and all(rss in r for r in memory_rows)
     assert not any(rss in r for r in rows if "time per epoch" in r)
-    cost = pd.read_csv(outputs["cost_csv"])   # the CSV keeps every number in its own column
+    cost = pd.read_csv(outputs["cost_csv"])  # the CSV keeps every number in its own column
     assert {"run_numerator", "run_denominator", "run_ratio", "paper_ratio", "not_learned"} <= set(cost.columns)
 
 

@@ -10,7 +10,6 @@ import os
 import re
 import shutil
 import subprocess
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -37,8 +36,13 @@ def slurm_cluster():
         import snakemake_executor_plugin_slurm  # noqa: F401
     except ImportError:
         pytest.skip("snakemake-executor-plugin-slurm not installed (pip install -e '.[slurm]')")
-    up = subprocess.run(["bash", str(RECIPE / "up.sh")], env={**os.environ, "FAKE_GPUS": "2"},
-                        capture_output=True, text=True, timeout=120)
+    up = subprocess.run(
+        ["bash", str(RECIPE / "up.sh")],
+        env={**os.environ, "FAKE_GPUS": "2"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     if up.returncode != 0 or "idle" not in up.stdout:
         subprocess.run(["bash", str(RECIPE / "down.sh")], capture_output=True, timeout=60)
         pytest.skip(f"could not start the SLURM daemons: {(up.stdout + up.stderr)[-1500:]}")
@@ -50,9 +54,16 @@ def test_demo_workflow_on_slurm_matches_local_run(slurm_cluster, demo_run, tmp_p
     workdir = copy_workflow(tmp_path / "workflow")
     shutil.copytree(PROJECT / "tests" / "slurm-profile", workdir / "slurm-profile")
     run = subprocess.run(
-        ["timeout", "-k", "10", "1500", *snakemake_cmd(
-            "--workflow-profile", "slurm-profile", "--configfile", "config.demo.yaml")],
-        cwd=workdir, capture_output=True, text=True,
+        [
+            "timeout",
+            "-k",
+            "10",
+            "1500",
+            *snakemake_cmd("--workflow-profile", "slurm-profile", "--configfile", "config.demo.yaml"),
+        ],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
     )
     out = run.stdout + run.stderr
     (tmp_path / "snakemake-slurm.log").write_text(out)
@@ -65,7 +76,8 @@ def test_demo_workflow_on_slurm_matches_local_run(slurm_cluster, demo_run, tmp_p
         # every train/evaluate job was submitted to SLURM (the plugin deletes successful jobs' logs)
         for rule in ("train", "evaluate"):
             assert re.search(rf"submitted with SLURM jobid \d+ \(log: \S*/rule_{rule}/{network}/", out), (
-                f"{rule} {network} was not submitted to SLURM")
+                f"{rule} {network} was not submitted to SLURM"
+            )
         # ... ran inside its SLURM job, saw the GPU SLURM gave it, and fell back to the CPU cleanly
         # (no driver behind the fake GPUs)
         result = json.loads((cluster / network / "test.json").read_text())

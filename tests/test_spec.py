@@ -30,7 +30,7 @@ def test_to_dict_gives_back_the_entry(network: str) -> None:
     assert spec.to_dict() == entry
     assert json.dumps(spec.to_dict(), sort_keys=True) == json.dumps(entry, sort_keys=True)  # what fingerprints hash
     assert spec.name == network and spec.kind == entry["kind"] and spec.batch_size == entry["batch_size"]
-    assert spec.to_dict() is not spec.to_dict()                  # a copy: the frozen spec cannot be changed through it
+    assert spec.to_dict() is not spec.to_dict()  # a copy: the frozen spec cannot be changed through it
 
 
 def test_every_run_of_the_config_builds() -> None:
@@ -46,16 +46,16 @@ def test_absent_keys_take_the_schema_defaults() -> None:
     spec = NetworkSpec.from_config(entry, "exp1_snn")
     assert spec.implementation == properties["implementation"]["default"] == "spikebench"
     assert spec.dropout == float(properties["dropout"]["default"]) and isinstance(spec.dropout, float)
-    assert spec.input_size is None and spec.fc is None              # no default in the schema: None
-    assert "implementation" not in spec.to_dict() and "dropout" not in spec.to_dict()   # nothing added
+    assert spec.input_size is None and spec.fc is None  # no default in the schema: None
+    assert "implementation" not in spec.to_dict() and "dropout" not in spec.to_dict()  # nothing added
 
 
 def test_types() -> None:
     spec = NetworkSpec.from_config({**NETWORKS["exp2_snn"], "lr": 1}, "exp2_snn")
     assert spec.lr == 1.0 and isinstance(spec.lr, float)
     assert spec.channels == tuple(NETWORKS["exp2_snn"]["channels"]) and isinstance(spec.channels, tuple)
-    assert spec.to_dict()["lr"] == 1                                # the entry itself as it came
-    hash(spec)                                                       # frozen and hashable
+    assert spec.to_dict()["lr"] == 1  # the entry itself as it came
+    hash(spec)  # frozen and hashable
     with pytest.raises(dataclasses.FrozenInstanceError):
         spec.lr = 2.0  # type: ignore[misc]
 
@@ -66,14 +66,14 @@ def test_input_shape_from_the_catalog_and_input_size() -> None:
     assert NetworkSpec.from_config(NETWORKS["exp3_snn_mnist"], "a").input_shape == (1, 32, 32)
     assert NetworkSpec.from_config(NETWORKS["exp3_snn_nmnist"], "a").input_shape == (2, 34, 34)
     with pytest.raises(NetworkSpecError, match="n1: N-MNIST frames are 34x34; input_size 28"):
-        NetworkSpec.from_config({**NETWORKS["exp3_snn_nmnist"], "input_size": 28}, "n1").input_shape
+        _ = NetworkSpec.from_config({**NETWORKS["exp3_snn_nmnist"], "input_size": 28}, "n1").input_shape
 
 
 def test_bad_entries_name_the_network_and_key() -> None:
     entry = NETWORKS["exp1_snn"]
     with pytest.raises(NetworkSpecError, match=r"exp1_snn: missing key 'epochs'"):
         NetworkSpec.from_config({k: v for k, v in entry.items() if k != "epochs"}, "exp1_snn")
-    with pytest.raises(NetworkSpecError, match=r"exp1_snn: missing key 'beta'"):    # required for an SNN
+    with pytest.raises(NetworkSpecError, match=r"exp1_snn: missing key 'beta'"):  # required for an SNN
         NetworkSpec.from_config({k: v for k, v in entry.items() if k != "beta"}, "exp1_snn")
     with pytest.raises(NetworkSpecError, match=r"exp1_snn: unknown key 'num_step'"):
         NetworkSpec.from_config({**entry, "num_step": 5}, "exp1_snn")

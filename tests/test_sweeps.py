@@ -37,29 +37,32 @@ def test_without_sweeps_or_repeats_the_run_ids_are_the_network_ids():
 
 def test_a_variant_copies_every_setting_of_its_base_and_replaces_one(demo_config):
     config = merge(demo_config, {"sweeps": {"t": {"networks": ["exp1_snn"], "num_steps": [3, 7]}}})
-    config["networks"]["exp1_snn"]["some_new_setting"] = "kept"   # e.g. another helper's `implementation`
+    config["networks"]["exp1_snn"]["some_new_setting"] = "kept"  # e.g. another helper's `implementation`
     runs = expand_runs(config)
     variant = runs["exp1_snn-num_steps3"]
-    base = {k: v for k, v in config["networks"]["exp1_snn"].items() if k != "repeats"}   # repeats is not a setting
+    base = {k: v for k, v in config["networks"]["exp1_snn"].items() if k != "repeats"}  # repeats is not a setting
     assert variant["spec"] == {**base, "num_steps": 3} and variant["spec"]["some_new_setting"] == "kept"
     assert (variant["base"], variant["setting"], variant["value"]) == ("exp1_snn", "num_steps", 3)
-    assert {"exp1_snn-num_steps7", "exp1_snn-num_steps7-seed1"} <= set(runs)   # exp1_snn has repeats: 2 in the demo
+    assert {"exp1_snn-num_steps7", "exp1_snn-num_steps7-seed1"} <= set(runs)  # exp1_snn has repeats: 2 in the demo
 
 
 def test_repeats_give_one_run_per_seed_and_a_networks_own_repeats_win(demo_config):
     config = _with(demo_config, {"seed": 5, "repeats": 2, "networks": {"exp2_cnn": {"repeats": 1}}})
     runs = expand_runs(config)
-    assert [runs[run_id]["seed"] for run_id in ("exp1_ann", "exp1_ann-seed6")] == [5, 6]   # the first at its old path
+    assert [runs[run_id]["seed"] for run_id in ("exp1_ann", "exp1_ann-seed6")] == [5, 6]  # the first at its old path
     assert "exp2_cnn" in runs and "exp2_cnn-seed6" not in runs
     assert all("repeats" not in r["spec"] for r in runs.values())
 
 
-@pytest.mark.parametrize("sweep, message", [
-    ({"networks": ["nope"], "num_steps": [5]}, "unknown network 'nope'"),
-    ({"networks": ["exp1_snn"], "kind": ["ann"]}, "'sweeps.s.kind': not a setting a sweep can vary"),
-    ({"networks": ["exp1_snn"], "num_steps": [0]}, "variant exp1_snn-num_steps0: 0 is less than the minimum"),
-    ({"networks": ["exp2_cnn"], "input_size": [8]}, "variant exp2_cnn-input_size8: .*too small"),
-])
+@pytest.mark.parametrize(
+    "sweep, message",
+    [
+        ({"networks": ["nope"], "num_steps": [5]}, "unknown network 'nope'"),
+        ({"networks": ["exp1_snn"], "kind": ["ann"]}, "'sweeps.s.kind': not a setting a sweep can vary"),
+        ({"networks": ["exp1_snn"], "num_steps": [0]}, "variant exp1_snn-num_steps0: 0 is less than the minimum"),
+        ({"networks": ["exp2_cnn"], "input_size": [8]}, "variant exp2_cnn-input_size8: .*too small"),
+    ],
+)
 def test_a_bad_sweep_is_named(demo_config, sweep, message):
     with pytest.raises(ConfigError, match=message):
         validate_config(merge(demo_config, {"sweeps": {"s": sweep}}))
@@ -67,8 +70,10 @@ def test_a_bad_sweep_is_named(demo_config, sweep, message):
 
 # ---- a run that runs out of memory -----------------------------------------------------------------
 
-def test_an_allocation_failure_is_recorded_as_oom_and_its_evaluation_too(tmp_path, demo_mnist_job, demo_config,
-                                                                         monkeypatch):
+
+def test_an_allocation_failure_is_recorded_as_oom_and_its_evaluation_too(
+    tmp_path, demo_mnist_job, demo_config, monkeypatch
+):
     """A real failed CPU allocation in epoch 2: train and evaluate both write their outputs, status oom."""
     from spikebench import training
     from spikebench.jobs import evaluate_job, train_job
@@ -80,25 +85,46 @@ def test_an_allocation_failure_is_recorded_as_oom_and_its_evaluation_too(tmp_pat
         if epoch < 2:
             return real_epoch(net, optimizer, spec, train, val, gens, device, epoch, telemetry)
         telemetry.phase("train", epoch)
-        torch.empty(1 << 60, dtype=torch.uint8)       # far more than any machine has: the allocator fails
+        torch.empty(1 << 60, dtype=torch.uint8)  # far more than any machine has: the allocator fails
 
     monkeypatch.setattr(training, "_run_epoch", epoch_that_cannot_allocate)
     spec = {**demo_config["networks"]["exp1_ann"], "epochs": 3}
     out, log = tmp_path / "exp1_ann", logging.getLogger("spikebench")
     telemetry = {"enabled": False, "interval_s": 1.0, "idle_s": 0}
-    train_job("exp1_ann", spec, inputs={"split": str(demo_mnist_job["split"])},
-              outputs={"weights": out / "weights.pt", "epochs": out / "epochs.parquet",
-                       "telemetry": out / "telemetry_train.parquet"},
-              data_root=demo_mnist_job["root"], seed=0, device="cpu", telemetry=telemetry,
-              checkpoint=out / "checkpoint.pt", log=log, data_source="demo")
+    train_job(
+        "exp1_ann",
+        spec,
+        inputs={"split": str(demo_mnist_job["split"])},
+        outputs={
+            "weights": out / "weights.pt",
+            "epochs": out / "epochs.parquet",
+            "telemetry": out / "telemetry_train.parquet",
+        },
+        data_root=demo_mnist_job["root"],
+        seed=0,
+        device="cpu",
+        telemetry=telemetry,
+        checkpoint=out / "checkpoint.pt",
+        log=log,
+        data_source="demo",
+    )
     epochs = read_epochs(out / "epochs.parquet")
     assert list(epochs["status"]) == ["oom"] and list(epochs["epoch"]) == [2]
     assert epochs["train_acc"].isna().all() and epochs["memory_reached_mib"].iloc[0] > 0
     assert "DefaultCPUAllocator" in epochs["error"].iloc[0]
-    evaluate_job("exp1_ann", spec, inputs={"weights": str(out / "weights.pt")},
-                 outputs={"test": out / "test.json", "telemetry": out / "telemetry_test.parquet"},
-                 data_root=demo_mnist_job["root"], which="last", seed=0, device="cpu", telemetry=telemetry,
-                 log=log, data_source="demo")
+    evaluate_job(
+        "exp1_ann",
+        spec,
+        inputs={"weights": str(out / "weights.pt")},
+        outputs={"test": out / "test.json", "telemetry": out / "telemetry_test.parquet"},
+        data_root=demo_mnist_job["root"],
+        which="last",
+        seed=0,
+        device="cpu",
+        telemetry=telemetry,
+        log=log,
+        data_source="demo",
+    )
     test = read_test(out / "test.json")
     assert test["status"] == "oom" and test["accuracy"] is None and test["f1_macro"] is None
     assert (out / "telemetry_test.parquet").is_file()
@@ -114,18 +140,27 @@ def test_other_errors_are_not_out_of_memory():
 
 # ---- intervals and the SNN/ANN difference ------------------------------------------------------------
 
+
 def test_the_interval_is_the_student_t_interval_of_the_mean():
     from scipy import stats
 
     from spikebench.aggregate import interval
 
-    mean, low, high = interval([90.0, 92.0])                     # n = 2: t(0.975, 1) = 12.7062
-    assert mean == 91.0 and low == pytest.approx(91.0 - 12.7062 * 1.0, abs=1e-3) and high == pytest.approx(
-        91.0 + 12.7062 * 1.0, abs=1e-3)
+    mean, low, high = interval([90.0, 92.0])  # n = 2: t(0.975, 1) = 12.7062
+    assert (
+        mean == 91.0
+        and low == pytest.approx(91.0 - 12.7062 * 1.0, abs=1e-3)
+        and high == pytest.approx(91.0 + 12.7062 * 1.0, abs=1e-3)
+    )
     values = [1.0, 2.5, 2.0, 4.0]
-    assert interval(values)[1:] == pytest.approx(stats.t.interval(0.95, 3, loc=np.mean(values), scale=stats.sem(values)))
-    assert interval([3.0, float("nan")]) == (3.0, pytest.approx(float("nan"), nan_ok=True),
-                                             pytest.approx(float("nan"), nan_ok=True))
+    assert interval(values)[1:] == pytest.approx(
+        stats.t.interval(0.95, 3, loc=np.mean(values), scale=stats.sem(values))
+    )
+    assert interval([3.0, float("nan")]) == (
+        3.0,
+        pytest.approx(float("nan"), nan_ok=True),
+        pytest.approx(float("nan"), nan_ok=True),
+    )
 
 
 def test_welch_difference_and_whether_it_exceeds_its_interval():
@@ -141,21 +176,24 @@ def test_welch_difference_and_whether_it_exceeds_its_interval():
     assert (out["difference_ci95_low"], out["difference_ci95_high"]) == pytest.approx((ci.low, ci.high))
     assert out["exceeds_interval"] is True
     assert welch([1.0, 3.0], [2.0, 2.5])["exceeds_interval"] is False
-    assert welch([1.0], [2.0, 2.5])["exceeds_interval"] is None      # one run: no interval
+    assert welch([1.0], [2.0, 2.5])["exceeds_interval"] is None  # one run: no interval
 
 
 # ---- the workflow: an out-of-memory variant, repeats, adding sweep points ----------------------------
+
 
 def _small_config(workdir: Path) -> None:
     """exp1's two networks only, one epoch, two seeds each, and a sweep of exp1_snn's time steps."""
     import yaml
 
-    config = merge(yaml.safe_load((workdir / "config.yaml").read_text()),
-                   yaml.safe_load((workdir / "config.demo.yaml").read_text()))
+    config = merge(
+        yaml.safe_load((workdir / "config.yaml").read_text()),
+        yaml.safe_load((workdir / "config.demo.yaml").read_text()),
+    )
     config["networks"] = {n: {**config["networks"][n], "epochs": 1} for n in ("exp1_ann", "exp1_snn")}
     config["repeats"] = 2
     config["sweeps"] = {"time_steps": {"networks": ["exp1_snn"], "num_steps": [2]}}
-    config["implementations"] = {"snntorch": []}       # no snnTorch twin here
+    config["implementations"] = {"snntorch": []}  # no snnTorch twin here
     config["telemetry"]["idle_s"] = 0
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
 
@@ -169,8 +207,13 @@ def _planned(workdir: Path, overlay: dict) -> set[tuple[str, str]]:
     from conftest import snakemake_cmd
 
     (workdir / "change.yaml").write_text(yaml.safe_dump(overlay))
-    run = subprocess.run(snakemake_cmd("-n", "--cores", "2", "--configfile", "change.yaml"),
-                         cwd=workdir, capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        snakemake_cmd("-n", "--cores", "2", "--configfile", "change.yaml"),
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, (run.stdout + run.stderr)[-4000:]
     jobs = set()
     for block in re.finditer(r"^(?:local)?rule (\w+):\n((?:[ \t]+.*\n?)*)", run.stdout + run.stderr, re.M):
@@ -194,8 +237,9 @@ def test_an_oom_variant_is_a_result_repeats_have_intervals_and_a_new_point_plans
 
     _small_config(workflow_dir)
     env = {**os.environ, "SPIKEBENCH_FAULT_OOM": "exp1_snn-num_steps2-seed1:1"}
-    run = subprocess.run(snakemake_cmd("--cores", "2"), cwd=workflow_dir, env=env,
-                         capture_output=True, text=True, timeout=1500)
+    run = subprocess.run(
+        snakemake_cmd("--cores", "2"), cwd=workflow_dir, env=env, capture_output=True, text=True, timeout=1500
+    )
     assert run.returncode == 0, (run.stdout + run.stderr)[-6000:]
     tables = workflow_dir / "results-demo" / "tables"
     runs = pd.read_csv(tables / "runs.csv").set_index("run_id")
@@ -215,7 +259,7 @@ def test_an_oom_variant_is_a_result_repeats_have_intervals_and_a_new_point_plans
         assert (row["test_acc_pct_ci95_low"], row["test_acc_pct_ci95_high"]) == pytest.approx((low, high), rel=1e-5)
     difference = pd.read_csv(tables / "difference.csv")
     assert set(difference["snn"]) == {"exp1_snn", "exp1_snn-num_steps2"}
-    cost = pd.read_csv(tables / "cost.csv")                      # rule tables: the same verdict as difference.csv
+    cost = pd.read_csv(tables / "cost.csv")  # rule tables: the same verdict as difference.csv
     row = cost[(cost["numerator"] == "exp1_snn") & (cost["metric"] == "avg_epoch_time_s")].iloc[0]
     welch = difference[(difference["snn"] == "exp1_snn") & (difference["metric"] == "avg_epoch_time_s")].iloc[0]
     assert pd.notna(row["exceeds_interval"]) and str(row["exceeds_interval"]) == str(welch["exceeds_interval"])
@@ -240,19 +284,29 @@ def test_the_sweep_figure_draws_means_with_intervals_and_an_oom_point_as_a_cross
             out.update({name: value, f"{name}_ci95_low": low, f"{name}_ci95_high": high})
         return out
 
-    summary = pd.DataFrame([row("exp1_ann", "ok", 1.0), row("exp1_snn", "ok", 4.0, 3.0, 5.0),
-                            row("exp1_snn-num_steps5", "ok", 2.0, 1.5, 2.5), row("exp1_snn-num_steps50", "oom", 0)])
-    points = [{"network": "exp1_snn", "base": "exp1_snn", "value": 10},
-              {"network": "exp1_snn-num_steps5", "base": "exp1_snn", "value": 5},
-              {"network": "exp1_snn-num_steps50", "base": "exp1_snn", "value": 50}]
-    networks = {"exp1_ann": {"experiment": 1, "kind": "ann", "dataset": "mnist"},
-                "exp1_snn": {"experiment": 1, "kind": "snn", "dataset": "mnist"}}
+    summary = pd.DataFrame(
+        [
+            row("exp1_ann", "ok", 1.0),
+            row("exp1_snn", "ok", 4.0, 3.0, 5.0),
+            row("exp1_snn-num_steps5", "ok", 2.0, 1.5, 2.5),
+            row("exp1_snn-num_steps50", "oom", 0),
+        ]
+    )
+    points = [
+        {"network": "exp1_snn", "base": "exp1_snn", "value": 10},
+        {"network": "exp1_snn-num_steps5", "base": "exp1_snn", "value": 5},
+        {"network": "exp1_snn-num_steps50", "base": "exp1_snn", "value": 50},
+    ]
+    networks = {
+        "exp1_ann": {"experiment": 1, "kind": "ann", "dataset": "mnist"},
+        "exp1_snn": {"experiment": 1, "kind": "snn", "dataset": "mnist"},
+    }
     fig = sweep_figure(summary, "num_steps", points, networks)
     time_ax = fig.axes[list(PANELS).index("avg_epoch_time_s")]
     line = time_ax.lines[0]
-    assert list(line.get_xdata()) == [5.0, 10.0] and list(line.get_ydata()) == [2.0, 4.0]   # the oom point is no value
+    assert list(line.get_xdata()) == [5.0, 10.0] and list(line.get_ydata()) == [2.0, 4.0]  # the oom point is no value
     crosses = [c for c in time_ax.collections if c.get_offsets().shape[0] == 1 and c.get_offsets()[0][0] == 50.0]
-    assert crosses                                                                       # ... but a cross at 50
-    assert any(l.get_linestyle() == "--" and list(l.get_ydata()) == [1.0, 1.0] for l in time_ax.lines)   # the ANN
+    assert crosses  # ... but a cross at 50
+    assert any(ln.get_linestyle() == "--" and list(ln.get_ydata()) == [1.0, 1.0] for ln in time_ax.lines)  # the ANN
     activation_ax = fig.axes[list(PANELS).index("activation_peak_mib")]
     assert any("not measured" in t.get_text() for t in activation_ax.texts) and not activation_ax.lines

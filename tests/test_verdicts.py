@@ -12,24 +12,38 @@ import pandas as pd
 import pytest
 from matplotlib.container import ErrorbarContainer
 from scipy import stats
+from test_results import GPU_HARDWARE, STUDY_NETWORKS, _write_parquet, table_outputs, write_fake_run
 
 from spikebench import aggregate, results
-from test_results import GPU_HARDWARE, STUDY_NETWORKS, _write_parquet, table_outputs, write_fake_run
 
 #: Seed 1's epoch times over seed 0's: exp1 close to its first seed (a clear SNN - ANN difference),
 #: exp2's SNN far from it (a difference inside its interval).
-SEED1_TIME = {"exp1_ann": 1.03, "exp1_snn": 0.98, "exp2_cnn": 1.05, "exp2_snn": 0.2, "exp3_snn_mnist": 1.1,
-              "exp3_snn_nmnist": 0.95}
-SEED1_POWER = {"exp1_ann": 1.04, "exp1_snn": 0.97, "exp2_cnn": 0.9, "exp2_snn": 1.1, "exp3_snn_mnist": 1.0,
-               "exp3_snn_nmnist": 1.02}
+SEED1_TIME = {
+    "exp1_ann": 1.03,
+    "exp1_snn": 0.98,
+    "exp2_cnn": 1.05,
+    "exp2_snn": 0.2,
+    "exp3_snn_mnist": 1.1,
+    "exp3_snn_nmnist": 0.95,
+}
+SEED1_POWER = {
+    "exp1_ann": 1.04,
+    "exp1_snn": 0.97,
+    "exp2_cnn": 0.9,
+    "exp2_snn": 1.1,
+    "exp3_snn_mnist": 1.0,
+    "exp3_snn_nmnist": 1.02,
+}
 
 
 def _runs(root: Path, repeats: int, oom: str | None = None) -> dict[str, dict]:
     """The study's six networks with `repeats` seeds as the train/evaluate jobs write them (seed k in `<id>-seed<k>`);
     `oom`: that run id ran out of memory (status oom, null metrics)."""
     write_fake_run(root / "results")
-    runs = {n: {"network": n, "base": n, "sweep": None, "setting": None, "value": None, "seed": 0, **spec}
-            for n, spec in STUDY_NETWORKS.items()}
+    runs = {
+        n: {"network": n, "base": n, "sweep": None, "setting": None, "value": None, "seed": 0, **spec}
+        for n, spec in STUDY_NETWORKS.items()
+    }
     if repeats > 1:
         write_fake_run(root / "seed1")
     for network in STUDY_NETWORKS if repeats > 1 else ():
@@ -57,16 +71,26 @@ def _tables(root: Path, repeats: int = 2, oom: str | None = None) -> dict:
     tables = root / "tables"
     outputs = {f"{k}_{e}": tables / f"{k}.{e}" for k in ("runs", "summary", "difference") for e in ("csv", "html")}
     frames = aggregate.write_aggregate(epochs, tests, runs, STUDY_NETWORKS, outputs)
-    frames.update(results.write_tables(
-        {n: epochs[n] for n in STUDY_NETWORKS}, {n: tests[n] for n in STUDY_NETWORKS}, STUDY_NETWORKS,
-        table_outputs(tables), difference_path=outputs["difference_csv"], summary_path=outputs["summary_csv"]))
+    frames.update(
+        results.write_tables(
+            {n: epochs[n] for n in STUDY_NETWORKS},
+            {n: tests[n] for n in STUDY_NETWORKS},
+            STUDY_NETWORKS,
+            table_outputs(tables),
+            difference_path=outputs["difference_csv"],
+            summary_path=outputs["summary_csv"],
+        )
+    )
     return {**frames, "folder": tables, "epochs": epochs}
 
 
 def _seed_values(epochs: dict[str, Path], network: str, column: str) -> list[float]:
     """A Table I figure of each seed of `network`, recomputed from its epochs file (mean over epochs)."""
-    return [float(pd.read_parquet(path)[column].mean()) for run_id, path in epochs.items()
-            if run_id == network or run_id.startswith(f"{network}-seed")]
+    return [
+        float(pd.read_parquet(path)[column].mean())
+        for run_id, path in epochs.items()
+        if run_id == network or run_id.startswith(f"{network}-seed")
+    ]
 
 
 @pytest.mark.filterwarnings("ignore:Precision loss occurred")
@@ -74,15 +98,19 @@ def test_with_two_seeds_the_cost_tables_verdict_is_welchs_decision(tmp_path):
     made = _tables(tmp_path)
     cost = pd.read_csv(made["folder"] / "cost.csv")
     decided = {}
-    for metric, column in (("avg_epoch_time_s", "epoch_time_s"), ("avg_power_w", "avg_power_w"),
-                           ("energy_per_epoch_j", "energy_j")):
+    for metric, column in (
+        ("avg_epoch_time_s", "epoch_time_s"),
+        ("avg_power_w", "avg_power_w"),
+        ("energy_per_epoch_j", "energy_j"),
+    ):
         for snn, ann in (("exp1_snn", "exp1_ann"), ("exp2_snn", "exp2_cnn")):
             a, b = _seed_values(made["epochs"], snn, column), _seed_values(made["epochs"], ann, column)
             assert len(a) == len(b) == 2
             ci = stats.ttest_ind(a, b, equal_var=False).confidence_interval(0.95)
             row = cost[(cost["numerator"] == snn) & (cost["metric"] == metric)].iloc[0]
-            assert (row["difference_ci95_low"], row["difference_ci95_high"]) == pytest.approx((ci.low, ci.high),
-                                                                                              rel=1e-4)
+            assert (row["difference_ci95_low"], row["difference_ci95_high"]) == pytest.approx(
+                (ci.low, ci.high), rel=1e-4
+            )
             assert str(row["exceeds_interval"]) == str(bool(ci.low > 0 or ci.high < 0))
             assert pd.isna(row["exceeds_interval_null_reason"])
             decided[(snn, metric)] = bool(ci.low > 0 or ci.high < 0)
@@ -92,14 +120,22 @@ def test_with_two_seeds_the_cost_tables_verdict_is_welchs_decision(tmp_path):
     assert exp3["exceeds_interval_null_reason"].str.startswith("no ANN in this experiment").all()
     # the comparison table: the same verdict on the SNN's row of the same figure, the ANN's rows say where it is
     comparison = pd.read_csv(made["folder"] / "comparison.csv")
-    row = comparison[(comparison["network"] == "exp1_snn") & (comparison["table"] == "I")
-                     & (comparison["metric"] == "avg_epoch_time_s")].iloc[0]
+    row = comparison[
+        (comparison["network"] == "exp1_snn")
+        & (comparison["table"] == "I")
+        & (comparison["metric"] == "avg_epoch_time_s")
+    ].iloc[0]
     assert row["exceeds_interval"] == True  # noqa: E712 (read back from the CSV)
-    assert comparison.loc[comparison["network"] == "exp1_ann", "exceeds_interval_null_reason"].str.startswith(
-        "an ANN").all()
+    assert (
+        comparison.loc[comparison["network"] == "exp1_ann", "exceeds_interval_null_reason"]
+        .str.startswith("an ANN")
+        .all()
+    )
     # the HTML view shows the verdict as yes / no, and the reason of an empty cell as its footnote
     page = (made["folder"] / "cost.html").read_text()
-    assert aggregate.VERDICT_LABEL in page and ">yes<" in page and ">no<" in page and "no ANN in this experiment" in page
+    assert (
+        aggregate.VERDICT_LABEL in page and ">yes<" in page and ">no<" in page and "no ANN in this experiment" in page
+    )
 
 
 def test_with_one_seed_the_verdict_is_null_with_the_reason(tmp_path):
@@ -110,9 +146,12 @@ def test_with_one_seed_the_verdict_is_null_with_the_reason(tmp_path):
     assert (pairs["exceeds_interval_null_reason"] == "one seed (repeats: 1): no interval").all()
     assert "one seed (repeats: 1): no interval" in (made["folder"] / "cost.html").read_text()
     # Table I and the ratios are the first seed's, as without the aggregate tables
-    plain = results.write_tables({n: made["epochs"][n] for n in STUDY_NETWORKS},
-                                 {n: tmp_path / "results" / n / "test.json" for n in STUDY_NETWORKS},
-                                 STUDY_NETWORKS, table_outputs(tmp_path / "plain"))
+    plain = results.write_tables(
+        {n: made["epochs"][n] for n in STUDY_NETWORKS},
+        {n: tmp_path / "results" / n / "test.json" for n in STUDY_NETWORKS},
+        STUDY_NETWORKS,
+        table_outputs(tmp_path / "plain"),
+    )
     assert "exceeds_interval" not in plain["cost"]
     pd.testing.assert_frame_equal(made["cost"][plain["cost"].columns], plain["cost"])
 
@@ -124,7 +163,7 @@ def test_a_side_that_ran_out_of_memory_gives_a_null_verdict_saying_so(tmp_path):
     exp1 = cost[cost["numerator"] == "exp1_snn"]
     assert exp1["exceeds_interval"].isna().all()
     assert exp1["exceeds_interval_null_reason"].str.startswith("oom: exp1_snn completed 1 of 2 runs").all()
-    assert cost.loc[cost["numerator"] == "exp2_snn", "exceeds_interval"].notna().any()   # the others still decided
+    assert cost.loc[cost["numerator"] == "exp2_snn", "exceeds_interval"].notna().any()  # the others still decided
 
 
 def test_a_bad_difference_table_names_the_file(tmp_path):
@@ -141,13 +180,20 @@ def test_an_empty_difference_table_gives_null_verdicts_not_an_error(tmp_path):
     exp3 = {n: s for n, s in STUDY_NETWORKS.items() if s["experiment"] == 3}
     runs = _runs(tmp_path, repeats=1)
     outputs = {f"{k}_{e}": tmp_path / f"{k}.{e}" for k in ("runs", "summary", "difference") for e in ("csv", "html")}
-    aggregate.write_aggregate({n: tmp_path / "results" / n / "epochs.parquet" for n in exp3},
-                              {n: tmp_path / "results" / n / "test.json" for n in exp3},
-                              {n: runs[n] for n in exp3}, exp3, outputs)
+    aggregate.write_aggregate(
+        {n: tmp_path / "results" / n / "epochs.parquet" for n in exp3},
+        {n: tmp_path / "results" / n / "test.json" for n in exp3},
+        {n: runs[n] for n in exp3},
+        exp3,
+        outputs,
+    )
     difference = aggregate.read_table(outputs["difference_csv"], "difference")
     assert difference.empty
-    cost = results.cost_of_spiking(results.table1({n: results.read_epochs(tmp_path / "results" / n / "epochs.parquet")
-                                                   for n in exp3}, exp3), results.load_paper_values(), exp3)
+    cost = results.cost_of_spiking(
+        results.table1({n: results.read_epochs(tmp_path / "results" / n / "epochs.parquet") for n in exp3}, exp3),
+        results.load_paper_values(),
+        exp3,
+    )
     out = aggregate.cost_verdicts(cost, difference, aggregate.read_table(outputs["summary_csv"], "summary"))
     assert out["exceeds_interval"].isna().all()
     assert out["exceeds_interval_null_reason"].str.startswith("no ANN in this experiment").all()
@@ -162,24 +208,25 @@ def test_the_cost_figure_draws_the_ratio_of_the_means_with_its_interval(tmp_path
     fed = aggregate.ratio_intervals(made["cost"], summary)
     snn, ann = (_seed_values(made["epochs"], n, "epoch_time_s") for n in ("exp1_snn", "exp1_ann"))
     ratio = np.mean(snn) / np.mean(ann)
-    r = [stats.sem(v) / np.mean(v) for v in (snn, ann)]          # relative standard errors, one dof each
+    r = [stats.sem(v) / np.mean(v) for v in (snn, ann)]  # relative standard errors, one dof each
     df = (r[0] ** 2 + r[1] ** 2) ** 2 / (r[0] ** 4 + r[1] ** 4)
     half = stats.t.ppf(0.975, df) * np.hypot(*r)
     row = fed[(fed["numerator"] == "exp1_snn") & (fed["metric"] == "avg_epoch_time_s")].iloc[0]
     assert (row["run_ratio"], row["ci_low"], row["ci_high"]) == pytest.approx(
-        (ratio, ratio * np.exp(-half), ratio * np.exp(half)), rel=1e-4)
+        (ratio, ratio * np.exp(-half), ratio * np.exp(half)), rel=1e-4
+    )
 
     fig = cost_of_spiking_figure(fed)
     time_ax = fig.axes[0]
     bars = [c for c in time_ax.containers if isinstance(c, ErrorbarContainer)]
-    assert len(bars) == 3                                         # one per experiment's "this run" bar
-    (segment,) = bars[0].lines[2][0].get_segments()               # exp1's vertical error bar
+    assert len(bars) == 3  # one per experiment's "this run" bar
+    (segment,) = bars[0].lines[2][0].get_segments()  # exp1's vertical error bar
     assert segment[:, 1].tolist() == pytest.approx([row["ci_low"], row["ci_high"]], rel=1e-6)
     (bar,) = [p for p in time_ax.patches if p.get_x() + p.get_width() / 2 == pytest.approx(segment[0, 0])]
-    assert bar.get_height() == pytest.approx(ratio)               # the bar is the ratio of the means
+    assert bar.get_height() == pytest.approx(ratio)  # the bar is the ratio of the means
     assert any("95% interval" in t.get_text() for t in fig.legends[0].get_texts())
 
-    plain = cost_of_spiking_figure(made["cost"])                  # without repeats: bars, no error bars
+    plain = cost_of_spiking_figure(made["cost"])  # without repeats: bars, no error bars
     assert not [c for c in plain.axes[0].containers if isinstance(c, ErrorbarContainer)]
 
 
@@ -199,14 +246,22 @@ def test_the_sweep_figure_draws_each_points_interval_over_seeds():
             out.update({name: time_s, f"{name}_ci95_low": low, f"{name}_ci95_high": high})
         return out
 
-    summary = pd.DataFrame([row("exp1_ann", 1.0, np.nan, np.nan), row("exp1_snn", 4.0, 3.0, 5.5),
-                            row("exp1_snn-num_steps5", 2.0, 1.5, 2.5)])
-    points = [{"network": "exp1_snn", "base": "exp1_snn", "value": 10},
-              {"network": "exp1_snn-num_steps5", "base": "exp1_snn", "value": 5}]
-    networks = {"exp1_ann": {"experiment": 1, "kind": "ann", "dataset": "mnist"},
-                "exp1_snn": {"experiment": 1, "kind": "snn", "dataset": "mnist"}}
+    summary = pd.DataFrame(
+        [
+            row("exp1_ann", 1.0, np.nan, np.nan),
+            row("exp1_snn", 4.0, 3.0, 5.5),
+            row("exp1_snn-num_steps5", 2.0, 1.5, 2.5),
+        ]
+    )
+    points = [
+        {"network": "exp1_snn", "base": "exp1_snn", "value": 10},
+        {"network": "exp1_snn-num_steps5", "base": "exp1_snn", "value": 5},
+    ]
+    networks = {
+        "exp1_ann": {"experiment": 1, "kind": "ann", "dataset": "mnist"},
+        "exp1_snn": {"experiment": 1, "kind": "snn", "dataset": "mnist"},
+    }
     ax = sweep_figure(summary, "num_steps", points, networks).axes[list(PANELS).index("avg_epoch_time_s")]
     (bars,) = [c for c in ax.containers if isinstance(c, ErrorbarContainer)]
     spans = sorted(tuple(s[:, 1]) for s in bars.lines[2][0].get_segments())
     assert spans == [pytest.approx((1.5, 2.5)), pytest.approx((3.0, 5.5))]
-

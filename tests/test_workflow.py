@@ -54,8 +54,11 @@ def test_demo_trains_and_evaluates_all_six_networks(demo_run):
 
     results = demo_run / "results-demo"
     tests = {p.parent.name: json.loads(p.read_text()) for p in results.glob("*/test.json")}
-    assert set(tests) == set(DEMO_RUNS) >= {"exp1_ann", "exp1_snn", "exp2_cnn", "exp2_snn", "exp3_snn_mnist",
-                                            "exp3_snn_nmnist"}
+    assert (
+        set(tests)
+        == set(DEMO_RUNS)
+        >= {"exp1_ann", "exp1_snn", "exp2_cnn", "exp2_snn", "exp3_snn_mnist", "exp3_snn_nmnist"}
+    )
     for network, result in tests.items():
         epochs = pd.read_parquet(results / network / "epochs.parquet")
         assert list(epochs["epoch"]) == list(range(1, len(epochs) + 1))
@@ -66,7 +69,7 @@ def test_demo_trains_and_evaluates_all_six_networks(demo_run):
     assert tests["exp3_snn_mnist"]["accuracy"] > 0.3
     # every demo network learns: test accuracy at least 2x chance (exp2_snn included, see config.demo.yaml)
     assert all(r["accuracy"] >= 0.2 for r in tests.values()), {n: r["accuracy"] for n, r in tests.items()}
-    assert tests["exp1_snn_snntorch"]["accuracy"] > 0.6      # the study's code path learns too
+    assert tests["exp1_snn_snntorch"]["accuracy"] > 0.6  # the study's code path learns too
     table1 = pd.read_csv(results / "tables" / "table1.csv")
     assert (table1["data"] == "DEMO DATA").all() and len(table1) == len(DEMO_NETWORKS)
     assert set(table1.loc[table1["network"].str.endswith("_snntorch"), "implementation"]) == {"snntorch"}
@@ -74,7 +77,9 @@ def test_demo_trains_and_evaluates_all_six_networks(demo_run):
     # operation counts of every network and the neuromorphic estimate (README "Operation counts ...")
     for network, result in tests.items():
         ops = result["operations"]
-        assert ops["n_samples"] == result["n_test"] and 0 < ops["effective_ops_per_sample"] < ops["dense_ops_per_sample"]
+        assert (
+            ops["n_samples"] == result["n_test"] and 0 < ops["effective_ops_per_sample"] < ops["dense_ops_per_sample"]
+        )
         assert len(pd.read_parquet(results / network / "layers.parquet")) >= 3
     assert (results / "tables" / "neuromorphic.csv").read_text().count("DEMO DATA") == len(DEMO_NETWORKS)
     assert (results / "figures" / "neuromorphic.svg").stat().st_size > 10_000

@@ -63,8 +63,8 @@ def _extract_missing(tarball: Path, folder: Path, names: list[str], md5s: dict[s
     """
     import tarfile
 
-    from spikebench.data.mnist import DataIntegrityError
     from spikebench.data.manifest import md5sum
+    from spikebench.data.mnist import DataIntegrityError
 
     folder.mkdir(parents=True, exist_ok=True)
     with tarfile.open(tarball, "r:gz") as archive:

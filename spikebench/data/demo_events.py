@@ -22,14 +22,14 @@ SACCADE_CORNERS = np.array([[0.5, 0.5], [1.5, 5.5], [5.5, 1.0]], dtype=np.float3
 #: Start and end (ms) of the three saccades' motion, read off the real recordings' mean event rate
 #: (activity 5-85, 100-190, 225-300 ms, with quiet pauses between).
 SACCADE_WINDOWS_MS = np.array([[2.0, 85.0], [95.0, 190.0], [222.0, 300.0]])
-RECORDING_MS = 310.0        # length of a recording (the real ones span ~290-314 ms)
-SIM_STEP_MS = 2.0           # simulation time step (event times are interpolated inside a step)
-CONTRAST_THRESHOLD = 0.55   # log-intensity change that fires an event (mean over pixels)
-THRESHOLD_MISMATCH = 0.10   # relative per-pixel spread of the threshold
-BACKGROUND_LEVEL = 0.04     # intensity of the (black) MNIST background relative to full white
-NOISE_HZ_PER_PIXEL = 0.3    # background activity (uniform, both polarities)
-JITTER_US = 150.0           # timestamp jitter (std)
-_CHUNK = 64                 # recordings simulated at once
+RECORDING_MS = 310.0  # length of a recording (the real ones span ~290-314 ms)
+SIM_STEP_MS = 2.0  # simulation time step (event times are interpolated inside a step)
+CONTRAST_THRESHOLD = 0.55  # log-intensity change that fires an event (mean over pixels)
+THRESHOLD_MISMATCH = 0.10  # relative per-pixel spread of the threshold
+BACKGROUND_LEVEL = 0.04  # intensity of the (black) MNIST background relative to full white
+NOISE_HZ_PER_PIXEL = 0.3  # background activity (uniform, both polarities)
+JITTER_US = 150.0  # timestamp jitter (std)
+_CHUNK = 64  # recordings simulated at once
 
 
 def _interp_matrix(offset: np.ndarray, out_size: int, in_size: int) -> np.ndarray:
@@ -76,8 +76,16 @@ def simulate_nmnist(images: np.ndarray, rng: np.random.Generator) -> list[np.nda
 EVENT_DTYPE = np.dtype([("x", np.uint8), ("y", np.uint8), ("t", np.int64), ("p", np.uint8)])
 
 
-def _crossing_events(log_i: np.ndarray, rec: np.ndarray, pix: np.ndarray, step: np.ndarray, count: np.ndarray,
-                     sign: np.ndarray, ref0: np.ndarray, thr: np.ndarray) -> tuple[np.ndarray, ...]:
+def _crossing_events(
+    log_i: np.ndarray,
+    rec: np.ndarray,
+    pix: np.ndarray,
+    step: np.ndarray,
+    count: np.ndarray,
+    sign: np.ndarray,
+    ref0: np.ndarray,
+    thr: np.ndarray,
+) -> tuple[np.ndarray, ...]:
     """One row per event, the k-th level crossing (k = 1..count) within its step: (recording, pixel, sign,
     time in ms), the time interpolated linearly within the step (draws no random numbers)."""
     rows = np.repeat(np.arange(len(count)), count)

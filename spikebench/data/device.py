@@ -54,11 +54,13 @@ class DeviceDataset(Protocol):
 class DeviceImages:
     """uint8 images ``[N, C, H, W]`` and int64 labels on the device; ``batch`` gives float [0, 1] images."""
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, *, name: str, source: str,
-                 size: int | None = None) -> None:
+    def __init__(
+        self, images: torch.Tensor, labels: torch.Tensor, *, name: str, source: str, size: int | None = None
+    ) -> None:
         if images.dtype != torch.uint8 or images.dim() != 4:
-            raise DatasetShapeError(f"{source}: expected uint8 images [N, C, H, W], got {images.dtype} "
-                                    f"{tuple(images.shape)}")
+            raise DatasetShapeError(
+                f"{source}: expected uint8 images [N, C, H, W], got {images.dtype} {tuple(images.shape)}"
+            )
         if labels.shape != (images.shape[0],):
             raise DatasetShapeError(f"{source}: {images.shape[0]} images but labels of shape {tuple(labels.shape)}")
         self.images, self.labels = images, labels.long()
@@ -119,26 +121,39 @@ class DeviceFrames:
             bound = self.cells_bound[min(idx.numel(), len(self)) - 1] if len(self) else 0
             frames, n_frames = dense_batch_without_sync(self.frames, idx, self.t_max, bound)
         if tuple(frames.shape[2:]) != self.sample_shape:
-            raise DatasetShapeError(f"{self.source}: frames of shape {tuple(frames.shape[2:])}, expected "
-                                    f"{self.sample_shape}")
+            raise DatasetShapeError(
+                f"{self.source}: frames of shape {tuple(frames.shape[2:])}, expected {self.sample_shape}"
+            )
         return frames, n_frames.to(frames.device)
 
 
-def dense_batch_without_sync(frames, idx: torch.Tensor, t_max: int, cells_bound: int
-                             ) -> tuple[torch.Tensor, torch.Tensor]:
+def dense_batch_without_sync(
+    frames, idx: torch.Tensor, t_max: int, cells_bound: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``SparseFrames.dense_batch(idx)`` padded to ``t_max`` frames, with no value read back from the device.
 
     ``cells_bound`` (>= the batch's number of cells) sizes the gather: slot j belongs to the sample whose cell
     range holds it (``searchsorted`` over the running cell counts); slots past the batch's last cell write into
     one extra element that is then dropped. ``idx`` must lie in 0..len-1 (it is not checked: that would sync).
     """
-    from spikebench.data.catalog import NMNIST_CELLS as _CELLS, NMNIST_HEIGHT as _HEIGHT, NMNIST_POLARITIES as _POLARITIES, NMNIST_WIDTH as _WIDTH
+    from spikebench.data.catalog import (
+        NMNIST_CELLS as _CELLS,
+    )
+    from spikebench.data.catalog import (
+        NMNIST_HEIGHT as _HEIGHT,
+    )
+    from spikebench.data.catalog import (
+        NMNIST_POLARITIES as _POLARITIES,
+    )
+    from spikebench.data.catalog import (
+        NMNIST_WIDTH as _WIDTH,
+    )
 
     device, batch = frames.device, idx.numel()
     starts = frames.offsets[idx]
     lengths = frames.offsets[idx + 1] - starts
     size = t_max * batch * _CELLS
-    out = torch.zeros(size + 1, dtype=torch.float32, device=device)         # + the sink of the padding slots
+    out = torch.zeros(size + 1, dtype=torch.float32, device=device)  # + the sink of the padding slots
     if cells_bound:
         ends = torch.cumsum(lengths, 0)
         slot = torch.arange(cells_bound, device=device)
@@ -171,8 +186,9 @@ def rate_code(x: torch.Tensor, num_steps: int, generator: torch.Generator | None
     return torch.lt(draws, x, out=draws)  # in place: 1.0 where the draw is below the probability
 
 
-def encode_batch(spec: NetworkSpec, data: DeviceDataset, idx: torch.Tensor, generator: torch.Generator | None,
-                 rate_code=rate_code) -> tuple[torch.Tensor, torch.Tensor | None]:
+def encode_batch(
+    spec: NetworkSpec, data: DeviceDataset, idx: torch.Tensor, generator: torch.Generator | None, rate_code=rate_code
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Network input for samples ``idx``: images (ANN), spikes [T, B, ...] rate-coded by ``rate_code``
     (``rate_code(x, num_steps, generator)``, spikebench's by default; ``spikebench.implementation.encode_batch``
     passes the network's implementation's) or N-MNIST frames (SNN)."""
@@ -187,21 +203,24 @@ def check_fits(spec: NetworkSpec, data: DeviceDataset) -> None:
     """Raise ``DatasetShapeError`` naming the dataset file if its samples do not fit the network."""
     want = spec.input_shape
     if tuple(data.sample_shape) != tuple(want):
-        raise DatasetShapeError(f"{data.source}: samples of shape {tuple(data.sample_shape)} do not fit {spec.name} "
-                                f"(dataset {spec.dataset!r}, expects {want})")
+        raise DatasetShapeError(
+            f"{data.source}: samples of shape {tuple(data.sample_shape)} do not fit {spec.name} "
+            f"(dataset {spec.dataset!r}, expects {want})"
+        )
 
 
-def _images(spec: NetworkSpec, data_root: Path, split: str, verify_md5: bool = True
-            ) -> tuple[np.ndarray, np.ndarray, str]:
+def _images(
+    spec: NetworkSpec, data_root: Path, split: str, verify_md5: bool = True
+) -> tuple[np.ndarray, np.ndarray, str]:
     dataset = spec.dataset
     if dataset == "mnist":
-        from spikebench.data.mnist import load_mnist
-        from spikebench.data.mnist import MNIST_FILES, mnist_raw_folder
+        from spikebench.data.mnist import MNIST_FILES, load_mnist, mnist_raw_folder
+
         images, labels = load_mnist(Path(data_root), split)
         source = str(mnist_raw_folder(Path(data_root)) / MNIST_FILES[split][0])
     elif dataset == "cifar10":
-        from spikebench.data.cifar10 import load_cifar10
-        from spikebench.data.cifar10 import cifar10_folder
+        from spikebench.data.cifar10 import cifar10_folder, load_cifar10
+
         images, labels = load_cifar10(Path(data_root), split, verify_md5=verify_md5)
         source = f"{cifar10_folder(Path(data_root))} ({split} batches)"
     else:
@@ -214,13 +233,19 @@ def _images(spec: NetworkSpec, data_root: Path, split: str, verify_md5: bool = T
     return images, np.asarray(labels), source
 
 
-def _to_device(images: np.ndarray, labels: np.ndarray, spec: NetworkSpec, device: torch.device, *, name: str,
-               source: str) -> DeviceImages:
+def _to_device(
+    images: np.ndarray, labels: np.ndarray, spec: NetworkSpec, device: torch.device, *, name: str, source: str
+) -> DeviceImages:
     size = spec.input_size
-    images = np.require(images, requirements=["C_CONTIGUOUS", "WRITEABLE"])   # copies a read-only buffer
+    images = np.require(images, requirements=["C_CONTIGUOUS", "WRITEABLE"])  # copies a read-only buffer
     labels = np.require(labels, dtype=np.int64, requirements=["C_CONTIGUOUS", "WRITEABLE"])
-    return DeviceImages(torch.from_numpy(images).to(device), torch.from_numpy(labels).to(device),
-                        name=name, source=source, size=int(size) if size else None)
+    return DeviceImages(
+        torch.from_numpy(images).to(device),
+        torch.from_numpy(labels).to(device),
+        name=name,
+        source=source,
+        size=int(size) if size else None,
+    )
 
 
 def _nmnist_paths(nmnist_files: dict | None, split: str) -> tuple[Path, Path]:
@@ -229,12 +254,21 @@ def _nmnist_paths(nmnist_files: dict | None, split: str) -> tuple[Path, Path]:
     for keys in ((f"{split}_frames", f"{split}_samples"), ("frames", "samples")):
         if all(k in files for k in keys):
             return Path(files[keys[0]]), Path(files[keys[1]])
-    raise ValueError(f"N-MNIST needs nmnist_files with keys 'frames' and 'samples' (or '{split}_frames' and "
-                     f"'{split}_samples'), got {sorted(files)}")
+    raise ValueError(
+        f"N-MNIST needs nmnist_files with keys 'frames' and 'samples' (or '{split}_frames' and "
+        f"'{split}_samples'), got {sorted(files)}"
+    )
 
 
-def load_split_data(spec: NetworkSpec, data_root: Path, split_path: Path | None, nmnist_files: dict | None,
-                    device: torch.device, *, verify_md5: bool = True) -> tuple[DeviceDataset, DeviceDataset | None]:
+def load_split_data(
+    spec: NetworkSpec,
+    data_root: Path,
+    split_path: Path | None,
+    nmnist_files: dict | None,
+    device: torch.device,
+    *,
+    verify_md5: bool = True,
+) -> tuple[DeviceDataset, DeviceDataset | None]:
     """Training and validation sets of ``spec``'s dataset on ``device`` (validation ``None`` without a split),
     checked to fit the network (:func:`check_fits`).
 
@@ -249,18 +283,24 @@ def load_split_data(spec: NetworkSpec, data_root: Path, split_path: Path | None,
     return train, val
 
 
-def _load_split(spec: NetworkSpec, data_root: Path, split_path: Path | None, nmnist_files: dict | None,
-                device: torch.device, verify_md5: bool) -> tuple[DeviceDataset, DeviceDataset | None]:
+def _load_split(
+    spec: NetworkSpec,
+    data_root: Path,
+    split_path: Path | None,
+    nmnist_files: dict | None,
+    device: torch.device,
+    verify_md5: bool,
+) -> tuple[DeviceDataset, DeviceDataset | None]:
     from spikebench.data.split import read_split
 
     if spec.dataset == "nmnist":
         from spikebench.data.nmnist import load_frames
+
         frames, samples = _nmnist_paths(nmnist_files, "train")
         if split_path is None:
             return DeviceFrames(load_frames(frames, samples, device), name="train", source=str(frames)), None
         train_idx, val_idx = read_split(Path(split_path))
-        train = DeviceFrames(load_frames(frames, samples, device, indices=train_idx), name="train",
-                             source=str(frames))
+        train = DeviceFrames(load_frames(frames, samples, device, indices=train_idx), name="train", source=str(frames))
         val = DeviceFrames(load_frames(frames, samples, device, indices=val_idx), name="val", source=str(frames))
         return train, val
     images, labels, source = _images(spec, data_root, "train", verify_md5)
@@ -272,13 +312,15 @@ def _load_split(spec: NetworkSpec, data_root: Path, split_path: Path | None, nmn
     return train, val
 
 
-def load_test_data(spec: NetworkSpec, data_root: Path, nmnist_files: dict | None, device: torch.device, *,
-                   verify_md5: bool = True) -> DeviceDataset:
+def load_test_data(
+    spec: NetworkSpec, data_root: Path, nmnist_files: dict | None, device: torch.device, *, verify_md5: bool = True
+) -> DeviceDataset:
     """The official test set of ``spec``'s dataset on ``device`` (``verify_md5`` as in ``load_split_data``),
     checked to fit the network (:func:`check_fits`)."""
     spec = as_spec(spec)
     if spec.dataset == "nmnist":
         from spikebench.data.nmnist import load_frames
+
         frames, samples = _nmnist_paths(nmnist_files, "test")
         test = DeviceFrames(load_frames(frames, samples, device), name="test", source=str(frames))
     else:

@@ -164,7 +164,7 @@ def read_idx(path: Path) -> np.ndarray:
         raise FileNotFoundError(f"IDX file not found: {path}")
     try:
         data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-    except (zlib.error, EOFError, OSError) as error:   # gzip.BadGzipFile is an OSError
+    except (zlib.error, EOFError, OSError) as error:  # gzip.BadGzipFile is an OSError
         what = "cannot decompress" if path.suffix == ".gz" else "cannot read"
         raise DataIntegrityError(
             f"{path}: {what} it ({type(error).__name__}: {error}); the file is corrupt or truncated. "

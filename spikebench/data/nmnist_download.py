@@ -18,9 +18,9 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
+from spikebench.data.catalog import NMNIST_RECORDINGS, NUM_CLASSES
 from spikebench.data.manifest import damaged_message, file_record
 from spikebench.data.mnist import DEMO_MARKER, DataIntegrityError
-from spikebench.data.catalog import NMNIST_RECORDINGS, NUM_CLASSES
 from spikebench.data.nmnist.errors import NMNISTDownloadError, NMNISTRecordingError
 from spikebench.data.nmnist.recordings import nmnist_split_folder, read_recording
 
@@ -48,8 +48,11 @@ def check_split_folder(folder: Path, root: Path) -> tuple[dict, list[str]]:
     """
     files = sorted(folder.glob("*/*.bin"), key=lambda f: (f.parent.name, f.name))
     counts = {str(d): sum(1 for f in files if f.parent.name == str(d)) for d in range(NUM_CLASSES["nmnist"])}
-    problems = [f"{folder}: folder '{name}' is not a digit 0..9" for name in sorted({f.parent.name for f in files})
-                if name not in counts]
+    problems = [
+        f"{folder}: folder '{name}' is not a digit 0..9"
+        for name in sorted({f.parent.name for f in files})
+        if name not in counts
+    ]
     if not files:
         problems.append(f"{folder}: exists but holds no <digit>/*.bin recordings")
     sample = []

@@ -65,7 +65,7 @@ def read_split_metadata(path: Path) -> dict[str, str]:
     """The parameters ``write_split`` stored (dataset, n, val_fraction, seed), as strings."""
     metadata = pq.read_schema(path).metadata or {}
     return {
-        key.decode()[len(_META_PREFIX):]: value.decode()
+        key.decode()[len(_META_PREFIX) :]: value.decode()
         for key, value in metadata.items()
         if key.decode().startswith(_META_PREFIX)
     }

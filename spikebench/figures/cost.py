@@ -11,7 +11,9 @@ import pandas as pd
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from spikebench.figures.style import REPORT_WIDTH_IN, SOURCE_COLORS, log_scale as _log_scale, message as _message
+from spikebench.figures.style import REPORT_WIDTH_IN, SOURCE_COLORS
+from spikebench.figures.style import log_scale as _log_scale
+from spikebench.figures.style import message as _message
 
 
 def _memory_metric(cost: pd.DataFrame) -> str:
@@ -24,8 +26,11 @@ def _headline_panels(cost: pd.DataFrame) -> list[tuple[str, str, str, str]]:
     """(title, run metric, study metric, memory note) of the headline figure's three panels."""
     memory = _memory_metric(cost)
     on_cpu = cost.loc[cost["metric"] == memory, "note"].astype(str).str.contains("process's resident memory").any()
-    run_memory = ("activation memory (activation_peak_mib)" if memory == "activation_peak_mib"
-                  else "peak memory (peak_memory_mib" + (": process RSS on the CPU)" if on_cpu else ")"))
+    run_memory = (
+        "activation memory (activation_peak_mib)"
+        if memory == "activation_peak_mib"
+        else "peak memory (peak_memory_mib" + (": process RSS on the CPU)" if on_cpu else ")")
+    )
     return [
         ("Time per epoch", "avg_epoch_time_s", "avg_epoch_time_s", ""),
         ("Energy per epoch", "energy_per_epoch_j", "energy_per_epoch_j", "study: power x time"),
@@ -40,23 +45,54 @@ def _ratio_bars(ax: plt.Axes, cost: pd.DataFrame, run_metric: str, study_metric:
     for x, (experiment, _comparison) in enumerate(pairs.itertuples(index=False)):
         run = cost[(cost["experiment"] == experiment) & (cost["metric"] == run_metric)]
         study = cost[(cost["experiment"] == experiment) & (cost["metric"] == study_metric)]
-        for dx, source, rows, column in ((-width / 2, "this run", run, "run_ratio"),
-                                         (width / 2, "study", study, "paper_ratio")):
+        for dx, source, rows, column in (
+            (-width / 2, "this run", run, "run_ratio"),
+            (width / 2, "study", study, "paper_ratio"),
+        ):
             value = float(rows[column].iloc[0]) if len(rows) else math.nan
             failed = source == "this run" and len(rows) and str(rows["not_learned"].iloc[0] or "")
             if math.isnan(value):
-                ax.text(x + dx, 0.03, "not measured" if source == "this run" else "not reported", rotation=90,
-                        ha="center", va="bottom", fontsize="small", color="#8a1c1c", transform=ax.get_xaxis_transform())
+                ax.text(
+                    x + dx,
+                    0.03,
+                    "not measured" if source == "this run" else "not reported",
+                    rotation=90,
+                    ha="center",
+                    va="bottom",
+                    fontsize="small",
+                    color="#8a1c1c",
+                    transform=ax.get_xaxis_transform(),
+                )
                 continue
-            ax.bar(x + dx, value, width, color="white" if failed else SOURCE_COLORS[source],
-                   edgecolor="#b00020" if failed else SOURCE_COLORS[source], hatch="//" if failed else None, lw=1.5)
+            ax.bar(
+                x + dx,
+                value,
+                width,
+                color="white" if failed else SOURCE_COLORS[source],
+                edgecolor="#b00020" if failed else SOURCE_COLORS[source],
+                hatch="//" if failed else None,
+                lw=1.5,
+            )
             low, high = (rows.get("ci_low"), rows.get("ci_high")) if source == "this run" else (None, None)
             if low is not None and high is not None and pd.notna(low.iloc[0]) and pd.notna(high.iloc[0]):
-                ax.errorbar(x + dx, value, yerr=[[value - float(low.iloc[0])], [float(high.iloc[0]) - value]],
-                            color="black", capsize=4, lw=1.2)
-            ax.annotate(f"{value:.2g}x" + (" \u2717" if failed else ""), (x + dx, value),
-                        xytext=(0, 3), textcoords="offset points", ha="center", va="bottom", fontsize="small",
-                        color="#b00020" if failed else "black")
+                ax.errorbar(
+                    x + dx,
+                    value,
+                    yerr=[[value - float(low.iloc[0])], [float(high.iloc[0]) - value]],
+                    color="black",
+                    capsize=4,
+                    lw=1.2,
+                )
+            ax.annotate(
+                f"{value:.2g}x" + (" \u2717" if failed else ""),
+                (x + dx, value),
+                xytext=(0, 3),
+                textcoords="offset points",
+                ha="center",
+                va="bottom",
+                fontsize="small",
+                color="#b00020" if failed else "black",
+            )
             drawn.append(value)
     ticks = ["Exp. {}\n{}".format(e, c.replace(" / ", " /\n")) for e, c in pairs.itertuples(index=False)]
     ax.set_xticks(range(len(pairs)), ticks)
@@ -90,13 +126,32 @@ def cost_of_spiking_figure(cost: pd.DataFrame, *, demo: bool = False, energy_not
     axes[0].set_ylabel("SNN over ANN (x; > 1: the SNN costs more)")
     handles = [Patch(color=color, label=source) for source, color in SOURCE_COLORS.items()]
     if "ci_low" in cost and cost["ci_low"].notna().any():
-        handles.append(Line2D([], [], color="black", marker="_", markersize=10, lw=1.2,
-                              label="this run with repeats: ratio of the means over seeds, 95% interval"))
+        handles.append(
+            Line2D(
+                [],
+                [],
+                color="black",
+                marker="_",
+                markersize=10,
+                lw=1.2,
+                label="this run with repeats: ratio of the means over seeds, 95% interval",
+            )
+        )
     if cost["not_learned"].astype(str).str.len().gt(0).any():
-        handles.append(Patch(facecolor="white", edgecolor="#b00020", hatch="//",
-                             label="\u2717 a network did not learn (test accuracy < 2x chance)"))
+        handles.append(
+            Patch(
+                facecolor="white",
+                edgecolor="#b00020",
+                hatch="//",
+                label="\u2717 a network did not learn (test accuracy < 2x chance)",
+            )
+        )
     fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize="small")
     title = "The cost of spiking: SNN over ANN (Exp. 3: N-MNIST SNN over MNIST SNN)"
-    fig.suptitle(("DEMO DATA \u2014 " if demo else "") + title, fontweight="bold", color="#b00020" if demo else "black",
-                 fontsize="medium")
+    fig.suptitle(
+        ("DEMO DATA \u2014 " if demo else "") + title,
+        fontweight="bold",
+        color="#b00020" if demo else "black",
+        fontsize="medium",
+    )
     return fig

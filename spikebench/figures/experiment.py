@@ -5,7 +5,8 @@ and why."""
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import matplotlib
 import matplotlib.pyplot as plt
@@ -21,32 +22,56 @@ PHASE_COLORS = {"train": "#c6dbef", "val": "#fdd0a2", "test": "#c7e9c0", "idle":
 PHASE_NAMES = {"train": "training", "val": "validation", "test": "test", "idle": "idle"}
 
 
-def _accuracy_panel(ax: plt.Axes, epochs: Mapping[str, pd.DataFrame], labels: Mapping[str, str],
-                    palette: Mapping[str, Any]) -> None:
+def _accuracy_panel(
+    ax: plt.Axes, epochs: Mapping[str, pd.DataFrame], labels: Mapping[str, str], palette: Mapping[str, Any]
+) -> None:
     """(A) validation (solid) and training (dashed) accuracy per epoch."""
-    acc = pd.concat([
-        pd.DataFrame({
-            "epoch": e["epoch"].astype(int).to_numpy(),
-            "network": labels[n],
-            "validation": e["val_acc"].astype(float).to_numpy() * 100,
-            "training": e["train_acc"].astype(float).to_numpy() * 100,
-        }) for n, e in epochs.items()
-    ]).melt(id_vars=["epoch", "network"], var_name="set", value_name="accuracy_pct")
-    sns.lineplot(data=acc, x="epoch", y="accuracy_pct", hue="network", style="set", style_order=["validation", "training"],
-                 palette=palette, markers=True, dashes={"validation": "", "training": (4, 2)}, ax=ax)
+    acc = pd.concat(
+        [
+            pd.DataFrame(
+                {
+                    "epoch": e["epoch"].astype(int).to_numpy(),
+                    "network": labels[n],
+                    "validation": e["val_acc"].astype(float).to_numpy() * 100,
+                    "training": e["train_acc"].astype(float).to_numpy() * 100,
+                }
+            )
+            for n, e in epochs.items()
+        ]
+    ).melt(id_vars=["epoch", "network"], var_name="set", value_name="accuracy_pct")
+    sns.lineplot(
+        data=acc,
+        x="epoch",
+        y="accuracy_pct",
+        hue="network",
+        style="set",
+        style_order=["validation", "training"],
+        palette=palette,
+        markers=True,
+        dashes={"validation": "", "training": (4, 2)},
+        ax=ax,
+    )
     ax.set(title="A  Validation accuracy per epoch (training dashed)", xlabel="epoch", ylabel="accuracy (%)")
     ax.legend(fontsize="small")
     ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
 
 
-def _time_panel(ax: plt.Axes, epochs: Mapping[str, pd.DataFrame], labels: Mapping[str, str],
-                palette: Mapping[str, Any]) -> None:
+def _time_panel(
+    ax: plt.Axes, epochs: Mapping[str, pd.DataFrame], labels: Mapping[str, str], palette: Mapping[str, Any]
+) -> None:
     """(B) time per epoch (training + validation)."""
-    times = pd.concat([
-        pd.DataFrame({"epoch": e["epoch"].astype(int).to_numpy(), "network": labels[n],
-                      "epoch_time_s": e["epoch_time_s"].astype(float).to_numpy()})
-        for n, e in epochs.items()
-    ])
+    times = pd.concat(
+        [
+            pd.DataFrame(
+                {
+                    "epoch": e["epoch"].astype(int).to_numpy(),
+                    "network": labels[n],
+                    "epoch_time_s": e["epoch_time_s"].astype(float).to_numpy(),
+                }
+            )
+            for n, e in epochs.items()
+        ]
+    )
     sns.lineplot(data=times, x="epoch", y="epoch_time_s", hue="network", palette=palette, marker="o", ax=ax)
     ax.set(title="B  Time per epoch (training + validation)", xlabel="epoch", ylabel="time per epoch (s)")
     ax.set_ylim(bottom=0)
@@ -54,8 +79,15 @@ def _time_panel(ax: plt.Axes, epochs: Mapping[str, pd.DataFrame], labels: Mappin
     ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
 
 
-def _memory_panel(ax: plt.Axes, epochs: Mapping[str, pd.DataFrame], telemetry: Mapping[str, pd.DataFrame],
-                  labels: Mapping[str, str], palette: Mapping[str, Any], t_max: float, telemetry_enabled: bool) -> None:
+def _memory_panel(
+    ax: plt.Axes,
+    epochs: Mapping[str, pd.DataFrame],
+    telemetry: Mapping[str, pd.DataFrame],
+    labels: Mapping[str, str],
+    palette: Mapping[str, Any],
+    t_max: float,
+    telemetry_enabled: bool,
+) -> None:
     """(C) memory over the run: GPU memory from NVML; without a GPU, the process's resident memory."""
     scale, unit = time_unit(t_max)
     names = list(epochs)
@@ -65,7 +97,9 @@ def _memory_panel(ax: plt.Axes, epochs: Mapping[str, pd.DataFrame], telemetry: M
     suffix = {"gpu": " (GPU)", "rss": " (process RSS)"} if len(kinds) > 1 else {"gpu": "", "rss": ""}
     for n, (line, kind) in series.items():
         line = thin(line, "memory_mib")
-        ax.plot(line["t_s"] / scale, line["memory_mib"], color=palette[labels[n]], label=labels[n] + suffix[kind], lw=1.2)
+        ax.plot(
+            line["t_s"] / scale, line["memory_mib"], color=palette[labels[n]], label=labels[n] + suffix[kind], lw=1.2
+        )
     if kinds == {"rss"}:
         title, ylabel = "C  Memory over the run: no GPU, the process's RSS", "process memory, RSS (MiB)"
     elif kinds == {"gpu"}:
@@ -75,9 +109,13 @@ def _memory_panel(ax: plt.Axes, epochs: Mapping[str, pd.DataFrame], telemetry: M
     ax.set(title=title, xlabel=_time_label(unit), ylabel=ylabel)
     unmeasured = [n for n in names if n not in series]
     if unmeasured:
-        reasons = {results.missing_reason("avg_memory_pct", results.missing_context(epochs[n]), telemetry_enabled)
-                   for n in unmeasured}
-        message(ax, f"Memory not measured for {', '.join(labels[n] for n in unmeasured)}: " + "; ".join(sorted(reasons)))
+        reasons = {
+            results.missing_reason("avg_memory_pct", results.missing_context(epochs[n]), telemetry_enabled)
+            for n in unmeasured
+        }
+        message(
+            ax, f"Memory not measured for {', '.join(labels[n] for n in unmeasured)}: " + "; ".join(sorted(reasons))
+        )
     if series:
         ax.set_ylim(0, 1.08 * max(float(v[0]["memory_mib"].max()) for v in series.values()))
         ax.legend(fontsize="small", loc="lower right")
@@ -87,9 +125,16 @@ def _memory_panel(ax: plt.Axes, epochs: Mapping[str, pd.DataFrame], telemetry: M
         ax.set_xlim(0, t_max / scale)
 
 
-def _power_panels(fig: plt.Figure, grid: Any, epochs: Mapping[str, pd.DataFrame],
-                  telemetry: Mapping[str, pd.DataFrame], labels: Mapping[str, str], palette: Mapping[str, Any],
-                  t_max: float, telemetry_enabled: bool) -> None:
+def _power_panels(
+    fig: plt.Figure,
+    grid: Any,
+    epochs: Mapping[str, pd.DataFrame],
+    telemetry: Mapping[str, pd.DataFrame],
+    labels: Mapping[str, str],
+    palette: Mapping[str, Any],
+    t_max: float,
+    telemetry_enabled: bool,
+) -> None:
     """(D) power over the run, one strip per network in the cell ``grid``, phases shaded."""
     scale, unit = time_unit(t_max)
     names = list(epochs)
@@ -144,8 +189,9 @@ def experiment_figure(
     names = list(epochs)
     if not names:
         raise ValueError(f"experiment {experiment}: no networks to plot")
-    palette = ({labels[n]: colors[n] for n in names} if colors is not None
-               else network_palette([labels[n] for n in names]))
+    palette = (
+        {labels[n]: colors[n] for n in names} if colors is not None else network_palette([labels[n] for n in names])
+    )
     fig = plt.figure(figsize=(REPORT_WIDTH_IN, 7.8), layout="constrained")
     grid = fig.add_gridspec(2, 2)
     ax_a, ax_b, ax_c = fig.add_subplot(grid[0, 0]), fig.add_subplot(grid[0, 1]), fig.add_subplot(grid[1, 0])

@@ -6,7 +6,8 @@ panel has no data written into it (:func:`message`), never zeros drawn instead."
 from __future__ import annotations
 
 import textwrap
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import matplotlib
 import matplotlib.pyplot as plt
@@ -33,15 +34,22 @@ KIND_NAMES = {"ann": "ANN / CNN", "snn": "SNN", "snn_events": "SNN on event data
 def set_style(style: str = "whitegrid", context: str = "paper") -> None:
     """The config's seaborn style and context (``figures.style``, ``figures.context``), no font below MIN_FONT_PT."""
     sns.set_theme(style=style, context=context)
-    for key in ("font.size", "axes.labelsize", "axes.titlesize", "xtick.labelsize", "ytick.labelsize",
-                "legend.fontsize", "legend.title_fontsize"):
+    for key in (
+        "font.size",
+        "axes.labelsize",
+        "axes.titlesize",
+        "xtick.labelsize",
+        "ytick.labelsize",
+        "legend.fontsize",
+        "legend.title_fontsize",
+    ):
         size = matplotlib.rcParams[key]
         if isinstance(size, (int, float)) and size < MIN_FONT_PT + 1:
             matplotlib.rcParams[key] = MIN_FONT_PT + 1
 
 
 def network_kind(spec: Mapping[str, Any]) -> str:
-    """"ann", "snn" or "snn_events" (an SNN on N-MNIST's event frames)."""
+    """ "ann", "snn" or "snn_events" (an SNN on N-MNIST's event frames)."""
     kind = str(spec.get("kind", "")).lower()
     return "snn_events" if kind == "snn" and spec.get("dataset") == "nmnist" else kind
 
@@ -68,9 +76,18 @@ def log_scale(ax: plt.Axes, axis: str = "y") -> None:
 
 def message(ax: plt.Axes, text: str, width: int = 48) -> None:
     """Write why a panel has no data into it (instead of plotting zeros)."""
-    ax.text(0.5, 0.5, textwrap.fill(text, width), ha="center", va="center", transform=ax.transAxes,
-            fontsize="small", color="#8a1c1c", wrap=True,
-            bbox={"boxstyle": "round", "facecolor": "#fff4f4", "edgecolor": "#d9a0a0"})
+    ax.text(
+        0.5,
+        0.5,
+        textwrap.fill(text, width),
+        ha="center",
+        va="center",
+        transform=ax.transAxes,
+        fontsize="small",
+        color="#8a1c1c",
+        wrap=True,
+        bbox={"boxstyle": "round", "facecolor": "#fff4f4", "edgecolor": "#d9a0a0"},
+    )
 
 
 def kind_handles(networks: Mapping[str, Mapping], shown: Iterable[str]) -> list[Patch]:

@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import matplotlib.pyplot as plt
 import pandas as pd
@@ -25,14 +25,20 @@ from spikebench.figures.style import (
 
 
 def _energy_frame(epochs: Mapping[str, pd.DataFrame], networks: Mapping[str, Mapping]) -> pd.DataFrame:
-    return pd.concat([
-        pd.DataFrame({
-            "network": n,
-            "experiment": f"Experiment {int(networks[n]['experiment'])}",
-            "epoch": e["epoch"].astype(int).to_numpy(),
-            "energy_j": pd.to_numeric(e["energy_j"], errors="coerce").astype(float).to_numpy(),
-        }) for n, e in epochs.items()
-    ], ignore_index=True)
+    return pd.concat(
+        [
+            pd.DataFrame(
+                {
+                    "network": n,
+                    "experiment": f"Experiment {int(networks[n]['experiment'])}",
+                    "epoch": e["epoch"].astype(int).to_numpy(),
+                    "energy_j": pd.to_numeric(e["energy_j"], errors="coerce").astype(float).to_numpy(),
+                }
+            )
+            for n, e in epochs.items()
+        ],
+        ignore_index=True,
+    )
 
 
 def energy_measured(epochs: Mapping[str, pd.DataFrame]) -> bool:
@@ -55,25 +61,51 @@ def energy_per_epoch_figure(
     missing = [n for n in order if n not in set(measured["network"])]
     if len(measured):
         colors = network_colors({n: networks[n] for n in order})
-        sns.barplot(data=data, x="network", y="energy_j", hue="network", palette=colors, order=order,
-                    hue_order=order, errorbar=None, alpha=0.8, legend=False, ax=ax)
-        sns.stripplot(data=data, x="network", y="energy_j", order=order, color="black", size=4, jitter=0.15,
-                      ax=ax, legend=False)
+        sns.barplot(
+            data=data,
+            x="network",
+            y="energy_j",
+            hue="network",
+            palette=colors,
+            order=order,
+            hue_order=order,
+            errorbar=None,
+            alpha=0.8,
+            legend=False,
+            ax=ax,
+        )
+        sns.stripplot(
+            data=data, x="network", y="energy_j", order=order, color="black", size=4, jitter=0.15, ax=ax, legend=False
+        )
         values = measured["energy_j"]
         if values.min() > 0 and values.max() / values.min() > 30:
             log_scale(ax, "y")
         for n in missing:
-            ax.text(order.index(n), 0.02, "not measured", rotation=90, ha="center", va="bottom", color="#8a1c1c",
-                    transform=ax.get_xaxis_transform(), fontsize="small")
+            ax.text(
+                order.index(n),
+                0.02,
+                "not measured",
+                rotation=90,
+                ha="center",
+                va="bottom",
+                color="#8a1c1c",
+                transform=ax.get_xaxis_transform(),
+                fontsize="small",
+            )
         ax.legend(handles=kind_handles(networks, order), fontsize="small")
     else:
         ax.set_yticks([])
     if missing:
-        reasons = {results.missing_reason("energy_per_epoch_j", results.missing_context(epochs[n]), telemetry_enabled)
-                   for n in missing}
+        reasons = {
+            results.missing_reason("energy_per_epoch_j", results.missing_context(epochs[n]), telemetry_enabled)
+            for n in missing
+        }
         message(ax, f"Energy not measured for {', '.join(missing)}: " + "; ".join(sorted(reasons)), width=70)
-    ax.set(xlabel="network", ylabel="energy per epoch, training + validation (J)",
-           title="Energy per epoch (bars: mean over epochs; dots: epochs)")
+    ax.set(
+        xlabel="network",
+        ylabel="energy per epoch, training + validation (J)",
+        title="Energy per epoch (bars: mean over epochs; dots: epochs)",
+    )
     ax.set_xticks(range(len(order)), order, rotation=20, ha="right")
     if demo:
         fig.suptitle(DEMO_TITLE + "energy per epoch", fontweight="bold", color="#b00020")
@@ -105,13 +137,27 @@ def accuracy_vs_energy_figure(
         shown = data.dropna(subset=[x, "test_acc"])
         if len(shown):
             if networks is not None:
-                sns.scatterplot(data=shown, x=x, y="test_acc", hue="kind", palette=kind_colors, style="experiment",
-                                style_order=hue_order, s=90, ax=ax)
+                sns.scatterplot(
+                    data=shown,
+                    x=x,
+                    y="test_acc",
+                    hue="kind",
+                    palette=kind_colors,
+                    style="experiment",
+                    style_order=hue_order,
+                    s=90,
+                    ax=ax,
+                )
             else:
                 sns.scatterplot(data=shown, x=x, y="test_acc", hue="experiment", hue_order=hue_order, s=90, ax=ax)
             for row in shown.itertuples():
-                ax.annotate(row.network, (getattr(row, x), row.test_acc), xytext=(5, 4), textcoords="offset points",
-                            fontsize="small")
+                ax.annotate(
+                    row.network,
+                    (getattr(row, x), row.test_acc),
+                    xytext=(5, 4),
+                    textcoords="offset points",
+                    fontsize="small",
+                )
             if shown[x].min() > 0 and shown[x].max() / shown[x].min() > 30:
                 log_scale(ax, "x")
             if ax.get_legend() is not None:
@@ -120,15 +166,24 @@ def accuracy_vs_energy_figure(
             ax.set_xticks([])
         ax.axhline(results.LEARNED_FACTOR * results.CHANCE_PCT, color="#b00020", ls=":", lw=1)
         ax.set(xlabel=xlabel, ylabel="test accuracy (%)")
-    ax_t.annotate(f"{results.LEARNED_FACTOR:g}x chance: below, a network did not learn",
-                  (1, results.LEARNED_FACTOR * results.CHANCE_PCT), xycoords=("axes fraction", "data"),
-                  xytext=(-4, 3), textcoords="offset points", ha="right", fontsize="small", color="#b00020")
+    ax_t.annotate(
+        f"{results.LEARNED_FACTOR:g}x chance: below, a network did not learn",
+        (1, results.LEARNED_FACTOR * results.CHANCE_PCT),
+        xycoords=("axes fraction", "data"),
+        xytext=(-4, 3),
+        textcoords="offset points",
+        ha="right",
+        fontsize="small",
+        color="#b00020",
+    )
     ax_e.set_title("Accuracy vs energy per test sample")
     ax_t.set_title("Accuracy vs time per test sample")
     missing = data.loc[data["energy_per_test_sample_mj"].isna()]
     if len(missing):
-        reasons = {results.missing_reason("energy_per_test_sample_mj", row, telemetry_enabled)
-                   for row in missing.to_dict("records")}
+        reasons = {
+            results.missing_reason("energy_per_test_sample_mj", row, telemetry_enabled)
+            for row in missing.to_dict("records")
+        }
         message(ax_e, f"Energy not measured for {', '.join(missing['network'])}: " + "; ".join(sorted(reasons)))
     if demo:
         fig.suptitle(DEMO_TITLE + "test accuracy vs cost per test sample", fontweight="bold", color="#b00020")

@@ -108,7 +108,11 @@ def thin(timeline: pd.DataFrame, column: str, max_points: int = MAX_POINTS) -> p
         return df
     t = df["t_s"].to_numpy(dtype=float)
     span = t.max() - t.min()
-    bins = np.minimum(((t - t.min()) / span * max_points).astype(np.int64), max_points - 1) if span > 0 else np.zeros(len(t), int)
+    bins = (
+        np.minimum(((t - t.min()) / span * max_points).astype(np.int64), max_points - 1)
+        if span > 0
+        else np.zeros(len(t), int)
+    )
     return df.groupby(bins, sort=True).mean()
 
 

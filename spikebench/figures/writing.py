@@ -3,8 +3,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import matplotlib.pyplot as plt
 import pandas as pd
@@ -34,11 +34,17 @@ def experiments_of(networks: Mapping[str, Mapping]) -> list[int]:
     return sorted({int(spec["experiment"]) for spec in networks.values()})
 
 
-def _headline_cost(epochs: Mapping[str, pd.DataFrame], networks: Mapping[str, Mapping], t2: pd.DataFrame,
-                   paper_path: str | Path, summary_path: str | Path | None) -> pd.DataFrame:
+def _headline_cost(
+    epochs: Mapping[str, pd.DataFrame],
+    networks: Mapping[str, Mapping],
+    t2: pd.DataFrame,
+    paper_path: str | Path,
+    summary_path: str | Path | None,
+) -> pd.DataFrame:
     """The cost table the headline figure draws; with the aggregate summary, ratios of the means and intervals."""
-    cost = results.cost_of_spiking(results.table1(epochs, networks), results.load_paper_values(paper_path),
-                                   networks, t2)
+    cost = results.cost_of_spiking(
+        results.table1(epochs, networks), results.load_paper_values(paper_path), networks, t2
+    )
     if summary_path is not None:
         from spikebench import aggregate
 
@@ -72,8 +78,10 @@ def write_figures(
     epochs = {n: results.read_epochs(p) for n, p in epochs_paths.items()}
     tests = {n: results.read_test(p) for n, p in test_paths.items()}
     timelines = {
-        n: run_timeline(results.read_telemetry(telemetry_train_paths[n]),
-                        results.read_telemetry(telemetry_test_paths[n]) if n in telemetry_test_paths else None)
+        n: run_timeline(
+            results.read_telemetry(telemetry_train_paths[n]),
+            results.read_telemetry(telemetry_test_paths[n]) if n in telemetry_test_paths else None,
+        )
         for n in epochs
     }
     labels = {n: results.network_label(n, networks) for n in networks}
@@ -83,16 +91,27 @@ def write_figures(
     measured = energy_measured(epochs)
     if "cost_of_spiking_png" in outputs:
         cost = _headline_cost(epochs, networks, t2, paper_path, summary_path)
-        reasons = {results.missing_reason("energy_per_epoch_j", results.missing_context(e), telemetry_enabled)
-                   for e in epochs.values()}
+        reasons = {
+            results.missing_reason("energy_per_epoch_j", results.missing_context(e), telemetry_enabled)
+            for e in epochs.values()
+        }
         note = None if measured else "Not measured in this run: " + "; ".join(sorted(reasons))
-        save_figure(cost_of_spiking_figure(cost, demo=demo, energy_note=note), outputs["cost_of_spiking_png"],
-                    outputs.get("cost_of_spiking_svg"), dpi)
+        save_figure(
+            cost_of_spiking_figure(cost, demo=demo, energy_note=note),
+            outputs["cost_of_spiking_png"],
+            outputs.get("cost_of_spiking_svg"),
+            dpi,
+        )
     for experiment in experiments_of({n: networks[n] for n in order}):
         members = [n for n in order if int(networks[n]["experiment"]) == experiment]
         fig = experiment_figure(
-            experiment, {n: epochs[n] for n in members}, {n: timelines[n] for n in members}, labels,
-            demo=demo, telemetry_enabled=telemetry_enabled, colors=colors,
+            experiment,
+            {n: epochs[n] for n in members},
+            {n: timelines[n] for n in members},
+            labels,
+            demo=demo,
+            telemetry_enabled=telemetry_enabled,
+            colors=colors,
         )
         save_figure(fig, outputs[f"experiment{experiment}_png"], outputs.get(f"experiment{experiment}_svg"), dpi)
     fig = energy_per_epoch_figure(epochs, networks, demo=demo, telemetry_enabled=telemetry_enabled)

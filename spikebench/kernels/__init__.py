@@ -14,11 +14,13 @@ def njit_cached(**options):
     """``numba.njit(cache=True, **options)``, or without the on-disk cache where numba finds no writable
     place for one (neither the package's ``__pycache__`` nor the user's cache dir): it then raises at
     decoration time, which would make this module fail to import; compiling in every process is fine."""
+
     def decorate(func):
         try:
             return numba.njit(cache=True, **options)(func)
         except RuntimeError:
             return numba.njit(**options)(func)
+
     return decorate
 
 
@@ -35,7 +37,7 @@ def match_torch_threads() -> None:
     from numba.np.ufunc import parallel
 
     wanted = torch.get_num_threads()
-    parallel._launch_threads()            # idempotent; the first call is what resets the OpenMP thread count
+    parallel._launch_threads()  # idempotent; the first call is what resets the OpenMP thread count
     if torch.get_num_threads() != wanted:
         torch.set_num_threads(wanted)
     numba.set_num_threads(max(1, min(wanted, numba.config.NUMBA_NUM_THREADS)))
@@ -48,9 +50,12 @@ def thread_counts() -> dict:
 
     try:
         layer = numba.threading_layer()
-    except ValueError:                    # not started yet: no parallel kernel has run in this process
+    except ValueError:  # not started yet: no parallel kernel has run in this process
         layer = None
     # numba.get_num_threads() would start the layer (and so reset the OpenMP count): read it only once started.
-    return {"torch_threads": torch.get_num_threads(), "torch_interop_threads": torch.get_num_interop_threads(),
-            "numba_threads": numba.get_num_threads() if layer is not None else None,
-            "numba_threading_layer": layer}
+    return {
+        "torch_threads": torch.get_num_threads(),
+        "torch_interop_threads": torch.get_num_interop_threads(),
+        "numba_threads": numba.get_num_threads() if layer is not None else None,
+        "numba_threading_layer": layer,
+    }

@@ -106,7 +106,7 @@ def _forward_block(x, nhwc, c_in, h, w, wf, bias, pad, ho, wo, out, am, lo, hi):
     row = wo * n_out
     one, zero = np.int32(1), np.int32(0)
     below, below_right = np.int32(wo), np.int32(wo + 1)
-    buf = np.empty((ho, row), np.float32)          # conv map [Ho, Wo, C_out] of one image, flat rows
+    buf = np.empty((ho, row), np.float32)  # conv map [Ho, Wo, C_out] of one image, flat rows
     buf3 = buf.reshape(ho, wo, n_out)
     bias_row = np.empty(row, np.float32)
     for j in range(wo):
@@ -121,8 +121,8 @@ def _forward_block(x, nhwc, c_in, h, w, wf, bias, pad, ho, wo, out, am, lo, hi):
             if v != 0:
                 c, yq, ky0, ky1, b0, w0, nk = _event_taps(i, nhwc, c_in, h, w, pad, ho, wo, kh, kw, n_out)
                 for ky in range(ky0, ky1):
-                    dst = buf[yq + pad - ky, b0:b0 + nk]
-                    src = wf[c * kh + ky, w0:w0 + nk]
+                    dst = buf[yq + pad - ky, b0 : b0 + nk]
+                    src = wf[c * kh + ky, w0 : w0 + nk]
                     for j in range(nk):
                         dst[j] += v * src[j]
         for py in range(hp):
@@ -154,8 +154,9 @@ def _weight_grad(x, nhwc, c_in, h, w, g, am, pad, ho, wo, part_w, part_b, bad, b
     # both zeroed by the caller; bad[blocks] is set where an arg-max lies outside the conv map (then ignored).
     n_img = x.shape[0]
     for b in numba.prange((n_img + block - 1) // block):
-        bad[b] = _weight_grad_block(x, nhwc, c_in, h, w, g, am, pad, ho, wo, part_w[b], part_b[b],
-                                    b * block, min(n_img, (b + 1) * block))
+        bad[b] = _weight_grad_block(
+            x, nhwc, c_in, h, w, g, am, pad, ho, wo, part_w[b], part_b[b], b * block, min(n_img, (b + 1) * block)
+        )
 
 
 @njit_cached()
@@ -195,8 +196,8 @@ def _weight_grad_block(x, nhwc, c_in, h, w, g, am, pad, ho, wo, pw, pb, lo, hi):
             v = x[n, i]
             c, yq, ky0, ky1, b0, w0, nk = _event_taps(i, nhwc, c_in, h, w, pad, ho, wo, kh, kw, n_out)
             for ky in range(ky0, ky1):
-                src = grid[yq + pad - ky, b0:b0 + nk]
-                dst = pw[c * kh + ky, w0:w0 + nk]
+                src = grid[yq + pad - ky, b0 : b0 + nk]
+                dst = pw[c * kh + ky, w0 : w0 + nk]
                 for j in range(nk):
                     dst[j] += v * src[j]
         for p in range(n_pool):
@@ -238,8 +239,9 @@ def _conv_size(x: torch.Tensor, kh: int, kw: int, padding: int) -> tuple[int, in
     return ho, wo
 
 
-def event_conv_pool_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                            padding: int) -> tuple[torch.Tensor, torch.Tensor]:
+def event_conv_pool_forward(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, padding: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``max_pool2d(conv2d(x, weight, bias, padding=padding), 2)`` and its arg-max, event-driven.
 
     ``x [N, C_in, H, W]`` float32 CPU (NCHW or channels-last), ``weight [C_out, C_in, KH, KW]``, ``bias [C_out]``
@@ -254,8 +256,7 @@ def event_conv_pool_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.T
         raise ValueError(f"weight {tuple(weight.shape)} does not fit input channels {c_in}")
     ho, wo = _conv_size(x, kh, kw, padding)
     wf = _weight_runs(weight.detach().to(torch.float32).numpy())
-    b = (bias.detach().to(torch.float32).contiguous().numpy() if bias is not None
-         else np.zeros(n_out, np.float32))
+    b = bias.detach().to(torch.float32).contiguous().numpy() if bias is not None else np.zeros(n_out, np.float32)
     out = np.empty((n, ho // 2, wo // 2, n_out), np.float32)
     am = np.empty((n, ho // 2, wo // 2, n_out), np.int64)
     if n and out.size:
@@ -263,8 +264,9 @@ def event_conv_pool_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.T
     return torch.from_numpy(out).permute(0, 3, 1, 2), torch.from_numpy(am).permute(0, 3, 1, 2)
 
 
-def event_conv_pool_weight_grad(x: torch.Tensor, grad_out: torch.Tensor, argmax: torch.Tensor,
-                                weight_shape, padding: int) -> tuple[torch.Tensor, torch.Tensor]:
+def event_conv_pool_weight_grad(
+    x: torch.Tensor, grad_out: torch.Tensor, argmax: torch.Tensor, weight_shape, padding: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """dL/dweight ``[C_out, C_in, KH, KW]`` and dL/dbias ``[C_out]`` of ``event_conv_pool_forward``.
 
     ``grad_out`` is dL/d(out) and ``argmax`` the forward's arg-max (``[N, C_out, Hp, Wp]``; channels-last

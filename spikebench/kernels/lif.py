@@ -31,7 +31,6 @@ from numba.extending import intrinsic
 
 from spikebench.kernels import njit_cached
 
-
 #: Neurons per block: the block's rows (5 x 16 KiB per time step) stay in L2 over the whole time loop.
 BLOCK = 4096
 
@@ -60,29 +59,29 @@ def _forward(cur, spk, mem, beta, thr):  # pragma: no cover - compiled
     n_steps, n = cur.shape
     for b in numba.prange((n + BLOCK - 1) // BLOCK):
         lo, hi = b * BLOCK, min(b * BLOCK + BLOCK, n)
-        for j in range(lo, hi):                  # t = 0: U[-1] = S[-1] = 0, so U[0] = I[0] exactly
+        for j in range(lo, hi):  # t = 0: U[-1] = S[-1] = 0, so U[0] = I[0] exactly
             mem[0, j] = cur[0, j]
             spk[0, j] = cur[0, j] > thr
         for t in range(1, n_steps):
-            _forward_row(cur[t, lo:hi], mem[t - 1, lo:hi], spk[t - 1, lo:hi], mem[t, lo:hi], spk[t, lo:hi],
-                         beta, thr)
+            _forward_row(cur[t, lo:hi], mem[t - 1, lo:hi], spk[t - 1, lo:hi], mem[t, lo:hi], spk[t, lo:hi], beta, thr)
 
 
 # error_model="numpy": x / 0 gives inf as in PyTorch (and no Python ZeroDivisionError check that
 # would stop the loop from being vectorised).
 @njit_cached(error_model="numpy")
-def _backward_row(mem, grad_spk, grad_mem, grad_next, grad, has_spk, has_mem, has_next,
-                  beta, thr, scale, half_alpha):  # pragma: no cover - compiled
+def _backward_row(
+    mem, grad_spk, grad_mem, grad_next, grad, has_spk, has_mem, has_next, beta, thr, scale, half_alpha
+):  # pragma: no cover - compiled
     one = np.float32(1.0)
     for j in range(mem.shape[0]):
-        if has_spk:                              # arctan surrogate dS/dU * dL/dS, as torch orders it
+        if has_spk:  # arctan surrogate dS/dU * dL/dS, as torch orders it
             x = (mem[j] - thr) * scale
             g = (one / (x * x + one)) * half_alpha * grad_spk[j]
             if has_mem:
                 g = g + grad_mem[j]
         else:
             g = grad_mem[j]
-        if has_next:                             # + beta * dL/dU[t+1]; torch's add_(alpha=beta) is an FMA
+        if has_next:  # + beta * dL/dU[t+1]; torch's add_(alpha=beta) is an FMA
             g = _fma(grad_next[j], beta, g)
         grad[j] = g
 
@@ -93,9 +92,21 @@ def _backward(mem, grad_spk, grad_mem, has_spk, has_mem, grad, beta, thr, scale,
     for b in numba.prange((n + BLOCK - 1) // BLOCK):
         lo, hi = b * BLOCK, min(b * BLOCK + BLOCK, n)
         for t in range(n_steps - 1, -1, -1):
-            nxt = min(t + 1, n_steps - 1)        # unused at t = T-1
-            _backward_row(mem[t, lo:hi], grad_spk[t, lo:hi], grad_mem[t, lo:hi], grad[nxt, lo:hi],
-                          grad[t, lo:hi], has_spk, has_mem, t < n_steps - 1, beta, thr, scale, half_alpha)
+            nxt = min(t + 1, n_steps - 1)  # unused at t = T-1
+            _backward_row(
+                mem[t, lo:hi],
+                grad_spk[t, lo:hi],
+                grad_mem[t, lo:hi],
+                grad[nxt, lo:hi],
+                grad[t, lo:hi],
+                has_spk,
+                has_mem,
+                t < n_steps - 1,
+                beta,
+                thr,
+                scale,
+                half_alpha,
+            )
 
 
 def _memory_order(x: torch.Tensor) -> list[int]:
@@ -135,17 +146,33 @@ def lif_forward(current: torch.Tensor, beta: float, threshold: float) -> tuple[t
     return _as_tensor(spk, current, perm), _as_tensor(mem, current, perm)
 
 
-def lif_backward(mem: torch.Tensor, grad_spk: torch.Tensor | None, grad_mem: torch.Tensor | None,
-                 beta: float, threshold: float, alpha: float) -> torch.Tensor:
+def lif_backward(
+    mem: torch.Tensor,
+    grad_spk: torch.Tensor | None,
+    grad_mem: torch.Tensor | None,
+    beta: float,
+    threshold: float,
+    alpha: float,
+) -> torch.Tensor:
     """dL/d(current) ``[T, ...]`` from the saved membrane and dL/d(spikes), dL/d(membrane) (either may be None),
     in ``mem``'s memory layout."""
     if grad_spk is None and grad_mem is None:
         raise ValueError("lif_backward needs grad_spk or grad_mem")
     perm = _memory_order(mem)
     u = _as_2d(mem, perm)
-    gs = _as_2d(grad_spk, perm) if grad_spk is not None else u     # placeholder when absent (never read)
+    gs = _as_2d(grad_spk, perm) if grad_spk is not None else u  # placeholder when absent (never read)
     gm = _as_2d(grad_mem, perm) if grad_mem is not None else u
     grad = np.empty_like(u)
-    _backward(u, gs, gm, grad_spk is not None, grad_mem is not None, grad, np.float32(beta),
-              np.float32(threshold), np.float32(math.pi / 2 * alpha), np.float32(alpha / 2))
+    _backward(
+        u,
+        gs,
+        gm,
+        grad_spk is not None,
+        grad_mem is not None,
+        grad,
+        np.float32(beta),
+        np.float32(threshold),
+        np.float32(math.pi / 2 * alpha),
+        np.float32(alpha / 2),
+    )
     return _as_tensor(grad, mem, perm)

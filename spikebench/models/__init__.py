@@ -55,7 +55,14 @@ run, where all targets would scale with the longest sample in the batch.
 
 from spikebench.data.catalog import DATASET_SHAPES, N_CLASSES
 from spikebench.models.ann import ANN
-from spikebench.models.base import InputShapeError, Network, NetworkSpecError, count_parameters, input_shape, kaiming_init_
+from spikebench.models.base import (
+    InputShapeError,
+    Network,
+    NetworkSpecError,
+    count_parameters,
+    input_shape,
+    kaiming_init_,
+)
 from spikebench.models.build import ARCHITECTURES, build_network
 from spikebench.models.conv2 import build_conv2
 from spikebench.models.conv5 import build_conv5
@@ -70,9 +77,36 @@ from spikebench.models.tied_conv import Conv2d, tied_conv2d, tied_weights_pay
 # read from their own modules at call time: set them there (``spikebench.models.lif.CPU_KERNELS = False``).
 
 __all__ = [
-    "ANN", "ARCHITECTURES", "Conv2d", "ConvPoolFunction", "DATASET_SHAPES", "InputShapeError", "Leaky",
-    "LeakyFunction", "N_CLASSES", "Network", "NetworkSpecError", "SNN", "SpikingStage", "active_input_linear",
-    "build_conv2", "build_conv5", "build_fc", "build_network", "conv_pool", "count_parameters", "input_shape",
-    "kaiming_init_", "lif_recurrence", "lif_recurrence_backward", "network_loss", "predict", "set_lif_backend",
-    "spike_count_loss", "spike_counts", "step_mask", "tied_conv2d", "tied_weights_pay",
+    "ANN",
+    "ARCHITECTURES",
+    "Conv2d",
+    "ConvPoolFunction",
+    "DATASET_SHAPES",
+    "InputShapeError",
+    "Leaky",
+    "LeakyFunction",
+    "N_CLASSES",
+    "Network",
+    "NetworkSpecError",
+    "SNN",
+    "SpikingStage",
+    "active_input_linear",
+    "build_conv2",
+    "build_conv5",
+    "build_fc",
+    "build_network",
+    "conv_pool",
+    "count_parameters",
+    "input_shape",
+    "kaiming_init_",
+    "lif_recurrence",
+    "lif_recurrence_backward",
+    "network_loss",
+    "predict",
+    "set_lif_backend",
+    "spike_count_loss",
+    "spike_counts",
+    "step_mask",
+    "tied_conv2d",
+    "tied_weights_pay",
 ]

@@ -7,6 +7,7 @@ from torch import nn
 
 from spikebench.models.base import Network
 
+
 class ANN(Network):
     """A conventional network: ``forward(x [B, C, H, W]) -> logits [B, 10]``."""
 

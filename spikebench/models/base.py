@@ -10,12 +10,15 @@ from spikebench.spec import NetworkSpec, NetworkSpecError, as_spec
 
 __all__ = ["InputShapeError", "Network", "NetworkSpecError", "count_parameters", "input_shape", "kaiming_init_"]
 
+
 class InputShapeError(ValueError):
     """An input whose shape does not fit the network."""
+
 
 def input_shape(spec: NetworkSpec | dict) -> tuple[int, int, int]:
     """(channels, height, width) that the network built from ``spec`` expects (:attr:`NetworkSpec.input_shape`)."""
     return as_spec(spec).input_shape
+
 
 class Network(nn.Module):
     """Common checks of ANN and SNN."""
@@ -32,7 +35,9 @@ class Network(nn.Module):
             lead = "[T, B, ...]" if n_lead == 2 else "[B, ...]"
             raise InputShapeError(
                 f"{self.name}: input of shape {tuple(x.shape)} does not fit; expected {lead} with sample shape "
-                f"{want} (or flattened {flat[0]})")
+                f"{want} (or flattened {flat[0]})"
+            )
+
 
 def kaiming_init_(net: nn.Module) -> None:
     """Kaiming-normal weights (fan-in, ReLU gain) and zero biases for every Linear and Conv2d."""
@@ -41,6 +46,7 @@ def kaiming_init_(net: nn.Module) -> None:
             nn.init.kaiming_normal_(module.weight, mode="fan_in", nonlinearity="relu")
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
+
 
 def count_parameters(net: nn.Module) -> int:
     """Number of trainable parameters."""

@@ -17,6 +17,7 @@ from spikebench.spec import NetworkSpec, NetworkSpecError, as_spec
 # so editing one architecture reruns only the jobs of the networks that use it.
 ARCHITECTURES = {"fc": build_fc, "conv5": build_conv5, "conv2": build_conv2}
 
+
 def build_network(spec: NetworkSpec | dict, name: str | None = None) -> ANN | SNN:
     """Build the network that one ``networks:`` entry of config.yaml describes (Kaiming-initialised).
 
@@ -34,7 +35,6 @@ def build_network(spec: NetworkSpec | dict, name: str | None = None) -> ANN | SN
 
     shape = spec.input_shape
     layers = ARCHITECTURES[spec.architecture](spec, spec.name, shape, lif)
-    net: ANN | SNN = (SNN(spec.name, shape, layers) if lif is not None
-                      else ANN(spec.name, shape, nn.Sequential(*layers)))
+    net: ANN | SNN = SNN(spec.name, shape, layers) if lif is not None else ANN(spec.name, shape, nn.Sequential(*layers))
     kaiming_init_(net)
     return net

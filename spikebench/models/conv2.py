@@ -1,4 +1,5 @@
-"""Experiment 3's two-convolution network (architecture ``conv2``), ANN and SNN: its builder only, so that editing it reruns only
+"""Experiment 3's two-convolution network (architecture ``conv2``), ANN and SNN: its builder only, so that editing it
+reruns only
 the jobs of the networks of this architecture (spikebench.provenance hashes this file for them)."""
 
 from __future__ import annotations

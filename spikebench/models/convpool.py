@@ -28,7 +28,8 @@ EVENT_WEIGHT_GRAD_DENSITY = 0.7
 #: Target size of one chunk's convolution output on the CPU (bytes): small enough to stay in cache.
 CPU_CHUNK_BYTES = 4 * 2**20
 
-POOL = ([2, 2], [2, 2], [0, 0], [1, 1], False)   # kernel, stride, padding, dilation, ceil_mode
+POOL = ([2, 2], [2, 2], [0, 0], [1, 1], False)  # kernel, stride, padding, dilation, ceil_mode
+
 
 class ConvPoolFunction(torch.autograd.Function):
     """``max_pool2d(conv2d(x, weight, bias, padding), 2)`` over many images in chunks, saving only the arg-max.
@@ -44,10 +45,9 @@ class ConvPoolFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, padding: int,
-                chunk: int):
+    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, padding: int, chunk: int):
         fmt = torch.channels_last if x.device.type == "cpu" else torch.contiguous_format
-        if torch.is_autocast_enabled(x.device.type):    # precision bf16: the convolution in autocast's dtype
+        if torch.is_autocast_enabled(x.device.type):  # precision bf16: the convolution in autocast's dtype
             dtype = torch.get_autocast_dtype(x.device.type)
             x, weight = x.to(dtype), weight.to(dtype)
             bias = bias.to(dtype) if bias is not None else None
@@ -58,8 +58,9 @@ class ConvPoolFunction(torch.autograd.Function):
         ctx.events = density < EVENT_DENSITY
         # oneDNN's weight gradient is slow for few input channels: the event kernel's pays up to ~70% density.
         ctx.event_weight_grad = ctx.events or (x.shape[1] <= 3 and density < EVENT_WEIGHT_GRAD_DENSITY)
-        if ctx.events:     # sparse input on the CPU: event-driven kernel, the input's layout as it is
+        if ctx.events:  # sparse input on the CPU: event-driven kernel, the input's layout as it is
             from spikebench.kernels import event_conv
+
             out, argmax = event_conv.event_conv_pool_forward(x, weight, bias, padding)
             ctx.save_for_backward(x, weight, argmax)
             return out
@@ -69,10 +70,10 @@ class ConvPoolFunction(torch.autograd.Function):
         out = torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=fmt)
         argmax = torch.empty(shape, dtype=torch.int64, device=x.device, memory_format=fmt)
         for s in range(0, n, chunk):
-            z = F.conv2d(x[s:s + chunk], weight, bias, padding=padding)
-            if fmt is torch.channels_last:   # a 1-channel input leaves the layout ambiguous: force it
+            z = F.conv2d(x[s : s + chunk], weight, bias, padding=padding)
+            if fmt is torch.channels_last:  # a 1-channel input leaves the layout ambiguous: force it
                 z = z.contiguous(memory_format=fmt)
-            torch.ops.aten.max_pool2d_with_indices.out(z, *POOL, out=out[s:s + chunk], indices=argmax[s:s + chunk])
+            torch.ops.aten.max_pool2d_with_indices.out(z, *POOL, out=out[s : s + chunk], indices=argmax[s : s + chunk])
         ctx.save_for_backward(x, weight, argmax)
         return out
 
@@ -85,9 +86,10 @@ class ConvPoolFunction(torch.autograd.Function):
         grad_b = weight.new_zeros(weight.shape[0]) if need_b else None
         if ctx.event_weight_grad and (need_w or need_b):
             from spikebench.kernels import event_conv
+
             gw, gb = event_conv.event_conv_pool_weight_grad(x, grad_out, argmax, weight.shape, ctx.padding)
             grad_w, grad_b = (gw if need_w else None), (gb if need_b else None)
-            need_w = need_b = False       # the dense loop below computes the input gradient only
+            need_w = need_b = False  # the dense loop below computes the input gradient only
             if not need_x:
                 return None, grad_w, grad_b, None, None
         grad_x = torch.empty_like(x, memory_format=ctx.fmt) if need_x else None
@@ -95,23 +97,39 @@ class ConvPoolFunction(torch.autograd.Function):
         # reads only the shape and layout of its `self` argument, so the buffer is passed as both `self` and
         # the output: no second conv-output-sized tensor just for its shape (on a GPU, where one chunk is the
         # whole batch, that was ~1.7 GB for experiment 3's N-MNIST SNN).
-        buffer = torch.empty((min(ctx.chunk, x.shape[0]), grad_out.shape[1], *ctx.conv_size), dtype=grad_out.dtype,
-                             device=grad_out.device, memory_format=ctx.fmt)
+        buffer = torch.empty(
+            (min(ctx.chunk, x.shape[0]), grad_out.shape[1], *ctx.conv_size),
+            dtype=grad_out.dtype,
+            device=grad_out.device,
+            memory_format=ctx.fmt,
+        )
         for s in range(0, x.shape[0], ctx.chunk):
-            g = grad_out[s:s + ctx.chunk]
-            grad_z = buffer[:g.shape[0]]
-            torch.ops.aten.max_pool2d_with_indices_backward.grad_input(g, grad_z, *POOL, argmax[s:s + ctx.chunk],
-                                                                       grad_input=grad_z)
+            g = grad_out[s : s + ctx.chunk]
+            grad_z = buffer[: g.shape[0]]
+            torch.ops.aten.max_pool2d_with_indices_backward.grad_input(
+                g, grad_z, *POOL, argmax[s : s + ctx.chunk], grad_input=grad_z
+            )
             gx, gw, gb = torch.ops.aten.convolution_backward(
-                grad_z, x[s:s + ctx.chunk], weight, [weight.shape[0]] if ctx.has_bias else None,
-                [1, 1], [ctx.padding, ctx.padding], [1, 1], False, [0, 0], 1, [need_x, need_w, need_b])
+                grad_z,
+                x[s : s + ctx.chunk],
+                weight,
+                [weight.shape[0]] if ctx.has_bias else None,
+                [1, 1],
+                [ctx.padding, ctx.padding],
+                [1, 1],
+                False,
+                [0, 0],
+                1,
+                [need_x, need_w, need_b],
+            )
             if need_x:
-                grad_x[s:s + ctx.chunk] = gx
+                grad_x[s : s + ctx.chunk] = gx
             if need_w:
                 grad_w += gw
             if need_b:
                 grad_b += gb
         return grad_x, grad_w, grad_b, None, None
+
 
 def conv_pool(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
     """``max_pool2d(conv(x), 2)`` for ``x [N, C, H, W]``: ``ConvPoolFunction`` (cache-sized chunks on the CPU),

@@ -32,14 +32,17 @@ from spikebench.spec import NetworkSpecError
 #: Use the numba CPU kernels (fused LIF, event-driven convolution) for CPU tensors; False: PyTorch ops only.
 CPU_KERNELS = True
 
+
 def use_cpu_kernels(x: torch.Tensor) -> bool:
     """Whether the numba kernels of :mod:`spikebench.kernels` run this float32 CPU tensor's layer (then on as
     many threads as PyTorch uses)."""
     if x.device.type != "cpu" or x.dtype != torch.float32 or not CPU_KERNELS:
         return False
     from spikebench.kernels import match_torch_threads
+
     match_torch_threads()
     return True
+
 
 #: The numba LIF kernel runs layers of at least this many neuron-steps (T x neurons). Below, PyTorch's ops are as
 #: fast (experiment 1's layers; benchmarks/README.md) and loading numba would cost resident memory and start-up
@@ -54,6 +57,7 @@ LIF_BACKEND = "auto"
 
 LIF_BACKENDS = ("auto", "eager", "compiled")
 
+
 def set_lif_backend(name: str) -> None:
     """Choose ``LIF_BACKEND`` (config key ``lif_backend``)."""
     global LIF_BACKEND
@@ -61,14 +65,16 @@ def set_lif_backend(name: str) -> None:
         raise ValueError(f"lif_backend {name!r}: expected one of {', '.join(LIF_BACKENDS)}")
     LIF_BACKEND = name
 
+
 def lif_compiled(x: torch.Tensor) -> bool:
     """Whether this layer's recurrence runs compiled (``LIF_BACKEND``; the numba kernels take precedence)."""
     return LIF_BACKEND == "compiled" or (LIF_BACKEND == "auto" and x.device.type == "cuda")
 
+
 def lif_recurrence(current: torch.Tensor, beta: float, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
     """The LIF forward of ``current [T, N]`` written functionally, the eager loop's operations in its order, for
     ``torch.compile``: the loop over T unrolls into one graph that inductor fuses into one kernel over N."""
-    mem = [current[0]]                                        # U[0] = I[0]
+    mem = [current[0]]  # U[0] = I[0]
     spk = [(current[0] > threshold).to(current.dtype)]
     for t in range(1, current.shape[0]):
         u = (mem[-1] * beta + current[t]) - spk[-1] * threshold
@@ -76,8 +82,15 @@ def lif_recurrence(current: torch.Tensor, beta: float, threshold: float) -> tupl
         spk.append((u > threshold).to(current.dtype))
     return torch.stack(spk), torch.stack(mem)
 
-def lif_recurrence_backward(mem: torch.Tensor, grad_spk: torch.Tensor | None, grad_mem: torch.Tensor | None,
-                            beta: float, threshold: float, alpha: float) -> torch.Tensor:
+
+def lif_recurrence_backward(
+    mem: torch.Tensor,
+    grad_spk: torch.Tensor | None,
+    grad_mem: torch.Tensor | None,
+    beta: float,
+    threshold: float,
+    alpha: float,
+) -> torch.Tensor:
     """dL/d(current) ``[T, N]`` of :func:`lif_recurrence` (the eager backward's formula), for ``torch.compile``."""
     if grad_spk is not None:
         x = (mem - threshold) * (math.pi / 2 * alpha)
@@ -91,11 +104,13 @@ def lif_recurrence_backward(mem: torch.Tensor, grad_spk: torch.Tensor | None, gr
         grads.append(local[t] + beta * grads[-1])
     return torch.stack(grads[::-1])
 
+
 @functools.cache
 def compiled(fn):
     # dynamic=None: the first call specialises on its shape; a layer of another size recompiles once with a
     # dynamic neuron count. T stays static (the loop is unrolled over it).
     return torch.compile(fn, fullgraph=True, dynamic=None)
+
 
 class LeakyFunction(torch.autograd.Function):
     """LIF recurrence over all time steps at once: ``current [T, ...] -> (spikes, membrane) [T, ...]``."""
@@ -106,6 +121,7 @@ class LeakyFunction(torch.autograd.Function):
         ctx.set_materialize_grads(False)
         if current.numel() >= LIF_KERNEL_MIN_SIZE and use_cpu_kernels(current):
             from spikebench.kernels import lif
+
             spk, mem = lif.lif_forward(current, beta, threshold)
             ctx.save_for_backward(mem)
             return spk, mem
@@ -122,10 +138,10 @@ class LeakyFunction(torch.autograd.Function):
         torch.gt(mem[0], threshold, out=spk[0])
         for t in range(1, n_steps):
             m = mem[t]
-            torch.mul(mem[t - 1], beta, out=m)            # beta * U[t-1]
-            m.add_(current[t])                            # + I[t]
-            m.sub_(spk[t - 1], alpha=threshold)           # - S[t-1] * threshold (exact: S is 0 or 1)
-            torch.gt(m, threshold, out=spk[t])            # H(U[t] - threshold)
+            torch.mul(mem[t - 1], beta, out=m)  # beta * U[t-1]
+            m.add_(current[t])  # + I[t]
+            m.sub_(spk[t - 1], alpha=threshold)  # - S[t-1] * threshold (exact: S is 0 or 1)
+            torch.gt(m, threshold, out=spk[t])  # H(U[t] - threshold)
         ctx.save_for_backward(mem)
         return spk, mem
 
@@ -134,12 +150,13 @@ class LeakyFunction(torch.autograd.Function):
         (mem,) = ctx.saved_tensors
         if grad_spk is None and grad_mem is None:
             return None, None, None, None
-        if getattr(ctx, "shape", None) is not None:       # the compiled forward saved mem as [T, N]
+        if getattr(ctx, "shape", None) is not None:  # the compiled forward saved mem as [T, N]
             flat = [g.reshape(mem.shape) if g is not None else None for g in (grad_spk, grad_mem)]
             grad = compiled(lif_recurrence_backward)(mem, *flat, ctx.beta, ctx.threshold, ctx.alpha)
             return grad.view(ctx.shape), None, None, None
         if mem.numel() >= LIF_KERNEL_MIN_SIZE and use_cpu_kernels(mem):
             from spikebench.kernels import lif
+
             return lif.lif_backward(mem, grad_spk, grad_mem, ctx.beta, ctx.threshold, ctx.alpha), None, None, None
         if grad_spk is not None:
             # dS/dU of the arctan surrogate, as snntorch.surrogate.ATan.backward computes it.
@@ -153,6 +170,7 @@ class LeakyFunction(torch.autograd.Function):
         for t in range(grad.shape[0] - 2, -1, -1):
             grad[t].add_(grad[t + 1], alpha=ctx.beta)
         return grad, None, None, None
+
 
 class Leaky(nn.Module):
     """Fused LIF layer over a whole spike train: ``forward(current [T, ...]) -> (spikes, membrane)``."""
@@ -170,7 +188,7 @@ class Leaky(nn.Module):
 
     def forward(self, current: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if current.dtype in (torch.bfloat16, torch.float16):
-            current = current.float()     # under autocast (precision bf16) the membrane still integrates in fp32
+            current = current.float()  # under autocast (precision bf16) the membrane still integrates in fp32
         return LeakyFunction.apply(current, self.beta, self.threshold, self.alpha)
 
     def extra_repr(self) -> str:

@@ -6,9 +6,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from spikebench.models.base import Network
 from spikebench.models import convpool
+from spikebench.models.base import Network
 from spikebench.models.lif import Leaky
+
 
 def active_input_linear(x: torch.Tensor, linear: nn.Linear) -> torch.Tensor:
     """``linear(x)`` for an input that needs no gradient, skipping the input features that are zero in every row.
@@ -27,11 +28,13 @@ def active_input_linear(x: torch.Tensor, linear: nn.Linear) -> torch.Tensor:
         return linear(x)
     return F.linear(x.index_select(-1, active), linear.weight.index_select(1, active), linear.bias)
 
+
 class SpikingStage(nn.Module):
     """One SNN layer: synapses (Linear or Conv2d [+ max-pool]) over all T*B inputs, then the fused LIF."""
 
-    def __init__(self, synapse: nn.Module, lif: Leaky, pool: bool = False, flatten: bool = False,
-                 dropout: float = 0.0) -> None:
+    def __init__(
+        self, synapse: nn.Module, lif: Leaky, pool: bool = False, flatten: bool = False, dropout: float = 0.0
+    ) -> None:
         super().__init__()
         self.synapse, self.lif = synapse, lif
         self.pool, self.flatten, self.dropout = pool, flatten, float(dropout)
@@ -51,6 +54,7 @@ class SpikingStage(nn.Module):
             z = self.synapse(z)
         spk, mem = self.lif(z.reshape(n_steps, batch, *z.shape[1:]))
         return spk, mem
+
 
 class SNN(Network):
     """A spiking network: ``forward(x [T, B, C, H, W]) -> spikes [T, B, 10]`` (``, membrane`` on request)."""

@@ -28,13 +28,12 @@ from changing a loss or a prediction, so the two implementations differ only in 
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
-from torch import nn
-
 import snntorch
 import snntorch.functional as SF
+import torch
+import torch.nn.functional as F
 from snntorch import spikegen, surrogate
+from torch import nn
 
 from spikebench.models.base import Network, NetworkSpecError
 from spikebench.models.build import build_network
@@ -92,11 +91,17 @@ class SnnTorchSNN(Network):
 def _plain_copy(synapse: nn.Module) -> nn.Module:
     """A plain ``nn.Linear`` / ``nn.Conv2d`` with ``synapse``'s shape and parameters (drawing no random numbers)."""
     if isinstance(synapse, nn.Conv2d):
-        plain = nn.utils.skip_init(nn.Conv2d, synapse.in_channels, synapse.out_channels, synapse.kernel_size,
-                                   stride=synapse.stride, padding=synapse.padding, bias=synapse.bias is not None)
+        plain = nn.utils.skip_init(
+            nn.Conv2d,
+            synapse.in_channels,
+            synapse.out_channels,
+            synapse.kernel_size,
+            stride=synapse.stride,
+            padding=synapse.padding,
+            bias=synapse.bias is not None,
+        )
     elif isinstance(synapse, nn.Linear):
-        plain = nn.utils.skip_init(nn.Linear, synapse.in_features, synapse.out_features,
-                                   bias=synapse.bias is not None)
+        plain = nn.utils.skip_init(nn.Linear, synapse.in_features, synapse.out_features, bias=synapse.bias is not None)
     else:
         raise NetworkSpecError(f"no snnTorch twin for synapse {type(synapse).__name__}")
     with torch.no_grad():
@@ -106,16 +111,22 @@ def _plain_copy(synapse: nn.Module) -> nn.Module:
 
 
 def _leaky(stage: SpikingStage) -> snntorch.Leaky:
-    return snntorch.Leaky(beta=stage.lif.beta, threshold=stage.lif.threshold, reset_mechanism="subtract",
-                          spike_grad=surrogate.atan(alpha=stage.lif.alpha))
+    return snntorch.Leaky(
+        beta=stage.lif.beta,
+        threshold=stage.lif.threshold,
+        reset_mechanism="subtract",
+        spike_grad=surrogate.atan(alpha=stage.lif.alpha),
+    )
 
 
 def build_snntorch_network(spec: NetworkSpec, name: str | None = None) -> SnnTorchSNN:
     """The snnTorch twin of ``build_network(spec, name)``: same shapes, same initial weights."""
     net = build_network(spec, name)
     if not isinstance(net, SNN):
-        raise NetworkSpecError(f"{net.name}: implementation 'snntorch' is for SNNs; this network is an "
-                               f"{net.kind.upper()} (set implementation: spikebench or leave it out)")
+        raise NetworkSpecError(
+            f"{net.name}: implementation 'snntorch' is for SNNs; this network is an "
+            f"{net.kind.upper()} (set implementation: spikebench or leave it out)"
+        )
     stages = [StepStage(_plain_copy(s.synapse), _leaky(s), s.pool, s.flatten, s.dropout) for s in net.stages]
     return SnnTorchSNN(net.name, net.input_shape, stages)
 
@@ -126,8 +137,9 @@ def rate_code(x: torch.Tensor, num_steps: int, generator: torch.Generator | None
     return spikegen.rate(x, num_steps=num_steps)
 
 
-def snntorch_loss(spec: NetworkSpec, output: torch.Tensor, targets: torch.Tensor,
-                  n_steps: torch.Tensor | None = None) -> torch.Tensor:
+def snntorch_loss(
+    spec: NetworkSpec, output: torch.Tensor, targets: torch.Tensor, n_steps: torch.Tensor | None = None
+) -> torch.Tensor:
     """``snntorch.functional.mse_count_loss(correct_rate, incorrect_rate)``; per-sample steps for padded
     N-MNIST batches (``models.spike_count_loss``, equal to it for equal lengths)."""
     spec = as_spec(spec)

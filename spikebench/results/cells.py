@@ -6,7 +6,8 @@ Missing is ``None``, ``pd.NA`` or NaN, never 0: a value that was not measured st
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 import pandas as pd

@@ -12,23 +12,37 @@ different architecture (convolutional vs fully connected).
 from __future__ import annotations
 
 import math
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 import pandas as pd
 
-from spikebench.results.cells import as_number as _num, format_number, is_missing as _is_missing
+from spikebench.results.cells import as_number as _num
+from spikebench.results.cells import format_number
+from spikebench.results.cells import is_missing as _is_missing
 from spikebench.results.footnotes import explain_missing, not_learned, not_learned_note, source_kind
 from spikebench.results.networks import spiking_pairs
 from spikebench.results.tables import UNITS
 
-COST_METRICS = ("avg_epoch_time_s", "median_epoch_time_s", "energy_per_epoch_j", "avg_power_w", "avg_memory_pct", "peak_memory_mib")
+COST_METRICS = (
+    "avg_epoch_time_s",
+    "median_epoch_time_s",
+    "energy_per_epoch_j",
+    "avg_power_w",
+    "avg_memory_pct",
+    "peak_memory_mib",
+)
 #: Cost metrics compared only where Table I has a value in the column (activation memory: CUDA only).
 OPTIONAL_COST_METRICS = ("activation_peak_mib",)
 #: What each cost metric is, for the cost table's HTML view and the headline figure.
 COST_LABELS = {
-    "avg_epoch_time_s": "time per epoch", "median_epoch_time_s": "median time per epoch", "energy_per_epoch_j": "energy per epoch", "avg_power_w": "average power",
-    "avg_memory_pct": "average memory", "peak_memory_mib": "peak memory", "activation_peak_mib": "activation memory",
+    "avg_epoch_time_s": "time per epoch",
+    "median_epoch_time_s": "median time per epoch",
+    "energy_per_epoch_j": "energy per epoch",
+    "avg_power_w": "average power",
+    "avg_memory_pct": "average memory",
+    "peak_memory_mib": "peak memory",
+    "activation_peak_mib": "activation memory",
 }
 
 
@@ -52,10 +66,13 @@ def paper_comparison(
     run minus study, ratio is run over study. Both sides' hardware is in every row; ``note``
     says why a run value is empty.
     """
-    run = pd.concat([
-        _long(t1, "I", paper.loc[paper["table"] == "I", "metric"].unique()),
-        _long(t2, "II", paper.loc[paper["table"] == "II", "metric"].unique()),
-    ], ignore_index=True)
+    run = pd.concat(
+        [
+            _long(t1, "I", paper.loc[paper["table"] == "I", "metric"].unique()),
+            _long(t2, "II", paper.loc[paper["table"] == "II", "metric"].unique()),
+        ],
+        ignore_index=True,
+    )
     reasons: dict[tuple[str, str, str], str] = {}
     for name, table in (("I", t1), ("II", t2)):
         for (i, column), text in explain_missing(table, telemetry_enabled).items():
@@ -71,8 +88,22 @@ def paper_comparison(
         for t, n, m in zip(out["table"], out["network"], out["metric"])
     ]
     out["run_hardware"] = out["run_hardware"].where(out["run_hardware"].notna(), "")
-    columns = ["table", "experiment", "network", "paper_label", "metric", "unit", "paper_value", "run_value",
-               "difference", "ratio", "paper_source", "paper_hardware", "run_hardware", "note"]
+    columns = [
+        "table",
+        "experiment",
+        "network",
+        "paper_label",
+        "metric",
+        "unit",
+        "paper_value",
+        "run_value",
+        "difference",
+        "ratio",
+        "paper_source",
+        "paper_hardware",
+        "run_hardware",
+        "note",
+    ]
     return out[columns]
 
 
@@ -87,15 +118,19 @@ def _cost_run_note(metric: str, run: pd.DataFrame, num: str, den: str) -> str | 
     if metric not in ("avg_memory_pct", "peak_memory_mib"):
         return None
     rows = [run.loc[n] for n in (num, den) if n in run.index]
-    if not rows or not any(source_kind(r.get("telemetry_source")) == "cpu" or str(r.get("device") or "") == "cpu"
-                           for r in rows):
+    if not rows or not any(
+        source_kind(r.get("telemetry_source")) == "cpu" or str(r.get("device") or "") == "cpu" for r in rows
+    ):
         return None
-    return ("this run on the CPU: the process's resident memory (RSS), mostly the runtime (Python, PyTorch, "
-            "libraries) rather than the network's activations, so the ratio understates the SNN's extra memory")
+    return (
+        "this run on the CPU: the process's resident memory (RSS), mostly the runtime (Python, PyTorch, "
+        "libraries) rather than the network's activations, so the ratio understates the SNN's extra memory"
+    )
 
 
-def cost_of_spiking(t1: pd.DataFrame, paper: pd.DataFrame, networks: Mapping[str, Mapping],
-                    t2: pd.DataFrame | None = None) -> pd.DataFrame:
+def cost_of_spiking(
+    t1: pd.DataFrame, paper: pd.DataFrame, networks: Mapping[str, Mapping], t2: pd.DataFrame | None = None
+) -> pd.DataFrame:
     """Per experiment, the SNN/ANN ratios of time per epoch, energy per epoch, power and memory, run vs study.
 
     The study's energy per epoch is derived (average power x average time per epoch); it reports
@@ -107,8 +142,9 @@ def cost_of_spiking(t1: pd.DataFrame, paper: pd.DataFrame, networks: Mapping[str
         p1["energy_per_epoch_j"] = p1["avg_power_w"] * p1["avg_epoch_time_s"]
     run = t1.set_index("network")
     flagged = not_learned(t2) if t2 is not None else {}
-    metrics = COST_METRICS + tuple(m for m in OPTIONAL_COST_METRICS
-                                   if m in t1.columns and pd.to_numeric(t1[m], errors="coerce").notna().any())
+    metrics = COST_METRICS + tuple(
+        m for m in OPTIONAL_COST_METRICS if m in t1.columns and pd.to_numeric(t1[m], errors="coerce").notna().any()
+    )
     rows = []
     for pair in spiking_pairs(networks):
         num, den = pair["numerator"], pair["denominator"]
@@ -128,20 +164,42 @@ def cost_of_spiking(t1: pd.DataFrame, paper: pd.DataFrame, networks: Mapping[str
             else:
                 notes.append(_cost_run_note(metric, run, num, den))
             notes += [f"this run: {not_learned_note(n, flagged[n])}" for n in failed]
-            rows.append({
-                "experiment": pair["experiment"], "implementation": pair["implementation"],
-                "comparison": pair["comparison"],
-                "numerator": num, "denominator": den, "metric": metric, "unit": UNITS.get(metric, "MiB"),
-                "run_numerator": rn, "run_denominator": rd,
-                "run_ratio": rn / rd if rd and not math.isnan(rd) else math.nan,
-                "paper_numerator": pn, "paper_denominator": pd_,
-                "paper_ratio": pn / pd_ if pd_ and not math.isnan(pd_) else math.nan,
-                "not_learned": ", ".join(failed),
-                "note": "; ".join(n for n in notes if n),
-            })
-    columns = ["experiment", "implementation", "comparison", "numerator", "denominator", "metric", "unit",
-               "run_numerator", "run_denominator", "run_ratio", "paper_numerator", "paper_denominator", "paper_ratio",
-               "not_learned", "note"]
+            rows.append(
+                {
+                    "experiment": pair["experiment"],
+                    "implementation": pair["implementation"],
+                    "comparison": pair["comparison"],
+                    "numerator": num,
+                    "denominator": den,
+                    "metric": metric,
+                    "unit": UNITS.get(metric, "MiB"),
+                    "run_numerator": rn,
+                    "run_denominator": rd,
+                    "run_ratio": rn / rd if rd and not math.isnan(rd) else math.nan,
+                    "paper_numerator": pn,
+                    "paper_denominator": pd_,
+                    "paper_ratio": pn / pd_ if pd_ and not math.isnan(pd_) else math.nan,
+                    "not_learned": ", ".join(failed),
+                    "note": "; ".join(n for n in notes if n),
+                }
+            )
+    columns = [
+        "experiment",
+        "implementation",
+        "comparison",
+        "numerator",
+        "denominator",
+        "metric",
+        "unit",
+        "run_numerator",
+        "run_denominator",
+        "run_ratio",
+        "paper_numerator",
+        "paper_denominator",
+        "paper_ratio",
+        "not_learned",
+        "note",
+    ]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -150,23 +208,31 @@ def cost_view(cost: pd.DataFrame) -> pd.DataFrame:
 
     ``this run`` and ``study`` give numerator / denominator with the unit, ``ratio ...`` their ratios.
     """
+
     def pair(a: float, b: float, unit: str) -> str | None:
         if _is_missing(a) and _is_missing(b):
             return None
         unit = "" if unit in ("1", "") else (" %" if unit.startswith("%") else f" {unit}")
         return f"{format_number(a) or 'n/a'} / {format_number(b) or 'n/a'}{unit}"
 
-    labels = [COST_LABELS.get(m, m) + (f" ({u})" if u and u != "1" else "")
-              for m, u in zip(cost["metric"], cost["unit"])]
-    return pd.DataFrame({
-        "experiment": cost["experiment"].to_numpy(),
-        "comparison": cost["comparison"].to_numpy(),
-        "metric": labels,
-        "this run": [pair(a, b, u) for a, b, u in zip(cost["run_numerator"], cost["run_denominator"], cost["unit"])],
-        "study": [pair(a, b, u) for a, b, u in zip(cost["paper_numerator"], cost["paper_denominator"], cost["unit"])],
-        "ratio, this run": cost["run_ratio"].to_numpy(dtype=float),
-        "ratio, study": cost["paper_ratio"].to_numpy(dtype=float),
-    })
+    labels = [
+        COST_LABELS.get(m, m) + (f" ({u})" if u and u != "1" else "") for m, u in zip(cost["metric"], cost["unit"])
+    ]
+    return pd.DataFrame(
+        {
+            "experiment": cost["experiment"].to_numpy(),
+            "comparison": cost["comparison"].to_numpy(),
+            "metric": labels,
+            "this run": [
+                pair(a, b, u) for a, b, u in zip(cost["run_numerator"], cost["run_denominator"], cost["unit"])
+            ],
+            "study": [
+                pair(a, b, u) for a, b, u in zip(cost["paper_numerator"], cost["paper_denominator"], cost["unit"])
+            ],
+            "ratio, this run": cost["run_ratio"].to_numpy(dtype=float),
+            "ratio, study": cost["paper_ratio"].to_numpy(dtype=float),
+        }
+    )
 
 
 def comparison_notes(comparison: pd.DataFrame) -> dict[tuple[int, str], str]:

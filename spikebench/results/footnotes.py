@@ -8,7 +8,8 @@ memory, the CPU package's power) says what it is. A network whose test accuracy 
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import pandas as pd
 
@@ -49,8 +50,10 @@ def not_learned(t2: pd.DataFrame) -> dict[str, float]:
 
 def not_learned_note(network: str, accuracy_pct: float) -> str:
     """The footnote of a network that did not learn."""
-    return (f"did not learn: {network}'s test accuracy {accuracy_pct:.1f}% is within {LEARNED_FACTOR:g}x of chance "
-            f"({CHANCE_PCT:g}% for 10 classes), so its costs are not those of a working network")
+    return (
+        f"did not learn: {network}'s test accuracy {accuracy_pct:.1f}% is within {LEARNED_FACTOR:g}x of chance "
+        f"({CHANCE_PCT:g}% for 10 classes), so its costs are not those of a working network"
+    )
 
 
 def learning_notes(table: pd.DataFrame, flagged: Mapping[str, float]) -> dict[tuple[int, str], str]:
@@ -59,7 +62,7 @@ def learning_notes(table: pd.DataFrame, flagged: Mapping[str, float]) -> dict[tu
 
 
 def source_kind(source: Any) -> str:
-    """"nvml", "cpu" or "none" from a telemetry source (summaries may join several: "nvml+cpu")."""
+    """ "nvml", "cpu" or "none" from a telemetry source (summaries may join several: "nvml+cpu")."""
     if is_missing(source) or str(source) in ("", "none"):
         return "none"
     source = str(source)
@@ -89,10 +92,14 @@ def missing_reason(column: str, row: Mapping[str, Any], telemetry_enabled: bool 
         return f"no telemetry on {device}: {what} not measured"
     if kind == "cpu":
         if quantity == "power":
-            return (f"no NVIDIA GPU (ran on {device}): power not measured "
-                    "(no NVML, and the CPU's RAPL energy counter is not readable)")
-        return (f"no NVIDIA GPU (ran on {device}): memory not measured; "
-                "peak_memory_mib is the process's peak resident memory instead")
+            return (
+                f"no NVIDIA GPU (ran on {device}): power not measured "
+                "(no NVML, and the CPU's RAPL energy counter is not readable)"
+            )
+        return (
+            f"no NVIDIA GPU (ran on {device}): memory not measured; "
+            "peak_memory_mib is the process's peak resident memory instead"
+        )
     if kind == "nvml":
         return f"the GPU reported no {what} reading through NVML"
     return f"{what} not measured (telemetry source {kind!r})"
@@ -105,14 +112,17 @@ def measured_note(column: str, row: Mapping[str, Any]) -> str | None:
         return None
     device = row.get("device") or "the CPU"
     if quantity == "memory":
-        return (f"no NVIDIA GPU (ran on {device}): the process's resident memory in % of the machine's RAM, "
-                "not GPU memory")
+        return (
+            f"no NVIDIA GPU (ran on {device}): the process's resident memory in % of the machine's RAM, not GPU memory"
+        )
     if str(row.get("energy_source") or "") == "rapl":
         return f"no NVIDIA GPU (ran on {device}): CPU package power from RAPL (the whole package), not GPU power"
     return None
 
 
-def explain_missing(table: pd.DataFrame, telemetry_enabled: bool = True, columns: Iterable[str] | None = None) -> dict[tuple[int, str], str]:
+def explain_missing(
+    table: pd.DataFrame, telemetry_enabled: bool = True, columns: Iterable[str] | None = None
+) -> dict[tuple[int, str], str]:
     """Footnotes for a Table I/II frame: {(row position, column): why it is empty, partial or not the GPU's}."""
     columns = list(columns) if columns is not None else [c for c in table.columns if c in TELEMETRY_QUANTITY]
     notes: dict[tuple[int, str], str] = {}
@@ -126,8 +136,10 @@ def explain_missing(table: pd.DataFrame, telemetry_enabled: bool = True, columns
                 continue
             parts = [measured_note(column, row)]
             if "telemetry_epochs" in row and 0 < row["telemetry_epochs"] < row["epochs"]:
-                parts.append(f"telemetry for {row['telemetry_epochs']} of {row['epochs']} epochs only; "
-                             "the average is over those epochs")
+                parts.append(
+                    f"telemetry for {row['telemetry_epochs']} of {row['epochs']} epochs only; "
+                    "the average is over those epochs"
+                )
             text = "; ".join(p for p in parts if p)
             if text:
                 notes[(i, column)] = text
@@ -149,13 +161,22 @@ def missing_context(epochs: pd.DataFrame) -> dict[str, Any]:
 
 def _energy_source_notes(table: pd.DataFrame) -> dict[tuple[int, str], str]:
     """A footnote on every empty ``energy_source`` cell: there was no energy to name a source for."""
-    return {
-        (i, "energy_source"): "no energy measured (no NVML energy counter or power readings, no readable RAPL "
-                              "counter), so there is no energy source"
-        for i, value in enumerate(table["energy_source"]) if is_missing(value) or value == ""
-    } if "energy_source" in table else {}
+    return (
+        {
+            (i, "energy_source"): "no energy measured (no NVML energy counter or power readings, no readable RAPL "
+            "counter), so there is no energy source"
+            for i, value in enumerate(table["energy_source"])
+            if is_missing(value) or value == ""
+        }
+        if "energy_source" in table
+        else {}
+    )
 
 
 def table_notes(table: pd.DataFrame, telemetry_enabled: bool, flagged: Mapping[str, float]) -> dict:
     """All footnotes of a Table I/II frame: missing telemetry, empty energy source, networks that did not learn."""
-    return {**explain_missing(table, telemetry_enabled), **_energy_source_notes(table), **learning_notes(table, flagged)}
+    return {
+        **explain_missing(table, telemetry_enabled),
+        **_energy_source_notes(table),
+        **learning_notes(table, flagged),
+    }

@@ -4,7 +4,8 @@ the report (:func:`hardware_table`, one row per network and phase)."""
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import pandas as pd
 
@@ -30,7 +31,9 @@ def describe_hardware(hardware: Mapping[str, Any] | None) -> str:
         return None
 
     device = str(pick("device") or "")
-    gpu_name = pick("gpu_name", "gpu", "cuda_device_name") or (pick("device_name", "name") if device.startswith("cuda") else None)
+    gpu_name = pick("gpu_name", "gpu", "cuda_device_name") or (
+        pick("device_name", "name") if device.startswith("cuda") else None
+    )
     parts: list[str] = []
     if gpu_name is not None:
         label = f"1x {gpu_name}"
@@ -38,8 +41,10 @@ def describe_hardware(hardware: Mapping[str, Any] | None) -> str:
         if not math.isnan(memory):
             label += f" ({memory / 1024:.0f} GiB)"
         parts.append(label + (f" as {device}" if device else ""))
-        for label, keys in (("driver", ("driver_version", "driver", "nvidia_driver")),
-                            ("CUDA", ("cuda_version", "cuda", "torch_cuda"))):
+        for label, keys in (
+            ("driver", ("driver_version", "driver", "nvidia_driver")),
+            ("CUDA", ("cuda_version", "cuda", "torch_cuda")),
+        ):
             value = pick(*keys)
             if value is not None:
                 parts.append(f"{label} {value}")
@@ -61,10 +66,12 @@ def describe_hardware(hardware: Mapping[str, Any] | None) -> str:
         if value is not None:
             parts.append(f"{label} {value}")
     numerics = hardware.get("numerics") if isinstance(hardware.get("numerics"), Mapping) else {}
-    if numerics.get("precision"):     # spikebench.devices.numeric_settings: the arithmetic both networks used
-        parts.append(f"precision {numerics['precision']}, cudnn.benchmark {numerics.get('cudnn_benchmark')}, "
-                     f"LIF {numerics.get('lif_backend')}, threads torch {numerics.get('torch_threads')} / "
-                     f"numba {numerics.get('numba_threads')}")
+    if numerics.get("precision"):  # spikebench.devices.numeric_settings: the arithmetic both networks used
+        parts.append(
+            f"precision {numerics['precision']}, cudnn.benchmark {numerics.get('cudnn_benchmark')}, "
+            f"LIF {numerics.get('lif_backend')}, threads torch {numerics.get('torch_threads')} / "
+            f"numba {numerics.get('numba_threads')}"
+        )
     return "; ".join(parts)
 
 

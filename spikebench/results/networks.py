@@ -7,7 +7,8 @@ of a kind), :func:`network_order` the study's order (by experiment, then as conf
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from spikebench.results.reading import ResultsInputError
 
@@ -22,8 +23,10 @@ def network_label(network: str, networks: Mapping[str, Mapping]) -> str:
     base = "CNN" if kind == "ann" and str(spec.get("architecture", "")).startswith("conv") else kind.upper() or network
     suffix = " (snnTorch)" if implementation(spec) == "snntorch" else ""
     same = [
-        n for n, s in networks.items()
-        if s.get("experiment") == spec.get("experiment") and str(s.get("kind", "")).lower() == kind
+        n
+        for n, s in networks.items()
+        if s.get("experiment") == spec.get("experiment")
+        and str(s.get("kind", "")).lower() == kind
         and implementation(s) == implementation(spec)
     ]
     if len(same) > 1:
@@ -35,6 +38,8 @@ def network_label(network: str, networks: Mapping[str, Mapping]) -> str:
 def implementation(spec: Mapping) -> str:
     """The network's ``implementation`` setting (schema default ``spikebench``)."""
     return str(spec.get("implementation", "spikebench"))
+
+
 # --- end implementation column ---------------------------------------------------------------
 
 
@@ -64,20 +69,31 @@ def spiking_pairs(networks: Mapping[str, Mapping]) -> list[dict[str, Any]]:
         snns = [n for n in members if str(networks[n].get("kind")).lower() == "snn"]
         if anns:
             for snn in snns:
-                pairs.append({
-                    "experiment": experiment, "implementation": implementation(networks[snn]),
-                    "numerator": snn, "denominator": anns[0],
-                    "comparison": f"{network_label(snn, networks)} / {network_label(anns[0], networks)}",
-                    "note": "cost of spiking: the SNN over the ANN of the same architecture and data",
-                })
+                pairs.append(
+                    {
+                        "experiment": experiment,
+                        "implementation": implementation(networks[snn]),
+                        "numerator": snn,
+                        "denominator": anns[0],
+                        "comparison": f"{network_label(snn, networks)} / {network_label(anns[0], networks)}",
+                        "note": "cost of spiking: the SNN over the ANN of the same architecture and data",
+                    }
+                )
             continue
         for impl in dict.fromkeys(implementation(networks[n]) for n in snns):
             same = [n for n in snns if implementation(networks[n]) == impl]
             for snn in same[1:]:
-                pairs.append({
-                    "experiment": experiment, "implementation": impl, "numerator": snn, "denominator": same[0],
-                    "comparison": f"{network_label(snn, networks)} / {network_label(same[0], networks)}",
-                    "note": ("no ANN in this experiment, so SNN/ANN is n/a: shown instead is the same SNN on "
-                             "event data over static rate-coded data (the cost of event data)"),
-                })
+                pairs.append(
+                    {
+                        "experiment": experiment,
+                        "implementation": impl,
+                        "numerator": snn,
+                        "denominator": same[0],
+                        "comparison": f"{network_label(snn, networks)} / {network_label(same[0], networks)}",
+                        "note": (
+                            "no ANN in this experiment, so SNN/ANN is n/a: shown instead is the same SNN on "
+                            "event data over static rate-coded data (the cost of event data)"
+                        ),
+                    }
+                )
     return pairs

@@ -17,16 +17,41 @@ PAPER_VALUES = Path(__file__).parents[1] / "paper_values.csv"
 HARDWARE_KEY = b"spikebench.hardware"
 
 EPOCH_COLUMNS = (
-    "network", "epoch", "train_acc", "val_acc", "epoch_time_s", "n_train", "peak_memory_mib",
-    "device", "avg_power_w", "energy_j", "train_energy_j", "device_memory_avg_pct", "telemetry_source",
+    "network",
+    "epoch",
+    "train_acc",
+    "val_acc",
+    "epoch_time_s",
+    "n_train",
+    "peak_memory_mib",
+    "device",
+    "avg_power_w",
+    "energy_j",
+    "train_energy_j",
+    "device_memory_avg_pct",
+    "telemetry_source",
 )
 TEST_KEYS = (
-    "network", "n_test", "accuracy", "precision_macro", "recall_macro", "f1_macro",
-    "test_time_s", "peak_memory_mib", "device", "telemetry",
+    "network",
+    "n_test",
+    "accuracy",
+    "precision_macro",
+    "recall_macro",
+    "f1_macro",
+    "test_time_s",
+    "peak_memory_mib",
+    "device",
+    "telemetry",
 )
 TEST_TELEMETRY_KEYS = ("avg_power_w", "energy_j", "device_memory_avg_pct", "telemetry_source")
 TELEMETRY_COLUMNS = (
-    "time_s", "phase", "source", "power_w", "memory_used_mib", "memory_used_pct", "rss_mib",
+    "time_s",
+    "phase",
+    "source",
+    "power_w",
+    "memory_used_mib",
+    "memory_used_pct",
+    "rss_mib",
 )
 PAPER_COLUMNS = ("table", "experiment", "network", "paper_label", "metric", "value", "unit", "source", "hardware")
 

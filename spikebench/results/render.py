@@ -4,7 +4,7 @@ aligned, an empty cell with a footnote mark saying why it is empty, DEMO DATA in
 from __future__ import annotations
 
 import html
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -50,18 +50,27 @@ def render_html(
         if notes[key] not in mark_of:
             mark_of[notes[key]] = next(marks)
     esc = html.escape
-    out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-           f"<title>{esc(('DEMO DATA: ' if demo else '') + title)}</title><style>{_CSS}</style></head><body>"]
+    out = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{esc(('DEMO DATA: ' if demo else '') + title)}</title><style>{_CSS}</style></head><body>",
+    ]
     if demo:
-        out.append('<div class="demo">DEMO DATA: made offline by spikebench and shrunk networks, '
-                   "not the study's data; the numbers only show that the pipeline works.</div>")
+        out.append(
+            '<div class="demo">DEMO DATA: made offline by spikebench and shrunk networks, '
+            "not the study's data; the numbers only show that the pipeline works.</div>"
+        )
     out.append(f"<h1>{esc(title)}</h1>")
     for paragraph in intro:
         out.append(f'<p class="intro">{esc(paragraph)}</p>')
     out.append("<table><thead><tr>")
     for column in table.columns:
         unit = UNITS.get(str(column))
-        label = f"{column} ({unit})" if unit and unit != "1" and not str(column).endswith(("_s", "_w", "_j", "_mj", "_mib", "_pct")) else str(column)
+        label = (
+            f"{column} ({unit})"
+            if unit and unit != "1" and not str(column).endswith(("_s", "_w", "_j", "_mj", "_mib", "_pct"))
+            else str(column)
+        )
         out.append(f"<th>{esc(label)}</th>")
     out.append("</tr></thead><tbody>")
     for i, row in enumerate(table.itertuples(index=False, name=None)):

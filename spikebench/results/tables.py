@@ -12,7 +12,8 @@ measured stays empty (NaN), never 0.
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -23,26 +24,62 @@ from spikebench.results.networks import implementation, network_order
 from spikebench.results.reading import EPOCH_COLUMNS, TEST_KEYS, ResultsInputError
 
 TABLE1_COLUMNS = [
-    "experiment", "network", "highest_train_acc", "highest_val_acc", "epochs_to_best_val",
-    "avg_epoch_time_s", "median_epoch_time_s", "avg_memory_pct", "avg_power_w",
-    "energy_per_epoch_j", "energy_per_train_sample_mj", "peak_memory_mib",
+    "experiment",
+    "network",
+    "highest_train_acc",
+    "highest_val_acc",
+    "epochs_to_best_val",
+    "avg_epoch_time_s",
+    "median_epoch_time_s",
+    "avg_memory_pct",
+    "avg_power_w",
+    "energy_per_epoch_j",
+    "energy_per_train_sample_mj",
+    "peak_memory_mib",
     # beyond the study (issue #12): energy above the idle power, activation memory, resident dataset
-    "energy_above_idle_per_epoch_j", "activation_peak_mib", "dataset_mib",
+    "energy_above_idle_per_epoch_j",
+    "activation_peak_mib",
+    "dataset_mib",
 ]
 TABLE2_COLUMNS = [
-    "experiment", "network", "test_acc", "test_time_s", "avg_memory_pct", "avg_power_w", "recall", "f1",
-    "precision", "energy_j", "energy_per_test_sample_mj", "peak_memory_mib",
+    "experiment",
+    "network",
+    "test_acc",
+    "test_time_s",
+    "avg_memory_pct",
+    "avg_power_w",
+    "recall",
+    "f1",
+    "precision",
+    "energy_j",
+    "energy_per_test_sample_mj",
+    "peak_memory_mib",
     "energy_above_idle_per_test_sample_mj",
 ]
 # After the study's columns and ours: what a reader needs to interpret them.
 CONTEXT_COLUMNS = ["device", "memory_source", "telemetry_source", "energy_source", "hardware"]
 
 UNITS = {
-    "highest_train_acc": "%", "highest_val_acc": "%", "test_acc": "%", "epochs_to_best_val": "epochs",
-    "avg_epoch_time_s": "s", "median_epoch_time_s": "s", "test_time_s": "s", "avg_memory_pct": "% of device memory", "avg_power_w": "W",
-    "energy_per_epoch_j": "J", "energy_j": "J", "energy_per_train_sample_mj": "mJ",
-    "energy_per_test_sample_mj": "mJ", "peak_memory_mib": "MiB", "recall": "1", "f1": "1", "precision": "1",
-    "energy_above_idle_per_epoch_j": "J", "energy_above_idle_per_test_sample_mj": "mJ", "activation_peak_mib": "MiB",
+    "highest_train_acc": "%",
+    "highest_val_acc": "%",
+    "test_acc": "%",
+    "epochs_to_best_val": "epochs",
+    "avg_epoch_time_s": "s",
+    "median_epoch_time_s": "s",
+    "test_time_s": "s",
+    "avg_memory_pct": "% of device memory",
+    "avg_power_w": "W",
+    "energy_per_epoch_j": "J",
+    "energy_j": "J",
+    "energy_per_train_sample_mj": "mJ",
+    "energy_per_test_sample_mj": "mJ",
+    "peak_memory_mib": "MiB",
+    "recall": "1",
+    "f1": "1",
+    "precision": "1",
+    "energy_above_idle_per_epoch_j": "J",
+    "energy_above_idle_per_test_sample_mj": "mJ",
+    "activation_peak_mib": "MiB",
     "dataset_mib": "MiB",
 }
 
@@ -104,7 +141,9 @@ def _training_figures(e: pd.DataFrame) -> dict[str, Any]:
         "avg_power_w": power_w,
         "energy_per_epoch_j": float(energy.mean()) if energy.notna().any() else math.nan,
         "energy_per_train_sample_mj": (
-            float(train_energy[has_train_energy].sum() / n_train * 1e3) if has_train_energy.any() and n_train > 0 else math.nan
+            float(train_energy[has_train_energy].sum() / n_train * 1e3)
+            if has_train_energy.any() and n_train > 0
+            else math.nan
         ),
         "peak_memory_mib": float(pd.to_numeric(e["peak_memory_mib"], errors="coerce").max()),
         "energy_above_idle_per_epoch_j": _mean_if_any(e, "energy_above_idle_j"),
@@ -140,15 +179,22 @@ def table1(
     for network in network_order(networks, epochs):
         e = _checked_epochs(network, epochs[network])
         hw = (hardware or {}).get(network, e.attrs.get("hardware", {}))
-        rows.append({
-            "experiment": int(networks[network]["experiment"]),
-            "network": network,
-            "implementation": implementation(networks[network]),
-            **_training_figures(e),
-            **_training_context(e),
-            "hardware": describe_hardware(hw),
-        })
-    columns = TABLE1_COLUMNS + ["implementation", "epochs", "telemetry_epochs"] + CONTEXT_COLUMNS + ["idle_null_reason", "memory_null_reason"]
+        rows.append(
+            {
+                "experiment": int(networks[network]["experiment"]),
+                "network": network,
+                "implementation": implementation(networks[network]),
+                **_training_figures(e),
+                **_training_context(e),
+                "hardware": describe_hardware(hw),
+            }
+        )
+    columns = (
+        TABLE1_COLUMNS
+        + ["implementation", "epochs", "telemetry_epochs"]
+        + CONTEXT_COLUMNS
+        + ["idle_null_reason", "memory_null_reason"]
+    )
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -166,30 +212,37 @@ def table2(tests: Mapping[str, Mapping], networks: Mapping[str, Mapping]) -> pd.
         n_test = as_number(t["n_test"])
         if math.isnan(per_sample) and not math.isnan(energy_j) and n_test > 0:
             per_sample = energy_j / n_test * 1e3
-        rows.append({
-            "experiment": int(networks[network]["experiment"]),
-            "network": network,
-            "implementation": implementation(networks[network]),
-            "test_acc": as_number(t["accuracy"]) * 100,
-            "test_time_s": as_number(t["test_time_s"]),
-            "avg_memory_pct": as_number(tel.get("device_memory_avg_pct")),
-            "avg_power_w": as_number(tel.get("avg_power_w")),
-            "recall": as_number(t["recall_macro"]),
-            "f1": as_number(t["f1_macro"]),
-            "precision": as_number(t["precision_macro"]),
-            "energy_j": energy_j,
-            "energy_per_test_sample_mj": per_sample,
-            "peak_memory_mib": as_number(t["peak_memory_mib"]),
-            "energy_above_idle_per_test_sample_mj": as_number(tel.get("energy_above_idle_per_sample_mj")),
-            "idle_null_reason": tel.get("idle_null_reason"),
-            "n_test": int(n_test) if n_test == n_test else None,
-            "weights": t.get("weights"),
-            "epoch_of_weights": t.get("epoch_of_weights"),
-            "device": t.get("device"),
-            "memory_source": t.get("memory_source"),
-            "telemetry_source": tel.get("telemetry_source"),
-            "energy_source": tel.get("energy_source"),
-            "hardware": describe_hardware(t.get("hardware")),
-        })
-    columns = TABLE2_COLUMNS + ["implementation", "n_test", "weights", "epoch_of_weights"] + CONTEXT_COLUMNS + ["idle_null_reason"]
+        rows.append(
+            {
+                "experiment": int(networks[network]["experiment"]),
+                "network": network,
+                "implementation": implementation(networks[network]),
+                "test_acc": as_number(t["accuracy"]) * 100,
+                "test_time_s": as_number(t["test_time_s"]),
+                "avg_memory_pct": as_number(tel.get("device_memory_avg_pct")),
+                "avg_power_w": as_number(tel.get("avg_power_w")),
+                "recall": as_number(t["recall_macro"]),
+                "f1": as_number(t["f1_macro"]),
+                "precision": as_number(t["precision_macro"]),
+                "energy_j": energy_j,
+                "energy_per_test_sample_mj": per_sample,
+                "peak_memory_mib": as_number(t["peak_memory_mib"]),
+                "energy_above_idle_per_test_sample_mj": as_number(tel.get("energy_above_idle_per_sample_mj")),
+                "idle_null_reason": tel.get("idle_null_reason"),
+                "n_test": int(n_test) if n_test == n_test else None,
+                "weights": t.get("weights"),
+                "epoch_of_weights": t.get("epoch_of_weights"),
+                "device": t.get("device"),
+                "memory_source": t.get("memory_source"),
+                "telemetry_source": tel.get("telemetry_source"),
+                "energy_source": tel.get("energy_source"),
+                "hardware": describe_hardware(t.get("hardware")),
+            }
+        )
+    columns = (
+        TABLE2_COLUMNS
+        + ["implementation", "n_test", "weights", "epoch_of_weights"]
+        + CONTEXT_COLUMNS
+        + ["idle_null_reason"]
+    )
     return pd.DataFrame(rows, columns=columns)

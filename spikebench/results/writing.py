@@ -3,8 +3,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Iterable, Mapping
 
 import pandas as pd
 
@@ -65,13 +65,22 @@ def build_tables(
     return {"table1": t1, "table2": t2, "comparison": comparison, "cost": cost, "hardware": hardware_table(t1, t2)}
 
 
-def _write_study_tables(tables: Mapping[str, pd.DataFrame], outputs: Mapping[str, str | Path], hardware_line: str,
-                        *, demo: bool, telemetry_enabled: bool) -> None:
+def _write_study_tables(
+    tables: Mapping[str, pd.DataFrame],
+    outputs: Mapping[str, str | Path],
+    hardware_line: str,
+    *,
+    demo: bool,
+    telemetry_enabled: bool,
+) -> None:
     """Tables I and II, CSV + HTML, with their footnotes."""
     t1, t2 = tables["table1"], tables["table2"]
     flagged = not_learned(t2)
     write_table(
-        t1, outputs["table1_csv"], outputs["table1_html"], demo=demo,
+        t1,
+        outputs["table1_csv"],
+        outputs["table1_html"],
+        demo=demo,
         notes=table_notes(t1, telemetry_enabled, flagged),
         title="Table I: training and validation (one row per network)",
         intro=[
@@ -83,7 +92,10 @@ def _write_study_tables(tables: Mapping[str, pd.DataFrame], outputs: Mapping[str
         ],
     )
     write_table(
-        t2, outputs["table2_csv"], outputs["table2_html"], demo=demo,
+        t2,
+        outputs["table2_csv"],
+        outputs["table2_html"],
+        demo=demo,
         notes=table_notes(t2, telemetry_enabled, flagged),
         title="Table II: test (one row per network)",
         intro=[
@@ -95,14 +107,18 @@ def _write_study_tables(tables: Mapping[str, pd.DataFrame], outputs: Mapping[str
     )
 
 
-def _write_study_comparison(tables: Mapping[str, pd.DataFrame], outputs: Mapping[str, str | Path],
-                            hardware_line: str, *, demo: bool) -> None:
+def _write_study_comparison(
+    tables: Mapping[str, pd.DataFrame], outputs: Mapping[str, str | Path], hardware_line: str, *, demo: bool
+) -> None:
     """The comparison with the study and the cost of spiking, CSV + HTML (with the SNN - ANN interval verdicts)."""
-    from spikebench import aggregate   # aggregate reads results' helpers: imported here, not at the top
+    from spikebench import aggregate  # aggregate reads results' helpers: imported here, not at the top
 
     comparison, cost = tables["comparison"], tables["cost"]
     write_table(
-        comparison, outputs["comparison_csv"], outputs["comparison_html"], demo=demo,
+        comparison,
+        outputs["comparison_csv"],
+        outputs["comparison_html"],
+        demo=demo,
         notes={**comparison_notes(comparison), **aggregate.verdict_notes(comparison)},
         html_table=aggregate.verdict_view(comparison, comparison),
         title="The study's Tables I and II next to this run",
@@ -114,7 +130,10 @@ def _write_study_comparison(tables: Mapping[str, pd.DataFrame], outputs: Mapping
         ],
     )
     write_table(
-        cost, outputs["cost_csv"], outputs["cost_html"], demo=demo,
+        cost,
+        outputs["cost_csv"],
+        outputs["cost_html"],
+        demo=demo,
         notes={**cost_notes(cost), **aggregate.verdict_notes(cost)},
         html_table=aggregate.verdict_view(cost_view(cost), cost),
         title="The cost of spiking: SNN over ANN, this run and the study",
@@ -165,7 +184,11 @@ def write_tables(
     _write_study_tables(tables, outputs, hardware_line, demo=demo, telemetry_enabled=telemetry_enabled)
     _write_study_comparison(tables, outputs, hardware_line, demo=demo)
     write_table(
-        tables["hardware"], outputs["hardware_csv"], outputs["hardware_html"], demo=demo, html_drop=(),
+        tables["hardware"],
+        outputs["hardware_csv"],
+        outputs["hardware_html"],
+        demo=demo,
+        html_drop=(),
         title="Hardware and software of this run",
         intro=[f"As the telemetry recorded it for each network and phase. The study ran on {paper_hw}."],
     )

@@ -160,7 +160,10 @@ class _NvmlReader:
         h = self.handle
         # (NVML function, reader filling the row); a function answering NotSupported is dropped.
         self.fields: list[tuple[str, Callable[[list[Any]], None]]] = [
-            ("nvmlDeviceGetPowerUsage", lambda r: r.__setitem__(_IX["power_w"], nvml.nvmlDeviceGetPowerUsage(h) / 1000.0)),
+            (
+                "nvmlDeviceGetPowerUsage",
+                lambda r: r.__setitem__(_IX["power_w"], nvml.nvmlDeviceGetPowerUsage(h) / 1000.0),
+            ),
             (
                 "nvmlDeviceGetTotalEnergyConsumption",
                 lambda r: r.__setitem__(_IX["energy_counter_mj"], int(nvml.nvmlDeviceGetTotalEnergyConsumption(h))),
@@ -243,4 +246,3 @@ class _NvmlReader:
 
     def close(self) -> None:
         self._shutdown_quietly()
-

@@ -99,8 +99,12 @@ class TelemetrySampler:
         self._cpu: _CpuReader | None = None
         self._nvml: _NvmlReader | None = None
         self._torch_cuda = False
-        self.idle: dict[str, Any] = {"idle_power_w": None, "idle_s": None, "idle_energy_source": None,
-                                     "idle_null_reason": "idle power not measured (telemetry.idle_s: 0)"}
+        self.idle: dict[str, Any] = {
+            "idle_power_w": None,
+            "idle_s": None,
+            "idle_energy_source": None,
+            "idle_null_reason": "idle power not measured (telemetry.idle_s: 0)",
+        }
 
     # ---- lifecycle
 
@@ -180,7 +184,9 @@ class TelemetrySampler:
                 import pynvml as nvml  # optional: only for CUDA devices
             self._nvml = _NvmlReader(nvml, index, self.log, self._log_once)
         except Exception as exc:  # noqa: BLE001 - no driver, no library, no device: degrade to cpu
-            self.log.warning("telemetry: NVML unavailable for %s (%s); recording the CPU-side source instead", self.device, exc)
+            self.log.warning(
+                "telemetry: NVML unavailable for %s (%s); recording the CPU-side source instead", self.device, exc
+            )
             self._nvml = None
             return
         self.source = "nvml"
@@ -330,9 +336,14 @@ class TelemetrySampler:
             window = summarize(df[(df["time_s"] >= start) & (df["time_s"] <= end)], "idle")
             if window["avg_power_w"] is None:
                 reason = "no power or energy reading during the idle window"
-            self.idle = {"idle_power_w": window["avg_power_w"], "idle_s": window["duration_s"],
-                         "idle_energy_source": window["energy_source"], "idle_null_reason": reason,
-                         "start_s": start, "end_s": end}
+            self.idle = {
+                "idle_power_w": window["avg_power_w"],
+                "idle_s": window["duration_s"],
+                "idle_energy_source": window["energy_source"],
+                "idle_null_reason": reason,
+                "start_s": start,
+                "end_s": end,
+            }
         else:
             self.idle = {"idle_power_w": None, "idle_s": None, "idle_energy_source": None, "idle_null_reason": reason}
         self.info["idle"] = self.idle
@@ -354,17 +365,27 @@ class TelemetrySampler:
             self.log.warning("telemetry: samples of the epochs before the resume are lost (%s)", exc)
             return []
         if key is not None and meta.get("checkpoint_key") != key:
-            self.log.warning("telemetry: partial sidecar %s belongs to another checkpoint; samples of the epochs "
-                             "before the resume are lost", path)
+            self.log.warning(
+                "telemetry: partial sidecar %s belongs to another checkpoint; samples of the epochs "
+                "before the resume are lost",
+                path,
+            )
             return []
-        ends = [b["end_s"] for b in meta.get("phases", [])
-                if b.get("epoch") is not None and b["epoch"] <= through_epoch and b.get("end_s") is not None]
+        ends = [
+            b["end_s"]
+            for b in meta.get("phases", [])
+            if b.get("epoch") is not None and b["epoch"] <= through_epoch and b.get("end_s") is not None
+        ]
         cut = max(ends, default=-math.inf)
         prior = prior[prior["time_s"] <= cut]
         epochs = sorted({int(e) for e in prior["epoch"].dropna()})
         if epochs != list(range(1, through_epoch + 1)):
-            self.log.warning("telemetry: the partial sidecar %s holds epochs %s of the %d before the resume",
-                             path, epochs, through_epoch)
+            self.log.warning(
+                "telemetry: the partial sidecar %s holds epochs %s of the %d before the resume",
+                path,
+                epochs,
+                through_epoch,
+            )
         boundaries = [b for b in meta.get("phases", []) if b.get("end_s") is not None and b["end_s"] <= cut]
         with self._lock:
             if not prior.empty and self._rows:
@@ -439,7 +460,8 @@ class TelemetrySampler:
         return out
 
     def write(self, path: str | os.PathLike[str], **extra_info: Any) -> Path:
-        """Write the table to Parquet atomically (:func:`~spikebench.telemetry.sidecar.write_sidecar`); returns the path.
+        """Write the table to Parquet atomically (:func:`~spikebench.telemetry.sidecar.write_sidecar`); returns the
+        path.
         ``extra_info`` goes into the metadata beside the sampler settings and phase boundaries."""
         samples = self.samples()
         with self._lock:
@@ -486,4 +508,3 @@ def install_sigterm_handler() -> Any:
         raise SystemExit(128 + signum)
 
     return signal.signal(signal.SIGTERM, _raise_system_exit)
-

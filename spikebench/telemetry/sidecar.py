@@ -119,7 +119,6 @@ def sidecar_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
     return json.loads(raw) if raw else {}
 
 
-
 def write_sidecar(samples: pd.DataFrame, info: dict[str, Any], path: str | os.PathLike[str]) -> Path:
     """Write the telemetry table ``samples`` to Parquet at ``path`` atomically, with ``info`` (sampler
     settings, phase boundaries, ...) as JSON under :data:`METADATA_KEY`; returns the path.
@@ -153,8 +152,9 @@ def add_parquet_metadata(path: str | os.PathLike[str], metadata: dict, columns: 
     atomic.write_parquet(table, path, metadata=metadata)
 
 
-def finish_telemetry(hook: Any, path: str | os.PathLike[str], log: logging.Logger,
-                     failed: BaseException | None = None) -> None:
+def finish_telemetry(
+    hook: Any, path: str | os.PathLike[str], log: logging.Logger, failed: BaseException | None = None
+) -> None:
     """Stop the sampler and write the whole run's sidecar to `path` (``hook.write``, the job's
     :class:`~spikebench.jobs.JobTelemetry`).
 
@@ -168,5 +168,11 @@ def finish_telemetry(hook: Any, path: str | os.PathLike[str], log: logging.Logge
             if isinstance(exc, OSError):
                 raise atomic.write_error(Path(path), exc) from exc
             raise
-        log.error("after the job failed (%s: %s), the telemetry sidecar %s could not be written either (%s: %s)",
-                  type(failed).__name__, failed, path, type(exc).__name__, exc)
+        log.error(
+            "after the job failed (%s: %s), the telemetry sidecar %s could not be written either (%s: %s)",
+            type(failed).__name__,
+            failed,
+            path,
+            type(exc).__name__,
+            exc,
+        )

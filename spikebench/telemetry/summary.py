@@ -55,8 +55,9 @@ def _scalar(x: float | None) -> float | None:
     return None if x is None or not math.isfinite(x) else float(x)
 
 
-def summarize(samples: pd.DataFrame, phases: str | Iterable[str], epoch: int | None = None,
-              idle_power_w: float | None = None) -> dict[str, Any]:
+def summarize(
+    samples: pd.DataFrame, phases: str | Iterable[str], epoch: int | None = None, idle_power_w: float | None = None
+) -> dict[str, Any]:
     """Summarise the samples of the given phase(s), optionally of one epoch only.
 
     ``phases`` is a phase name or several (e.g. ``("train", "val")``); ``epoch=None`` selects every
@@ -197,12 +198,23 @@ def _energy(iv: _Intervals, sources: list[str]) -> tuple[float | None, str | Non
     return energy, energy_source
 
 
-def _energy_quality(energy: float | None, energy_source: str | None, duration: float, idle_power_w: float | None,
-                    dt: np.ndarray, pair: np.ndarray, seg: np.ndarray) -> dict[str, Any]:
+def _energy_quality(
+    energy: float | None,
+    energy_source: str | None,
+    duration: float,
+    idle_power_w: float | None,
+    dt: np.ndarray,
+    pair: np.ndarray,
+    seg: np.ndarray,
+) -> dict[str, Any]:
     """``idle_power_w``, ``energy_above_idle_j``, ``energy_reliable`` and its reason for :func:`summarize`."""
     idle = _scalar(idle_power_w) if idle_power_w is not None else None
-    out: dict[str, Any] = {"idle_power_w": idle, "energy_above_idle_j": None, "energy_reliable": None,
-                           "energy_unreliable_reason": None}
+    out: dict[str, Any] = {
+        "idle_power_w": idle,
+        "energy_above_idle_j": None,
+        "energy_reliable": None,
+        "energy_unreliable_reason": None,
+    }
     if energy is None:
         return out
     if idle is not None:
@@ -218,4 +230,3 @@ def _energy_quality(energy: float | None, energy_source: str | None, duration: f
                 "counter updates every ~100 ms and its power reading is a ~1 s average"
             )
     return out
-

@@ -15,7 +15,8 @@ The study turns each N-MNIST recording into frames with tonic::
 
 applied to the events as ``tonic.datasets.NMNIST`` returns them (``first_saccade_only=False``,
 ``stabilize=False``). tonic does this with a Python loop over events (Denoise) and one
-``np.add.at`` per frame (ToFrame), tens of milliseconds per recording (benchmarks/README.md). This module computes the *same frames,
+``np.add.at`` per frame (ToFrame), tens of milliseconds per recording (benchmarks/README.md). This module computes
+the *same frames,
 cell for cell* with one numba-compiled call per chunk of recordings, and stores the non-zero cells of a
 whole split as sparse Parquet that :func:`load_frames` turns into padded dense batches on the device.
 
@@ -80,11 +81,7 @@ byte-stream-split + zstd encoding, about half the CPU time of Arrow's default di
 from __future__ import annotations
 
 from spikebench.data.catalog import (
-    NMNIST_CELLS as _CELLS,
-    NMNIST_HEIGHT as _HEIGHT,
-    NMNIST_POLARITIES as _POLARITIES,
     NMNIST_SENSOR_SIZE,
-    NMNIST_WIDTH as _WIDTH,
 )
 from spikebench.data.nmnist.batches import recording_frames
 from spikebench.data.nmnist.errors import NMNISTDownloadError, NMNISTFramesError, NMNISTRecordingError

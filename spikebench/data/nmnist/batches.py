@@ -34,7 +34,8 @@ from spikebench.data.nmnist.framing import (
     _frames_batch,
     _unsorted_frames,
 )
-from spikebench.data.nmnist.recordings import EVENT_BYTES as _EVENT_BYTES, coordinate_error, read_bytes, size_error
+from spikebench.data.nmnist.recordings import EVENT_BYTES as _EVENT_BYTES
+from spikebench.data.nmnist.recordings import coordinate_error, read_bytes, size_error
 from spikebench.data.nmnist.schema import FRAMES_SCHEMA
 
 #: dtypes of the cell columns sample, frame, polarity, y, x, count: the Parquet schema's, and wide
@@ -90,7 +91,9 @@ def _compute_batch(batch: _Batch, filter_time: int, time_window: int, dtypes=_CE
             stats[i, _ST_MAX_COUNT] = int(cells[-1].max()) if cells[-1].size else 0
             here = int(stats[i, _ST_END])
             pieces.append([c[start:here] for c in columns])
-            pieces.append([np.full(cells[0].size, batch.first + i, dtypes[0])] + [a.astype(d) for a, d in zip(cells, dtypes[1:])])
+            pieces.append(
+                [np.full(cells[0].size, batch.first + i, dtypes[0])] + [a.astype(d) for a, d in zip(cells, dtypes[1:])]
+            )
             start = here
         pieces.append([c[start:] for c in columns])
         columns = [np.concatenate([piece[j] for piece in pieces]) for j in range(len(dtypes))]
@@ -128,6 +131,7 @@ def _check_batch(batch: _Batch, wide: bool = False) -> list[str]:
     if batch.read_error is not None:
         raise batch.read_error
     return warnings
+
 
 def recording_frames(path: str | Path, denoise_filter_us: int, time_window_us: int) -> RecordingFrames:
     """Read one ``.bin`` recording and return its frames' non-zero cells (tonic-exact, compiled).

@@ -13,4 +13,3 @@ class NMNISTFramesError(ValueError):
 
 class NMNISTDownloadError(RuntimeError):
     """The N-MNIST archive could not be fetched, verified or extracted."""
-

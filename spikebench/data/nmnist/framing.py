@@ -15,17 +15,35 @@ import numpy as np
 
 from spikebench.data.catalog import (
     NMNIST_CELLS as _CELLS,
+)
+from spikebench.data.catalog import (
     NMNIST_HEIGHT as _HEIGHT,
+)
+from spikebench.data.catalog import (
     NMNIST_PLANE as _PLANE,
+)
+from spikebench.data.catalog import (
     NMNIST_POLARITIES as _POLARITIES,
+)
+from spikebench.data.catalog import (
     NMNIST_SENSOR_SIZE,
+)
+from spikebench.data.catalog import (
     NMNIST_WIDTH as _WIDTH,
 )
 from spikebench.data.nmnist.recordings import (
     EVENT_BYTES as _EVENT_BYTES,
+)
+from spikebench.data.nmnist.recordings import (
     OVERFLOW_US as _OVERFLOW_US,
+)
+from spikebench.data.nmnist.recordings import (
     OVERFLOW_Y as _OVERFLOW_Y,
+)
+from spikebench.data.nmnist.recordings import (
     P_SHIFT as _P_SHIFT,
+)
+from spikebench.data.nmnist.recordings import (
     T_HIGH_MASK as _T_HIGH_MASK,
 )
 
@@ -194,9 +212,72 @@ def _denoise_bytes(raw, lo, hi, width, height, filter_time, memory, kept_cell, k
 _DEBRUIJN_MAGIC = 0x03F79D71B4CB0A89
 _DEBRUIJN_SHIFT = 58
 _DEBRUIJN_TABLE = np.array(
-    [0, 1, 48, 2, 57, 49, 28, 3, 61, 58, 50, 42, 38, 29, 17, 4, 62, 55, 59, 36, 53, 51, 43, 22, 45, 39, 33, 30,
-     24, 18, 12, 5, 63, 47, 56, 27, 60, 41, 37, 16, 54, 35, 52, 21, 44, 32, 23, 11, 46, 26, 40, 15, 34, 20, 31, 10,
-     25, 14, 19, 9, 13, 8, 7, 6],
+    [
+        0,
+        1,
+        48,
+        2,
+        57,
+        49,
+        28,
+        3,
+        61,
+        58,
+        50,
+        42,
+        38,
+        29,
+        17,
+        4,
+        62,
+        55,
+        59,
+        36,
+        53,
+        51,
+        43,
+        22,
+        45,
+        39,
+        33,
+        30,
+        24,
+        18,
+        12,
+        5,
+        63,
+        47,
+        56,
+        27,
+        60,
+        41,
+        37,
+        16,
+        54,
+        35,
+        52,
+        21,
+        44,
+        32,
+        23,
+        11,
+        46,
+        26,
+        40,
+        15,
+        34,
+        20,
+        31,
+        10,
+        25,
+        14,
+        19,
+        9,
+        13,
+        8,
+        7,
+        6,
+    ],
     dtype=np.int64,
 )
 # cell code c = polarity * 1156 + y * 34 + x -> polarity, y, x (lookups beat integer division here)
@@ -403,4 +484,3 @@ def events_frames(events: np.ndarray, denoise_filter_us: int, time_window_us: in
     if status == _UNSORTED:
         m, n_frames, *cells = _unsorted_frames(x, y, t, p, filter_time, time_window)
     return RecordingFrames(*cells, n_frames=int(n_frames), n_events=len(events), n_events_denoised=int(m))
-

@@ -19,10 +19,20 @@ import pyarrow.parquet as pq
 
 from spikebench.data.catalog import (
     NMNIST_CELLS as _CELLS,
+)
+from spikebench.data.catalog import (
     NMNIST_HEIGHT as _HEIGHT,
+)
+from spikebench.data.catalog import (
     NMNIST_PLANE as _PLANE,
+)
+from spikebench.data.catalog import (
     NMNIST_POLARITIES as _POLARITIES,
+)
+from spikebench.data.catalog import (
     NMNIST_SENSOR_SIZE,
+)
+from spikebench.data.catalog import (
     NMNIST_WIDTH as _WIDTH,
 )
 from spikebench.data.nmnist.errors import NMNISTFramesError
@@ -37,11 +47,15 @@ _PACKED, _UNSORTED_ROWS, _SAMPLE_OUTSIDE, _CELL_OUTSIDE = 0, 1, 2, 3
 _SELECT_STEP = 4096  # samples gathered per step when a subset is selected (bounds the temporaries)
 _CELL_COLUMNS = ["sample", "frame", "polarity", "y", "x", "count"]
 
+
 @numba.njit(cache=True, nogil=True)
-def _pack_cells(sample, frame, polarity, y, x, count, n_frames, previous, cells, counts, per_sample, pos):  # pragma: no cover
+def _pack_cells(
+    sample, frame, polarity, y, x, count, n_frames, previous, cells, counts, per_sample, pos
+):  # pragma: no cover
     """Validate one row group and pack its rows into cells/counts at pos; (status, bad row).
 
-    _UNSORTED_ROWS: sample goes backwards, _SAMPLE_OUTSIDE: sample outside the samples table, _CELL_OUTSIDE: a cell outside
+    _UNSORTED_ROWS: sample goes backwards, _SAMPLE_OUTSIDE: sample outside the samples table, _CELL_OUTSIDE: a cell
+    outside
     the sample's frames or the sensor, or a count outside 1..32767.
     """
     n = n_frames.size
@@ -252,8 +266,11 @@ def _read_cells(frames_file: pq.ParquetFile, frames_path: Path, samples_path: Pa
     return cells, counts, offsets
 
 
-def _row_error(status: int, frames_path: Path, samples_path: Path, row: int, values: list[int], n_frames) -> NMNISTFramesError:
-    """The error for the bad ``row`` that :func:`_pack_cells` found (``values``: its sample, frame, polarity, y, x, count)."""
+def _row_error(
+    status: int, frames_path: Path, samples_path: Path, row: int, values: list[int], n_frames
+) -> NMNISTFramesError:
+    """The error for the bad ``row`` that :func:`_pack_cells` found (``values``: its sample, frame, polarity, y, x,
+    count)."""
     if status == _UNSORTED_ROWS:
         return NMNISTFramesError(f"{frames_path}: rows are not sorted by 'sample' (row {row})")
     sample, frame, polarity, y, x, count = values

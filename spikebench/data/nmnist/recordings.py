@@ -11,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from spikebench.data.catalog import NMNIST_HEIGHT as _HEIGHT, NMNIST_WIDTH as _WIDTH
+from spikebench.data.catalog import NMNIST_HEIGHT as _HEIGHT
+from spikebench.data.catalog import NMNIST_WIDTH as _WIDTH
 from spikebench.data.nmnist.errors import NMNISTRecordingError
 
 #: ``tonic.datasets.NMNIST.dtype``: x, y, t, p as the platform int (int64).
@@ -35,6 +36,7 @@ def nmnist_split_folder(root: str | Path, split: str) -> Path:
     if split not in SPLIT_FOLDERS:
         raise ValueError(f"unknown N-MNIST split {split!r}; expected one of {sorted(SPLIT_FOLDERS)}")
     return Path(root) / "NMNIST" / SPLIT_FOLDERS[split]
+
 
 def list_recordings(recordings_dir: str | Path) -> tuple[list[Path], np.ndarray]:
     """The ``<digit>/*.bin`` files of a split folder in tonic's order (digit folder, file name), labels."""
@@ -109,4 +111,3 @@ def read_recording(path: str | Path) -> np.ndarray:
     events["t"] = t[keep]
     events["p"] = ev[keep, 2] >> P_SHIFT
     return events
-

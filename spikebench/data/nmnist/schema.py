@@ -20,11 +20,15 @@ SAMPLES_SCHEMA = pa.schema(
         pa.field("label", pa.int64(), nullable=False, metadata={"description": "digit (the folder name)"}),
         pa.field("n_frames", pa.int32(), nullable=False, metadata={"description": "frames (time steps) of the sample"}),
         pa.field(
-            "n_events", pa.int32(), nullable=False,
+            "n_events",
+            pa.int32(),
+            nullable=False,
             metadata={"description": "events in the file before denoising (overflow markers excluded)"},
         ),
         pa.field(
-            "n_events_denoised", pa.int32(), nullable=False,
+            "n_events_denoised",
+            pa.int32(),
+            nullable=False,
             metadata={"description": "events kept by Denoise (before ToFrame drops the incomplete tail)"},
         ),
         pa.field("source", pa.string(), nullable=False, metadata={"description": "path relative to the NMNIST folder"}),

@@ -27,6 +27,7 @@ from spikebench.data.nmnist.schema import FRAMES_SCHEMA, SAMPLES_SCHEMA
 
 _INT32_MAX = np.iinfo(np.int32).max
 
+
 def _versions() -> dict[str, str]:
     import spikebench
 
@@ -179,5 +180,3 @@ def _write_samples(path: Path, schema: pa.Schema, stats: np.ndarray, labels, fil
         schema=schema,
     )
     pq.write_table(samples, path, compression="zstd")
-
-
