@@ -99,6 +99,42 @@ def default_lock_dir() -> Path:
     return Path(os.environ.get("SPIKEBENCH_LOCK_DIR") or Path(tempfile.gettempdir()) / "spikebench-gpu-locks")
 
 
+def _candidates(requested: str, ids: list[str], visible: str) -> list[int]:
+    """The indices of the GPUs ``requested`` (``cuda`` or ``auto``: every one; ``cuda:N``: N, which must exist)."""
+    if requested.startswith("cuda:"):
+        index = int(requested.split(":")[1])
+        if index >= len(ids):
+            raise DeviceUnavailableError(
+                f"device {requested!r} requested but torch sees {len(ids)} GPU(s) "
+                f"(CUDA_VISIBLE_DEVICES={visible}; indices are relative to it)"
+            )
+        return [index]
+    return list(range(len(ids)))
+
+
+def _lock_first_free(
+    ids: list[str], candidates: list[int], lock_dir: Path, visible: str, injected: bool, log: logging.Logger
+) -> DeviceLease | None:
+    """The lease of the first of ``candidates`` whose lock is free (made torch's current device unless the
+    ``ids`` were injected), or None when every one is held."""
+    for index in candidates:
+        path = lock_dir / _lock_name(ids[index])
+        fd = _try_lock(path)
+        if fd is not None:
+            if not injected:
+                torch.cuda.set_device(index)
+            log.info(
+                "device: cuda:%d (GPU %s; %d visible, CUDA_VISIBLE_DEVICES=%s; lock %s)",
+                index,
+                ids[index],
+                len(ids),
+                visible,
+                path,
+            )
+            return DeviceLease(torch.device(f"cuda:{index}"), index, path, fd)
+    return None
+
+
 def select_device(
     requested: str,
     lock_dir: Path | None = None,
@@ -131,35 +167,14 @@ def select_device(
             f"device {requested!r} requested but no CUDA GPU is visible (CUDA_VISIBLE_DEVICES={visible}, "
             f"torch {torch.__version__}, CUDA build {torch.version.cuda}); use device: auto or cpu"
         )
-    if requested.startswith("cuda:"):
-        index = int(requested.split(":")[1])
-        if index >= len(ids):
-            raise DeviceUnavailableError(
-                f"device {requested!r} requested but torch sees {len(ids)} GPU(s) "
-                f"(CUDA_VISIBLE_DEVICES={visible}; indices are relative to it)"
-            )
-        candidates = [index]
-    else:
-        candidates = list(range(len(ids)))
+    candidates = _candidates(requested, ids, visible)
     lock_dir = Path(lock_dir) if lock_dir is not None else default_lock_dir()
     lock_dir.mkdir(parents=True, exist_ok=True)
     start, waiting = time.monotonic(), False
     while True:
-        for index in candidates:
-            path = lock_dir / _lock_name(ids[index])
-            fd = _try_lock(path)
-            if fd is not None:
-                if not injected:
-                    torch.cuda.set_device(index)
-                log.info(
-                    "device: cuda:%d (GPU %s; %d visible, CUDA_VISIBLE_DEVICES=%s; lock %s)",
-                    index,
-                    ids[index],
-                    len(ids),
-                    visible,
-                    path,
-                )
-                return DeviceLease(torch.device(f"cuda:{index}"), index, path, fd)
+        lease = _lock_first_free(ids, candidates, lock_dir, visible, injected, log)
+        if lease is not None:
+            return lease
         if timeout_s is not None and time.monotonic() - start >= timeout_s:
             raise TimeoutError(
                 f"no free GPU among {[ids[i] for i in candidates]} after {timeout_s:g} s (locks in {lock_dir})"

@@ -166,6 +166,40 @@ def load_weights(
     return net, (int(epoch) if epoch is not None else None)
 
 
+def _timed_predictions(
+    net: torch.nn.Module,
+    spec: NetworkSpec,
+    test: DeviceDataset,
+    device: torch.device,
+    generator: torch.Generator,
+    counter: OperationCounter | None,
+) -> tuple[torch.Tensor, float]:
+    """The predictions of one pass over ``test`` and its wall time in seconds (the device synchronized before
+    and after); the operation ``counter``, if any, is closed afterwards even when the pass fails."""
+    synchronize(device)
+    t0 = time.perf_counter()
+    try:
+        _, _, preds = run_batches(net, spec, test, spec.batch_size, generator, want_predictions=True, counter=counter)
+    finally:
+        if counter is not None:
+            counter.close()
+    synchronize(device)
+    return preds, time.perf_counter() - t0
+
+
+def _log_result(log: logging.Logger, network_id: str, which: str, epoch: int | None, result: dict) -> None:
+    """One line: the test accuracy, macro F1 and throughput of ``network_id``."""
+    log.info(
+        "%s on the test set (%s weights, epoch %s): accuracy %.4f, macro F1 %.4f, %.0f samples/s",
+        network_id,
+        which,
+        epoch,
+        result["accuracy"],
+        result["f1_macro"],
+        result["test_samples_per_s"],
+    )
+
+
 def evaluate_network(
     weights_path: Path,
     spec: NetworkSpec | dict,
@@ -194,15 +228,7 @@ def evaluate_network(
     if telemetry is not None:
         telemetry.phase("test", None)
     counter = OperationCounter(net) if count_operations else None
-    synchronize(device)
-    t0 = time.perf_counter()
-    try:
-        _, _, preds = run_batches(net, spec, test, spec.batch_size, generator, want_predictions=True, counter=counter)
-    finally:
-        if counter is not None:
-            counter.close()
-    synchronize(device)
-    elapsed = time.perf_counter() - t0
+    preds, elapsed = _timed_predictions(net, spec, test, device, generator, counter)
     memory_mib, memory_source = peak_memory(device)  # before telemetry.phase, which resets CUDA's peak
     if telemetry is not None:
         telemetry.phase("idle", None)
@@ -227,13 +253,5 @@ def evaluate_network(
     if counter is not None:
         result["layer_operations"] = counter.layer_rows()
         result["operations"] = counter.summary(result["layer_operations"])
-    log.info(
-        "%s on the test set (%s weights, epoch %s): accuracy %.4f, macro F1 %.4f, %.0f samples/s",
-        network_id,
-        which,
-        epoch,
-        result["accuracy"],
-        result["f1_macro"],
-        result["test_samples_per_s"],
-    )
+    _log_result(log, network_id, which, epoch, result)
     return result

@@ -288,7 +288,6 @@ def train_job(
     from spikebench.data.device import load_split_data
     from spikebench.devices import select_device
     from spikebench.telemetry import install_sigterm_handler
-    from spikebench.training import train_network
 
     spec = as_spec(spec, network_id)
     install_sigterm_handler()
@@ -305,40 +304,72 @@ def train_job(
         log.info("%d training / %d validation samples resident on %s", len(train), len(val), lease.device)
         sampler = _sampler(lease.device, telemetry, log)
         hook = oom.watch(JobTelemetry(sampler, partial=Path(checkpoint).with_name(PARTIAL_TELEMETRY)), network_id, log)
-        record = None
         with sampler:
             _measure_idle(sampler, telemetry, log)
-            try:
-                train_network(
-                    spec,
-                    train,
-                    val,
-                    network_id=network_id,
-                    device=lease.device,
-                    seed=seed,
-                    weights_out=Path(outputs["weights"]),
-                    epochs_out=Path(outputs["epochs"]),
-                    checkpoint_path=Path(checkpoint),
-                    telemetry=hook,
-                    log=log,
-                    warmup_steps=int(telemetry.get("warmup_steps", WARMUP_STEPS)),
-                )
-            except BaseException as exc:
-                record = _out_of_memory(exc, lease.device, hook.epoch, log)
-                if record is None:
-                    _finish_telemetry(hook, outputs["telemetry"], log, failed=exc)
-                    raise
-                oom.write_train_oom(outputs, network_id, spec, record, lease.device)
+            record = _train_or_oom(
+                spec, train, val, hook, network_id, lease.device, seed, outputs, checkpoint, telemetry, log
+            )
             _finish_telemetry(hook, outputs["telemetry"], log)
         _end_job(hardware, lease.device)
-        meta = {"spikebench.hardware": hardware, "spikebench.network": network_id, "spikebench.spec": spec.to_dict()}
-        _add_parquet_metadata(
-            outputs["epochs"],
-            meta,
-            {"n_train": len(train), "n_val": len(val), "status": oom.OK if record is None else oom.OOM},
-        )
-        _add_parquet_metadata(outputs["telemetry"], meta)
+        _add_train_metadata(outputs, hardware, network_id, spec, train, val, record)
         hook.discard_partial()
+
+
+def _train_or_oom(
+    spec: NetworkSpec,
+    train,
+    val,
+    hook,
+    network_id: str,
+    device,
+    seed: int,
+    outputs: dict,
+    checkpoint: str | Path,
+    telemetry: dict,
+    log: logging.Logger,
+) -> dict | None:
+    """Train (:func:`spikebench.training.train_network`) with the telemetry ``hook``: None when it finished; the
+    out-of-memory record when it ran out of memory (its ``status: oom`` outputs written). Any other error ends the
+    telemetry sidecar as failed and propagates."""
+    from spikebench.training import train_network
+
+    try:
+        train_network(
+            spec,
+            train,
+            val,
+            network_id=network_id,
+            device=device,
+            seed=seed,
+            weights_out=Path(outputs["weights"]),
+            epochs_out=Path(outputs["epochs"]),
+            checkpoint_path=Path(checkpoint),
+            telemetry=hook,
+            log=log,
+            warmup_steps=int(telemetry.get("warmup_steps", WARMUP_STEPS)),
+        )
+    except BaseException as exc:
+        record = _out_of_memory(exc, device, hook.epoch, log)
+        if record is None:
+            _finish_telemetry(hook, outputs["telemetry"], log, failed=exc)
+            raise
+        oom.write_train_oom(outputs, network_id, spec, record, device)
+        return record
+    return None
+
+
+def _add_train_metadata(
+    outputs: dict, hardware: dict, network_id: str, spec: NetworkSpec, train, val, record: dict | None
+) -> None:
+    """The hardware, network and settings into the epochs table's and the telemetry sidecar's Parquet metadata; the
+    epochs table also gets the sample counts and the status (ok, or oom when ``record`` is an out-of-memory record)."""
+    meta = {"spikebench.hardware": hardware, "spikebench.network": network_id, "spikebench.spec": spec.to_dict()}
+    _add_parquet_metadata(
+        outputs["epochs"],
+        meta,
+        {"n_train": len(train), "n_val": len(val), "status": oom.OK if record is None else oom.OOM},
+    )
+    _add_parquet_metadata(outputs["telemetry"], meta)
 
 
 def _start_job(network_id: str, device, numerics: dict | None, log: logging.Logger) -> dict:
@@ -421,18 +452,12 @@ def evaluate_job(
     from spikebench.data.device import load_test_data
     from spikebench.devices import select_device
     from spikebench.evaluation import evaluate_network
-    from spikebench.opcounts import write_layers
     from spikebench.telemetry import install_sigterm_handler
 
     spec = as_spec(spec, network_id)
     trained = oom.trained_status(inputs["weights"])
     if trained is not None:
-        log.warning(
-            "%s: its training ran out of memory (%s); test result recorded as status oom", network_id, trained["error"]
-        )
-        oom.write_test_oom(outputs, network_id, trained)
-        if "layers" in outputs:  # no operations counted: an empty per-layer table
-            write_layers([], outputs["layers"], network=network_id, kind=spec.kind)
+        _write_untrained_outputs(outputs, network_id, spec, trained, log)
         return
     install_sigterm_handler()
     with select_device(device, log=log) as lease:
@@ -462,13 +487,37 @@ def evaluate_job(
                 raise
             _finish_telemetry(hook, outputs["telemetry"], log)
         _end_job(hardware, lease.device)
-        result["hardware"] = hardware
-        _energy_per_sample(result)
-        _add_parquet_metadata(outputs["telemetry"], {"spikebench.hardware": hardware, "spikebench.network": network_id})
-        write_layers(result.pop("layer_operations"), outputs["layers"], network=network_id, kind=spec.kind)
-        result["status"] = oom.OK
-        atomic.write_json(result, outputs["test"])
-        log.info("test accuracy %.4f, macro F1 %.4f", result["accuracy"], result["f1_macro"])
+        _write_test_outputs(result, hardware, outputs, network_id, spec, log)
+
+
+def _write_untrained_outputs(
+    outputs: dict, network_id: str, spec: NetworkSpec, trained: dict, log: logging.Logger
+) -> None:
+    """The ``status: oom`` test outputs of a network whose training ran out of memory (``trained``: its record)."""
+    from spikebench.opcounts import write_layers
+
+    log.warning(
+        "%s: its training ran out of memory (%s); test result recorded as status oom", network_id, trained["error"]
+    )
+    oom.write_test_oom(outputs, network_id, trained)
+    if "layers" in outputs:  # no operations counted: an empty per-layer table
+        write_layers([], outputs["layers"], network=network_id, kind=spec.kind)
+
+
+def _write_test_outputs(
+    result: dict, hardware: dict, outputs: dict, network_id: str, spec: NetworkSpec, log: logging.Logger
+) -> None:
+    """test.json (``result`` with the hardware record, energy per sample and ``status: ok``), the per-layer table
+    and the telemetry sidecar's Parquet metadata."""
+    from spikebench.opcounts import write_layers
+
+    result["hardware"] = hardware
+    _energy_per_sample(result)
+    _add_parquet_metadata(outputs["telemetry"], {"spikebench.hardware": hardware, "spikebench.network": network_id})
+    write_layers(result.pop("layer_operations"), outputs["layers"], network=network_id, kind=spec.kind)
+    result["status"] = oom.OK
+    atomic.write_json(result, outputs["test"])
+    log.info("test accuracy %.4f, macro F1 %.4f", result["accuracy"], result["f1_macro"])
 
 
 def _energy_per_sample(result: dict) -> None:

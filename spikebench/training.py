@@ -452,6 +452,86 @@ def _log_epoch(log: logging.Logger, network_id: str, n_epochs: int, row: dict) -
     )
 
 
+def _resume(
+    checkpoint_path: Path,
+    expected: str,
+    net: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    device: torch.device,
+    gens: tuple,
+    network_id: str,
+    n_epochs: int,
+    telemetry,
+    log: logging.Logger,
+) -> tuple[list[dict], dict, int]:
+    """``(rows, best, first_epoch)``: restored from the checkpoint of the same settings, seed, data and
+    device type (``expected``) into ``net``, ``optimizer`` and the generators, if there is one; else a fresh start."""
+    ckpt = _load_checkpoint(checkpoint_path, expected, log)
+    if ckpt is None:
+        return [], {"val_acc": -math.inf, "epoch": None, "state_dict": None}, 1
+    _restore(ckpt, net, optimizer, device, *gens)
+    rows, best, first_epoch = list(ckpt["rows"]), dict(ckpt["best"]), int(ckpt["epoch"]) + 1
+    log.info(
+        "%s: resuming from checkpoint %s after epoch %d of %d", network_id, checkpoint_path, first_epoch - 1, n_epochs
+    )
+    telemetry.resume(first_epoch - 1, expected)
+    return rows, best, first_epoch
+
+
+def _save_checkpoint(
+    checkpoint_path: Path,
+    expected: str,
+    network_id: str,
+    epoch: int,
+    net: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    device: torch.device,
+    gens: tuple,
+    rows: list[dict],
+    best: dict,
+) -> None:
+    """The state after ``epoch`` (weights, optimizer, RNG, the rows and best so far), atomically."""
+    checkpoint = {
+        "fingerprint": expected,
+        "network": network_id,
+        "epoch": epoch,
+        "state_dict": _cpu_state(net),
+        "optimizer": optimizer.state_dict(),
+        "rng": _checkpoint_rng(device, *gens),
+        "rows": rows,
+        "best": best,
+    }
+    atomic.save_torch(checkpoint, checkpoint_path)
+
+
+def _write_outputs(
+    spec: NetworkSpec,
+    net: torch.nn.Module,
+    rows: list[dict],
+    best: dict,
+    network_id: str,
+    weights_out: Path,
+    epochs_out: Path,
+    checkpoint_path: Path,
+    log: logging.Logger,
+) -> pd.DataFrame:
+    """The weights (final and best validation) and the epochs table, atomically; then the checkpoint goes."""
+    table = pd.DataFrame(rows)
+    weights = {
+        "network": network_id,
+        "spec": spec.to_dict(),
+        "epoch": spec.epochs,
+        "state_dict": _cpu_state(net),
+        "best_val_state_dict": best["state_dict"],
+        "best_val_epoch": best["epoch"],
+    }
+    atomic.save_torch(weights, weights_out)
+    atomic.write_parquet(table, epochs_out)
+    Path(checkpoint_path).unlink(missing_ok=True)
+    log.info("%s: wrote %s and %s", network_id, weights_out, epochs_out)
+    return table
+
+
 def train_network(
     spec: NetworkSpec | dict,
     train: DeviceDataset,
@@ -482,22 +562,10 @@ def train_network(
     net, optimizer, gens = _fresh_run(spec, device, seed)
 
     # Resume from the checkpoint of the same settings, seed, data and device type, if any.
-    rows: list[dict] = []
-    best = {"val_acc": -math.inf, "epoch": None, "state_dict": None}
-    first_epoch = 1
     expected = fingerprint(spec, seed, train, val, device)
-    ckpt = _load_checkpoint(checkpoint_path, expected, log)
-    if ckpt is not None:
-        _restore(ckpt, net, optimizer, device, *gens)
-        rows, best, first_epoch = list(ckpt["rows"]), dict(ckpt["best"]), int(ckpt["epoch"]) + 1
-        log.info(
-            "%s: resuming from checkpoint %s after epoch %d of %d",
-            network_id,
-            checkpoint_path,
-            first_epoch - 1,
-            n_epochs,
-        )
-        telemetry.resume(first_epoch - 1, expected)
+    rows, best, first_epoch = _resume(
+        checkpoint_path, expected, net, optimizer, device, gens, network_id, n_epochs, telemetry, log
+    )
     if first_epoch <= n_epochs:
         warm_up(net, optimizer, spec, train, val, int(warmup_steps), gens, device)
 
@@ -517,34 +585,7 @@ def train_network(
             best = {"val_acc": row["val_acc"], "epoch": epoch, "state_dict": _cpu_state(net)}
         _log_epoch(log, network_id, n_epochs, row)
         telemetry.epoch_done(epoch, expected)  # the samples so far, before the checkpoint that needs them
-        atomic.save_torch(
-            {
-                "fingerprint": expected,
-                "network": network_id,
-                "epoch": epoch,
-                "state_dict": _cpu_state(net),
-                "optimizer": optimizer.state_dict(),
-                "rng": _checkpoint_rng(device, *gens),
-                "rows": rows,
-                "best": best,
-            },
-            checkpoint_path,
-        )
+        _save_checkpoint(checkpoint_path, expected, network_id, epoch, net, optimizer, device, gens, rows, best)
 
     # Final outputs, atomically; then the checkpoint goes.
-    table = pd.DataFrame(rows)
-    atomic.save_torch(
-        {
-            "network": network_id,
-            "spec": spec.to_dict(),
-            "epoch": n_epochs,
-            "state_dict": _cpu_state(net),
-            "best_val_state_dict": best["state_dict"],
-            "best_val_epoch": best["epoch"],
-        },
-        weights_out,
-    )
-    atomic.write_parquet(table, epochs_out)
-    Path(checkpoint_path).unlink(missing_ok=True)
-    log.info("%s: wrote %s and %s", network_id, weights_out, epochs_out)
-    return table
+    return _write_outputs(spec, net, rows, best, network_id, weights_out, epochs_out, checkpoint_path, log)
