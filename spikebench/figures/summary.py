@@ -46,6 +46,57 @@ def energy_measured(epochs: Mapping[str, pd.DataFrame]) -> bool:
     return any(pd.to_numeric(e["energy_j"], errors="coerce").notna().any() for e in epochs.values())
 
 
+def _draw_energy_bars(ax: plt.Axes, data: pd.DataFrame, networks: Mapping[str, Mapping], order: list[str]) -> None:
+    """Bars of the mean energy per network and a dot per epoch, coloured by kind (log axis over a wide range)."""
+    colors = network_colors({n: networks[n] for n in order})
+    sns.barplot(
+        data=data,
+        x="network",
+        y="energy_j",
+        hue="network",
+        palette=colors,
+        order=order,
+        hue_order=order,
+        errorbar=None,
+        alpha=0.8,
+        legend=False,
+        ax=ax,
+    )
+    sns.stripplot(
+        data=data, x="network", y="energy_j", order=order, color="black", size=4, jitter=0.15, ax=ax, legend=False
+    )
+    values = data["energy_j"].dropna()
+    if values.min() > 0 and values.max() / values.min() > 30:
+        log_scale(ax, "y")
+
+
+def _mark_not_measured(ax: plt.Axes, order: list[str], missing: list[str]) -> None:
+    """Write "not measured" upright in the slot of each network without an energy reading."""
+    for n in missing:
+        ax.text(
+            order.index(n),
+            0.02,
+            "not measured",
+            rotation=90,
+            ha="center",
+            va="bottom",
+            color="#8a1c1c",
+            transform=ax.get_xaxis_transform(),
+            fontsize="small",
+        )
+
+
+def _energy_missing_message(
+    ax: plt.Axes, epochs: Mapping[str, pd.DataFrame], missing: list[str], telemetry_enabled: bool
+) -> None:
+    """Say in the panel which networks have no energy reading, and why."""
+    reasons = {
+        results.missing_reason("energy_per_epoch_j", results.missing_context(epochs[n]), telemetry_enabled)
+        for n in missing
+    }
+    message(ax, f"Energy not measured for {', '.join(missing)}: " + "; ".join(sorted(reasons)), width=70)
+
+
 def energy_per_epoch_figure(
     epochs: Mapping[str, pd.DataFrame],
     networks: Mapping[str, Mapping],
@@ -60,47 +111,13 @@ def energy_per_epoch_figure(
     measured = data.dropna(subset=["energy_j"])
     missing = [n for n in order if n not in set(measured["network"])]
     if len(measured):
-        colors = network_colors({n: networks[n] for n in order})
-        sns.barplot(
-            data=data,
-            x="network",
-            y="energy_j",
-            hue="network",
-            palette=colors,
-            order=order,
-            hue_order=order,
-            errorbar=None,
-            alpha=0.8,
-            legend=False,
-            ax=ax,
-        )
-        sns.stripplot(
-            data=data, x="network", y="energy_j", order=order, color="black", size=4, jitter=0.15, ax=ax, legend=False
-        )
-        values = measured["energy_j"]
-        if values.min() > 0 and values.max() / values.min() > 30:
-            log_scale(ax, "y")
-        for n in missing:
-            ax.text(
-                order.index(n),
-                0.02,
-                "not measured",
-                rotation=90,
-                ha="center",
-                va="bottom",
-                color="#8a1c1c",
-                transform=ax.get_xaxis_transform(),
-                fontsize="small",
-            )
+        _draw_energy_bars(ax, data, networks, order)
+        _mark_not_measured(ax, order, missing)
         ax.legend(handles=kind_handles(networks, order), fontsize="small")
     else:
         ax.set_yticks([])
     if missing:
-        reasons = {
-            results.missing_reason("energy_per_epoch_j", results.missing_context(epochs[n]), telemetry_enabled)
-            for n in missing
-        }
-        message(ax, f"Energy not measured for {', '.join(missing)}: " + "; ".join(sorted(reasons)), width=70)
+        _energy_missing_message(ax, epochs, missing, telemetry_enabled)
     ax.set(
         xlabel="network",
         ylabel="energy per epoch, training + validation (J)",
@@ -112,61 +129,62 @@ def energy_per_epoch_figure(
     return fig
 
 
-def accuracy_vs_energy_figure(
-    t2: pd.DataFrame,
-    *,
-    demo: bool = False,
-    telemetry_enabled: bool = True,
-    networks: Mapping[str, Mapping] | None = None,
-) -> plt.Figure:
-    """Test accuracy against energy per test sample (left) and time per test sample (right); with
-    ``networks``, points are coloured by kind (:func:`network_colors`) and shaped by experiment."""
+def _accuracy_frame(t2: pd.DataFrame, networks: Mapping[str, Mapping] | None) -> pd.DataFrame:
+    """Table II with the experiment as a label, the time per test sample in ms and, with ``networks``, the kind."""
     data = t2.assign(
         experiment=t2["experiment"].map(lambda x: f"Experiment {int(x)}"),
         time_per_sample_ms=t2["test_time_s"].astype(float) / t2["n_test"].astype(float) * 1e3,
     )
-    fig, (ax_e, ax_t) = plt.subplots(1, 2, figsize=(REPORT_WIDTH_IN, 4.8), layout="constrained", sharey=True)
-    hue_order = sorted(data["experiment"].unique())
     if networks is not None:
         data["kind"] = [KIND_NAMES.get(network_kind(networks[n]), "other") for n in data["network"]]
+    return data
+
+
+def _scatter_accuracy(ax: plt.Axes, shown: pd.DataFrame, x: str, hue_order: list[str], by_kind: bool) -> None:
+    """One point per network (coloured by kind and shaped by experiment, or coloured by experiment), named."""
+    if by_kind:
         kind_colors = {KIND_NAMES[k]: c for k, c in KIND_COLORS.items()}
-    for ax, x, xlabel in (
-        (ax_e, "energy_per_test_sample_mj", "energy per test sample (mJ)"),
-        (ax_t, "time_per_sample_ms", "time per test sample (ms)"),
-    ):
-        shown = data.dropna(subset=[x, "test_acc"])
-        if len(shown):
-            if networks is not None:
-                sns.scatterplot(
-                    data=shown,
-                    x=x,
-                    y="test_acc",
-                    hue="kind",
-                    palette=kind_colors,
-                    style="experiment",
-                    style_order=hue_order,
-                    s=90,
-                    ax=ax,
-                )
-            else:
-                sns.scatterplot(data=shown, x=x, y="test_acc", hue="experiment", hue_order=hue_order, s=90, ax=ax)
-            for row in shown.itertuples():
-                ax.annotate(
-                    row.network,
-                    (getattr(row, x), row.test_acc),
-                    xytext=(5, 4),
-                    textcoords="offset points",
-                    fontsize="small",
-                )
-            if shown[x].min() > 0 and shown[x].max() / shown[x].min() > 30:
-                log_scale(ax, "x")
-            if ax.get_legend() is not None:
-                ax.legend(fontsize="small", title=None)
-        else:
-            ax.set_xticks([])
-        ax.axhline(results.LEARNED_FACTOR * results.CHANCE_PCT, color="#b00020", ls=":", lw=1)
-        ax.set(xlabel=xlabel, ylabel="test accuracy (%)")
-    ax_t.annotate(
+        sns.scatterplot(
+            data=shown,
+            x=x,
+            y="test_acc",
+            hue="kind",
+            palette=kind_colors,
+            style="experiment",
+            style_order=hue_order,
+            s=90,
+            ax=ax,
+        )
+    else:
+        sns.scatterplot(data=shown, x=x, y="test_acc", hue="experiment", hue_order=hue_order, s=90, ax=ax)
+    for row in shown.itertuples():
+        ax.annotate(
+            row.network,
+            (getattr(row, x), row.test_acc),
+            xytext=(5, 4),
+            textcoords="offset points",
+            fontsize="small",
+        )
+
+
+def _accuracy_panel(ax: plt.Axes, data: pd.DataFrame, x: str, xlabel: str, hue_order: list[str], by_kind: bool) -> None:
+    """One panel: test accuracy against ``x`` where both are known, with the learned-threshold line."""
+    shown = data.dropna(subset=[x, "test_acc"])
+    if len(shown):
+        _scatter_accuracy(ax, shown, x, hue_order, by_kind)
+        if shown[x].min() > 0 and shown[x].max() / shown[x].min() > 30:
+            log_scale(ax, "x")
+        if ax.get_legend() is not None:
+            ax.legend(fontsize="small", title=None)
+    else:
+        ax.set_xticks([])
+    ax.axhline(results.LEARNED_FACTOR * results.CHANCE_PCT, color="#b00020", ls=":", lw=1)
+    ax.set(xlabel=xlabel, ylabel="test accuracy (%)")
+
+
+def _label_learned_line(ax: plt.Axes) -> None:
+    """Name the learned-threshold line at the right edge of the panel."""
+    ax.annotate(
         f"{results.LEARNED_FACTOR:g}x chance: below, a network did not learn",
         (1, results.LEARNED_FACTOR * results.CHANCE_PCT),
         xycoords=("axes fraction", "data"),
@@ -176,6 +194,26 @@ def accuracy_vs_energy_figure(
         fontsize="small",
         color="#b00020",
     )
+
+
+def accuracy_vs_energy_figure(
+    t2: pd.DataFrame,
+    *,
+    demo: bool = False,
+    telemetry_enabled: bool = True,
+    networks: Mapping[str, Mapping] | None = None,
+) -> plt.Figure:
+    """Test accuracy against energy per test sample (left) and time per test sample (right); with
+    ``networks``, points are coloured by kind (:func:`network_colors`) and shaped by experiment."""
+    data = _accuracy_frame(t2, networks)
+    fig, (ax_e, ax_t) = plt.subplots(1, 2, figsize=(REPORT_WIDTH_IN, 4.8), layout="constrained", sharey=True)
+    hue_order = sorted(data["experiment"].unique())
+    for ax, x, xlabel in (
+        (ax_e, "energy_per_test_sample_mj", "energy per test sample (mJ)"),
+        (ax_t, "time_per_sample_ms", "time per test sample (ms)"),
+    ):
+        _accuracy_panel(ax, data, x, xlabel, hue_order, networks is not None)
+    _label_learned_line(ax_t)
     ax_e.set_title("Accuracy vs energy per test sample")
     ax_t.set_title("Accuracy vs time per test sample")
     missing = data.loc[data["energy_per_test_sample_mj"].isna()]

@@ -52,6 +52,67 @@ def _headline_cost(
     return cost
 
 
+def _read_timelines(
+    epochs: Mapping[str, pd.DataFrame],
+    telemetry_train_paths: Mapping[str, str | Path],
+    telemetry_test_paths: Mapping[str, str | Path],
+) -> dict[str, pd.DataFrame]:
+    """Each network's telemetry timeline: training, then test where its telemetry was recorded."""
+    return {
+        n: run_timeline(
+            results.read_telemetry(telemetry_train_paths[n]),
+            results.read_telemetry(telemetry_test_paths[n]) if n in telemetry_test_paths else None,
+        )
+        for n in epochs
+    }
+
+
+def _energy_note(epochs: Mapping[str, pd.DataFrame], telemetry_enabled: bool) -> str:
+    """Why no network has an energy reading, for the headline figure."""
+    reasons = {
+        results.missing_reason("energy_per_epoch_j", results.missing_context(e), telemetry_enabled)
+        for e in epochs.values()
+    }
+    return "Not measured in this run: " + "; ".join(sorted(reasons))
+
+
+def _write_experiment_figures(
+    epochs: Mapping[str, pd.DataFrame],
+    timelines: Mapping[str, pd.DataFrame],
+    networks: Mapping[str, Mapping],
+    outputs: Mapping[str, str | Path],
+    *,
+    dpi: int,
+    demo: bool,
+    telemetry_enabled: bool,
+) -> None:
+    """One figure per experiment, its networks in the config's order."""
+    labels = {n: results.network_label(n, networks) for n in networks}
+    colors = network_colors(networks)
+    order = results.network_order(networks, epochs)
+    for experiment in experiments_of({n: networks[n] for n in order}):
+        members = [n for n in order if int(networks[n]["experiment"]) == experiment]
+        fig = experiment_figure(
+            experiment,
+            {n: epochs[n] for n in members},
+            {n: timelines[n] for n in members},
+            labels,
+            demo=demo,
+            telemetry_enabled=telemetry_enabled,
+            colors=colors,
+        )
+        save_figure(fig, outputs[f"experiment{experiment}_png"], outputs.get(f"experiment{experiment}_svg"), dpi)
+
+
+def _copy_measured_energy(outputs: Mapping[str, str | Path], measured: bool) -> None:
+    """With ``outputs["measured"]``: that folder, holding the energy figure's SVG only where energy was measured."""
+    if "measured" in outputs:
+        folder = Path(outputs["measured"])
+        folder.mkdir(parents=True, exist_ok=True)
+        if measured and outputs.get("energy_per_epoch_svg"):
+            atomic.write_bytes(Path(outputs["energy_per_epoch_svg"]).read_bytes(), folder / "energy_per_epoch.svg")
+
+
 def write_figures(
     epochs_paths: Mapping[str, str | Path],
     test_paths: Mapping[str, str | Path],
@@ -77,49 +138,23 @@ def write_figures(
     set_style(style, context)
     epochs = {n: results.read_epochs(p) for n, p in epochs_paths.items()}
     tests = {n: results.read_test(p) for n, p in test_paths.items()}
-    timelines = {
-        n: run_timeline(
-            results.read_telemetry(telemetry_train_paths[n]),
-            results.read_telemetry(telemetry_test_paths[n]) if n in telemetry_test_paths else None,
-        )
-        for n in epochs
-    }
-    labels = {n: results.network_label(n, networks) for n in networks}
-    colors = network_colors(networks)
-    order = results.network_order(networks, epochs)
+    timelines = _read_timelines(epochs, telemetry_train_paths, telemetry_test_paths)
     t2 = results.table2(tests, networks)
     measured = energy_measured(epochs)
     if "cost_of_spiking_png" in outputs:
         cost = _headline_cost(epochs, networks, t2, paper_path, summary_path)
-        reasons = {
-            results.missing_reason("energy_per_epoch_j", results.missing_context(e), telemetry_enabled)
-            for e in epochs.values()
-        }
-        note = None if measured else "Not measured in this run: " + "; ".join(sorted(reasons))
+        note = None if measured else _energy_note(epochs, telemetry_enabled)
         save_figure(
             cost_of_spiking_figure(cost, demo=demo, energy_note=note),
             outputs["cost_of_spiking_png"],
             outputs.get("cost_of_spiking_svg"),
             dpi,
         )
-    for experiment in experiments_of({n: networks[n] for n in order}):
-        members = [n for n in order if int(networks[n]["experiment"]) == experiment]
-        fig = experiment_figure(
-            experiment,
-            {n: epochs[n] for n in members},
-            {n: timelines[n] for n in members},
-            labels,
-            demo=demo,
-            telemetry_enabled=telemetry_enabled,
-            colors=colors,
-        )
-        save_figure(fig, outputs[f"experiment{experiment}_png"], outputs.get(f"experiment{experiment}_svg"), dpi)
+    _write_experiment_figures(
+        epochs, timelines, networks, outputs, dpi=dpi, demo=demo, telemetry_enabled=telemetry_enabled
+    )
     fig = energy_per_epoch_figure(epochs, networks, demo=demo, telemetry_enabled=telemetry_enabled)
     save_figure(fig, outputs["energy_per_epoch_png"], outputs.get("energy_per_epoch_svg"), dpi)
-    if "measured" in outputs:
-        folder = Path(outputs["measured"])
-        folder.mkdir(parents=True, exist_ok=True)
-        if measured and outputs.get("energy_per_epoch_svg"):
-            atomic.write_bytes(Path(outputs["energy_per_epoch_svg"]).read_bytes(), folder / "energy_per_epoch.svg")
+    _copy_measured_energy(outputs, measured)
     fig = accuracy_vs_energy_figure(t2, demo=demo, telemetry_enabled=telemetry_enabled, networks=networks)
     save_figure(fig, outputs["accuracy_vs_energy_png"], outputs.get("accuracy_vs_energy_svg"), dpi)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -128,6 +129,88 @@ def _cost_run_note(metric: str, run: pd.DataFrame, num: str, den: str) -> str | 
     )
 
 
+#: The cost table's columns, in order.
+COST_COLUMNS = [
+    "experiment",
+    "implementation",
+    "comparison",
+    "numerator",
+    "denominator",
+    "metric",
+    "unit",
+    "run_numerator",
+    "run_denominator",
+    "run_ratio",
+    "paper_numerator",
+    "paper_denominator",
+    "paper_ratio",
+    "not_learned",
+    "note",
+]
+
+
+def _paper_table1(paper: pd.DataFrame) -> pd.DataFrame:
+    """The study's Table I, one row per network, with its energy per epoch derived (power x time per epoch)."""
+    p1 = paper[paper["table"] == "I"].pivot_table(index="network", columns="metric", values="value", aggfunc="first")
+    if "avg_power_w" in p1 and "avg_epoch_time_s" in p1:
+        p1["energy_per_epoch_j"] = p1["avg_power_w"] * p1["avg_epoch_time_s"]
+    return p1
+
+
+def _cost_metrics(t1: pd.DataFrame) -> tuple[str, ...]:
+    """The cost metrics compared: all of :data:`COST_METRICS`, the optional ones where Table I has a value."""
+    return COST_METRICS + tuple(
+        m for m in OPTIONAL_COST_METRICS if m in t1.columns and pd.to_numeric(t1[m], errors="coerce").notna().any()
+    )
+
+
+def _cost_notes(
+    pair: Mapping, metric: str, run: pd.DataFrame, measured: bool, failed: list[str], flagged: Mapping[str, float]
+) -> str:
+    """The note of one cost row: the pair's, what the study lacks, what this run measured, who did not learn."""
+    notes = [pair["note"]]
+    if metric == "energy_per_epoch_j":
+        notes.append("study value derived as average power x average time per epoch")
+    if metric in ("peak_memory_mib", *OPTIONAL_COST_METRICS):
+        notes.append("the study reports no peak memory in MiB")
+    if metric == "median_epoch_time_s":
+        notes.append("the study reports no median time per epoch")
+    if not measured:
+        notes.append("this run: not measured (see Table I's footnotes)")
+    else:
+        notes.append(_cost_run_note(metric, run, pair["numerator"], pair["denominator"]))
+    notes += [f"this run: {not_learned_note(n, flagged[n])}" for n in failed]
+    return "; ".join(n for n in notes if n)
+
+
+def _cost_row(
+    pair: Mapping, metric: str, run: pd.DataFrame, p1: pd.DataFrame, flagged: Mapping[str, float]
+) -> dict[str, Any]:
+    """One row of the cost table: one pair's numerator and denominator and their ratio, run and study."""
+    num, den = pair["numerator"], pair["denominator"]
+    failed = [n for n in (num, den) if n in flagged]
+    rn, rd = _cost_value(run, num, metric), _cost_value(run, den, metric)
+    pn, pd_ = _cost_value(p1, num, metric), _cost_value(p1, den, metric)
+    measured = not (math.isnan(rn) or math.isnan(rd))
+    return {
+        "experiment": pair["experiment"],
+        "implementation": pair["implementation"],
+        "comparison": pair["comparison"],
+        "numerator": num,
+        "denominator": den,
+        "metric": metric,
+        "unit": UNITS.get(metric, "MiB"),
+        "run_numerator": rn,
+        "run_denominator": rd,
+        "run_ratio": rn / rd if rd and not math.isnan(rd) else math.nan,
+        "paper_numerator": pn,
+        "paper_denominator": pd_,
+        "paper_ratio": pn / pd_ if pd_ and not math.isnan(pd_) else math.nan,
+        "not_learned": ", ".join(failed),
+        "note": _cost_notes(pair, metric, run, measured, failed, flagged),
+    }
+
+
 def cost_of_spiking(
     t1: pd.DataFrame, paper: pd.DataFrame, networks: Mapping[str, Mapping], t2: pd.DataFrame | None = None
 ) -> pd.DataFrame:
@@ -137,70 +220,12 @@ def cost_of_spiking(
     no peak memory in MiB, so that ratio is run-only. With Table II (``t2``), a pair with a network that
     did not learn (:func:`not_learned`) names it in ``not_learned`` and its ratios carry a note.
     """
-    p1 = paper[paper["table"] == "I"].pivot_table(index="network", columns="metric", values="value", aggfunc="first")
-    if "avg_power_w" in p1 and "avg_epoch_time_s" in p1:
-        p1["energy_per_epoch_j"] = p1["avg_power_w"] * p1["avg_epoch_time_s"]
+    p1 = _paper_table1(paper)
     run = t1.set_index("network")
     flagged = not_learned(t2) if t2 is not None else {}
-    metrics = COST_METRICS + tuple(
-        m for m in OPTIONAL_COST_METRICS if m in t1.columns and pd.to_numeric(t1[m], errors="coerce").notna().any()
-    )
-    rows = []
-    for pair in spiking_pairs(networks):
-        num, den = pair["numerator"], pair["denominator"]
-        failed = [n for n in (num, den) if n in flagged]
-        for metric in metrics:
-            rn, rd = _cost_value(run, num, metric), _cost_value(run, den, metric)
-            pn, pd_ = _cost_value(p1, num, metric), _cost_value(p1, den, metric)
-            notes = [pair["note"]]
-            if metric == "energy_per_epoch_j":
-                notes.append("study value derived as average power x average time per epoch")
-            if metric in ("peak_memory_mib", *OPTIONAL_COST_METRICS):
-                notes.append("the study reports no peak memory in MiB")
-            if metric == "median_epoch_time_s":
-                notes.append("the study reports no median time per epoch")
-            if math.isnan(rn) or math.isnan(rd):
-                notes.append("this run: not measured (see Table I's footnotes)")
-            else:
-                notes.append(_cost_run_note(metric, run, num, den))
-            notes += [f"this run: {not_learned_note(n, flagged[n])}" for n in failed]
-            rows.append(
-                {
-                    "experiment": pair["experiment"],
-                    "implementation": pair["implementation"],
-                    "comparison": pair["comparison"],
-                    "numerator": num,
-                    "denominator": den,
-                    "metric": metric,
-                    "unit": UNITS.get(metric, "MiB"),
-                    "run_numerator": rn,
-                    "run_denominator": rd,
-                    "run_ratio": rn / rd if rd and not math.isnan(rd) else math.nan,
-                    "paper_numerator": pn,
-                    "paper_denominator": pd_,
-                    "paper_ratio": pn / pd_ if pd_ and not math.isnan(pd_) else math.nan,
-                    "not_learned": ", ".join(failed),
-                    "note": "; ".join(n for n in notes if n),
-                }
-            )
-    columns = [
-        "experiment",
-        "implementation",
-        "comparison",
-        "numerator",
-        "denominator",
-        "metric",
-        "unit",
-        "run_numerator",
-        "run_denominator",
-        "run_ratio",
-        "paper_numerator",
-        "paper_denominator",
-        "paper_ratio",
-        "not_learned",
-        "note",
-    ]
-    return pd.DataFrame(rows, columns=columns)
+    metrics = _cost_metrics(t1)
+    rows = [_cost_row(pair, metric, run, p1, flagged) for pair in spiking_pairs(networks) for metric in metrics]
+    return pd.DataFrame(rows, columns=COST_COLUMNS)
 
 
 def cost_view(cost: pd.DataFrame) -> pd.DataFrame:

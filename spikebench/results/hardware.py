@@ -4,12 +4,82 @@ the report (:func:`hardware_table`, one row per network and phase)."""
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import pandas as pd
 
 from spikebench.results.cells import as_number
+
+
+def _picker(hardware: Mapping[str, Any]) -> Callable[..., Any]:
+    """A look-up over the hardware JSON's keys (any case): the first of the given keys with a plain value."""
+    hw = {str(k).lower(): v for k, v in hardware.items()}
+
+    def pick(*keys: str) -> Any:
+        for key in keys:
+            value = hw.get(key)
+            if value not in (None, "", [], {}) and not isinstance(value, (dict, list)):
+                return value
+        return None
+
+    return pick
+
+
+def _labelled(pick: Callable[..., Any], fields: tuple[tuple[str, tuple[str, ...]], ...]) -> list[str]:
+    """``"<label> <value>"`` for each field with a recorded value."""
+    parts = []
+    for label, keys in fields:
+        value = pick(*keys)
+        if value is not None:
+            parts.append(f"{label} {value}")
+    return parts
+
+
+def _gpu_parts(pick: Callable[..., Any]) -> list[str]:
+    """The GPU (name, memory, device), driver and CUDA; or "no GPU" with the device."""
+    device = str(pick("device") or "")
+    gpu_name = pick("gpu_name", "gpu", "cuda_device_name") or (
+        pick("device_name", "name") if device.startswith("cuda") else None
+    )
+    if gpu_name is None:
+        return [f"no GPU (device {device or 'unknown'})"]
+    label = f"1x {gpu_name}"
+    memory = as_number(pick("gpu_memory_total_mib", "memory_total_mib", "gpu_memory_mib"))
+    if not math.isnan(memory):
+        label += f" ({memory / 1024:.0f} GiB)"
+    return [label + (f" as {device}" if device else "")] + _labelled(
+        pick,
+        (
+            ("driver", ("driver_version", "driver", "nvidia_driver")),
+            ("CUDA", ("cuda_version", "cuda", "torch_cuda")),
+        ),
+    )
+
+
+def _host_parts(pick: Callable[..., Any]) -> list[str]:
+    """CPU (with its cores), RAM, host name and OS, where recorded."""
+    parts = []
+    cpu = pick("cpu_model", "cpu", "processor")
+    if cpu is not None:
+        cores = pick("cpu_count", "cpu_cores")
+        parts.append(f"CPU {cpu}" + (f" ({cores} cores)" if cores is not None else ""))
+    ram = as_number(pick("ram_total_mib"))
+    if not math.isnan(ram):
+        parts.append(f"{ram / 1024:.0f} GiB RAM")
+    return parts + _labelled(pick, (("host", ("host_name", "host", "hostname", "node")), ("OS", ("platform", "os"))))
+
+
+def _numerics_parts(hardware: Mapping[str, Any]) -> list[str]:
+    """The arithmetic both networks used (``spikebench.devices.numeric_settings``), where recorded."""
+    numerics = hardware.get("numerics") if isinstance(hardware.get("numerics"), Mapping) else {}
+    if not numerics.get("precision"):
+        return []
+    return [
+        f"precision {numerics['precision']}, cudnn.benchmark {numerics.get('cudnn_benchmark')}, "
+        f"LIF {numerics.get('lif_backend')}, threads torch {numerics.get('torch_threads')} / "
+        f"numba {numerics.get('numba_threads')}"
+    ]
 
 
 def describe_hardware(hardware: Mapping[str, Any] | None) -> str:
@@ -21,58 +91,11 @@ def describe_hardware(hardware: Mapping[str, Any] | None) -> str:
     """
     if not hardware:
         return "not recorded"
-    hw = {str(k).lower(): v for k, v in hardware.items()}
-
-    def pick(*keys: str) -> Any:
-        for key in keys:
-            value = hw.get(key)
-            if value not in (None, "", [], {}) and not isinstance(value, (dict, list)):
-                return value
-        return None
-
-    device = str(pick("device") or "")
-    gpu_name = pick("gpu_name", "gpu", "cuda_device_name") or (
-        pick("device_name", "name") if device.startswith("cuda") else None
+    pick = _picker(hardware)
+    software = _labelled(
+        pick, (("PyTorch", ("torch_version", "torch")), ("snnTorch", ("snntorch_version", "snntorch")))
     )
-    parts: list[str] = []
-    if gpu_name is not None:
-        label = f"1x {gpu_name}"
-        memory = as_number(pick("gpu_memory_total_mib", "memory_total_mib", "gpu_memory_mib"))
-        if not math.isnan(memory):
-            label += f" ({memory / 1024:.0f} GiB)"
-        parts.append(label + (f" as {device}" if device else ""))
-        for label, keys in (
-            ("driver", ("driver_version", "driver", "nvidia_driver")),
-            ("CUDA", ("cuda_version", "cuda", "torch_cuda")),
-        ):
-            value = pick(*keys)
-            if value is not None:
-                parts.append(f"{label} {value}")
-    else:
-        parts.append(f"no GPU (device {device or 'unknown'})")
-    for label, keys in (("PyTorch", ("torch_version", "torch")), ("snnTorch", ("snntorch_version", "snntorch"))):
-        value = pick(*keys)
-        if value is not None:
-            parts.append(f"{label} {value}")
-    cpu = pick("cpu_model", "cpu", "processor")
-    if cpu is not None:
-        cores = pick("cpu_count", "cpu_cores")
-        parts.append(f"CPU {cpu}" + (f" ({cores} cores)" if cores is not None else ""))
-    ram = as_number(pick("ram_total_mib"))
-    if not math.isnan(ram):
-        parts.append(f"{ram / 1024:.0f} GiB RAM")
-    for label, keys in (("host", ("host_name", "host", "hostname", "node")), ("OS", ("platform", "os"))):
-        value = pick(*keys)
-        if value is not None:
-            parts.append(f"{label} {value}")
-    numerics = hardware.get("numerics") if isinstance(hardware.get("numerics"), Mapping) else {}
-    if numerics.get("precision"):  # spikebench.devices.numeric_settings: the arithmetic both networks used
-        parts.append(
-            f"precision {numerics['precision']}, cudnn.benchmark {numerics.get('cudnn_benchmark')}, "
-            f"LIF {numerics.get('lif_backend')}, threads torch {numerics.get('torch_threads')} / "
-            f"numba {numerics.get('numba_threads')}"
-        )
-    return "; ".join(parts)
+    return "; ".join(_gpu_parts(pick) + software + _host_parts(pick) + _numerics_parts(hardware))
 
 
 def hardware_table(t1: pd.DataFrame, t2: pd.DataFrame) -> pd.DataFrame:
