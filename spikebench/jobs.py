@@ -18,8 +18,10 @@ from pathlib import Path
 
 from spikebench import atomic, oom
 from spikebench.spec import NetworkSpec, as_spec
-from spikebench.telemetry.sidecar import add_parquet_metadata as _add_parquet_metadata
-from spikebench.telemetry.sidecar import finish_telemetry as _finish_telemetry
+from spikebench.telemetry.sidecar import (
+    add_parquet_metadata as _add_parquet_metadata,
+    finish_telemetry as _finish_telemetry,
+)
 
 LOGGER_NAME = "spikebench"
 

@@ -23,6 +23,7 @@ from spikebench.data.nmnist import (
     NMNISTDownloadError,
     NMNISTFramesError,
     NMNISTRecordingError,
+    batches as nmnist_batches,
     events_frames,
     load_frames,
     nmnist_split_folder,
@@ -30,7 +31,6 @@ from spikebench.data.nmnist import (
     read_recording,
     recording_frames,
 )
-from spikebench.data.nmnist import batches as nmnist_batches
 from spikebench.data.nmnist_download import download_nmnist
 
 STUDY = (10000, 1000)  # config.yaml nmnist: denoise_filter_us, time_window_us

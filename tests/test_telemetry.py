@@ -20,8 +20,7 @@ import pandas as pd
 import pytest
 import torch
 
-from spikebench import hardware
-from spikebench import telemetry as T
+from spikebench import hardware, telemetry as T
 
 PROJECT = Path(__file__).resolve().parents[1]
 NVML_COLUMNS = [

@@ -138,14 +138,8 @@ def dense_batch_without_sync(
     """
     from spikebench.data.catalog import (
         NMNIST_CELLS as _CELLS,
-    )
-    from spikebench.data.catalog import (
         NMNIST_HEIGHT as _HEIGHT,
-    )
-    from spikebench.data.catalog import (
         NMNIST_POLARITIES as _POLARITIES,
-    )
-    from spikebench.data.catalog import (
         NMNIST_WIDTH as _WIDTH,
     )
 

@@ -11,9 +11,7 @@ import pandas as pd
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from spikebench.figures.style import REPORT_WIDTH_IN, SOURCE_COLORS
-from spikebench.figures.style import log_scale as _log_scale
-from spikebench.figures.style import message as _message
+from spikebench.figures.style import REPORT_WIDTH_IN, SOURCE_COLORS, log_scale as _log_scale, message as _message
 
 
 def _memory_metric(cost: pd.DataFrame) -> str:

@@ -18,9 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from spikebench.results.cells import as_number as _num
-from spikebench.results.cells import format_number
-from spikebench.results.cells import is_missing as _is_missing
+from spikebench.results.cells import as_number as _num, format_number, is_missing as _is_missing
 from spikebench.results.footnotes import explain_missing, not_learned, not_learned_note, source_kind
 from spikebench.results.networks import spiking_pairs
 from spikebench.results.tables import UNITS

@@ -34,8 +34,7 @@ from spikebench.data.nmnist.framing import (
     _frames_batch,
     _unsorted_frames,
 )
-from spikebench.data.nmnist.recordings import EVENT_BYTES as _EVENT_BYTES
-from spikebench.data.nmnist.recordings import coordinate_error, read_bytes, size_error
+from spikebench.data.nmnist.recordings import EVENT_BYTES as _EVENT_BYTES, coordinate_error, read_bytes, size_error
 from spikebench.data.nmnist.schema import FRAMES_SCHEMA
 
 #: dtypes of the cell columns sample, frame, polarity, y, x, count: the Parquet schema's, and wide

@@ -15,35 +15,17 @@ import numpy as np
 
 from spikebench.data.catalog import (
     NMNIST_CELLS as _CELLS,
-)
-from spikebench.data.catalog import (
     NMNIST_HEIGHT as _HEIGHT,
-)
-from spikebench.data.catalog import (
     NMNIST_PLANE as _PLANE,
-)
-from spikebench.data.catalog import (
     NMNIST_POLARITIES as _POLARITIES,
-)
-from spikebench.data.catalog import (
     NMNIST_SENSOR_SIZE,
-)
-from spikebench.data.catalog import (
     NMNIST_WIDTH as _WIDTH,
 )
 from spikebench.data.nmnist.recordings import (
     EVENT_BYTES as _EVENT_BYTES,
-)
-from spikebench.data.nmnist.recordings import (
     OVERFLOW_US as _OVERFLOW_US,
-)
-from spikebench.data.nmnist.recordings import (
     OVERFLOW_Y as _OVERFLOW_Y,
-)
-from spikebench.data.nmnist.recordings import (
     P_SHIFT as _P_SHIFT,
-)
-from spikebench.data.nmnist.recordings import (
     T_HIGH_MASK as _T_HIGH_MASK,
 )
 

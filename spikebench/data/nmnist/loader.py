@@ -19,20 +19,10 @@ import pyarrow.parquet as pq
 
 from spikebench.data.catalog import (
     NMNIST_CELLS as _CELLS,
-)
-from spikebench.data.catalog import (
     NMNIST_HEIGHT as _HEIGHT,
-)
-from spikebench.data.catalog import (
     NMNIST_PLANE as _PLANE,
-)
-from spikebench.data.catalog import (
     NMNIST_POLARITIES as _POLARITIES,
-)
-from spikebench.data.catalog import (
     NMNIST_SENSOR_SIZE,
-)
-from spikebench.data.catalog import (
     NMNIST_WIDTH as _WIDTH,
 )
 from spikebench.data.nmnist.errors import NMNISTFramesError

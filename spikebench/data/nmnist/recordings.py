@@ -11,8 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from spikebench.data.catalog import NMNIST_HEIGHT as _HEIGHT
-from spikebench.data.catalog import NMNIST_WIDTH as _WIDTH
+from spikebench.data.catalog import NMNIST_HEIGHT as _HEIGHT, NMNIST_WIDTH as _WIDTH
 from spikebench.data.nmnist.errors import NMNISTRecordingError
 
 #: ``tonic.datasets.NMNIST.dtype``: x, y, t, p as the platform int (int64).
