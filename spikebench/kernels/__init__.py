@@ -4,7 +4,7 @@
 - :mod:`spikebench.kernels.event_conv`: event-driven (sparse-input) convolution + 2x2 max-pool.
 
 On a GPU the models use PyTorch's own operations instead (and ``torch.compile`` of the LIF recurrence,
-``spikebench.models.LIF_BACKEND``).
+``spikebench.models.lif.LIF_BACKEND``).
 """
 
 import numba

@@ -1,6 +1,6 @@
 """Numba CPU kernels for an event-driven (sparse-input) Conv2d + 2x2 max-pool, forward and weight gradient.
 
-They compute what :class:`spikebench.models.ConvPoolFunction` computes with dense PyTorch operations,
+They compute what :class:`spikebench.models.convpool.ConvPoolFunction` computes with dense PyTorch operations,
 
     forward   y = max_pool2d(conv2d(x, weight, bias, padding), 2)   (stride-1 conv, 2x2/stride-2 floor pool)
               + the pool arg-max, as ``aten.max_pool2d_with_indices`` gives it

@@ -1,6 +1,6 @@
 """Numba CPU kernels for the leaky integrate-and-fire (LIF) recurrence, forward and backward.
 
-They compute exactly what :class:`spikebench.models.LeakyFunction` computes with PyTorch operations:
+They compute exactly what :class:`spikebench.models.lif.LeakyFunction` computes with PyTorch operations:
 
     forward   U[0] = I[0],  U[t] = ((beta * U[t-1]) + I[t]) - S[t-1] * thr,  S[t] = (U[t] > thr)
     backward  local[t] = alpha/2 / (1 + (pi/2 * alpha * (U[t] - thr))^2) * dL/dS[t]  (+ dL/dU[t])
