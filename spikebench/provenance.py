@@ -37,7 +37,14 @@ COMMON_MODEL_FILES = (
 )
 KIND_FILES = {
     "ann": ("models/ann.py",),
-    "snn": ("models/snn.py", "models/lif.py", "kernels/__init__.py", "kernels/lif.py", "kernels/event_conv.py"),
+    "snn": (
+        "models/snn.py",
+        "models/lif.py",
+        "kernels/__init__.py",
+        "kernels/lif.py",
+        "kernels/lif_triton.py",
+        "kernels/event_conv.py",
+    ),
 }
 ARCHITECTURE_FILES = {
     "fc": ("models/fc.py",),

@@ -1,5 +1,6 @@
 """The GPU code paths, run on the CPU: no host synchronisation in N-MNIST batches, the ConvPool backward's
-memory, the tied-weight rule on CUDA, the compiled LIF recurrence, the precision settings."""
+memory, the tied-weight rule on CUDA, the precision settings (the Triton LIF kernel:
+tests/test_kernels_lif_triton.py)."""
 
 from __future__ import annotations
 
@@ -173,41 +174,6 @@ def test_tied_weight_rule_picks_the_same_for_cnn_and_snn_on_cuda():
     }
     assert on["cpu"] == {"exp2_cnn": False, "exp2_snn": True}  # the CPU rule does differ by batch
     assert on["cuda"] == {"exp2_cnn": False, "exp2_snn": False}  # on CUDA: direct convolution for both
-
-
-# --------------------------------------------------------------------------------------------------
-# The compiled LIF recurrence (inductor's CPU backend here; Triton on CUDA)
-# --------------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def compile_works():
-    try:
-        torch.compile(lambda a: a * 2 + 1, fullgraph=True)(torch.ones(3))
-    except Exception as exc:  # noqa: BLE001 - no C++ compiler or inductor unavailable
-        pytest.skip(f"torch.compile does not work here: {type(exc).__name__}: {exc}")
-
-
-def test_compiled_lif_equals_eager(compile_works, monkeypatch):
-    g = torch.Generator().manual_seed(0)
-    current = torch.randn(5, 3, 4, 2, generator=g) * 1.5
-    grad_spk, grad_mem = torch.randn(current.shape, generator=g), torch.randn(current.shape, generator=g)
-    results = {}
-    for backend in ("eager", "compiled"):
-        monkeypatch.setattr(models.lif, "LIF_BACKEND", backend)
-        c = current.clone().requires_grad_()
-        spk, mem = models.Leaky(0.9, 1.0)(c)
-        (spk * grad_spk + mem * grad_mem).sum().backward()
-        results[backend] = spk.detach(), mem.detach(), c.grad
-    (s0, m0, g0), (s1, m1, g1) = results["eager"], results["compiled"]
-    assert torch.equal(s0, s1) and torch.equal(m0, m1)  # the same float32 operations in the same order
-    torch.testing.assert_close(g1, g0, rtol=1e-6, atol=1e-6)  # backward: the compiler may fuse multiply-adds
-
-
-def test_lif_backend_auto_compiles_on_cuda_only(monkeypatch):
-    monkeypatch.setattr(models.lif, "LIF_BACKEND", "auto")
-    assert models.lif.lif_compiled(types.SimpleNamespace(device=torch.device("cuda")))
-    assert not models.lif.lif_compiled(torch.zeros(1))
-    with pytest.raises(ValueError, match="lif_backend 'fast'"):
-        models.set_lif_backend("fast")
 
 
 # --------------------------------------------------------------------------------------------------

@@ -3,8 +3,10 @@
 - :mod:`spikebench.kernels.lif`: the LIF recurrence forward and backward in one pass over memory.
 - :mod:`spikebench.kernels.event_conv`: event-driven (sparse-input) convolution + 2x2 max-pool.
 
-On a GPU the models use PyTorch's own operations instead (and ``torch.compile`` of the LIF recurrence,
-``spikebench.models.lif.LIF_BACKEND``).
+- :mod:`spikebench.kernels.lif_triton`: the LIF recurrence on CUDA as a Triton kernel (no numba; Triton is
+  imported only when it first runs), chosen by ``spikebench.models.lif.LIF_BACKEND``.
+
+On a GPU the models otherwise use PyTorch's own operations.
 """
 
 import numba

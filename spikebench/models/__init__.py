@@ -31,10 +31,10 @@ Linear layer whose input needs no gradient skips the input features that are zer
 (:func:`active_input_linear`: experiment 1's never-firing pixels); and on the CPU the numba kernels of
 :mod:`spikebench.kernels` run the LIF recurrence of large layers (bitwise the same as the PyTorch loop below)
 and convolutions of sparse inputs event by event (``ConvPoolFunction``). ``CPU_KERNELS = False`` switches the
-numba kernels off. On CUDA the LIF recurrence runs ``torch.compile``'d (``LIF_BACKEND``, config ``lif_backend``):
-one fused kernel per layer forward and one backward instead of ~5 launches per time step; the same values to
-float rounding (the compiler may contract multiply-adds). Under precision bf16 (``torch.autocast``) the synapses
-run in bfloat16 and the LIF membrane in float32.
+numba kernels off. On CUDA the LIF recurrence runs in a hand-written Triton kernel (``LIF_BACKEND``, config
+``lif_backend``; :mod:`spikebench.kernels.lif_triton`): one launch per layer and direction instead of ~5 per time
+step, spikes bitwise equal to the PyTorch loop, gradients to float rounding. Under precision bf16
+(``torch.autocast``) the synapses run in bfloat16 and the LIF membrane in float32.
 
 Layout (``spikebench.provenance`` hashes these files per network; editing one reruns only the jobs of the
 networks that run it): :mod:`.base` (input shape, common checks, errors, Kaiming init; every network),
@@ -68,7 +68,7 @@ from spikebench.models.conv2 import build_conv2
 from spikebench.models.conv5 import build_conv5
 from spikebench.models.convpool import ConvPoolFunction, conv_pool
 from spikebench.models.fc import build_fc
-from spikebench.models.lif import Leaky, LeakyFunction, lif_recurrence, lif_recurrence_backward, set_lif_backend
+from spikebench.models.lif import Leaky, LeakyFunction, backend_record, reset_backend_record, set_lif_backend
 from spikebench.models.losses import network_loss, predict, spike_count_loss, spike_counts, step_mask
 from spikebench.models.snn import SNN, SpikingStage, active_input_linear
 from spikebench.models.tied_conv import Conv2d, tied_conv2d, tied_weights_pay
@@ -99,8 +99,8 @@ __all__ = [
     "count_parameters",
     "input_shape",
     "kaiming_init_",
-    "lif_recurrence",
-    "lif_recurrence_backward",
+    "backend_record",
+    "reset_backend_record",
     "network_loss",
     "predict",
     "set_lif_backend",
