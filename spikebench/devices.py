@@ -6,9 +6,16 @@ else its index) and holds it for the lifetime of the returned :class:`DeviceLeas
 GPU. ``lock_dir`` defaults to :func:`default_lock_dir`. When every GPU is taken it logs that and retries every
 ``poll_s`` seconds. The kernel releases a lock when its process dies, so a killed job never leaves a GPU blocked.
 
-``requested``: ``auto`` (a free GPU if torch sees one, else the CPU, with a log line saying why), ``cpu``,
-``cuda`` (a free GPU; an error if there is none) or ``cuda:N`` (torch's index N, relative to
-``CUDA_VISIBLE_DEVICES``; waits while another job holds it).
+``requested``: ``auto`` (a free GPU if torch sees one, else the CPU, with a log line saying why), ``cpu``
+(the CPU, nothing probed), ``cuda`` (a free GPU; an error if there is none) or ``cuda:N`` (torch's index N,
+relative to ``CUDA_VISIBLE_DEVICES``; waits while another job holds it).
+
+``auto`` never falls back to the CPU silently: when torch sees no GPU, :mod:`spikebench.gpu_probe` looks for one
+that torch cannot use (NVML, ``/dev/nvidia<N>``, ``nvidia-smi``). If there is one, typically a torch wheel built
+for a newer CUDA than the driver supports, or a CPU-only torch, :class:`CudaMismatchError` names the driver, its
+CUDA version, torch's version and CUDA build and the remedy (the matching torch wheel, or ``device: cpu``);
+``$SPIKEBENCH_ALLOW_CPU_FALLBACK=1`` makes ``auto`` fall back with a warning instead. ``CUDA_VISIBLE_DEVICES``
+set to ``""`` or ``-1`` hides every GPU on purpose: ``auto`` then takes the CPU without probing.
 
 :func:`apply_numerics` sets what the device computes with, for every job explicitly: the config's
 ``precision`` (both TF32 flags, the float32 matmul precision, bf16 autocast via :func:`autocast`),
@@ -29,11 +36,18 @@ from pathlib import Path
 
 import torch
 
+from spikebench import gpu_probe
+
 _LOG = logging.getLogger("spikebench.devices")
 
 
 class DeviceUnavailableError(RuntimeError):
     """The requested device does not exist on this machine."""
+
+
+class CudaMismatchError(DeviceUnavailableError):
+    """This machine has an NVIDIA GPU but torch cannot use CUDA (a CPU-only torch, or a torch built for a newer
+    CUDA than the driver supports); the message names the versions found and the remedy."""
 
 
 class DeviceLease:
@@ -135,6 +149,51 @@ def _lock_first_free(
     return None
 
 
+def _gpus_hidden(visible_env: str | None) -> bool:
+    """``CUDA_VISIBLE_DEVICES`` set to hide every GPU on purpose: empty, or a negative first entry (CUDA stops
+    at the first invalid entry)."""
+    if visible_env is None:
+        return False
+    first = visible_env.split(",")[0].strip()
+    return first == "" or re.fullmatch(r"-\d+", first) is not None
+
+
+def _cpu_fallback_allowed() -> bool:
+    return os.environ.get(gpu_probe.ALLOW_CPU_FALLBACK_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _without_torch_gpu(requested: str, visible: str, log: logging.Logger) -> DeviceLease:
+    """torch sees no GPU: the CPU for ``auto`` where no NVIDIA GPU is visible either (or CUDA_VISIBLE_DEVICES
+    hides them); :class:`CudaMismatchError` where one is; :class:`DeviceUnavailableError` for ``cuda`` without."""
+    cpu = DeviceLease(torch.device("cpu"))
+    if _gpus_hidden(os.environ.get("CUDA_VISIBLE_DEVICES")):
+        if requested == "auto":
+            log.info("no CUDA GPU visible (CUDA_VISIBLE_DEVICES=%s): running on the CPU (it hides every GPU)", visible)
+            return cpu
+        raise DeviceUnavailableError(
+            f"device {requested!r} requested but no CUDA GPU is visible (CUDA_VISIBLE_DEVICES={visible} hides every "
+            f"GPU; torch {torch.__version__}, CUDA build {torch.version.cuda}); unset it, or use device: auto or cpu"
+        )
+    evidence = gpu_probe.nvidia_gpu_evidence()
+    if evidence.found:
+        message = gpu_probe.cuda_mismatch_message(requested, evidence, visible, gpu_probe.torch_cuda_failure())
+        if requested == "auto" and _cpu_fallback_allowed():
+            log.warning("%s\n%s is set: running on the CPU", message, gpu_probe.ALLOW_CPU_FALLBACK_ENV)
+            return cpu
+        raise CudaMismatchError(message)
+    if requested == "auto":
+        log.info(
+            "no CUDA GPU visible (CUDA_VISIBLE_DEVICES=%s) and no NVIDIA GPU on this machine (%s): running on the CPU",
+            visible,
+            evidence.describe(),
+        )
+        return cpu
+    raise DeviceUnavailableError(
+        f"device {requested!r} requested but no CUDA GPU is visible (CUDA_VISIBLE_DEVICES={visible}, "
+        f"torch {torch.__version__}, CUDA build {torch.version.cuda}; {evidence.describe()}); use device: auto or cpu"
+    )
+
+
 def select_device(
     requested: str,
     lock_dir: Path | None = None,
@@ -146,7 +205,8 @@ def select_device(
 ) -> DeviceLease:
     """Reserve the device of a job (see the module docstring).
 
-    ``gpu_ids`` overrides the GPUs torch reports (tests use it to check the locking without a GPU);
+    ``gpu_ids`` overrides the GPUs torch reports (tests use it to check the locking without a GPU; ``[]``: torch
+    sees none, and the probes of :func:`gpu_probe.nvidia_gpu_evidence` still run);
     ``timeout_s`` bounds the wait for a free GPU (``None``: wait for ever) and raises ``TimeoutError``.
     """
     log = log or _LOG
@@ -160,13 +220,7 @@ def select_device(
     injected = gpu_ids is not None
     ids = list(gpu_ids) if injected else visible_gpu_ids()
     if not ids:
-        if requested == "auto":
-            log.info("no CUDA GPU visible (CUDA_VISIBLE_DEVICES=%s): running on the CPU", visible)
-            return DeviceLease(torch.device("cpu"))
-        raise DeviceUnavailableError(
-            f"device {requested!r} requested but no CUDA GPU is visible (CUDA_VISIBLE_DEVICES={visible}, "
-            f"torch {torch.__version__}, CUDA build {torch.version.cuda}); use device: auto or cpu"
-        )
+        return _without_torch_gpu(requested, visible, log)
     candidates = _candidates(requested, ids, visible)
     lock_dir = Path(lock_dir) if lock_dir is not None else default_lock_dir()
     lock_dir.mkdir(parents=True, exist_ok=True)
@@ -250,7 +304,7 @@ def numeric_settings() -> dict:
         "autocast_dtype": str(PRECISIONS[_PRECISION]["autocast_dtype"] or "none").replace("torch.", ""),
         "cudnn_benchmark": torch.backends.cudnn.benchmark,
         "cudnn_deterministic": torch.backends.cudnn.deterministic,
-        "lif_backend": models.lif.LIF_BACKEND,
+        **models.backend_record(),  # lif_backend asked for, lif_backend_used (what ran), the fallback reason
         "cpu_kernels": models.lif.CPU_KERNELS,
         **thread_counts(),
     }
