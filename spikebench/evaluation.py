@@ -20,6 +20,7 @@ import torch
 
 from spikebench.data.device import DeviceDataset
 from spikebench.implementation import implementation_of
+from spikebench.models import backend_record, reset_backend_record
 from spikebench.opcounts import OperationCounter
 from spikebench.spec import NetworkSpec, as_spec
 from spikebench.training import peak_memory, reset_peak_memory, run_batches, synchronize
@@ -167,24 +168,31 @@ def load_weights(
 
 
 def _timed_predictions(
-    net: torch.nn.Module,
-    spec: NetworkSpec,
-    test: DeviceDataset,
-    device: torch.device,
-    generator: torch.Generator,
-    counter: OperationCounter | None,
+    net: torch.nn.Module, spec: NetworkSpec, test: DeviceDataset, device: torch.device, generator: torch.Generator
 ) -> tuple[torch.Tensor, float]:
     """The predictions of one pass over ``test`` and its wall time in seconds (the device synchronized before
-    and after); the operation ``counter``, if any, is closed afterwards even when the pass fails."""
+    and after). No operation counting runs in it: its hooks would add their cost to the test time and energy."""
     synchronize(device)
     t0 = time.perf_counter()
-    try:
-        _, _, preds = run_batches(net, spec, test, spec.batch_size, generator, want_predictions=True, counter=counter)
-    finally:
-        if counter is not None:
-            counter.close()
+    _, _, preds = run_batches(net, spec, test, spec.batch_size, generator, want_predictions=True)
     synchronize(device)
     return preds, time.perf_counter() - t0
+
+
+def _count_operations(
+    net: torch.nn.Module, spec: NetworkSpec, test: DeviceDataset, device: torch.device, seed: int
+) -> OperationCounter:
+    """The operation counts of the test set in a pass of their own, after the timed one and outside every timed
+    or telemetry phase: the same inputs (the rate-coding generator seeded as for the timed pass, so the same
+    spikes), the counting hooks installed only here and removed afterwards even when the pass fails."""
+    generator = torch.Generator(device=device).manual_seed(int(seed))
+    torch.manual_seed(int(seed))  # implementation snntorch: spikegen.rate draws from the global RNG
+    counter = OperationCounter(net)
+    try:
+        run_batches(net, spec, test, spec.batch_size, generator, counter=counter)
+    finally:
+        counter.close()
+    return counter
 
 
 def _log_result(log: logging.Logger, network_id: str, which: str, epoch: int | None, result: dict) -> None:
@@ -216,22 +224,25 @@ def evaluate_network(
     """Test-set metrics, time and memory of the trained network (the dict that ``test.json`` holds).
 
     With ``count_operations`` the dict also holds ``operations`` (network totals per sample,
-    :mod:`spikebench.opcounts`) and ``layer_operations`` (one dict per layer, for ``layers.parquet``). The test
-    set fits the network (checked when loaded, ``spikebench.data.device``)."""
+    :mod:`spikebench.opcounts`) and ``layer_operations`` (one dict per layer, for ``layers.parquet``), counted in
+    a second, untimed pass over the same inputs after the timed one. ``lif_backend_used`` (and
+    ``lif_backend_fallback_reason``) say which LIF recurrence ran (:func:`spikebench.models.backend_record`). The
+    test set fits the network (checked when loaded, ``spikebench.data.device``)."""
     spec, log = as_spec(spec, network_id), log or _LOG
     device = torch.device(device)
     net, epoch = load_weights(weights_path, spec, network_id=network_id, which=which)
     net = net.to(device)
+    reset_backend_record()  # lif_backend_used: what this evaluation's passes ran
     generator = torch.Generator(device=device).manual_seed(int(seed))
     torch.manual_seed(int(seed))  # implementation snntorch: spikegen.rate draws from the global RNG
     reset_peak_memory(device)
     if telemetry is not None:
         telemetry.phase("test", None)
-    counter = OperationCounter(net) if count_operations else None
-    preds, elapsed = _timed_predictions(net, spec, test, device, generator, counter)
+    preds, elapsed = _timed_predictions(net, spec, test, device, generator)
     memory_mib, memory_source = peak_memory(device)  # before telemetry.phase, which resets CUDA's peak
     if telemetry is not None:
         telemetry.phase("idle", None)
+    counter = _count_operations(net, spec, test, device, seed) if count_operations else None
     metrics = classification_metrics(test.labels.cpu().numpy(), preds.cpu().numpy())
     result = {
         "network": network_id,
@@ -247,6 +258,7 @@ def evaluate_network(
         "peak_memory_mib": memory_mib,
         "memory_source": memory_source,
         "device": str(device),
+        **{key: value for key, value in backend_record().items() if key != "lif_backend"},
     }
     if telemetry is not None:
         result["telemetry"] = telemetry.phase_summary("test")

@@ -262,3 +262,49 @@ def test_unreadable_weights_message_gives_no_pytorch_advice(tmp_path: Path, trai
     message = str(error.value)
     assert message == (f"weights file {foreign} is unreadable (UnpicklingError); delete it and train exp1_ann again")
     assert error.value.__cause__ is None and error.value.__suppress_context__
+
+
+@pytest.mark.parametrize("network", ["exp1_ann", "exp1_snn"])
+def test_the_timed_test_pass_runs_no_operation_counting(trained, mnist_sets, monkeypatch, network: str) -> None:
+    """Counting hooks add their cost to the test time and energy: the timed pass (inside the telemetry's test
+    phase) runs with no counter and no forward hook on any module; the counts come from a pass of their own after
+    it, on the same spikes (the same counts as counting in the timed pass would give)."""
+    import spikebench.evaluation as evaluation
+
+    weights, spec = trained[network]
+    telemetry = RecordingTelemetry()
+    passes: list[dict] = []
+    real = evaluation.run_batches
+
+    def spy(net, *args, counter=None, **kwargs):
+        hooks = sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in net.modules())
+        passes.append({"phase": telemetry.calls[-1][0], "counter": counter is not None, "hooks": hooks})
+        return real(net, *args, counter=counter, **kwargs)
+
+    monkeypatch.setattr(evaluation, "run_batches", spy)
+    result = evaluate_network(
+        weights, spec, mnist_sets[2], network_id=network, device=torch.device("cpu"), seed=0, telemetry=telemetry
+    )
+    assert passes[0] == {"phase": "test", "counter": False, "hooks": 0}  # the timed pass
+    assert passes[1]["phase"] == "idle" and passes[1]["counter"] and passes[1]["hooks"] > 0  # the counting pass
+    assert len(passes) == 2
+    # the counting pass saw the same spikes: its counts equal those of a counter run over the timed pass's inputs
+    from spikebench.opcounts import OperationCounter
+    from spikebench.training import run_batches
+
+    net, _ = evaluation.load_weights(weights, spec, network_id=network)
+    counter = OperationCounter(net)
+    run_batches(
+        net,
+        evaluation.as_spec(spec, network),
+        mnist_sets[2],
+        spec["batch_size"],
+        torch.Generator().manual_seed(0),
+        counter=counter,
+    )
+    counter.close()
+    assert result["operations"] == counter.summary(counter.layer_rows())
+    if spec["kind"] == "snn":
+        assert result["lif_backend_used"] in ("eager", "numba", "eager+numba")
+    else:
+        assert result["lif_backend_used"] is None and result["lif_backend_used_null_reason"]

@@ -715,3 +715,24 @@ def test_empty_energy_source_cells_have_a_footnote(tmp_path):
     assert t1["notes"].str.contains("energy_source: no energy measured").all()
     page = outputs["table1_html"].read_text()
     assert "no energy measured (no NVML energy counter or power readings, no readable RAPL counter)" in page
+
+
+def test_table1_says_which_lif_backend_ran_and_footnotes_a_fallback():
+    """lif_backend_used (from the job's numerics) per row; where the Triton kernel fell back, the footnote says
+    why; an ANN has none, and says so; results from before the record say 'not recorded'."""
+    reason = "Triton LIF forward failed (RuntimeError: ptxas fatal: Unsupported .version 9.9); ran eager"
+    frames = {n: make_epochs(n, 2, "nvml") for n in ("exp1_ann", "exp1_snn", "exp2_snn")}
+    numerics = {
+        "exp1_ann": {"lif_backend": "auto", "lif_backend_used": None, "lif_backend_used_null_reason": "no LIF layer"},
+        "exp1_snn": {"lif_backend": "auto", "lif_backend_used": "eager", "lif_backend_fallback_reason": reason},
+        "exp2_snn": {"lif_backend": "auto"},
+    }
+    hardware = {n: {"device": "cuda:0", "numerics": {"precision": "fp32", **v}} for n, v in numerics.items()}
+    t1 = results.table1(frames, STUDY_NETWORKS, hardware)
+    by = t1.set_index("network")
+    assert by.loc["exp1_snn", "lif_backend_used"] == "eager" and pd.isna(by.loc["exp2_snn", "lif_backend_used"])
+    notes = results.table_notes(t1, True, {})
+    rows = {n: i for i, n in enumerate(t1["network"])}
+    assert notes[(rows["exp1_snn"], "lif_backend_used")] == reason
+    assert notes[(rows["exp1_ann"], "lif_backend_used")] == "no LIF layer"
+    assert "not recorded" in notes[(rows["exp2_snn"], "lif_backend_used")]

@@ -173,10 +173,24 @@ def _energy_source_notes(table: pd.DataFrame) -> dict[tuple[int, str], str]:
     )
 
 
+def _lif_notes(table: pd.DataFrame) -> dict[tuple[int, str], str]:
+    """A footnote on ``lif_backend_used`` where the Triton kernel fell back to the eager loop (and why), or where
+    nothing is recorded (an ANN runs no LIF layer; older results)."""
+    if "lif_backend_used" not in table or "lif_backend_note" not in table:
+        return {}
+    return {
+        (i, "lif_backend_used"): str(note)
+        for i, note in enumerate(table["lif_backend_note"])
+        if not is_missing(note) and note != ""
+    }
+
+
 def table_notes(table: pd.DataFrame, telemetry_enabled: bool, flagged: Mapping[str, float]) -> dict:
-    """All footnotes of a Table I/II frame: missing telemetry, empty energy source, networks that did not learn."""
+    """All footnotes of a Table I/II frame: missing telemetry, empty energy source, the LIF backend where it fell
+    back, networks that did not learn."""
     return {
         **explain_missing(table, telemetry_enabled),
         **_energy_source_notes(table),
+        **_lif_notes(table),
         **learning_notes(table, flagged),
     }

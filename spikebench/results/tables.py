@@ -164,6 +164,19 @@ def _training_context(e: pd.DataFrame) -> dict[str, Any]:
     }
 
 
+def _lif_context(hardware: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Which LIF recurrence ran (``spikebench.models.lif.backend_record``, stored with the job's numerics) and,
+    for the footnote, why the Triton kernel fell back or why nothing is recorded."""
+    numerics = (hardware or {}).get("numerics")
+    numerics = numerics if isinstance(numerics, Mapping) else {}
+    used = numerics.get("lif_backend_used")
+    if "lif_backend_used" not in numerics:
+        note = "not recorded (results from before lif_backend_used existed)"
+    else:
+        note = numerics.get("lif_backend_fallback_reason") or numerics.get("lif_backend_used_null_reason")
+    return {"lif_backend_used": used, "lif_backend_note": note}
+
+
 def table1(
     epochs: Mapping[str, pd.DataFrame],
     networks: Mapping[str, Mapping],
@@ -187,13 +200,14 @@ def table1(
                 **_training_figures(e),
                 **_training_context(e),
                 "hardware": describe_hardware(hw),
+                **_lif_context(hw),
             }
         )
     columns = (
         TABLE1_COLUMNS
-        + ["implementation", "epochs", "telemetry_epochs"]
+        + ["implementation", "lif_backend_used", "epochs", "telemetry_epochs"]
         + CONTEXT_COLUMNS
-        + ["idle_null_reason", "memory_null_reason"]
+        + ["idle_null_reason", "memory_null_reason", "lif_backend_note"]
     )
     return pd.DataFrame(rows, columns=columns)
 

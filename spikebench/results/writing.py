@@ -31,7 +31,7 @@ def write_table(
     intro: Iterable[str] = (),
     notes: Mapping[tuple[int, str], str] | None = None,
     demo: bool = False,
-    html_drop: Iterable[str] = ("hardware", "paper_hardware", "run_hardware", "note"),
+    html_drop: Iterable[str] = ("hardware", "paper_hardware", "run_hardware", "note", "lif_backend_note"),
     html_table: pd.DataFrame | None = None,
 ) -> None:
     """Write a table as CSV (with a ``notes`` column when there are footnotes) and as HTML.
