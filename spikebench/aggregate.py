@@ -4,15 +4,17 @@
   figures of Tables I and II computed exactly as there (:func:`spikebench.results.table1` / ``table2``);
   an out-of-memory run has null metrics (never 0) and its ``memory_reached_mib``.
 - :func:`summary_table`: one row per network or variant: ``n_runs``, ``n_ok``, and per figure the mean over
-  its completed runs and, with two or more, the 95% Student-t interval of that mean,
-  ``scipy.stats.t.interval(0.95, n - 1, loc=mean, scale=scipy.stats.sem(values))``.
+  its completed runs and, with :data:`MIN_RUNS` (3) or more, the 95% Student-t interval of that mean,
+  ``scipy.stats.t.interval(0.95, n - 1, loc=mean, scale=scipy.stats.sem(values))``, clipped to where the figure
+  can lie (accuracies within [0, 100] %, everything else >= 0).
 - :func:`difference_table`: per SNN (and each of its variants) and figure, the difference from the ANN of its
   experiment (``spikebench.results.spiking_pairs``), with Welch's t-test (``scipy.stats.ttest_ind(...,
   equal_var=False)``) and its 95% interval of the difference; ``exceeds_interval`` is true when that interval
-  excludes 0 (the same as p < 0.05), null with fewer than two completed runs on either side.
+  excludes 0 (the same as p < 0.05), null with fewer than :data:`MIN_RUNS` completed runs on either side.
 - :func:`cost_verdicts` / :func:`comparison_verdicts`: that verdict on the rows of the cost and comparison tables
   (rule ``tables``), null with the reason where there is none (one seed, out of memory, no ANN, ...);
-  :func:`ratio_intervals`: the cost figure's ratio of the means over seeds with its 95% interval.
+  :func:`seed_ratios`: the cost table's and the headline figure's one statistic, the ratio of the means over
+  seeds, with its 95% interval on the log scale where both sides have :data:`MIN_RUNS` seeds.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ METRICS = {
     "avg_epoch_time_s": ("table1", "avg_epoch_time_s"),
     "median_epoch_time_s": ("table1", "median_epoch_time_s"),
     "energy_per_epoch_j": ("table1", "energy_per_epoch_j"),
+    "train_time_per_sample_ms": ("table1", "train_time_per_sample_ms"),
+    "energy_per_train_sample_mj": ("table1", "energy_per_train_sample_mj"),
     "train_avg_power_w": ("table1", "avg_power_w"),
     "train_avg_memory_pct": ("table1", "avg_memory_pct"),
     "train_peak_memory_mib": ("table1", "peak_memory_mib"),
@@ -41,6 +45,7 @@ METRICS = {
     "test_energy_j": ("table2", "energy_j"),
     "energy_per_test_sample_mj": ("table2", "energy_per_test_sample_mj"),
     "test_peak_memory_mib": ("table2", "peak_memory_mib"),
+    "test_time_per_sample_ms": ("table2", "test_time_per_sample_ms"),
 }
 #: Beyond Tables I and II: the largest activation peak of the run's epochs (null on the CPU).
 ACTIVATION = "activation_peak_mib"
@@ -79,19 +84,34 @@ def run_table(
     return table
 
 
-def interval(values) -> tuple[float, float, float]:
-    """(mean, low, high) of the 95% Student-t interval of the mean of the finite `values`; NaN bounds below 2."""
+#: An interval needs at least this many completed runs: with two, Student's t has one degree of freedom and its
+#: 95% interval is +-12.7 standard errors wide (an accuracy of [78, 101] %, an epoch time of [-6, 9] s), which
+#: says nothing a reader can use.
+MIN_RUNS = 3
+#: Where a figure can lie: accuracies in [0, 100] %, every other figure (times, energies, memory, power) >= 0.
+DOMAIN = {"highest_val_acc_pct": (0.0, 100.0), "test_acc_pct": (0.0, 100.0)}
+
+
+def needs_seeds(n: int) -> str:
+    """The reason a figure with ``n`` completed runs has no interval."""
+    return f"needs >= {MIN_RUNS} seeds (has {n})"
+
+
+def interval(values, figure: str | None = None) -> tuple[float, float, float]:
+    """(mean, low, high) of the 95% Student-t interval of the mean of the finite `values`, clipped to where
+    `figure` can lie (:data:`DOMAIN`); NaN bounds with fewer than :data:`MIN_RUNS` values."""
     v = np.asarray([x for x in values if x is not None and np.isfinite(x)], dtype=float)
     if len(v) == 0:
         return math.nan, math.nan, math.nan
     mean = float(v.mean())
-    if len(v) < 2:
+    if len(v) < MIN_RUNS:
         return mean, math.nan, math.nan
     sem = float(stats.sem(v))
     if sem == 0:
         return mean, mean, mean
     low, high = stats.t.interval(CONFIDENCE, len(v) - 1, loc=mean, scale=sem)
-    return mean, float(low), float(high)
+    floor, ceiling = DOMAIN.get(figure, (0.0, math.inf))
+    return mean, float(max(low, floor)), float(min(high, ceiling))
 
 
 def summary_table(runs: pd.DataFrame) -> pd.DataFrame:
@@ -113,8 +133,10 @@ def summary_table(runs: pd.DataFrame) -> pd.DataFrame:
             memory_reached_mib=group["memory_reached_mib"].max(),
         )
         for name in FIGURES:
-            mean, low, high = interval(ok[name])
-            row.update({name: mean, f"{name}_ci95_low": low, f"{name}_ci95_high": high})
+            mean, low, high = interval(ok[name], name)
+            finite = [x for x in ok[name] if np.isfinite(x)]
+            sem = float(stats.sem(finite)) if len(finite) >= MIN_RUNS else math.nan
+            row.update({name: mean, f"{name}_ci95_low": low, f"{name}_ci95_high": high, f"{name}_sem": sem})
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -127,7 +149,7 @@ def welch(snn, ann) -> dict:
     out["difference"] = out["snn_mean"] - out["ann_mean"]
     out["ratio"] = out["snn_mean"] / out["ann_mean"] if np.isfinite(out["ann_mean"]) and out["ann_mean"] else math.nan
     out.update(difference_ci95_low=math.nan, difference_ci95_high=math.nan, p_value=math.nan, exceeds_interval=None)
-    if len(a) >= 2 and len(b) >= 2 and (a.std() > 0 or b.std() > 0):
+    if len(a) >= MIN_RUNS and len(b) >= MIN_RUNS and (a.std() > 0 or b.std() > 0):
         test = stats.ttest_ind(a, b, equal_var=False)
         ci = test.confidence_interval(CONFIDENCE)
         out.update(
@@ -197,8 +219,10 @@ def write_aggregate(
         demo=demo,
         title="Networks and sweep variants: mean and 95% confidence interval over their seeds",
         intro=[
-            "Mean over the completed runs; with two or more, the 95% Student-t interval of the "
-            "mean (<figure>_ci95_low, <figure>_ci95_high).",
+            f"Mean over the completed runs; with {MIN_RUNS} or more, the 95% Student-t interval of the "
+            "mean (<figure>_ci95_low, <figure>_ci95_high), clipped to where the figure can lie (accuracies "
+            "within [0, 100] %, times, energies, power and memory >= 0); with fewer, no interval (with two "
+            "seeds a 95% interval is +-12.7 standard errors wide and informs nothing).",
             oom_note,
         ],
     )
@@ -210,7 +234,7 @@ def write_aggregate(
         title="SNN minus ANN: is the difference larger than its interval?",
         intro=[
             "Welch's t-test of SNN - ANN per figure; exceeds_interval: its 95% interval of the "
-            "difference excludes 0 (p < 0.05); empty with fewer than two completed runs a side."
+            f"difference excludes 0 (p < 0.05); empty with fewer than {MIN_RUNS} completed runs a side."
         ],
     )
     return {"runs": table, "summary": summary, "difference": difference}
@@ -221,6 +245,8 @@ def write_aggregate(
 
 #: Cost-table metric (a Table I column) -> its figure in the summary and difference tables.
 COST_FIGURES = {
+    "train_time_per_sample_ms": "train_time_per_sample_ms",
+    "energy_per_train_sample_mj": "energy_per_train_sample_mj",
     "avg_epoch_time_s": "avg_epoch_time_s",
     "median_epoch_time_s": "median_epoch_time_s",
     "energy_per_epoch_j": "energy_per_epoch_j",
@@ -243,8 +269,9 @@ VERDICT_COLUMNS = ("difference_ci95_low", "difference_ci95_high", "exceeds_inter
 VERDICT_LABEL = "SNN - ANN beyond its 95% interval"
 VERDICT_INTRO = (
     f"{VERDICT_LABEL} (exceeds_interval in the CSV): over the seeds of both networks, Welch's 95% "
-    "interval of the difference SNN - ANN (tables/difference.csv) excludes 0; empty with the reason "
-    "(one seed, out of memory, no ANN in the experiment, ...) where there is no interval."
+    "interval of the difference SNN - ANN (tables/difference.csv) excludes 0; filled only where both "
+    f"networks have >= {MIN_RUNS} seeds, else empty with the reason (too few seeds, out of memory, no ANN in "
+    "the experiment, ...)."
 )
 
 
@@ -290,25 +317,23 @@ def _null(reason: str) -> dict:
 
 
 def _no_interval_reason(row: Mapping, summary: pd.DataFrame, figure: str) -> str:
-    """Why the difference row has no Welch interval: one seed, out of memory, not measured, or no spread."""
+    """Why the difference row has no Welch interval: too few seeds, out of memory, not measured, or no spread."""
     by = summary.drop_duplicates("network").set_index("network")
     sides = [n for n in (row["snn"], row["ann"]) if n in by.index]
-    single = [n for n in sides if int(by.at[n, "n_runs"]) < 2]
-    if len(single) == len(sides) and single:
-        return "one seed (repeats: 1): no interval"
-    if single:
-        return f"one seed of {', '.join(single)} (repeats: 1): no interval"
+    few = {n: int(by.at[n, "n_runs"]) for n in sides if int(by.at[n, "n_runs"]) < MIN_RUNS}
+    if few:
+        return f"needs >= {MIN_RUNS} seeds a side (" + ", ".join(f"{n}: {k}" for n, k in few.items()) + ")"
     for n in sides:
-        if int(by.at[n, "n_ok"]) < 2:
+        if int(by.at[n, "n_ok"]) < MIN_RUNS:
             return (
                 f"oom: {n} completed {int(by.at[n, 'n_ok'])} of {int(by.at[n, 'n_runs'])} runs (status "
-                f"{by.at[n, 'status']}), fewer than two for an interval"
+                f"{by.at[n, 'status']}), fewer than {MIN_RUNS} for an interval"
             )
     for n in sides:
         if pd.isna(by.at[n, figure]):
             return f"not measured for {n} in this run (see Table I's footnotes)"
         if pd.isna(by.at[n, f"{figure}_ci95_low"]):
-            return f"fewer than two of {n}'s completed runs measured it: no interval"
+            return f"fewer than {MIN_RUNS} of {n}'s completed runs measured it: no interval"
     return "no spread: every seed gave the same value on both sides, so Welch's interval is undefined"
 
 
@@ -405,17 +430,12 @@ def verdict_notes(table: pd.DataFrame, column: str = VERDICT_LABEL) -> dict[tupl
 
 
 def _relative_sem(summary_row: Mapping, figure: str) -> tuple[float, float, int] | None:
-    """(mean, sem / mean, n - 1) of a figure from its summary row's 95% interval, or None without one."""
-    mean, low, high, n = (
-        summary_row.get(figure),
-        summary_row.get(f"{figure}_ci95_low"),
-        summary_row.get(f"{figure}_ci95_high"),
-        int(summary_row.get("n_ok") or 0),
-    )
-    if n < 2 or any(pd.isna(v) for v in (mean, low, high)) or not mean > 0:
+    """(mean, sem / mean, n - 1) of a figure from its summary row (its standard error of the mean, unclipped), or
+    None without one (fewer than :data:`MIN_RUNS` runs)."""
+    mean, sem, n = summary_row.get(figure), summary_row.get(f"{figure}_sem"), int(summary_row.get("n_ok") or 0)
+    if n < MIN_RUNS or any(v is None or pd.isna(v) for v in (mean, sem)) or not mean > 0:
         return None
-    sem = (float(high) - float(low)) / 2 / stats.t.ppf((1 + CONFIDENCE) / 2, n - 1)
-    return float(mean), sem / float(mean), n - 1
+    return float(mean), float(sem) / float(mean), n - 1
 
 
 def ratio_interval(snn: Mapping, ann: Mapping, figure: str) -> tuple[float, float, float]:
@@ -435,20 +455,49 @@ def ratio_interval(snn: Mapping, ann: Mapping, figure: str) -> tuple[float, floa
     return ratio, ratio * math.exp(-half), ratio * math.exp(half)
 
 
-def ratio_intervals(cost: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
-    """The cost table for the headline figure: where both networks have two or more completed seeds, ``run_ratio``
-    is the ratio of their means with ``ci_low``/``ci_high`` (:func:`ratio_interval`); elsewhere it stays the first
-    seed's ratio and the interval is NaN."""
+#: Columns :func:`seed_ratios` adds to the cost table.
+SEED_COLUMNS = ("seeds", "ci_low", "ci_high", "ratio_interval_null_reason")
+
+
+def _seed_row(num: Mapping | None, den: Mapping | None, figure: str | None) -> dict:
+    """Means over seeds, their ratio and its interval (or why there is none) of one cost row."""
+    if figure is None or num is None or den is None or figure not in num:
+        return {}
+    n_num, n_den = int(num.get("n_ok") or 0), int(den.get("n_ok") or 0)
+    mean_num, mean_den = float(num[figure]), float(den[figure])
+    ratio, low, high = ratio_interval(num, den, figure)
+    if math.isnan(ratio):
+        ratio = mean_num / mean_den if mean_den and not math.isnan(mean_den) else math.nan
+    few = min(n_num, n_den) < MIN_RUNS
+    return {
+        "run_numerator": mean_num,
+        "run_denominator": mean_den,
+        "run_ratio": ratio,
+        "seeds": f"{n_num}/{n_den}",
+        "ci_low": low,
+        "ci_high": high,
+        "ratio_interval_null_reason": (
+            f"needs >= {MIN_RUNS} seeds a side (has {n_num}/{n_den})"
+            if few
+            else (None if not math.isnan(low) else "no interval: a side has no spread or no value")
+        ),
+    }
+
+
+def seed_ratios(cost: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
+    """The cost table with one statistic everywhere (the table, the headline figure, the landing page): each side
+    the mean over its completed seeds, ``run_ratio`` the ratio of those means, ``seeds`` how many each side had,
+    and ``ci_low``/``ci_high`` the 95% interval of the ratio on the log scale (:func:`ratio_interval`) where both
+    sides have :data:`MIN_RUNS` seeds, else NaN with ``ratio_interval_null_reason``. Rows whose figure is not
+    aggregated keep their single-run values."""
     by = summary.drop_duplicates("network").set_index("network")
     out = cost.copy()
-    out["ci_low"], out["ci_high"] = math.nan, math.nan
+    for column in SEED_COLUMNS:
+        out[column] = None if column in ("seeds", "ratio_interval_null_reason") else math.nan
     for i, (num, den, metric) in enumerate(zip(cost["numerator"], cost["denominator"], cost["metric"])):
-        figure = COST_FIGURES.get(metric)
-        if figure is None or num not in by.index or den not in by.index or figure not in by.columns:
-            continue
-        ratio, low, high = ratio_interval(by.loc[num].to_dict(), by.loc[den].to_dict(), figure)
-        if not math.isnan(low):
-            out.iloc[i, out.columns.get_loc("run_ratio")] = ratio
-            out.iloc[i, out.columns.get_loc("ci_low")] = low
-            out.iloc[i, out.columns.get_loc("ci_high")] = high
+        rows = [by.loc[n].to_dict() if n in by.index else None for n in (num, den)]
+        for column, value in _seed_row(*rows, COST_FIGURES.get(metric)).items():
+            out.iloc[i, out.columns.get_loc(column)] = value
+    if "note" in out:
+        out = out[[c for c in out.columns if c != "note"] + ["note"]]
     return out

@@ -736,3 +736,54 @@ def test_table1_says_which_lif_backend_ran_and_footnotes_a_fallback():
     assert notes[(rows["exp1_snn"], "lif_backend_used")] == reason
     assert notes[(rows["exp1_ann"], "lif_backend_used")] == "no LIF layer"
     assert "not recorded" in notes[(rows["exp2_snn"], "lif_backend_used")]
+
+
+def test_paper_comparison_forms_no_difference_or_ratio_of_unlike_quantities(tmp_path):
+    """On the CPU this run's memory is % of RAM and its power the CPU package's: beside the study's % of GPU
+    memory and GPU power they are other quantities, so the cells stay empty with the reason; on a GPU they are
+    compared."""
+    t1, t2 = _tables(tmp_path, telemetry="rapl")
+    comparison = results.paper_comparison(t1, t2, results.load_paper_values()).set_index(["table", "network", "metric"])
+    for table in ("I", "II"):
+        memory = comparison.loc[(table, "exp1_snn", "avg_memory_pct")]
+        assert memory["run_value"] > 0 and math.isnan(memory["difference"]) and math.isnan(memory["ratio"])
+        assert "share of the machine's RAM" in memory["note"]
+    power = comparison.loc[("I", "exp1_snn", "avg_power_w")]
+    assert power["run_value"] > 0 and math.isnan(power["ratio"]) and "CPU package's (RAPL)" in power["note"]
+    accuracy = comparison.loc[("II", "exp1_snn", "test_acc")]
+    assert not math.isnan(accuracy["ratio"])  # accuracy is accuracy on any device
+    t1, t2 = _tables(tmp_path / "gpu", telemetry="nvml")
+    on_gpu = results.paper_comparison(t1, t2, results.load_paper_values()).set_index(["table", "network", "metric"])
+    assert not math.isnan(on_gpu.loc[("I", "exp1_snn", "avg_memory_pct")]["ratio"])
+
+
+def test_per_sample_costs_and_a_note_where_the_sample_counts_differ():
+    """Experiment 3's demo trains 3200 MNIST vs 640 N-MNIST samples per epoch: per epoch the N-MNIST SNN looks
+    cheaper, per sample it is not; the cost table has both, with the counts and a note on the per-epoch rows."""
+    mnist, nmnist = make_epochs("exp3_snn_mnist", 2, "cpu"), make_epochs("exp3_snn_nmnist", 2, "cpu")
+    mnist["n_train"], mnist["train_time_s"] = 3200, [3.2, 3.2]
+    nmnist["n_train"], nmnist["train_time_s"] = 640, [2.24, 2.24]
+    mnist["epoch_time_s"], nmnist["epoch_time_s"] = [4.0, 4.0], [2.8, 2.8]
+    networks = {n: STUDY_NETWORKS[n] for n in ("exp3_snn_mnist", "exp3_snn_nmnist")}
+    t1 = results.table1({"exp3_snn_mnist": mnist, "exp3_snn_nmnist": nmnist}, networks).set_index("network")
+    assert t1.at["exp3_snn_mnist", "train_time_per_sample_ms"] == pytest.approx(1.0)
+    assert t1.at["exp3_snn_nmnist", "train_time_per_sample_ms"] == pytest.approx(3.5)
+    assert t1.at["exp3_snn_nmnist", "train_samples_per_epoch"] == 640
+    cost = results.cost_of_spiking(t1.reset_index(), results.load_paper_values(), networks).set_index("metric")
+    assert cost.at["avg_epoch_time_s", "run_ratio"] == pytest.approx(0.7)
+    assert cost.at["train_time_per_sample_ms", "run_ratio"] == pytest.approx(3.5)
+    assert (
+        cost.at["train_time_per_sample_ms", "samples_numerator"],
+        cost.at["avg_epoch_time_s", "samples_denominator"],
+    ) == (
+        640,
+        3200,
+    )
+    assert "different samples per epoch (640 vs 3200)" in cost.at["avg_epoch_time_s", "note"]
+    assert "compares different amounts of work" in cost.at["avg_epoch_time_s", "note"]
+    paper = results.load_paper_values()
+    study = paper[(paper["table"] == "I") & (paper["metric"] == "avg_epoch_time_s")].set_index("network")["value"]
+    assert cost.at["train_time_per_sample_ms", "paper_ratio"] == pytest.approx(
+        study["exp3_snn_nmnist"] / study["exp3_snn_mnist"]
+    )
+    assert "study ratio derived" in cost.at["train_time_per_sample_ms", "note"]

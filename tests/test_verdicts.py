@@ -4,6 +4,7 @@ where there is none; the cost figure and the sweep figures draw the spread over 
 
 from __future__ import annotations
 
+import html
 import json
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from test_results import GPU_HARDWARE, STUDY_NETWORKS, _write_parquet, table_out
 
 from spikebench import aggregate, results
 
-#: Seed 1's epoch times over seed 0's: exp1 close to its first seed (a clear SNN - ANN difference),
+#: Seed k's epoch times over seed 0's: exp1 close to its first seed (a clear SNN - ANN difference),
 #: exp2's SNN far from it (a difference inside its interval).
 SEED1_TIME = {
     "exp1_ann": 1.03,
@@ -25,6 +26,22 @@ SEED1_TIME = {
     "exp2_snn": 0.2,
     "exp3_snn_mnist": 1.1,
     "exp3_snn_nmnist": 0.95,
+}
+SEED2_TIME = {
+    "exp1_ann": 0.98,
+    "exp1_snn": 1.03,
+    "exp2_cnn": 0.96,
+    "exp2_snn": 1.9,
+    "exp3_snn_mnist": 0.92,
+    "exp3_snn_nmnist": 1.04,
+}
+SEED2_POWER = {
+    "exp1_ann": 0.97,
+    "exp1_snn": 1.02,
+    "exp2_cnn": 1.08,
+    "exp2_snn": 0.93,
+    "exp3_snn_mnist": 1.01,
+    "exp3_snn_nmnist": 0.99,
 }
 SEED1_POWER = {
     "exp1_ann": 1.04,
@@ -44,26 +61,30 @@ def _runs(root: Path, repeats: int, oom: str | None = None) -> dict[str, dict]:
         n: {"network": n, "base": n, "sweep": None, "setting": None, "value": None, "seed": 0, **spec}
         for n, spec in STUDY_NETWORKS.items()
     }
-    if repeats > 1:
-        write_fake_run(root / "seed1")
-    for network in STUDY_NETWORKS if repeats > 1 else ():
-        run_id, source = f"{network}-seed1", root / "seed1" / network
-        epochs = pd.read_parquet(source / "epochs.parquet")
-        epochs["network"] = run_id
-        epochs["epoch_time_s"] *= SEED1_TIME[network]
-        epochs["avg_power_w"] *= SEED1_POWER[network]
-        epochs["energy_j"] = epochs["avg_power_w"] * epochs["epoch_time_s"]
-        test = json.loads((source / "test.json").read_text())
-        if run_id == oom:
-            epochs = epochs.iloc[:1].assign(status="oom", memory_reached_mib=812.0)
-            test.update(status="oom", accuracy=None)
-        _write_parquet(epochs, root / "results" / run_id / "epochs.parquet", GPU_HARDWARE)
-        (root / "results" / run_id / "test.json").write_text(json.dumps(test))
-        runs[run_id] = {**runs[network], "seed": 1}
+    factors = {1: (SEED1_TIME, SEED1_POWER), 2: (SEED2_TIME, SEED2_POWER)}
+    for seed in range(1, repeats):
+        write_fake_run(root / f"seed{seed}")
+        time_factor, power_factor = factors[seed]
+        for network in STUDY_NETWORKS:
+            run_id, source = f"{network}-seed{seed}", root / f"seed{seed}" / network
+            epochs = pd.read_parquet(source / "epochs.parquet")
+            epochs["network"] = run_id
+            for column in ("epoch_time_s", "train_time_s", "val_time_s"):
+                epochs[column] *= time_factor[network]
+            epochs["avg_power_w"] *= power_factor[network]
+            epochs["energy_j"] = epochs["avg_power_w"] * epochs["epoch_time_s"]
+            epochs["train_energy_j"] = epochs["avg_power_w"] * epochs["train_time_s"]
+            test = json.loads((source / "test.json").read_text())
+            if run_id == oom:
+                epochs = epochs.iloc[:1].assign(status="oom", memory_reached_mib=812.0)
+                test.update(status="oom", accuracy=None)
+            _write_parquet(epochs, root / "results" / run_id / "epochs.parquet", GPU_HARDWARE)
+            (root / "results" / run_id / "test.json").write_text(json.dumps(test))
+            runs[run_id] = {**runs[network], "seed": seed}
     return runs
 
 
-def _tables(root: Path, repeats: int = 2, oom: str | None = None) -> dict:
+def _tables(root: Path, repeats: int = 3, oom: str | None = None) -> dict:
     """Rules aggregate then tables on the fake runs; returns the frames and the folder of the tables."""
     runs = _runs(root, repeats, oom)
     epochs = {r: root / "results" / r / "epochs.parquet" for r in runs}
@@ -94,7 +115,7 @@ def _seed_values(epochs: dict[str, Path], network: str, column: str) -> list[flo
 
 
 @pytest.mark.filterwarnings("ignore:Precision loss occurred")
-def test_with_two_seeds_the_cost_tables_verdict_is_welchs_decision(tmp_path):
+def test_with_three_seeds_the_cost_tables_verdict_is_welchs_decision(tmp_path):
     made = _tables(tmp_path)
     cost = pd.read_csv(made["folder"] / "cost.csv")
     decided = {}
@@ -105,7 +126,7 @@ def test_with_two_seeds_the_cost_tables_verdict_is_welchs_decision(tmp_path):
     ):
         for snn, ann in (("exp1_snn", "exp1_ann"), ("exp2_snn", "exp2_cnn")):
             a, b = _seed_values(made["epochs"], snn, column), _seed_values(made["epochs"], ann, column)
-            assert len(a) == len(b) == 2
+            assert len(a) == len(b) == 3
             ci = stats.ttest_ind(a, b, equal_var=False).confidence_interval(0.95)
             row = cost[(cost["numerator"] == snn) & (cost["metric"] == metric)].iloc[0]
             assert (row["difference_ci95_low"], row["difference_ci95_high"]) == pytest.approx(
@@ -138,22 +159,43 @@ def test_with_two_seeds_the_cost_tables_verdict_is_welchs_decision(tmp_path):
     )
 
 
-def test_with_one_seed_the_verdict_is_null_with_the_reason(tmp_path):
-    made = _tables(tmp_path, repeats=1)
+@pytest.mark.parametrize("repeats", [1, 2])
+def test_with_fewer_than_three_seeds_the_verdict_is_null_with_the_reason(tmp_path, repeats):
+    """Two seeds give Student's t one degree of freedom: an interval +-12.7 standard errors wide that informs
+    nothing, so neither the verdict nor the ratio's interval is filled."""
+    made = _tables(tmp_path, repeats=repeats)
     cost = pd.read_csv(made["folder"] / "cost.csv")
     pairs = cost[cost["experiment"] < 3]
     assert len(pairs) and pairs["exceeds_interval"].isna().all() and pairs["difference_ci95_low"].isna().all()
-    assert (pairs["exceeds_interval_null_reason"] == "one seed (repeats: 1): no interval").all()
-    assert "one seed (repeats: 1): no interval" in (made["folder"] / "cost.html").read_text()
-    # Table I and the ratios are the first seed's, as without the aggregate tables
-    plain = results.write_tables(
-        {n: made["epochs"][n] for n in STUDY_NETWORKS},
-        {n: tmp_path / "results" / n / "test.json" for n in STUDY_NETWORKS},
-        STUDY_NETWORKS,
-        table_outputs(tmp_path / "plain"),
-    )
-    assert "exceeds_interval" not in plain["cost"]
-    pd.testing.assert_frame_equal(made["cost"][plain["cost"].columns], plain["cost"])
+    reason = pairs.loc[pairs["numerator"] == "exp1_snn", "exceeds_interval_null_reason"].iloc[0]
+    assert reason == f"needs >= 3 seeds a side (exp1_snn: {repeats}, exp1_ann: {repeats})"
+    assert html.escape(reason) in (made["folder"] / "cost.html").read_text()
+    assert pairs["ci_low"].isna().all()
+    assert (pairs["ratio_interval_null_reason"] == f"needs >= 3 seeds a side (has {repeats}/{repeats})").all()
+    assert (pairs["seeds"] == f"{repeats}/{repeats}").all()
+    summary = made["summary"]
+    assert summary["avg_epoch_time_s_ci95_low"].isna().all()  # no interval in the summary either
+    if repeats == 1:  # Table I and the ratios are the first seed's, as without the aggregate tables
+        plain = results.write_tables(
+            {n: made["epochs"][n] for n in STUDY_NETWORKS},
+            {n: tmp_path / "results" / n / "test.json" for n in STUDY_NETWORKS},
+            STUDY_NETWORKS,
+            table_outputs(tmp_path / "plain"),
+        )
+        assert "exceeds_interval" not in plain["cost"]
+        pd.testing.assert_frame_equal(made["cost"][plain["cost"].columns], plain["cost"])
+    else:  # the ratio is the ratio of the means over both seeds, as the headline figure draws it
+        row = pairs[(pairs["numerator"] == "exp1_snn") & (pairs["metric"] == "avg_epoch_time_s")].iloc[0]
+        snn, ann = (_seed_values(made["epochs"], n, "epoch_time_s") for n in ("exp1_snn", "exp1_ann"))
+        assert row["run_ratio"] == pytest.approx(np.mean(snn) / np.mean(ann), rel=1e-5)  # CSV: 6 digits
+
+
+def test_intervals_stay_where_their_figure_can_lie():
+    low_accuracy = aggregate.interval([99.0, 99.9, 100.0], "test_acc_pct")
+    assert low_accuracy[2] == 100.0 and low_accuracy[1] < 99.6
+    time = aggregate.interval([0.1, 2.0, 9.0], "avg_epoch_time_s")
+    assert time[1] == 0.0 and time[2] > 9.0
+    assert np.isnan(aggregate.interval([1.0, 2.0], "avg_epoch_time_s")[1])  # two runs: no interval
 
 
 @pytest.mark.filterwarnings("ignore:Precision loss occurred")
@@ -162,7 +204,7 @@ def test_a_side_that_ran_out_of_memory_gives_a_null_verdict_saying_so(tmp_path):
     cost = made["cost"]
     exp1 = cost[cost["numerator"] == "exp1_snn"]
     assert exp1["exceeds_interval"].isna().all()
-    assert exp1["exceeds_interval_null_reason"].str.startswith("oom: exp1_snn completed 1 of 2 runs").all()
+    assert exp1["exceeds_interval_null_reason"].str.startswith("oom: exp1_snn completed 2 of 3 runs").all()
     assert cost.loc[cost["numerator"] == "exp2_snn", "exceeds_interval"].notna().any()  # the others still decided
 
 
@@ -205,13 +247,14 @@ def test_the_cost_figure_draws_the_ratio_of_the_means_with_its_interval(tmp_path
 
     made = _tables(tmp_path)
     summary = aggregate.read_table(made["folder"] / "summary.csv", "summary")
-    fed = aggregate.ratio_intervals(made["cost"], summary)
-    snn, ann = (_seed_values(made["epochs"], n, "epoch_time_s") for n in ("exp1_snn", "exp1_ann"))
+    fed = aggregate.seed_ratios(made["cost"], summary)
+    pd.testing.assert_frame_equal(fed[made["cost"].columns], made["cost"])  # the table's statistic is the figure's
+    snn, ann = (_seed_values(made["epochs"], n, "train_time_s") for n in ("exp1_snn", "exp1_ann"))
     ratio = np.mean(snn) / np.mean(ann)
-    r = [stats.sem(v) / np.mean(v) for v in (snn, ann)]  # relative standard errors, one dof each
-    df = (r[0] ** 2 + r[1] ** 2) ** 2 / (r[0] ** 4 + r[1] ** 4)
+    r = [stats.sem(v) / np.mean(v) for v in (snn, ann)]  # relative standard errors, two dof each
+    df = (r[0] ** 2 + r[1] ** 2) ** 2 / (r[0] ** 4 / 2 + r[1] ** 4 / 2)
     half = stats.t.ppf(0.975, df) * np.hypot(*r)
-    row = fed[(fed["numerator"] == "exp1_snn") & (fed["metric"] == "avg_epoch_time_s")].iloc[0]
+    row = fed[(fed["numerator"] == "exp1_snn") & (fed["metric"] == "train_time_per_sample_ms")].iloc[0]
     assert (row["run_ratio"], row["ci_low"], row["ci_high"]) == pytest.approx(
         (ratio, ratio * np.exp(-half), ratio * np.exp(half)), rel=1e-4
     )
@@ -223,18 +266,19 @@ def test_the_cost_figure_draws_the_ratio_of_the_means_with_its_interval(tmp_path
     (segment,) = bars[0].lines[2][0].get_segments()  # exp1's vertical error bar
     assert segment[:, 1].tolist() == pytest.approx([row["ci_low"], row["ci_high"]], rel=1e-6)
     (bar,) = [p for p in time_ax.patches if p.get_x() + p.get_width() / 2 == pytest.approx(segment[0, 0])]
-    assert bar.get_height() == pytest.approx(ratio)  # the bar is the ratio of the means
+    assert bar.get_height() == pytest.approx(ratio, rel=1e-5)  # the bar is the ratio of the means (CSV: 6 digits)
     assert any("95% interval" in t.get_text() for t in fig.legends[0].get_texts())
 
-    plain = cost_of_spiking_figure(made["cost"])  # without repeats: bars, no error bars
+    two = _tables(tmp_path / "two", repeats=2)  # two seeds: bars, no error bars
+    plain = cost_of_spiking_figure(two["cost"])
     assert not [c for c in plain.axes[0].containers if isinstance(c, ErrorbarContainer)]
 
 
 def test_the_cost_figure_has_no_error_bar_where_a_network_has_one_seed(tmp_path):
     made = _tables(tmp_path, repeats=1)
-    fed = aggregate.ratio_intervals(made["cost"], aggregate.read_table(made["folder"] / "summary.csv", "summary"))
+    fed = aggregate.seed_ratios(made["cost"], aggregate.read_table(made["folder"] / "summary.csv", "summary"))
     assert fed["ci_low"].isna().all()
-    pd.testing.assert_series_equal(fed["run_ratio"], made["cost"]["run_ratio"])
+    pd.testing.assert_series_equal(fed["run_ratio"], made["cost"]["run_ratio"], check_exact=False, rtol=1e-12)
 
 
 def test_the_sweep_figure_draws_each_points_interval_over_seeds():

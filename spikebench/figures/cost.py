@@ -1,5 +1,6 @@
-"""The headline figure: per experiment, the SNN/ANN ratios of time per epoch, energy per epoch and memory,
-this run next to the study (the table of :func:`spikebench.results.cost_of_spiking`)."""
+"""The headline figure: per experiment, the SNN/ANN ratios of training time and energy per training sample and of
+memory, this run next to the study (the cost table, :func:`spikebench.results.cost_of_spiking`, with the ratio of
+the means over seeds and its interval where there are >= 3 seeds, ``spikebench.aggregate.seed_ratios``)."""
 
 from __future__ import annotations
 
@@ -20,23 +21,33 @@ def _memory_metric(cost: pd.DataFrame) -> str:
     return "activation_peak_mib" if len(rows) and rows["run_ratio"].notna().any() else "peak_memory_mib"
 
 
-def _headline_panels(cost: pd.DataFrame) -> list[tuple[str, str, str, str]]:
-    """(title, run metric, study metric, memory note) of the headline figure's three panels."""
+def _headline_panels(cost: pd.DataFrame) -> list[tuple[str, str, str | None, str]]:
+    """(title, run metric, study metric or None where the study has no like quantity, note) of the three panels."""
     memory = _memory_metric(cost)
     on_cpu = cost.loc[cost["metric"] == memory, "note"].astype(str).str.contains("process's resident memory").any()
-    run_memory = (
-        "activation memory (activation_peak_mib)"
-        if memory == "activation_peak_mib"
-        else "peak memory (peak_memory_mib" + (": process RSS on the CPU)" if on_cpu else ")")
-    )
+    gpu_pct = cost[cost["metric"] == "avg_memory_pct"]
+    if not on_cpu and len(gpu_pct) and gpu_pct["run_ratio"].notna().any():
+        memory_panel = ("Memory", "avg_memory_pct", "avg_memory_pct", "average GPU memory (%), both")
+    else:
+        run_memory = (
+            "activation memory (activation_peak_mib)"
+            if memory == "activation_peak_mib"
+            else "peak memory (peak_memory_mib" + (": process RSS on the CPU)" if on_cpu else ")")
+        )
+        memory_panel = ("Memory", memory, None, f"this run: {run_memory}; the study's % of GPU memory is not alike")
     return [
-        ("Time per epoch", "avg_epoch_time_s", "avg_epoch_time_s", ""),
-        ("Energy per epoch", "energy_per_epoch_j", "energy_per_epoch_j", "study: power x time"),
-        ("Memory", memory, "avg_memory_pct", f"this run: {run_memory}; study: average GPU memory (%)"),
+        ("Training time per sample", "train_time_per_sample_ms", "train_time_per_sample_ms", "study: per-epoch ratio"),
+        (
+            "Training energy per sample",
+            "energy_per_train_sample_mj",
+            "energy_per_train_sample_mj",
+            "study: power x time, per-epoch ratio",
+        ),
+        memory_panel,
     ]
 
 
-def _ratio_bars(ax: plt.Axes, cost: pd.DataFrame, run_metric: str, study_metric: str) -> list[float]:
+def _ratio_bars(ax: plt.Axes, cost: pd.DataFrame, run_metric: str, study_metric: str | None) -> list[float]:
     """One pair of bars (this run, study) per experiment; returns the ratios drawn."""
     pairs = cost.drop_duplicates("experiment")[["experiment", "comparison"]]
     drawn, width = [], 0.38
@@ -53,7 +64,7 @@ def _ratio_bars(ax: plt.Axes, cost: pd.DataFrame, run_metric: str, study_metric:
                 ax.text(
                     x + dx,
                     0.03,
-                    "not measured" if source == "this run" else "not reported",
+                    "not measured" if source == "this run" else ("not reported" if study_metric else "not alike"),
                     rotation=90,
                     ha="center",
                     va="bottom",
@@ -98,8 +109,8 @@ def _ratio_bars(ax: plt.Axes, cost: pd.DataFrame, run_metric: str, study_metric:
 
 
 def cost_of_spiking_figure(cost: pd.DataFrame, *, demo: bool = False, energy_note: str | None = None) -> plt.Figure:
-    """The headline: per experiment, the SNN/ANN ratios of time per epoch, energy per epoch and memory,
-    this run next to the study (``results.cost_of_spiking``'s table).
+    """The headline: per experiment, the SNN/ANN ratios of training time and energy per training sample and of
+    memory, this run next to the study (``results.cost_of_spiking``'s table).
 
     Bars above the line at 1 mean that the SNN costs more. A ratio with ``ci_low``/``ci_high`` (repeats)
     gets an interval; a pair with a network that did not learn (``not_learned``) is hatched and marked.
@@ -119,7 +130,7 @@ def cost_of_spiking_figure(cost: pd.DataFrame, *, demo: bool = False, energy_not
             ax.set_ylim(bottom=0)
         ax.set_title(title)
         ax.set_xlabel(textwrap.fill(note, 38) if note else "")
-        if run_metric == "energy_per_epoch_j" and energy_note:
+        if run_metric == "energy_per_train_sample_mj" and energy_note:
             _message(ax, energy_note, width=30)
     axes[0].set_ylabel("SNN over ANN (x; > 1: the SNN costs more)")
     handles = [Patch(color=color, label=source) for source, color in SOURCE_COLORS.items()]
@@ -132,7 +143,7 @@ def cost_of_spiking_figure(cost: pd.DataFrame, *, demo: bool = False, energy_not
                 marker="_",
                 markersize=10,
                 lw=1.2,
-                label="this run with repeats: ratio of the means over seeds, 95% interval",
+                label="this run, >= 3 seeds: ratio of the means, 95% interval",
             )
         )
     if cost["not_learned"].astype(str).str.len().gt(0).any():

@@ -41,14 +41,15 @@ def _headline_cost(
     paper_path: str | Path,
     summary_path: str | Path | None,
 ) -> pd.DataFrame:
-    """The cost table the headline figure draws; with the aggregate summary, ratios of the means and intervals."""
+    """The cost table the headline figure draws; with the aggregate summary, the cost table's own statistic (the
+    ratio of the means over seeds, ``aggregate.seed_ratios``) and its interval where there are enough seeds."""
     cost = results.cost_of_spiking(
         results.table1(epochs, networks), results.load_paper_values(paper_path), networks, t2
     )
     if summary_path is not None:
         from spikebench import aggregate
 
-        cost = aggregate.ratio_intervals(cost, aggregate.read_table(summary_path, "summary"))
+        cost = aggregate.seed_ratios(cost, aggregate.read_table(summary_path, "summary"))
     return cost
 
 

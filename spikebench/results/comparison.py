@@ -24,6 +24,8 @@ from spikebench.results.networks import spiking_pairs
 from spikebench.results.tables import UNITS
 
 COST_METRICS = (
+    "train_time_per_sample_ms",
+    "energy_per_train_sample_mj",
     "avg_epoch_time_s",
     "median_epoch_time_s",
     "energy_per_epoch_j",
@@ -35,6 +37,8 @@ COST_METRICS = (
 OPTIONAL_COST_METRICS = ("activation_peak_mib",)
 #: What each cost metric is, for the cost table's HTML view and the headline figure.
 COST_LABELS = {
+    "train_time_per_sample_ms": "training time per sample",
+    "energy_per_train_sample_mj": "training energy per sample",
     "avg_epoch_time_s": "time per epoch",
     "median_epoch_time_s": "median time per epoch",
     "energy_per_epoch_j": "energy per epoch",
@@ -81,10 +85,14 @@ def paper_comparison(
     out["difference"] = out["run_value"] - out["paper_value"]
     with np.errstate(divide="ignore", invalid="ignore"):
         out["ratio"] = np.where(out["paper_value"] != 0, out["run_value"] / out["paper_value"], np.nan)
+    unlike = [
+        _unlike_quantity(t1 if t == "I" else t2, n, m) for t, n, m in zip(out["table"], out["network"], out["metric"])
+    ]
+    out.loc[[u is not None for u in unlike], ["difference", "ratio"]] = np.nan
     present = set(t1["network"]) | set(t2["network"])
     out["note"] = [
-        reasons.get((t, n, m), "") if n in present else "network not in this run"
-        for t, n, m in zip(out["table"], out["network"], out["metric"])
+        "; ".join(filter(None, [reasons.get((t, n, m), ""), u])) if n in present else "network not in this run"
+        for t, n, m, u in zip(out["table"], out["network"], out["metric"], unlike)
     ]
     out["run_hardware"] = out["run_hardware"].where(out["run_hardware"].notna(), "")
     columns = [
@@ -104,6 +112,31 @@ def paper_comparison(
         "note",
     ]
     return out[columns]
+
+
+#: The study's figures that are the GPU's own: this run's value of the same column on the CPU is another quantity.
+GPU_QUANTITIES = {"avg_memory_pct": "memory", "avg_power_w": "power"}
+
+
+def _unlike_quantity(table: pd.DataFrame, network: str, metric: str) -> str | None:
+    """Why this run's value of `metric` is not the study's quantity (a CPU run: % of RAM, not of GPU memory; the
+    CPU package's power, not the GPU's), so that no difference or ratio is formed; None where they are alike."""
+    quantity = GPU_QUANTITIES.get(metric)
+    rows = table.loc[table["network"] == network] if "network" in table else table.iloc[:0]
+    if quantity is None or rows.empty:
+        return None
+    row = rows.iloc[0]
+    if source_kind(row.get("telemetry_source")) != "cpu" and not str(row.get("device") or "").startswith("cpu"):
+        return None
+    if quantity == "memory":
+        return (
+            "not compared: this run's memory is the process's share of the machine's RAM (no GPU), the study's "
+            "the share of the GPU's memory; a difference or ratio of the two means nothing"
+        )
+    return (
+        "not compared: this run's power is the CPU package's (RAPL), the study's the GPU board's; a difference "
+        "or ratio of the two means nothing"
+    )
 
 
 def _cost_value(frame: pd.DataFrame, network: str, metric: str) -> float:
@@ -127,6 +160,12 @@ def _cost_run_note(metric: str, run: pd.DataFrame, num: str, den: str) -> str | 
     )
 
 
+#: Per-sample metric -> the study's per-epoch metric its ratio is derived from: the study's two networks of a pair
+#: train on the same samples per epoch (MNIST 48,000, CIFAR-10 40,000, N-MNIST 48,000), so its per-sample ratio is
+#: its per-epoch ratio; it reports no per-sample value itself.
+PAPER_PER_SAMPLE = {"train_time_per_sample_ms": "avg_epoch_time_s", "energy_per_train_sample_mj": "energy_per_epoch_j"}
+PER_EPOCH = ("avg_epoch_time_s", "median_epoch_time_s", "energy_per_epoch_j")
+
 #: The cost table's columns, in order.
 COST_COLUMNS = [
     "experiment",
@@ -139,6 +178,8 @@ COST_COLUMNS = [
     "run_numerator",
     "run_denominator",
     "run_ratio",
+    "samples_numerator",
+    "samples_denominator",
     "paper_numerator",
     "paper_denominator",
     "paper_ratio",
@@ -162,13 +203,38 @@ def _cost_metrics(t1: pd.DataFrame) -> tuple[str, ...]:
     )
 
 
+def _samples_note(metric: str, samples: tuple[float, float]) -> str | None:
+    """Where the two networks train on different numbers of samples per epoch: a per-epoch ratio compares
+    different amounts of work."""
+    a, b = samples
+    if math.isnan(a) or math.isnan(b) or a == b:
+        return None
+    if metric in PER_EPOCH:
+        return (
+            f"this run: the networks train on different samples per epoch ({a:.0f} vs {b:.0f}): this per-epoch "
+            "ratio compares different amounts of work; compare the per-sample rows"
+        )
+    return f"this run: {a:.0f} vs {b:.0f} training samples per epoch (a per-sample ratio)"
+
+
 def _cost_notes(
-    pair: Mapping, metric: str, run: pd.DataFrame, measured: bool, failed: list[str], flagged: Mapping[str, float]
+    pair: Mapping,
+    metric: str,
+    run: pd.DataFrame,
+    measured: bool,
+    failed: list[str],
+    flagged: Mapping[str, float],
+    samples: tuple[float, float],
 ) -> str:
     """The note of one cost row: the pair's, what the study lacks, what this run measured, who did not learn."""
     notes = [pair["note"]]
     if metric == "energy_per_epoch_j":
         notes.append("study value derived as average power x average time per epoch")
+    if metric in PAPER_PER_SAMPLE:
+        notes.append(
+            "study ratio derived: its per-epoch ratio (both networks of a pair train on the same samples per "
+            "epoch; it reports no per-sample value)"
+        )
     if metric in ("peak_memory_mib", *OPTIONAL_COST_METRICS):
         notes.append("the study reports no peak memory in MiB")
     if metric == "median_epoch_time_s":
@@ -177,6 +243,7 @@ def _cost_notes(
         notes.append("this run: not measured (see Table I's footnotes)")
     else:
         notes.append(_cost_run_note(metric, run, pair["numerator"], pair["denominator"]))
+    notes.append(_samples_note(metric, samples))
     notes += [f"this run: {not_learned_note(n, flagged[n])}" for n in failed]
     return "; ".join(n for n in notes if n)
 
@@ -188,7 +255,10 @@ def _cost_row(
     num, den = pair["numerator"], pair["denominator"]
     failed = [n for n in (num, den) if n in flagged]
     rn, rd = _cost_value(run, num, metric), _cost_value(run, den, metric)
-    pn, pd_ = _cost_value(p1, num, metric), _cost_value(p1, den, metric)
+    study = PAPER_PER_SAMPLE.get(metric)
+    pn, pd_ = (math.nan, math.nan) if study else (_cost_value(p1, num, metric), _cost_value(p1, den, metric))
+    sn, sd = (_cost_value(p1, num, study), _cost_value(p1, den, study)) if study else (pn, pd_)
+    samples = (_cost_value(run, num, "train_samples_per_epoch"), _cost_value(run, den, "train_samples_per_epoch"))
     measured = not (math.isnan(rn) or math.isnan(rd))
     return {
         "experiment": pair["experiment"],
@@ -201,18 +271,21 @@ def _cost_row(
         "run_numerator": rn,
         "run_denominator": rd,
         "run_ratio": rn / rd if rd and not math.isnan(rd) else math.nan,
+        "samples_numerator": samples[0],
+        "samples_denominator": samples[1],
         "paper_numerator": pn,
         "paper_denominator": pd_,
-        "paper_ratio": pn / pd_ if pd_ and not math.isnan(pd_) else math.nan,
+        "paper_ratio": sn / sd if sd and not math.isnan(sd) else math.nan,
         "not_learned": ", ".join(failed),
-        "note": _cost_notes(pair, metric, run, measured, failed, flagged),
+        "note": _cost_notes(pair, metric, run, measured, failed, flagged, samples),
     }
 
 
 def cost_of_spiking(
     t1: pd.DataFrame, paper: pd.DataFrame, networks: Mapping[str, Mapping], t2: pd.DataFrame | None = None
 ) -> pd.DataFrame:
-    """Per experiment, the SNN/ANN ratios of time per epoch, energy per epoch, power and memory, run vs study.
+    """Per experiment, the SNN/ANN ratios of training time and energy per sample, time and energy per epoch, power
+    and memory, run vs study (one run each; the tables rule puts the means over seeds in, ``aggregate.seed_ratios``).
 
     The study's energy per epoch is derived (average power x average time per epoch); it reports
     no peak memory in MiB, so that ratio is run-only. With Table II (``t2``), a pair with a network that
@@ -253,9 +326,24 @@ def cost_view(cost: pd.DataFrame) -> pd.DataFrame:
                 pair(a, b, u) for a, b, u in zip(cost["paper_numerator"], cost["paper_denominator"], cost["unit"])
             ],
             "ratio, this run": cost["run_ratio"].to_numpy(dtype=float),
+            **_seed_columns(cost),
             "ratio, study": cost["paper_ratio"].to_numpy(dtype=float),
         }
     )
+
+
+def _seed_columns(cost: pd.DataFrame) -> dict[str, list]:
+    """The view's seeds and interval columns, where the cost table has them (``aggregate.seed_ratios``)."""
+    if "seeds" not in cost:
+        return {}
+
+    def interval(low: float, high: float) -> str | None:
+        return None if _is_missing(low) or _is_missing(high) else f"{format_number(low)} to {format_number(high)}"
+
+    return {
+        "seeds (SNN/ANN)": list(cost["seeds"]),
+        "95% interval of the ratio": [interval(a, b) for a, b in zip(cost["ci_low"], cost["ci_high"])],
+    }
 
 
 def comparison_notes(comparison: pd.DataFrame) -> dict[tuple[int, str], str]:
@@ -264,14 +352,19 @@ def comparison_notes(comparison: pd.DataFrame) -> dict[tuple[int, str], str]:
 
 
 def cost_notes(cost: pd.DataFrame) -> dict[tuple[int, str], str]:
-    """The cost table's notes as footnotes on the cells of :func:`cost_view` they explain."""
+    """The cost table's notes as footnotes on the cells of :func:`cost_view` they explain (and why a ratio has no
+    interval)."""
     notes: dict[tuple[int, str], str] = {}
+    reasons = cost["ratio_interval_null_reason"] if "ratio_interval_null_reason" in cost else [None] * len(cost)
+    for i, reason in enumerate(reasons):
+        if isinstance(reason, str) and reason:
+            notes[(i, "95% interval of the ratio")] = reason
     for i, text in enumerate(cost["note"]):
         parts: dict[str, list[str]] = {}
         for part in filter(None, str(text).split("; ")):
             if part.startswith("this run"):
                 column = "ratio, this run"
-            elif part.startswith(("study value", "the study")):
+            elif part.startswith(("study value", "study ratio", "the study")):
                 column = "ratio, study"
             else:
                 column = "comparison"

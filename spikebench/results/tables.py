@@ -40,6 +40,9 @@ TABLE1_COLUMNS = [
     "energy_above_idle_per_epoch_j",
     "activation_peak_mib",
     "dataset_mib",
+    # per training sample (issue #20): networks of a comparison may see different numbers of samples per epoch
+    "train_time_per_sample_ms",
+    "train_samples_per_epoch",
 ]
 TABLE2_COLUMNS = [
     "experiment",
@@ -55,6 +58,7 @@ TABLE2_COLUMNS = [
     "energy_per_test_sample_mj",
     "peak_memory_mib",
     "energy_above_idle_per_test_sample_mj",
+    "test_time_per_sample_ms",
 ]
 # After the study's columns and ours: what a reader needs to interpret them.
 CONTEXT_COLUMNS = ["device", "memory_source", "telemetry_source", "energy_source", "hardware"]
@@ -81,6 +85,9 @@ UNITS = {
     "energy_above_idle_per_test_sample_mj": "mJ",
     "activation_peak_mib": "MiB",
     "dataset_mib": "MiB",
+    "train_time_per_sample_ms": "ms",
+    "train_samples_per_epoch": "samples",
+    "test_time_per_sample_ms": "ms",
 }
 
 
@@ -149,8 +156,23 @@ def _training_figures(e: pd.DataFrame) -> dict[str, Any]:
         "energy_above_idle_per_epoch_j": _mean_if_any(e, "energy_above_idle_j"),
         "activation_peak_mib": _max_if_any(e, "activation_peak_mib"),
         "dataset_mib": _max_if_any(e, "dataset_mib"),
+        **_per_sample(e),
         "epochs": int(len(e)),
         "telemetry_epochs": int(max(n_memory, n_power)),
+    }
+
+
+def _per_sample(e: pd.DataFrame) -> dict[str, Any]:
+    """Training time per training sample (the train phases' time over the samples they trained on, in ms; the
+    validation phase is left out) and the training samples per epoch."""
+    n_train = pd.to_numeric(e["n_train"], errors="coerce").astype(float)
+    train_s = pd.to_numeric(e["train_time_s"], errors="coerce").astype(float) if "train_time_s" in e else None
+    ok = n_train.notna() & (n_train > 0) & (train_s.notna() if train_s is not None else False)
+    per_sample = float(train_s[ok].sum() / n_train[ok].sum() * 1e3) if train_s is not None and ok.any() else math.nan
+    samples = n_train.dropna().unique()
+    return {
+        "train_time_per_sample_ms": per_sample,
+        "train_samples_per_epoch": int(samples[0]) if len(samples) == 1 else (math.nan if not len(samples) else None),
     }
 
 
@@ -242,6 +264,9 @@ def table2(tests: Mapping[str, Mapping], networks: Mapping[str, Mapping]) -> pd.
                 "energy_per_test_sample_mj": per_sample,
                 "peak_memory_mib": as_number(t["peak_memory_mib"]),
                 "energy_above_idle_per_test_sample_mj": as_number(tel.get("energy_above_idle_per_sample_mj")),
+                "test_time_per_sample_ms": (
+                    as_number(t["test_time_s"]) / n_test * 1e3 if n_test == n_test and n_test > 0 else math.nan
+                ),
                 "idle_null_reason": tel.get("idle_null_reason"),
                 "n_test": int(n_test) if n_test == n_test else None,
                 "weights": t.get("weights"),

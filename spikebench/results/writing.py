@@ -176,7 +176,7 @@ def write_tables(
     if difference_path is not None and summary_path is not None:
         difference = aggregate.read_table(difference_path, "difference")
         summary = aggregate.read_table(summary_path, "summary")
-        tables["cost"] = aggregate.cost_verdicts(tables["cost"], difference, summary)
+        tables["cost"] = aggregate.cost_verdicts(aggregate.seed_ratios(tables["cost"], summary), difference, summary)
         tables["comparison"] = aggregate.comparison_verdicts(tables["comparison"], difference, summary, networks)
     paper_hw = str(paper["hardware"].iloc[0])
     run_hw = "; ".join(sorted(set(tables["table1"]["hardware"]) | set(tables["table2"]["hardware"])))
