@@ -202,15 +202,15 @@ def _cost(tmp_path, accuracies=None, telemetry="cpu"):
 
 def test_cost_of_spiking_figure_marks_networks_that_did_not_learn_and_draws_intervals(tmp_path):
     _, cost = _cost(tmp_path, {"exp2_snn": 10.8})
-    time_rows = cost["metric"] == "avg_epoch_time_s"
+    time_rows = cost["metric"] == "train_time_per_sample_ms"
     cost.loc[time_rows, "ci_low"] = cost.loc[time_rows, "run_ratio"] * 0.9  # as repeats would give
     cost.loc[time_rows, "ci_high"] = cost.loc[time_rows, "run_ratio"] * 1.2
     fig = figures.cost_of_spiking_figure(cost, demo=True)
     try:
         ax_time, ax_energy, ax_memory = fig.axes[:3]
         assert [ax.get_title() for ax in (ax_time, ax_energy, ax_memory)] == [
-            "Time per epoch",
-            "Energy per epoch",
+            "Training time per sample",
+            "Training energy per sample",
             "Memory",
         ]
         bars = [p for p in ax_time.patches if isinstance(p, Rectangle)]
@@ -230,6 +230,7 @@ def test_cost_of_spiking_figure_marks_networks_that_did_not_learn_and_draws_inte
         assert len(intervals) == 3 and not any(isinstance(c, ErrorbarContainer) for c in ax_memory.containers)
         assert "not measured" in " ".join(t.get_text() for t in ax_energy.texts)  # no energy on this CPU
         assert "peak_memory_mib: process RSS on the CPU" in ax_memory.get_xlabel().replace("\n", " ")
+        assert "not alike" in " ".join(t.get_text() for t in ax_memory.texts)  # no study bar beside RAM
         assert "DEMO DATA" in fig._suptitle.get_text()
     finally:
         matplotlib.pyplot.close(fig)

@@ -146,12 +146,13 @@ def test_the_interval_is_the_student_t_interval_of_the_mean():
 
     from spikebench.aggregate import interval
 
-    mean, low, high = interval([90.0, 92.0])  # n = 2: t(0.975, 1) = 12.7062
+    mean, low, high = interval([90.0, 92.0, 91.0])  # n = 3: t(0.975, 2) = 4.3027, sem = 1 / sqrt(3)
     assert (
         mean == 91.0
-        and low == pytest.approx(91.0 - 12.7062 * 1.0, abs=1e-3)
-        and high == pytest.approx(91.0 + 12.7062 * 1.0, abs=1e-3)
+        and low == pytest.approx(91.0 - 4.3027 / np.sqrt(3), abs=1e-3)
+        and high == pytest.approx(91.0 + 4.3027 / np.sqrt(3), abs=1e-3)
     )
+    assert np.isnan(interval([90.0, 92.0])[1])  # n = 2: +-12.7 standard errors, not drawn
     values = [1.0, 2.5, 2.0, 4.0]
     assert interval(values)[1:] == pytest.approx(
         stats.t.interval(0.95, 3, loc=np.mean(values), scale=stats.sem(values))
@@ -168,22 +169,23 @@ def test_welch_difference_and_whether_it_exceeds_its_interval():
 
     from spikebench.aggregate import welch
 
-    snn, ann = [10.0, 11.0, 12.0], [2.0, 2.5]
+    snn, ann = [10.0, 11.0, 12.0], [2.0, 2.5, 2.25]
     out = welch(snn, ann)
     reference = stats.ttest_ind(snn, ann, equal_var=False)
     ci = reference.confidence_interval(0.95)
     assert out["difference"] == pytest.approx(11.0 - 2.25) and out["p_value"] == pytest.approx(reference.pvalue)
     assert (out["difference_ci95_low"], out["difference_ci95_high"]) == pytest.approx((ci.low, ci.high))
     assert out["exceeds_interval"] is True
-    assert welch([1.0, 3.0], [2.0, 2.5])["exceeds_interval"] is False
-    assert welch([1.0], [2.0, 2.5])["exceeds_interval"] is None  # one run: no interval
+    assert welch([1.0, 3.0, 2.0], [2.0, 2.5, 2.2])["exceeds_interval"] is False
+    assert welch([10.0, 11.0], [2.0, 2.5])["exceeds_interval"] is None  # two runs a side: no interval
 
 
 # ---- the workflow: an out-of-memory variant, repeats, adding sweep points ----------------------------
 
 
 def _small_config(workdir: Path) -> None:
-    """exp1's two networks only, one epoch, two seeds each, and a sweep of exp1_snn's time steps."""
+    """exp1's two networks only, one epoch, three seeds each (the fewest with an interval), and a sweep of
+    exp1_snn's time steps."""
     import yaml
 
     config = merge(
@@ -191,7 +193,8 @@ def _small_config(workdir: Path) -> None:
         yaml.safe_load((workdir / "config.demo.yaml").read_text()),
     )
     config["networks"] = {n: {**config["networks"][n], "epochs": 1} for n in ("exp1_ann", "exp1_snn")}
-    config["repeats"] = 2
+    config["repeats"] = 3
+    config["networks"] = {n: {k: v for k, v in s.items() if k != "repeats"} for n, s in config["networks"].items()}
     config["sweeps"] = {"time_steps": {"networks": ["exp1_snn"], "num_steps": [2]}}
     config["implementations"] = {"snntorch": []}  # no snnTorch twin here
     config["telemetry"]["idle_s"] = 0
@@ -223,7 +226,11 @@ def _planned(workdir: Path, overlay: dict) -> set[tuple[str, str]]:
 
 
 def _point_jobs(value: float) -> set[tuple[str, str]]:
-    return {(rule, f"network=exp1_ann-lr{value}{seed}") for rule in ("train", "evaluate") for seed in ("", "-seed1")}
+    return {
+        (rule, f"network=exp1_ann-lr{value}{seed}")
+        for rule in ("train", "evaluate")
+        for seed in ("", "-seed1", "-seed2")
+    }
 
 
 @pytest.mark.slow
@@ -251,10 +258,11 @@ def test_an_oom_variant_is_a_result_repeats_have_intervals_and_a_new_point_plans
     assert test["status"] == "oom" and test["accuracy"] is None
 
     summary = pd.read_csv(tables / "summary.csv").set_index("network")
-    assert summary.at["exp1_snn-num_steps2", "status"] == "oom in 1 of 2"
+    assert summary.at["exp1_snn-num_steps2", "status"] == "oom in 1 of 3"
     for network in ("exp1_ann", "exp1_snn"):
         values = runs.loc[runs["network"] == network, "test_acc_pct"].to_numpy()
-        low, high = stats.t.interval(0.95, 1, loc=values.mean(), scale=stats.sem(values))
+        low, high = stats.t.interval(0.95, 2, loc=values.mean(), scale=stats.sem(values))
+        low, high = max(low, 0.0), min(high, 100.0)  # an accuracy's interval stays within [0, 100] %
         row = summary.loc[network]
         assert (row["test_acc_pct_ci95_low"], row["test_acc_pct_ci95_high"]) == pytest.approx((low, high), rel=1e-5)
     difference = pd.read_csv(tables / "difference.csv")
