@@ -95,6 +95,7 @@ rule aggregate:
         runs=run_info(),
         networks=results_networks(),
         demo=DEMO,
+        target_accuracy=config.get("target_accuracy", {}),
     script:
         "../scripts/aggregate.py"
 

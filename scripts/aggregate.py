@@ -12,5 +12,6 @@ with job_logging(snakemake.log[0]) as log:
         snakemake.params.networks,
         dict(snakemake.output),
         demo=snakemake.params.demo,
+        target=snakemake.params.target_accuracy,
     )
     log.info("aggregate tables written: %s", ", ".join(snakemake.output))

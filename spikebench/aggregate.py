@@ -27,6 +27,7 @@ import pandas as pd
 from scipy import stats
 
 from spikebench import results
+from spikebench.results.target import TARGET_FIGURES, experiment_targets, to_target
 
 CONFIDENCE = 0.95
 #: Figure in these tables -> (Table I or II, its column there).
@@ -49,7 +50,7 @@ METRICS = {
 }
 #: Beyond Tables I and II: the largest activation peak of the run's epochs (null on the CPU).
 ACTIVATION = "activation_peak_mib"
-FIGURES = (*METRICS, ACTIVATION)
+FIGURES = (*METRICS, ACTIVATION, *TARGET_FIGURES)
 RUN_KEYS = ("network", "base", "sweep", "setting", "value", "seed", "experiment", "kind", "implementation")
 
 
@@ -60,9 +61,15 @@ def _status(epochs: pd.DataFrame, test: Mapping) -> str:
 
 
 def run_table(
-    epochs: Mapping[str, pd.DataFrame], tests: Mapping[str, Mapping], runs: Mapping[str, Mapping]
+    epochs: Mapping[str, pd.DataFrame],
+    tests: Mapping[str, Mapping],
+    runs: Mapping[str, Mapping],
+    networks: Mapping[str, Mapping] | None = None,
+    target: Mapping | None = None,
 ) -> pd.DataFrame:
-    """One row per run id: its network, sweep setting and value, seed, status and figures (module docstring)."""
+    """One row per run id: its network, sweep setting and value, seed, status and figures (module docstring);
+    with ``networks``, the time, samples and energy to its experiment's target accuracy
+    (:mod:`spikebench.results.target`; ``target``: the config's ``target_accuracy``)."""
     specs = {run_id: runs[run_id] for run_id in runs}
     t1 = results.table1(epochs, specs).set_index("network")
     t2 = results.table2(tests, specs).set_index("network")
@@ -81,6 +88,28 @@ def run_table(
         rows.append(row)
     table = pd.DataFrame(rows)
     table["value"] = table["value"].astype(object)
+    return _with_targets(table, epochs, networks, target)
+
+
+def _with_targets(table: pd.DataFrame, epochs, networks: Mapping[str, Mapping] | None, target) -> pd.DataFrame:
+    """The run table with each run's experiment target and its time, samples and energy to reach it."""
+    for name in TARGET_FIGURES:
+        table[name] = math.nan
+    table["target_val_acc_pct"], table["reached_target"] = math.nan, None
+    if not networks or table.empty:
+        return table
+    ok = table[table["status"] == "ok"]
+    best = ok.groupby("network")["highest_val_acc_pct"].mean().to_dict()
+    targets = experiment_targets(best, networks, target)
+    for i, row in table.iterrows():
+        goal = targets.get(int(row["experiment"]), {}).get("target_val_acc_pct", math.nan)
+        table.at[i, "target_val_acc_pct"] = goal
+        if row["status"] != "ok" or math.isnan(goal):
+            continue
+        for key, value in to_target(epochs[row["run_id"]], goal).items():
+            if key in TARGET_FIGURES or key == "reached_target":
+                table.at[i, key] = value
+    table["reached_target"] = table["reached_target"].astype(object)
     return table
 
 
@@ -131,6 +160,8 @@ def summary_table(runs: pd.DataFrame) -> pd.DataFrame:
             seeds=" ".join(str(s) for s in group["seed"]),
             status="ok" if n_oom == 0 else ("oom" if len(ok) == 0 else f"oom in {n_oom} of {len(group)}"),
             memory_reached_mib=group["memory_reached_mib"].max(),
+            target_val_acc_pct=group["target_val_acc_pct"].max() if "target_val_acc_pct" in group else math.nan,
+            n_reached_target=int((ok["reached_target"] == True).sum()) if "reached_target" in ok else 0,  # noqa: E712
         )
         for name in FIGURES:
             mean, low, high = interval(ok[name], name)
@@ -194,11 +225,13 @@ def write_aggregate(
     outputs: Mapping[str, str],
     *,
     demo: bool = False,
+    target: Mapping | None = None,
 ) -> dict[str, pd.DataFrame]:
-    """Rule aggregate: the runs, summary and difference tables (CSV + HTML), from every run's results."""
+    """Rule aggregate: the runs, summary and difference tables (CSV + HTML), from every run's results
+    (``target``: the config's ``target_accuracy``)."""
     epochs = {r: results.read_epochs(p) for r, p in epochs_paths.items()}
     tests = {r: results.read_test(p) for r, p in test_paths.items()}
-    table = run_table(epochs, tests, runs)
+    table = run_table(epochs, tests, runs, networks, target)
     summary = summary_table(table)
     difference = difference_table(table, networks)
     oom_note = (
@@ -245,6 +278,9 @@ def write_aggregate(
 
 #: Cost-table metric (a Table I column) -> its figure in the summary and difference tables.
 COST_FIGURES = {
+    "time_to_target_s": "time_to_target_s",
+    "energy_to_target_j": "energy_to_target_j",
+    "samples_to_target": "samples_to_target",
     "train_time_per_sample_ms": "train_time_per_sample_ms",
     "energy_per_train_sample_mj": "energy_per_train_sample_mj",
     "avg_epoch_time_s": "avg_epoch_time_s",
@@ -464,11 +500,30 @@ def _seed_row(num: Mapping | None, den: Mapping | None, figure: str | None) -> d
     if figure is None or num is None or den is None or figure not in num:
         return {}
     n_num, n_den = int(num.get("n_ok") or 0), int(den.get("n_ok") or 0)
+    if figure in TARGET_FIGURES:
+        missed = [
+            f"{side['network']} in {n - int(side.get('n_reached_target') or 0)} of {n} seeds"
+            for side, n in ((num, n_num), (den, n_den))
+            if int(side.get("n_reached_target") or 0) < n
+        ]
+        if missed:
+            return {
+                "run_numerator": math.nan,
+                "run_denominator": math.nan,
+                "run_ratio": math.nan,
+                "seeds": f"{n_num}/{n_den}",
+                "ratio_interval_null_reason": "target accuracy not reached: " + ", ".join(missed),
+            }
     mean_num, mean_den = float(num[figure]), float(den[figure])
     ratio, low, high = ratio_interval(num, den, figure)
     if math.isnan(ratio):
         ratio = mean_num / mean_den if mean_den and not math.isnan(mean_den) else math.nan
     few = min(n_num, n_den) < MIN_RUNS
+    unmeasured = [side["network"] for side, m in ((num, mean_num), (den, mean_den)) if math.isnan(m)]
+    if unmeasured:
+        few, reason = False, f"not measured for {', '.join(unmeasured)} in this run (see Table I's footnotes)"
+    else:
+        reason = None if not math.isnan(low) else "no interval: every seed gave the same value on a side"
     return {
         "run_numerator": mean_num,
         "run_denominator": mean_den,
@@ -476,11 +531,7 @@ def _seed_row(num: Mapping | None, den: Mapping | None, figure: str | None) -> d
         "seeds": f"{n_num}/{n_den}",
         "ci_low": low,
         "ci_high": high,
-        "ratio_interval_null_reason": (
-            f"needs >= {MIN_RUNS} seeds a side (has {n_num}/{n_den})"
-            if few
-            else (None if not math.isnan(low) else "no interval: a side has no spread or no value")
-        ),
+        "ratio_interval_null_reason": f"needs >= {MIN_RUNS} seeds a side (has {n_num}/{n_den})" if few else reason,
     }
 
 
@@ -495,7 +546,7 @@ def seed_ratios(cost: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
     for column in SEED_COLUMNS:
         out[column] = None if column in ("seeds", "ratio_interval_null_reason") else math.nan
     for i, (num, den, metric) in enumerate(zip(cost["numerator"], cost["denominator"], cost["metric"])):
-        rows = [by.loc[n].to_dict() if n in by.index else None for n in (num, den)]
+        rows = [{**by.loc[n].to_dict(), "network": n} if n in by.index else None for n in (num, den)]
         for column, value in _seed_row(*rows, COST_FIGURES.get(metric)).items():
             out.iloc[i, out.columns.get_loc(column)] = value
     if "note" in out:

@@ -44,7 +44,18 @@ def _headline_panels(cost: pd.DataFrame) -> list[tuple[str, str, str | None, str
             "study: power x time, per-epoch ratio",
         ),
         memory_panel,
-    ]
+    ] + (
+        [
+            (
+                "Time to the target accuracy",
+                "time_to_target_s",
+                "time_to_target_s",  # the study reports none: "not reported"
+                "training time until the target validation accuracy",
+            )
+        ]
+        if (cost["metric"] == "time_to_target_s").any()
+        else []
+    )
 
 
 def _ratio_bars(ax: plt.Axes, cost: pd.DataFrame, run_metric: str, study_metric: str | None) -> list[float]:
@@ -61,10 +72,17 @@ def _ratio_bars(ax: plt.Axes, cost: pd.DataFrame, run_metric: str, study_metric:
             value = float(rows[column].iloc[0]) if len(rows) else math.nan
             failed = source == "this run" and len(rows) and str(rows["not_learned"].iloc[0] or "")
             if math.isnan(value):
+                reason = (
+                    str(rows["ratio_interval_null_reason"].iloc[0])
+                    if "ratio_interval_null_reason" in rows and len(rows)
+                    else ""
+                )
                 ax.text(
                     x + dx,
                     0.03,
-                    "not measured" if source == "this run" else ("not reported" if study_metric else "not alike"),
+                    ("not reached" if reason.startswith("target accuracy not reached") else "not measured")
+                    if source == "this run"
+                    else ("not reported" if study_metric else "not alike"),
                     rotation=90,
                     ha="center",
                     va="bottom",
@@ -118,8 +136,9 @@ def cost_of_spiking_figure(cost: pd.DataFrame, *, demo: bool = False, energy_not
     """
     if cost.empty:
         raise ValueError("the cost of spiking has no rows: no experiment pairs an SNN with an ANN or a second SNN")
-    fig, axes = plt.subplots(1, 3, figsize=(REPORT_WIDTH_IN, 4.6), layout="constrained")
-    for ax, (title, run_metric, study_metric, note) in zip(axes, _headline_panels(cost)):
+    panels = _headline_panels(cost)
+    fig, axes = plt.subplots(1, len(panels), figsize=(REPORT_WIDTH_IN, 4.6), layout="constrained")
+    for ax, (title, run_metric, study_metric, note) in zip(axes, panels):
         drawn = _ratio_bars(ax, cost, run_metric, study_metric)
         ax.axhline(1.0, color="black", lw=0.8)
         if drawn and min(drawn) > 0 and max(drawn) / min(drawn) > 20:

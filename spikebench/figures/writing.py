@@ -44,7 +44,11 @@ def _headline_cost(
     """The cost table the headline figure draws; with the aggregate summary, the cost table's own statistic (the
     ratio of the means over seeds, ``aggregate.seed_ratios``) and its interval where there are enough seeds."""
     cost = results.cost_of_spiking(
-        results.table1(epochs, networks), results.load_paper_values(paper_path), networks, t2
+        results.table1(epochs, networks),
+        results.load_paper_values(paper_path),
+        networks,
+        t2,
+        to_target=summary_path is not None,
     )
     if summary_path is not None:
         from spikebench import aggregate

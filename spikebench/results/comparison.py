@@ -35,8 +35,14 @@ COST_METRICS = (
 )
 #: Cost metrics compared only where Table I has a value in the column (activation memory: CUDA only).
 OPTIONAL_COST_METRICS = ("activation_peak_mib",)
+#: The cost of reaching the experiment's target validation accuracy (:mod:`spikebench.results.target`): over seeds,
+#: from the aggregate tables only (``cost_of_spiking(..., to_target=True)``, then ``aggregate.seed_ratios``).
+TARGET_COST_METRICS = ("time_to_target_s", "energy_to_target_j", "samples_to_target")
 #: What each cost metric is, for the cost table's HTML view and the headline figure.
 COST_LABELS = {
+    "time_to_target_s": "training time to the target accuracy",
+    "energy_to_target_j": "training energy to the target accuracy",
+    "samples_to_target": "training samples to the target accuracy",
     "train_time_per_sample_ms": "training time per sample",
     "energy_per_train_sample_mj": "training energy per sample",
     "avg_epoch_time_s": "time per epoch",
@@ -196,10 +202,15 @@ def _paper_table1(paper: pd.DataFrame) -> pd.DataFrame:
     return p1
 
 
-def _cost_metrics(t1: pd.DataFrame) -> tuple[str, ...]:
-    """The cost metrics compared: all of :data:`COST_METRICS`, the optional ones where Table I has a value."""
-    return COST_METRICS + tuple(
-        m for m in OPTIONAL_COST_METRICS if m in t1.columns and pd.to_numeric(t1[m], errors="coerce").notna().any()
+def _cost_metrics(t1: pd.DataFrame, to_target: bool) -> tuple[str, ...]:
+    """The cost metrics compared: :data:`TARGET_COST_METRICS` (``to_target``), all of :data:`COST_METRICS`, the
+    optional ones where Table I has a value."""
+    return (
+        (TARGET_COST_METRICS if to_target else ())
+        + COST_METRICS
+        + tuple(
+            m for m in OPTIONAL_COST_METRICS if m in t1.columns and pd.to_numeric(t1[m], errors="coerce").notna().any()
+        )
     )
 
 
@@ -239,6 +250,9 @@ def _cost_notes(
         notes.append("the study reports no peak memory in MiB")
     if metric == "median_epoch_time_s":
         notes.append("the study reports no median time per epoch")
+    if metric in TARGET_COST_METRICS:
+        notes.append("the study reports no time or energy to an accuracy")
+        measured = True  # filled from the aggregate tables (aggregate.seed_ratios), which say what was not reached
     if not measured:
         notes.append("this run: not measured (see Table I's footnotes)")
     else:
@@ -282,7 +296,12 @@ def _cost_row(
 
 
 def cost_of_spiking(
-    t1: pd.DataFrame, paper: pd.DataFrame, networks: Mapping[str, Mapping], t2: pd.DataFrame | None = None
+    t1: pd.DataFrame,
+    paper: pd.DataFrame,
+    networks: Mapping[str, Mapping],
+    t2: pd.DataFrame | None = None,
+    *,
+    to_target: bool = False,
 ) -> pd.DataFrame:
     """Per experiment, the SNN/ANN ratios of training time and energy per sample, time and energy per epoch, power
     and memory, run vs study (one run each; the tables rule puts the means over seeds in, ``aggregate.seed_ratios``).
@@ -294,7 +313,7 @@ def cost_of_spiking(
     p1 = _paper_table1(paper)
     run = t1.set_index("network")
     flagged = not_learned(t2) if t2 is not None else {}
-    metrics = _cost_metrics(t1)
+    metrics = _cost_metrics(t1, to_target)
     rows = [_cost_row(pair, metric, run, p1, flagged) for pair in spiking_pairs(networks) for metric in metrics]
     return pd.DataFrame(rows, columns=COST_COLUMNS)
 

@@ -88,6 +88,9 @@ UNITS = {
     "train_time_per_sample_ms": "ms",
     "train_samples_per_epoch": "samples",
     "test_time_per_sample_ms": "ms",
+    "time_to_target_s": "s",
+    "energy_to_target_j": "J",
+    "samples_to_target": "samples",
 }
 
 

@@ -56,12 +56,14 @@ def build_tables(
     networks: Mapping[str, Mapping],
     paper: pd.DataFrame,
     telemetry_enabled: bool = True,
+    to_target: bool = False,
 ) -> dict[str, pd.DataFrame]:
-    """Every table of the rule tables, from the results read: table1, table2, comparison, cost, hardware."""
+    """Every table of the rule tables, from the results read: table1, table2, comparison, cost, hardware
+    (``to_target``: the cost table has the rows of the cost to the target accuracy, filled from the aggregate)."""
     t1 = table1(epochs, networks)
     t2 = table2(tests, networks)
     comparison = paper_comparison(t1, t2, paper, telemetry_enabled)
-    cost = cost_of_spiking(t1, paper, networks, t2)
+    cost = cost_of_spiking(t1, paper, networks, t2, to_target=to_target)
     return {"table1": t1, "table2": t2, "comparison": comparison, "cost": cost, "hardware": hardware_table(t1, t2)}
 
 
@@ -170,10 +172,11 @@ def write_tables(
     epochs = {n: read_epochs(p) for n, p in epochs_paths.items()}
     tests = {n: read_test(p) for n, p in test_paths.items()}
     paper = load_paper_values(paper_path)
-    tables = build_tables(epochs, tests, networks, paper, telemetry_enabled)
+    aggregated = difference_path is not None and summary_path is not None
+    tables = build_tables(epochs, tests, networks, paper, telemetry_enabled, to_target=aggregated)
     from spikebench import aggregate
 
-    if difference_path is not None and summary_path is not None:
+    if aggregated:
         difference = aggregate.read_table(difference_path, "difference")
         summary = aggregate.read_table(summary_path, "summary")
         tables["cost"] = aggregate.cost_verdicts(aggregate.seed_ratios(tables["cost"], summary), difference, summary)
