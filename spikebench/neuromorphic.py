@@ -1,6 +1,8 @@
 """Rule neuromorphic: the measured energy of each network next to the energy its operation counts would cost on an
 energy-per-operation model (config ``energy_model``, :mod:`spikebench.opcounts`), the per-layer counts of every
 network, and a figure (per-layer firing rate of each SNN; per-experiment ratios, measured vs estimated).
+Membrane updates are priced by the model's ``neuron_update_pj`` (built-in: one MAC each, :mod:`spikebench.energy`),
+shown in the table with their energy as a column of its own; a model at 0 pJ says "not counted".
 
 The energy model is applied here, not in the evaluate jobs, so changing it reruns only this rule.
 """
@@ -19,7 +21,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from spikebench import results  # noqa: E402
-from spikebench.energy import estimate_energy  # noqa: E402
+from spikebench.energy import estimate_energy, membrane_update_text  # noqa: E402
 
 OPERATION_COLUMNS = (
     "dense_ops_per_sample",
@@ -103,6 +105,7 @@ def measured_vs_estimated(
         measured, basis, why = _measured(test, telemetry_enabled)
         if why:
             notes[(i, "measured_energy_per_sample_uj")] = why
+        estimate = estimate_energy(ops, model)
         rows.append(
             {
                 "experiment": spec.get("experiment"),
@@ -112,7 +115,8 @@ def measured_vs_estimated(
                 "accuracy": test.get("accuracy"),
                 "measured_energy_per_sample_uj": None if measured is None else measured * 1e6,
                 "measured_energy_basis": basis,
-                **{k.removesuffix("_j") + "_uj": v * 1e6 for k, v in estimate_energy(ops, model).items()},
+                **{k.removesuffix("_j") + "_uj": None if v is None else v * 1e6 for k, v in estimate.items()},
+                "neuron_update_pj": float(model.get("neuron_update_pj") or 0.0),
                 **{c: ops.get(c) for c in OPERATION_COLUMNS},
                 "effective_ops_per_sample": ops.get("effective_ops_per_sample"),
             }
@@ -120,6 +124,7 @@ def measured_vs_estimated(
         if spec.get("kind") != "snn":
             notes[(i, "mean_firing_rate")] = "an ANN emits no spikes (its ReLU zeros are in activation_sparsity)"
             notes[(i, "membrane_updates_per_sample")] = "an ANN has no membrane"
+            notes[(i, "membrane_update_energy_per_sample_uj")] = "an ANN has no membrane"
     return pd.DataFrame(rows), notes
 
 
@@ -149,16 +154,18 @@ def ratio_table(table: pd.DataFrame, networks: Mapping[str, Mapping]) -> pd.Data
 
 
 def model_text(model: Mapping[str, Any]) -> str:
+    """The model in words: its name, pJ per MAC, per AC and per membrane update (or "not counted"), its source."""
     return (
         f"energy model {model['name']}: {model['mac_pj']:g} pJ per MAC, {model['ac_pj']:g} pJ per AC, "
-        f"{model.get('neuron_update_pj', 0.0):g} pJ per membrane update ({model['source']})"
+        f"{membrane_update_text(model)} ({model['source']})"
     )
 
 
 def intro(model: Mapping[str, Any]) -> list[str]:
     return [
         f"Estimated energy assumes the {model_text(model)}. Estimated = effective MACs x MAC energy + effective "
-        "ACs x AC energy + membrane updates x update energy; dense = every connection at every time step as a MAC "
+        "ACs x AC energy + membrane updates x update energy (neuron_update_pj; their part is the column "
+        "membrane_update_energy_per_sample_uj); dense = every connection at every time step as a MAC "
         "(a dense implementation). Memory accesses (weights, membrane states, spikes) are not included, as in the "
         "45 nm operation tables: the estimate is of arithmetic only, a lower bound for real hardware.",
         "Measured energy is the device's energy per test sample during the evaluate job (above idle where idle "
@@ -182,83 +189,110 @@ def layer_table(layers: Mapping[str, pd.DataFrame], networks: Mapping[str, Mappi
 
 
 def neuromorphic_figure(
-    layers: pd.DataFrame, ratios: pd.DataFrame, style: Mapping[str, Any] | None = None
+    layers: pd.DataFrame,
+    ratios: pd.DataFrame,
+    style: Mapping[str, Any] | None = None,
+    *,
+    demo: bool = False,
+    networks: Mapping[str, Mapping] | None = None,
+    model: Mapping[str, Any] | None = None,
 ) -> plt.Figure:
-    """A: firing rate per layer of each SNN. B: per-experiment ratio, measured vs estimated energy (log scale)."""
-    from spikebench.figures import network_palette, set_style
+    """A: firing rate per layer of each SNN (coloured by kind as every figure with ``networks``, an snnTorch twin
+    lighter and dashed). B: per-experiment ratio, measured vs estimated energy (log scale), ``model`` under it."""
+    from spikebench.figures.style import REPORT_WIDTH_IN, set_style, title
 
     style = dict(style or {})
     set_style(style.get("style", "whitegrid"), style.get("context", "paper"))
-    fig, (ax_a, ax_b) = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, (ax_a, ax_b) = plt.subplots(1, 2, figsize=(REPORT_WIDTH_IN, 4.8), layout="constrained")
+    _firing_rates(ax_a, layers, networks)
+    _ratio_bars(ax_b, ratios)
+    if model is not None:
+        ax_b.set_xlabel(
+            f"estimated: {model['name']}, {model['mac_pj']:g} pJ/MAC, {model['ac_pj']:g} pJ/AC, "
+            f"\n{membrane_update_text(model)}",
+            fontsize="small",
+        )
+    title(fig, "Neuromorphic estimate: firing rates and energy ratios", demo=demo, fontsize="medium")
+    return fig
+
+
+def _firing_rates(ax: plt.Axes, layers: pd.DataFrame, networks: Mapping[str, Mapping] | None) -> None:
+    """Panel A: one line per SNN, its firing rate per layer."""
+    from matplotlib.ticker import MaxNLocator
+
+    from spikebench.figures.style import is_twin, message, network_color, network_palette
+
     snn = layers[layers["firing_rate"].notna()] if len(layers) else layers
     names = list(dict.fromkeys(snn["network_id"])) if len(snn) else []
     palette = network_palette(names)
-    for name in names:
+    for i, name in enumerate(names):
         part = snn[snn["network_id"] == name]
-        ax_a.plot(
+        spec = (networks or {}).get(name)
+        ax.plot(
             part["layer"] + 1,
             part["firing_rate"],
-            marker="o",
-            color=palette[name],
+            marker="osD^vP"[i % 6],
+            color=palette[name] if spec is None else network_color(spec),
+            linestyle="--" if spec is not None and is_twin(spec) else "-",
             label=f"exp {part['experiment'].iloc[0]} {part['network'].iloc[0]}",
         )
-    ax_a.set(xlabel="layer", ylabel="firing rate (spikes per neuron per step)", title="A  Firing rate per layer")
+    ax.set(xlabel="layer", ylabel="firing rate (spikes per neuron per step)", title="A  Firing rate per layer")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if names:
-        ax_a.set_ylim(bottom=0)
-        ax_a.legend(fontsize="small")
+        ax.set_ylim(bottom=0)
+        ax.legend(fontsize="small")
     else:
-        _message(ax_a, "no SNN in this run")
-    _ratio_bars(ax_b, ratios)
-    fig.tight_layout()
-    return fig
+        message(ax, "no SNN in this run: no spikes to count")
 
 
 def _missing(value: Any) -> bool:
     return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
 
 
-def _message(ax: plt.Axes, text: str) -> None:
-    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="#8a1c1c")
+#: Colours of panel B's two sources: neutral greys, not a kind of network's colour.
+RATIO_COLORS = {"measured_energy_ratio": "#4d4d4d", "estimated_energy_ratio": "#b0b0b0"}
 
 
 def _ratio_bars(ax: plt.Axes, ratios: pd.DataFrame) -> None:
-    from matplotlib.ticker import FuncFormatter, NullFormatter
+    """Panel B: per experiment, the measured and the estimated energy ratio, on a log axis with several ticks."""
+    from spikebench.figures.style import log_scale, message
 
     ax.set_title("B  Ratio per experiment: measured vs estimated energy")
     if not len(ratios):
-        _message(ax, "no pair of networks to compare")
+        message(ax, "no pair of networks to compare")
         return
-    width = 0.38
+    width, drawn = 0.38, []
     for offset, column, label in (
         (-width / 2, "measured_energy_ratio", "measured (device)"),
         (width / 2, "estimated_energy_ratio", "estimated (operation model)"),
     ):
         values = [math.nan if _missing(v) else float(v) for v in ratios[column]]
-        ax.bar([i + offset for i in range(len(ratios))], values, width, label=label)
+        drawn += [v for v in values if not math.isnan(v)]
+        ax.bar([i + offset for i in range(len(ratios))], values, width, label=label, color=RATIO_COLORS[column])
         for i, v in enumerate(values):
-            text = "not measured" if math.isnan(v) else f"{v:.2g}x"
             ax.text(
                 i + offset,
-                1.0 if math.isnan(v) else v,
-                text,
+                0.03 if math.isnan(v) else v,
+                "not measured" if math.isnan(v) else f"{v:.2g}x",
                 ha="center",
                 va="bottom",
-                fontsize="x-small",
+                fontsize="small",
                 rotation=90 if math.isnan(v) else 0,
                 color="#8a1c1c" if math.isnan(v) else "black",
+                transform=ax.get_xaxis_transform() if math.isnan(v) else ax.transData,
             )
     ax.axhline(1.0, color="black", linewidth=0.8)
-    ax.set_yscale("log")
-    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-    ax.yaxis.set_minor_formatter(NullFormatter())
-    ax.margins(y=0.25)
+    ax.set_xlim(-0.6, len(ratios) - 0.4)  # both bars of every pair in view, drawn or "not measured"
+    if drawn:
+        log_scale(ax, "y")
+        ax.set_ylim(min(drawn + [1.0]) / 1.8, max(drawn + [1.0]) * 1.6)
     ax.set_xticks(
         range(len(ratios)),
-        [f"exp {e}\n{c}" for e, c in zip(ratios["experiment"], ratios["comparison"])],
+        [f"exp {e}\n" + str(c).replace(" / ", " /\n") for e, c in zip(ratios["experiment"], ratios["comparison"])],
         fontsize="small",
     )
-    ax.set_ylabel("ratio (log scale; below 1: the first network costs less)")
-    ax.legend(fontsize="small")
+    ax.set_ylabel("ratio (log; < 1: the first network costs less)")
+    ax.legend(fontsize="small", loc="upper left")
 
 
 def write_neuromorphic(
@@ -309,7 +343,7 @@ def write_neuromorphic(
         html_drop=("network_id",),
     )
     save_figure(
-        neuromorphic_figure(per_layer, ratios, style),
+        neuromorphic_figure(per_layer, ratios, style, demo=demo, networks=networks, model=model),
         outputs["figure_png"],
         outputs["figure_svg"],
         dpi=int((style or {}).get("dpi", 150)),

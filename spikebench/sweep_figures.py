@@ -1,16 +1,20 @@
 """One figure per swept setting (config ``sweeps``): the cost and the accuracy against the setting's value.
 
-Four panels, time per epoch, energy per epoch, activation memory and test accuracy, each against the
-setting's value: one line per base network (its own value is one of the points; the implementation,
-when the network has one, is in its label), the ANN of the same experiment as a dashed reference line,
-the 95% interval over seeds as error bars when there are repeats. A point that ran out of memory is a
-cross at the bottom of each panel (one whose seeds ran out of memory only in part is labelled
-"oom in k of n", its mean is of the others); a figure that was not measured (activation memory on the CPU) is
-never drawn as 0: the panel says so. Input: the summary table of ``spikebench.aggregate``.
+Up to four panels, time per epoch, energy per epoch, activation memory and test accuracy, each against the
+setting's value: one line per base network (its own value is one of the points; the implementation, when the
+network has one, is in its label), coloured by kind as every figure (``spikebench.figures.network_colors``: an
+snnTorch twin lighter and dashed), the ANN of the same experiment as a dashed orange reference line, the 95%
+interval over seeds as error bars only where a point has ``MIN_SEEDS`` (3) or more completed runs, clipped to
+where the figure can lie (accuracies within [0, 100] %, everything else >= 0). A point that ran out of memory
+is a cross at the bottom of each panel (one whose seeds ran out of memory only in part is labelled "oom in k of
+n", its mean is of the others). A figure that was not measured at all (activation memory on the CPU, energy
+without a power reading) gets no panel: a note under the figure says so, never a 0 drawn. Input: the summary
+table of ``spikebench.aggregate``.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 import matplotlib
@@ -22,6 +26,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from spikebench import figures, results  # noqa: E402
+from spikebench.figures.style import KIND_COLORS, MIN_SEEDS, interval_bars, is_twin, network_color, title  # noqa: E402
 
 PANELS = {
     "avg_epoch_time_s": "time per epoch (s)",
@@ -29,6 +34,16 @@ PANELS = {
     "activation_peak_mib": "activation memory (MiB)",
     "test_acc_pct": "test accuracy (%)",
 }
+#: Why a figure has no value at all in a run (the note under the figure).
+UNMEASURED = {
+    "avg_epoch_time_s": "no completed run",
+    "energy_per_epoch_j": "no power reading (a CPU without readable RAPL, or telemetry off)",
+    "activation_peak_mib": "no activation peak on the CPU",
+    "test_acc_pct": "no completed run",
+}
+#: Where a figure can lie: accuracies within [0, 100] %, everything else >= 0.
+DOMAIN = {"test_acc_pct": (0.0, 100.0)}
+_MARKERS = ("o", "s", "^", "D", "v", "P")
 
 
 def _positions(values: Sequence) -> tuple[list[float], list[str] | None]:
@@ -46,48 +61,57 @@ def _ann_of(network: str, networks: Mapping[str, Mapping]) -> str | None:
     return None
 
 
-def _draw_panel(
-    ax: plt.Axes,
-    lines: pd.DataFrame,
-    summary: pd.DataFrame,
-    metric: str,
-    networks: Mapping[str, Mapping],
-    palette: Mapping,
-) -> bool:
+def _draw_means(ax: plt.Axes, ok: pd.DataFrame, metric: str, style: Mapping) -> bool:
+    """The line of means of one base network, with intervals where they may be drawn; False when it has none."""
+    if not ok[metric].notna().any():
+        return False
+    n_ok = ok["n_ok"] if "n_ok" in ok else None
+    yerr = interval_bars(
+        ok[metric], ok[f"{metric}_ci95_low"], ok[f"{metric}_ci95_high"], n_ok, DOMAIN.get(metric, (0.0, math.inf))
+    )
+    ax.plot(ok["x"], ok[metric], **style)
+    if yerr is not None:  # only the points with an interval: no zero-length bar where there is none
+        keep = np.isfinite(yerr).all(axis=0)
+        x, y = ok["x"].to_numpy()[keep], ok[metric].to_numpy()[keep]
+        ax.errorbar(x, y, yerr=yerr[:, keep], fmt="none", capsize=3, color=style["color"])
+    for row in ok[ok["status"].astype(str).str.startswith("oom in")].itertuples():
+        if np.isfinite(getattr(row, metric)):  # some seeds ran out of memory: the mean is of the others
+            ax.annotate(
+                str(row.status),
+                (row.x, getattr(row, metric)),
+                xytext=(4, -12),
+                textcoords="offset points",
+                fontsize="small",
+                color=style["color"],
+            )
+    return True
+
+
+def _line_style(base: str, networks: Mapping[str, Mapping], i: int, label: str) -> dict:
+    """Colour by kind (twins lighter and dashed), a marker per base network."""
+    spec = networks.get(base, {})
+    return {
+        "color": network_color(spec),
+        "marker": _MARKERS[i % len(_MARKERS)],
+        "linestyle": "--" if is_twin(spec) else "-",
+        "label": label,
+    }
+
+
+def _draw_panel(ax: plt.Axes, lines: pd.DataFrame, summary: pd.DataFrame, metric: str, networks: Mapping) -> bool:
     """One panel; False when nothing of `metric` was measured."""
     drawn = False
-    for base, line in lines.groupby("base", sort=False):
+    for i, (base, line) in enumerate(lines.groupby("base", sort=False)):
         line = line.sort_values("x")
-        ok = line[line["status"] != "oom"]
-        err = np.vstack([ok[metric] - ok[f"{metric}_ci95_low"], ok[f"{metric}_ci95_high"] - ok[metric]])
-        if ok[metric].notna().any():
-            ax.errorbar(
-                ok["x"],
-                ok[metric],
-                yerr=np.where(np.isfinite(err), err, 0.0),
-                marker="o",
-                capsize=3,
-                color=palette[base],
-                label=line["label"].iloc[0],
-            )
-            drawn = True
-        for row in ok[ok["status"].astype(str).str.startswith("oom in")].itertuples():
-            if np.isfinite(getattr(row, metric)):  # some seeds ran out of memory: the mean is of the others
-                ax.annotate(
-                    str(row.status),
-                    (row.x, getattr(row, metric)),
-                    xytext=(4, -10),
-                    textcoords="offset points",
-                    fontsize="x-small",
-                    color=palette[base],
-                )
+        style = _line_style(base, networks, i, line["label"].iloc[0])
+        drawn |= _draw_means(ax, line[line["status"] != "oom"], metric, style)
         oom = line[line["status"] == "oom"]
         if len(oom):
             ax.scatter(
                 oom["x"],
                 [0.02] * len(oom),
                 marker="x",
-                color=palette[base],
+                color=style["color"],
                 transform=ax.get_xaxis_transform(),
                 label=f"{base}: out of memory",
             )
@@ -95,19 +119,15 @@ def _draw_panel(
         if ann is not None and ann in set(summary["network"]):
             value = summary.loc[summary["network"] == ann, metric].iloc[0]
             if np.isfinite(value):
-                ax.axhline(value, linestyle="--", color="grey", label=f"{ann} (ANN)")
+                ax.axhline(value, linestyle="--", color=KIND_COLORS["ann"], label=f"{ann} (ANN)")
+    if drawn:
+        low, high = DOMAIN.get(metric, (0.0, math.inf))
+        ax.set_ylim(bottom=max(low, ax.get_ylim()[0]), top=min(high * 1.02, ax.get_ylim()[1]))
     return drawn
 
 
-def sweep_figure(
-    summary: pd.DataFrame,
-    setting: str,
-    points: Sequence[Mapping],
-    networks: Mapping[str, Mapping],
-    *,
-    demo: bool = False,
-) -> plt.Figure:
-    """The figure of one swept `setting`; `points`: {network, base, value} of every base network and variant."""
+def _frame(summary: pd.DataFrame, points: Sequence[Mapping]) -> tuple[pd.DataFrame, list[str] | None]:
+    """One row per point with its summary figures, ``x`` and ``label``; the category labels of a non-numeric x."""
     rows = summary.set_index("network")
     frame = pd.DataFrame(
         [
@@ -119,27 +139,65 @@ def sweep_figure(
     frame["x"], labels = _positions(list(frame["value"]))
     impl = frame.get("implementation", pd.Series([None] * len(frame)))
     frame["label"] = [b if not isinstance(i, str) else f"{b} ({i})" for b, i in zip(frame["base"], impl)]
-    palette = figures.network_palette(list(dict.fromkeys(frame["base"])))
-    fig, axes = plt.subplots(1, len(PANELS), figsize=(4.2 * len(PANELS), 3.6), constrained_layout=True)
-    for ax, (metric, name) in zip(axes, PANELS.items()):
-        if not _draw_panel(ax, frame, summary, metric, networks, palette):
-            figures.message(
-                ax,
-                f"{name}: not measured in this run"
-                + (" (no activation peak on the CPU)" if metric == "activation_peak_mib" else ""),
-            )
-        ax.set_xlabel(setting)
-        ax.set_ylabel(name)
+    return frame, labels
+
+
+def _measured(frame: pd.DataFrame, metric: str) -> bool:
+    return metric in frame and bool(frame.loc[frame["status"] != "oom", metric].notna().any())
+
+
+def _grid(n: int) -> tuple[int, int]:
+    """(rows, columns) of ``n`` panels at the report's width: side by side up to 3, else two by two."""
+    return (1, n) if n <= 3 else (math.ceil(n / 2), 2)
+
+
+def sweep_figure(
+    summary: pd.DataFrame,
+    setting: str,
+    points: Sequence[Mapping],
+    networks: Mapping[str, Mapping],
+    *,
+    demo: bool = False,
+) -> plt.Figure:
+    """The figure of one swept `setting`; `points`: {network, base, value} of every base network and variant."""
+    frame, labels = _frame(summary, points)
+    shown = [m for m in PANELS if _measured(frame, m)] or ["test_acc_pct"]
+    rows, cols = _grid(len(shown))
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(figures.REPORT_WIDTH_IN, 1.2 + 3.3 * rows), layout="constrained", squeeze=False
+    )
+    for ax in axes.flat[len(shown) :]:
+        ax.remove()
+    for ax, metric in zip(axes.flat, shown):
+        if not _draw_panel(ax, frame, summary, metric, networks):
+            figures.message(ax, f"{PANELS[metric]}: not measured in this run ({UNMEASURED[metric]})", width=36)
+        ax.set(xlabel=setting, ylabel=PANELS[metric])
         if labels is not None:
             ax.set_xticks(range(len(labels)), labels)
+    _legend_and_notes(fig, axes.flat[: len(shown)], [m for m in PANELS if m not in shown], frame)
+    title(fig, f"Sweep of {setting}", demo=demo)
+    return fig
+
+
+def _legend_and_notes(fig: plt.Figure, axes: Sequence[plt.Axes], left_out: Sequence[str], frame: pd.DataFrame) -> None:
+    """One legend for all panels; under it, which figures have no panel and why, and when intervals are shown."""
     handles = {}
     for ax in axes:
         for handle, label in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(label, handle)
+    notes = [f"Not measured in this run, so no panel: {PANELS[m]} ({UNMEASURED[m]})." for m in left_out]
+    n_ok = frame["n_ok"] if "n_ok" in frame else pd.Series(dtype=float)
+    if (n_ok >= MIN_SEEDS).any():
+        notes.append(f"Error bars: 95% interval over seeds, only at points with >= {MIN_SEEDS} completed runs.")
+    else:
+        notes.append(f"No error bars: a 95% interval needs >= {MIN_SEEDS} seeds per point (points are means).")
+    text = "\n".join(notes)
     if handles:
-        fig.legend(handles.values(), handles.keys(), loc="outside lower center", ncols=min(4, len(handles)))
-    fig.suptitle((figures.DEMO_TITLE if demo else "") + f"Sweep of {setting}")
-    return fig
+        legend = fig.legend(handles.values(), handles.keys(), loc="outside lower center", ncols=min(3, len(handles)))
+        if text:
+            legend.set_title(text, prop={"size": "small"})
+    elif text:
+        fig.supxlabel(text, fontsize="small")
 
 
 def write_sweep_figures(

@@ -321,3 +321,187 @@ def test_energy_figure_left_out_of_the_report_without_an_energy_reading(tmp_path
     assert outputs["measured"].is_dir() and not list(outputs["measured"].iterdir())
     text = " ".join(re.findall(r"<text[^>]*>([^<]*)</text>", outputs["cost_of_spiking_svg"].read_text()))
     assert "Not measured in this run: no NVIDIA GPU (ran on cpu): power not measured" in text
+
+
+# ---------------------------------------------------------------- every figure of a demo run (issue #20)
+TWIN = {**STUDY_NETWORKS["exp1_snn"], "implementation": "snntorch"}
+DEMO_NETWORKS = {**STUDY_NETWORKS, "exp1_snn_snntorch": TWIN}
+DEMO_LABELS = {n: results.network_label(n, DEMO_NETWORKS) for n in DEMO_NETWORKS}
+
+
+def _sweep_demo(demo: bool):
+    from spikebench.aggregate import FIGURES
+    from spikebench.sweep_figures import sweep_figure
+
+    def row(network, value, n_ok=2):  # as on the demo's CPU: no energy, no activation memory, two seeds
+        out = {"network": network, "status": "ok", "implementation": "spikebench", "n_runs": n_ok, "n_ok": n_ok}
+        for name in FIGURES:
+            v = np.nan if name in ("energy_per_epoch_j", "activation_peak_mib") else value
+            out.update({name: v, f"{name}_ci95_low": v - 10, f"{name}_ci95_high": v + 10})
+        return out
+
+    summary = pd.DataFrame([row("exp1_ann", 1.0), row("exp1_snn", 4.0), row("exp1_snn-num_steps2", 2.0)])
+    points = [
+        {"network": "exp1_snn", "base": "exp1_snn", "value": 10},
+        {"network": "exp1_snn-num_steps2", "base": "exp1_snn", "value": 2},
+    ]
+    return sweep_figure(summary, "num_steps", points, DEMO_NETWORKS, demo=demo)
+
+
+def _neuromorphic_demo(demo: bool):
+    from spikebench.energy import energy_model
+    from spikebench.neuromorphic import layer_table, neuromorphic_figure
+
+    frame = pd.DataFrame({"layer": [0, 1], "firing_rate": [0.2, 0.1]})
+    layers = layer_table({"exp1_snn": frame, "exp1_snn_snntorch": frame}, DEMO_NETWORKS)
+    ratios = pd.DataFrame(
+        {
+            "experiment": [1, 1],
+            "comparison": ["SNN / ANN", "SNN (snnTorch) / ANN"],
+            "measured_energy_ratio": [np.nan, np.nan],
+            "estimated_energy_ratio": [0.79, 0.85],
+        }
+    )
+    return neuromorphic_figure(layers, ratios, demo=demo, networks=DEMO_NETWORKS, model=energy_model(None))
+
+
+def _demo_figures(tmp_path, demo: bool = True):
+    """(name, figure) of every figure a demo run draws, from a demo-like fixture (CPU telemetry, an snnTorch twin)."""
+    _, cost = _cost(tmp_path)
+    yield "cost_of_spiking", figures.cost_of_spiking_figure(cost, demo=demo)
+    epochs = {n: make_epochs(n, 3, "cpu", scale=1 + i) for i, n in enumerate(DEMO_NETWORKS)}
+    timelines = {
+        n: figures.run_timeline(make_telemetry(e, "cpu"), make_telemetry(None, "cpu", test_s=1.5))
+        for n, e in epochs.items()
+    }
+    colors = figures.network_colors(DEMO_NETWORKS)
+    for experiment in (1, 2, 3):
+        members = [n for n in DEMO_NETWORKS if DEMO_NETWORKS[n]["experiment"] == experiment]
+        yield (
+            f"experiment{experiment}",
+            figures.experiment_figure(
+                experiment,
+                {n: epochs[n] for n in members},
+                {n: timelines[n] for n in members},
+                DEMO_LABELS,
+                demo=demo,
+                colors=colors,
+            ),
+        )
+    yield "energy_per_epoch", figures.energy_per_epoch_figure(epochs, DEMO_NETWORKS, demo=demo)
+    tests = {n: results.read_test(tmp_path / "results" / n / "test.json") for n in STUDY_NETWORKS}
+    t2 = results.table2(tests, STUDY_NETWORKS)
+    yield "accuracy_vs_energy", figures.accuracy_vs_energy_figure(t2, demo=demo, networks=DEMO_NETWORKS)
+    yield "sweep_num_steps", _sweep_demo(demo)
+    yield "neuromorphic", _neuromorphic_demo(demo)
+
+
+def _all_texts(fig) -> list[str]:
+    from matplotlib.text import Text
+
+    return [t.get_text() for t in fig.findobj(Text)]
+
+
+def _labelled_ticks(axis) -> list[str]:
+    """The tick labels with text within the axis's view (after a draw)."""
+    low, high = sorted(axis.get_view_interval())
+    i = 1 if axis is axis.axes.yaxis else 0
+    return [t.get_text() for t in axis.get_ticklabels() if t.get_text() and low <= t.get_position()[i] <= high]
+
+
+def test_every_figure_of_a_demo_run_says_demo_data_and_has_no_empty_panel(tmp_path):
+    names = []
+    for name, fig in _demo_figures(tmp_path):
+        try:
+            names.append(name)
+            fig.canvas.draw()
+            assert any("DEMO DATA" in t for t in _all_texts(fig)), f"{name}: no DEMO DATA"
+            for ax in fig.axes:
+                drawn = ax.lines or ax.patches or ax.collections or ax.images or ax.texts
+                assert drawn, f"{name}: panel {ax.get_title()!r} is empty and does not say why"
+                for axis in (ax.xaxis, ax.yaxis):
+                    if axis.get_scale() == "log":
+                        assert len(_labelled_ticks(axis)) >= 2, (name, ax.get_title(), _labelled_ticks(axis))
+        finally:
+            matplotlib.pyplot.close(fig)
+    assert len(names) == 8
+    for name, fig in _demo_figures(tmp_path / "plain", demo=False):
+        try:
+            assert not any("DEMO DATA" in t for t in _all_texts(fig)), name
+        finally:
+            matplotlib.pyplot.close(fig)
+
+
+@pytest.mark.parametrize("low, high", [(0.79, 0.85), (0.5, 0.9), (0.3, 4.0), (2.0, 40.0), (0.01, 500.0), (95, 99)])
+def test_a_log_axis_has_several_labelled_ticks(low, high):
+    fig, ax = matplotlib.pyplot.subplots()
+    try:
+        ax.bar([0, 1], [low, high])
+        figures.log_scale(ax, "y")
+        ax.set_ylim(low / 1.1, high * 1.1)
+        fig.canvas.draw()
+        labels = _labelled_ticks(ax.yaxis)
+        assert len(labels) >= 2, labels
+        assert all("$" not in t for t in labels)  # plain numbers, not mathtext exponents
+        assert len(labels) <= 12, labels  # and not crowded
+    finally:
+        matplotlib.pyplot.close(fig)
+
+
+def test_the_snntorch_twin_is_told_apart_from_its_snn_in_every_figure(tmp_path):
+    from matplotlib.colors import to_rgb
+
+    colors = figures.network_colors(DEMO_NETWORKS)
+    assert colors["exp1_snn"] == figures.KIND_COLORS["snn"] and colors["exp1_snn_snntorch"] != colors["exp1_snn"]
+    r, g, b = to_rgb(colors["exp1_snn_snntorch"])
+    assert b == max(r, g, b)  # the same blue, lighter
+    epochs = {n: make_epochs(n, 3, "nvml") for n in ("exp1_ann", "exp1_snn", "exp1_snn_snntorch")}
+    fig = figures.energy_per_epoch_figure(epochs, DEMO_NETWORKS)
+    try:
+        bars = {round(p.get_x() + p.get_width() / 2): p for p in fig.axes[0].patches if isinstance(p, Rectangle)}
+        snn, twin = bars[1], bars[2]
+        assert twin.get_hatch() and not snn.get_hatch()
+        assert to_rgb(twin.get_facecolor()) != to_rgb(snn.get_facecolor())
+        legend = {t.get_text() for t in fig.axes[0].get_legend().get_texts()}
+        assert "SNN (snnTorch twin)" in legend
+    finally:
+        matplotlib.pyplot.close(fig)
+    timelines = {n: figures.run_timeline(make_telemetry(e, "nvml")) for n, e in epochs.items()}
+    fig = figures.experiment_figure(1, epochs, timelines, DEMO_LABELS, colors=colors)
+    try:
+        drawn = {line.get_label(): to_rgb(line.get_color()) for line in fig.axes[2].lines}
+        assert drawn["SNN"] == to_rgb(figures.KIND_COLORS["snn"]) and drawn["SNN (snnTorch)"] != drawn["SNN"]
+    finally:
+        matplotlib.pyplot.close(fig)
+    t2 = pd.DataFrame(
+        {
+            "experiment": [1, 1],
+            "network": ["exp1_snn", "exp1_snn_snntorch"],
+            "test_acc": [90.0, 89.0],
+            "test_time_s": [1.0, 3.0],
+            "n_test": [1000, 1000],
+            "energy_per_test_sample_mj": [1.0, 2.0],
+            "device": ["cuda:0"] * 2,
+            "telemetry_source": ["nvml"] * 2,
+        }
+    )
+    fig = figures.accuracy_vs_energy_figure(t2, networks=DEMO_NETWORKS)
+    try:
+        points = {
+            tuple(offset): to_rgb(color)
+            for coll in fig.axes[0].collections
+            for offset, color in zip(coll.get_offsets(), coll.get_facecolors())
+        }
+        assert points[(1.0, 90.0)] != points[(2.0, 89.0)]
+    finally:
+        matplotlib.pyplot.close(fig)
+
+
+def test_sweep_and_neuromorphic_figures_are_legible_at_the_report_width(tmp_path):
+    for name, fig in (("sweep", _sweep_demo(True)), ("neuromorphic", _neuromorphic_demo(True))):
+        figures.save_figure(fig, tmp_path / f"{name}.png", tmp_path / f"{name}.svg", dpi=50)
+        svg = (tmp_path / f"{name}.svg").read_text()
+        width = float(re.search(r'viewBox="0 0 ([\d.]+) ', svg).group(1))
+        smallest = min(float(s) for s in re.findall(r"font-size: ([\d.]+)px", svg))
+        assert width <= figures.REPORT_WIDTH_IN * 72 + 1, f"{name}.svg is {width / 72:.1f} in wide"
+        assert smallest * 1000.0 / width >= 10.0, f"{name}.svg: its smallest text is {smallest * 1000 / width:.1f} px"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
@@ -138,12 +139,19 @@ def test_energy_arithmetic() -> None:
         "membrane_updates_per_sample": 50,
     }
     energy = estimate_energy(ops, fp32)
-    assert energy["estimated_energy_per_sample_j"] == pytest.approx((10 * 4.6 + 100 * 0.9) * 1e-12, rel=1e-12)
+    # 10 MACs, 100 ACs and 50 membrane updates, each update one fp32 multiply + add (4.6 pJ)
+    assert energy["estimated_energy_per_sample_j"] == pytest.approx(
+        (10 * 4.6 + 100 * 0.9 + 50 * 4.6) * 1e-12, rel=1e-12
+    )
+    assert energy["membrane_update_energy_per_sample_j"] == pytest.approx(50 * 4.6e-12, rel=1e-12)
     assert energy["dense_energy_per_sample_j"] == pytest.approx(1000 * 4.6e-12, rel=1e-12)
     int8 = energy_model({"name": "horowitz45_int8"})
     assert estimate_energy(ops, int8)["estimated_energy_per_sample_j"] == pytest.approx(
-        (10 * 0.23 + 100 * 0.03) * 1e-12
+        (10 * 0.23 + 100 * 0.03 + 50 * 0.23) * 1e-12
     )
+    ann = estimate_energy({**ops, "membrane_updates_per_sample": None}, fp32)  # an ANN has no membrane
+    assert ann["membrane_update_energy_per_sample_j"] is None
+    assert ann["estimated_energy_per_sample_j"] == pytest.approx((10 * 4.6 + 100 * 0.9) * 1e-12, rel=1e-12)
     chip = energy_model({"name": "chip", "custom": {"chip": {"mac_pj": 0, "ac_pj": 2.0, "neuron_update_pj": 1.0}}})
     assert estimate_energy(ops, chip)["estimated_energy_per_sample_j"] == pytest.approx((200 + 50) * 1e-12)
     assert "user-defined" in chip["source"] and set(ENERGY_MODELS) <= {
@@ -156,6 +164,35 @@ def test_energy_arithmetic() -> None:
         energy_model({"name": "nope"})
     with pytest.raises(EnergyModelError, match="energy_model.custom.bad.ac_pj"):
         energy_model({"name": "bad", "custom": {"bad": {"mac_pj": 1.0}}})
+    with pytest.raises(EnergyModelError, match="energy_model.custom.bad.neuron_update_pj"):
+        energy_model({"name": "bad", "custom": {"bad": {"mac_pj": 1.0, "ac_pj": 1.0, "neuron_update_pj": -1}}})
+
+
+# (mult, add) pJ of Horowitz's 45 nm table, ISSCC 2014 Fig. 1.1.9
+HOROWITZ = {"fp32": (3.7, 0.9), "fp16": (1.1, 0.4), "int8": (0.2, 0.03), "int32": (3.1, 0.1)}
+
+
+@pytest.mark.parametrize("precision", sorted(HOROWITZ))
+def test_every_built_in_model_prices_a_membrane_update_with_its_source(precision: str) -> None:
+    """A LIF update (U <- beta U + I) is one multiply and one add: each built-in model prices it as its MAC and
+    says so in its source (the table header); none leaves membrane updates out at 0 pJ."""
+    mult, add = HOROWITZ[precision]
+    model = energy_model({"name": f"horowitz45_{precision}"})
+    assert ENERGY_MODELS[f"horowitz45_{precision}"]["neuron_update_pj"] == pytest.approx(mult + add)
+    assert model["neuron_update_pj"] == pytest.approx(mult + add) == pytest.approx(model["mac_pj"])
+    assert "Horowitz" in model["source"] and "membrane update" in model["source"]
+    assert set(ENERGY_MODELS[f"horowitz45_{precision}"]) >= {"mac_pj", "ac_pj", "neuron_update_pj", "source"}
+
+
+def test_a_model_without_membrane_energy_says_that_updates_are_not_counted() -> None:
+    from spikebench.energy import membrane_update_text
+    from spikebench.neuromorphic import intro, model_text
+
+    chip = energy_model({"name": "chip", "custom": {"chip": {"mac_pj": 1.0, "ac_pj": 0.5}}})
+    assert chip["neuron_update_pj"] == 0.0
+    assert membrane_update_text(chip) == "membrane updates at 0 pJ: not counted"
+    assert "membrane updates at 0 pJ: not counted" in intro(chip)[0]
+    assert "4.6 pJ per membrane update" in model_text(energy_model(None))
 
 
 # ---------------------------------------------------------------- real networks on real MNIST
@@ -322,16 +359,79 @@ def test_measured_vs_estimated_table_and_ratios(tmp_path: Path) -> None:
     assert table["measured_energy_basis"][0] == "above idle"
     assert pd.isna(table["measured_energy_per_sample_uj"].iloc[1])
     assert "not measured" in notes[(1, "measured_energy_per_sample_uj")]
-    assert table["estimated_energy_per_sample_uj"].tolist() == pytest.approx([500 * 4.6e-6, (460 + 810) * 1e-6])
+    # the SNN: 100 MACs x 4.6 + 900 ACs x 0.9 + 50 membrane updates x 4.6 pJ = 460 + 810 + 230 pJ
+    assert table["estimated_energy_per_sample_uj"].tolist() == pytest.approx([500 * 4.6e-6, (460 + 810 + 230) * 1e-6])
+    membrane = table["membrane_update_energy_per_sample_uj"]  # an ANN has no membrane: empty, footnoted
+    assert table["neuron_update_pj"].tolist() == [4.6, 4.6] and membrane[1] == pytest.approx(230e-6)
+    assert pd.isna(membrane[0]) and notes[(0, "membrane_update_energy_per_sample_uj")] == "an ANN has no membrane"
     ratios = ratio_table(table, networks)
     assert ratios["comparison"].tolist() == ["SNN / ANN"]
-    assert ratios["estimated_energy_ratio"][0] == pytest.approx(1270 / 2300) and ratios["dense_ops_ratio"][0] == 4.0
+    assert ratios["estimated_energy_ratio"][0] == pytest.approx(1500 / 2300) and ratios["dense_ops_ratio"][0] == 4.0
     assert pd.isna(ratios["measured_energy_ratio"][0])  # never 0 for what was not measured
     parquet = pd.DataFrame({"network": ["a_snn"] * 2, "kind": ["snn"] * 2, "layer": [0, 1], "firing_rate": [0.2, 0.0]})
     layers = layer_table({"a_snn": parquet}, networks)  # as read from layers.parquet
     assert layers.columns[:3].tolist() == ["experiment", "network", "layer"] and layers["network"][0] == "SNN"
     fig = neuromorphic_figure(layers, ratios)
     assert len(fig.axes) == 2 and fig.axes[0].lines[0].get_ydata().tolist() == [0.2, 0.0]
+    assert "DEMO DATA" not in fig._suptitle.get_text() and not plt.close(fig)
+
+
+def _twin_layers_and_ratios():
+    from spikebench.neuromorphic import layer_table
+
+    networks = {
+        "a_ann": {"experiment": 1, "kind": "ann", "architecture": "fc", "dataset": "mnist"},
+        "a_snn": {"experiment": 1, "kind": "snn", "architecture": "fc", "dataset": "mnist"},
+        "a_snn_snntorch": {
+            "experiment": 1,
+            "kind": "snn",
+            "architecture": "fc",
+            "dataset": "mnist",
+            "implementation": "snntorch",
+        },
+    }
+    frame = pd.DataFrame({"layer": [0, 1], "firing_rate": [0.2, 0.1]})
+    layers = layer_table({"a_snn": frame, "a_snn_snntorch": frame.assign(firing_rate=[0.21, 0.1])}, networks)
+    ratios = pd.DataFrame(
+        {
+            "experiment": [1, 1],
+            "comparison": ["SNN / ANN", "SNN (snnTorch) / ANN"],
+            "measured_energy_ratio": [np.nan, np.nan],  # a CPU without RAPL: not measured
+            "estimated_energy_ratio": [0.79, 0.85],  # within a decade: matplotlib's default would label only 1
+        }
+    )
+    return networks, layers, ratios
+
+
+def test_neuromorphic_figure_of_a_demo_run(tmp_path: Path) -> None:
+    """DEMO DATA, a log axis with several labelled ticks, the kinds' colours (the twin lighter), no empty panel,
+    the energy model under panel B and text legible at the report's width."""
+    import re
+
+    from matplotlib.colors import to_rgb
+
+    from spikebench.figures import KIND_COLORS, save_figure
+    from spikebench.neuromorphic import neuromorphic_figure
+
+    networks, layers, ratios = _twin_layers_and_ratios()
+    fig = neuromorphic_figure(layers, ratios, demo=True, networks=networks, model=energy_model(None))
+    ax_a, ax_b = fig.axes
+    fig.canvas.draw()
+    assert "DEMO DATA" in fig._suptitle.get_text()
+    low, high = ax_b.get_ylim()
+    labelled = [t for t in ax_b.get_yticklabels() if t.get_text() and low <= t.get_position()[1] <= high]
+    assert ax_b.get_yscale() == "log" and len(labelled) >= 3, [t.get_text() for t in labelled]
+    assert "4.6 pJ per membrane update" in ax_b.get_xlabel()
+    snn, twin = ax_a.lines[:2]
+    assert to_rgb(snn.get_color()) == to_rgb(KIND_COLORS["snn"]) and to_rgb(twin.get_color()) != to_rgb(snn.get_color())
+    assert twin.get_linestyle() != snn.get_linestyle()
+    for ax in fig.axes:
+        assert ax.lines or ax.patches or ax.collections or ax.texts, f"{ax.get_title()} is empty"
+    save_figure(fig, tmp_path / "n.png", tmp_path / "n.svg", dpi=50)
+    svg = (tmp_path / "n.svg").read_text()
+    width = float(re.search(r'viewBox="0 0 ([\d.]+) ', svg).group(1))
+    smallest = min(float(v) for v in re.findall(r"font-size: ([\d.]+)px", svg))
+    assert smallest * 1000.0 / width >= 10.0  # the report shows it ~1000 px wide
 
 
 # ---------------------------------------------------------------- the snnTorch twin counts the same

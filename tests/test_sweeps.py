@@ -281,23 +281,52 @@ def test_an_oom_variant_is_a_result_repeats_have_intervals_and_a_new_point_plans
     assert three - two == _point_jobs(0.004)
 
 
-def test_the_sweep_figure_draws_means_with_intervals_and_an_oom_point_as_a_cross_not_a_value():
+def _sweep_row(network, status, value, low=np.nan, high=np.nan, n_ok=3, acc=None, acc_low=np.nan, acc_high=np.nan):
+    """A summary row as spikebench.aggregate writes it: every figure `value` (activation memory not measured)."""
     from spikebench.aggregate import FIGURES
-    from spikebench.sweep_figures import PANELS, sweep_figure
 
-    def row(network, status, time_s, low=np.nan, high=np.nan):
-        out = {"network": network, "status": status, "implementation": None}
-        for name in FIGURES:
-            value = np.nan if status == "oom" or name == "activation_peak_mib" else time_s
-            out.update({name: value, f"{name}_ci95_low": low, f"{name}_ci95_high": high})
-        return out
+    out = {"network": network, "status": status, "implementation": None, "n_runs": n_ok, "n_ok": n_ok}
+    for name in FIGURES:
+        v = np.nan if status == "oom" or name == "activation_peak_mib" else value
+        out.update({name: v, f"{name}_ci95_low": low, f"{name}_ci95_high": high})
+    if acc is not None:
+        out.update(test_acc_pct=acc, test_acc_pct_ci95_low=acc_low, test_acc_pct_ci95_high=acc_high)
+    return out
+
+
+SWEEP_NETWORKS = {
+    "exp1_ann": {"experiment": 1, "kind": "ann", "dataset": "mnist"},
+    "exp1_snn": {"experiment": 1, "kind": "snn", "dataset": "mnist"},
+    "exp1_snn_snntorch": {"experiment": 1, "kind": "snn", "dataset": "mnist", "implementation": "snntorch"},
+}
+
+
+def _panel(fig, ylabel):
+    (ax,) = [ax for ax in fig.axes if ax.get_ylabel() == ylabel]
+    return ax
+
+
+def _interval_segments(ax) -> list[tuple[float, float, float]]:
+    """(x, low, high) of every error bar drawn in `ax`."""
+    from matplotlib.container import ErrorbarContainer
+
+    out = []
+    for container in ax.containers:
+        if isinstance(container, ErrorbarContainer) and container.has_yerr:
+            for segment in container.lines[2][0].get_segments():
+                out.append((float(segment[0][0]), float(min(segment[:, 1])), float(max(segment[:, 1]))))
+    return out
+
+
+def test_the_sweep_figure_draws_means_with_intervals_and_an_oom_point_as_a_cross_not_a_value():
+    from spikebench.sweep_figures import PANELS, sweep_figure
 
     summary = pd.DataFrame(
         [
-            row("exp1_ann", "ok", 1.0),
-            row("exp1_snn", "ok", 4.0, 3.0, 5.0),
-            row("exp1_snn-num_steps5", "ok", 2.0, 1.5, 2.5),
-            row("exp1_snn-num_steps50", "oom", 0),
+            _sweep_row("exp1_ann", "ok", 1.0),
+            _sweep_row("exp1_snn", "ok", 4.0, 3.0, 5.0),
+            _sweep_row("exp1_snn-num_steps5", "ok", 2.0, 1.5, 2.5),
+            _sweep_row("exp1_snn-num_steps50", "oom", 0),
         ]
     )
     points = [
@@ -305,16 +334,84 @@ def test_the_sweep_figure_draws_means_with_intervals_and_an_oom_point_as_a_cross
         {"network": "exp1_snn-num_steps5", "base": "exp1_snn", "value": 5},
         {"network": "exp1_snn-num_steps50", "base": "exp1_snn", "value": 50},
     ]
-    networks = {
-        "exp1_ann": {"experiment": 1, "kind": "ann", "dataset": "mnist"},
-        "exp1_snn": {"experiment": 1, "kind": "snn", "dataset": "mnist"},
-    }
-    fig = sweep_figure(summary, "num_steps", points, networks)
-    time_ax = fig.axes[list(PANELS).index("avg_epoch_time_s")]
+    fig = sweep_figure(summary, "num_steps", points, SWEEP_NETWORKS)
+    time_ax = _panel(fig, PANELS["avg_epoch_time_s"])
     line = time_ax.lines[0]
     assert list(line.get_xdata()) == [5.0, 10.0] and list(line.get_ydata()) == [2.0, 4.0]  # the oom point is no value
+    assert sorted(_interval_segments(time_ax)) == [(5.0, 1.5, 2.5), (10.0, 3.0, 5.0)]
     crosses = [c for c in time_ax.collections if c.get_offsets().shape[0] == 1 and c.get_offsets()[0][0] == 50.0]
     assert crosses  # ... but a cross at 50
     assert any(ln.get_linestyle() == "--" and list(ln.get_ydata()) == [1.0, 1.0] for ln in time_ax.lines)  # the ANN
-    activation_ax = fig.axes[list(PANELS).index("activation_peak_mib")]
-    assert any("not measured" in t.get_text() for t in activation_ax.texts) and not activation_ax.lines
+    # activation memory was measured nowhere: no empty panel, a note under the figure says why
+    assert PANELS["activation_peak_mib"] not in [ax.get_ylabel() for ax in fig.axes] and len(fig.axes) == 3
+    note = fig.legends[0].get_title().get_text()
+    assert "activation memory (MiB) (no activation peak on the CPU)" in note
+
+
+def test_sweep_intervals_need_three_seeds_and_stay_within_their_domain():
+    from spikebench.sweep_figures import PANELS, sweep_figure
+
+    summary = pd.DataFrame(
+        [
+            _sweep_row("exp1_ann", "ok", 1.0, n_ok=2),
+            # two seeds: Student's t gives an interval below 0 s and past 100 %; it must not be drawn
+            _sweep_row("exp1_snn", "ok", 4.0, -6.0, 9.0, n_ok=2, acc=90.0, acc_low=78.0, acc_high=101.0),
+            # three seeds: drawn, clipped at 0 s and at 100 %
+            _sweep_row("exp1_snn-num_steps5", "ok", 2.0, -0.5, 4.5, n_ok=3, acc=97.0, acc_low=93.0, acc_high=104.0),
+        ]
+    )
+    points = [
+        {"network": "exp1_snn", "base": "exp1_snn", "value": 10},
+        {"network": "exp1_snn-num_steps5", "base": "exp1_snn", "value": 5},
+    ]
+    fig = sweep_figure(summary, "num_steps", points, SWEEP_NETWORKS, demo=True)
+    try:
+        assert _interval_segments(_panel(fig, PANELS["avg_epoch_time_s"])) == [(5.0, 0.0, 4.5)]
+        assert _interval_segments(_panel(fig, PANELS["test_acc_pct"])) == [(5.0, 93.0, 100.0)]
+        for ax in fig.axes:
+            low, high = ax.get_ylim()
+            assert low >= 0 and (ax.get_ylabel() != PANELS["test_acc_pct"] or high <= 102.0)
+        assert "DEMO DATA" in fig._suptitle.get_text()
+    finally:
+        plt_close(fig)
+
+
+def test_sweep_colours_follow_the_kind_and_the_snntorch_twin_is_lighter_and_dashed():
+    from matplotlib.colors import to_rgb
+
+    from spikebench.figures import KIND_COLORS
+    from spikebench.sweep_figures import PANELS, sweep_figure
+
+    summary = pd.DataFrame(
+        [
+            _sweep_row("exp1_ann", "ok", 1.0),
+            _sweep_row("exp1_snn", "ok", 4.0),
+            _sweep_row("exp1_snn-num_steps5", "ok", 2.0),
+            _sweep_row("exp1_snn_snntorch", "ok", 5.0),
+            _sweep_row("exp1_snn_snntorch-num_steps5", "ok", 3.0),
+        ]
+    )
+    points = [
+        {"network": "exp1_snn", "base": "exp1_snn", "value": 10},
+        {"network": "exp1_snn-num_steps5", "base": "exp1_snn", "value": 5},
+        {"network": "exp1_snn_snntorch", "base": "exp1_snn_snntorch", "value": 10},
+        {"network": "exp1_snn_snntorch-num_steps5", "base": "exp1_snn_snntorch", "value": 5},
+    ]
+    fig = sweep_figure(summary, "num_steps", points, SWEEP_NETWORKS)
+    try:
+        ax = _panel(fig, PANELS["avg_epoch_time_s"])
+        by_values = {tuple(ln.get_ydata()): ln for ln in ax.lines}
+        snn, twin, ann = by_values[(2.0, 4.0)], by_values[(3.0, 5.0)], by_values[(1.0, 1.0)]
+        assert to_rgb(snn.get_color()) == to_rgb(KIND_COLORS["snn"])  # blue, never the first-in-line orange
+        assert to_rgb(ann.get_color()) == to_rgb(KIND_COLORS["ann"])
+        assert to_rgb(twin.get_color()) != to_rgb(snn.get_color()) and twin.get_linestyle() != snn.get_linestyle()
+        r, g, b = to_rgb(twin.get_color())
+        assert b == max(r, g, b) and sum((r, g, b)) > sum(to_rgb(snn.get_color()))  # the same blue, lighter
+    finally:
+        plt_close(fig)
+
+
+def plt_close(fig) -> None:
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)

@@ -15,7 +15,7 @@ import seaborn as sns
 from matplotlib.patches import Patch
 
 from spikebench import results
-from spikebench.figures.style import DEMO_TITLE, REPORT_WIDTH_IN, message, network_palette
+from spikebench.figures.style import REPORT_WIDTH_IN, message, network_palette, title as figure_title
 from spikebench.figures.timeline import memory_series, phase_spans, thin, time_unit
 
 PHASE_COLORS = {"train": "#c6dbef", "val": "#fdd0a2", "test": "#c7e9c0", "idle": "#e6e6e6"}
@@ -200,6 +200,5 @@ def experiment_figure(
     t_max = max((float(tl["t_s"].max()) for tl in telemetry.values() if len(tl)), default=0.0)
     _memory_panel(ax_c, epochs, telemetry, labels, palette, t_max, telemetry_enabled)
     _power_panels(fig, grid[1, 1], epochs, telemetry, labels, palette, t_max, telemetry_enabled)
-    title = f"Experiment {experiment}: " + " vs ".join(labels[n] for n in names)
-    fig.suptitle((DEMO_TITLE if demo else "") + title, fontweight="bold", color="#b00020" if demo else "black")
+    figure_title(fig, f"Experiment {experiment}: " + " vs ".join(labels[n] for n in names), demo=demo)
     return fig

@@ -12,15 +12,15 @@ import seaborn as sns
 
 from spikebench import results
 from spikebench.figures.style import (
-    DEMO_TITLE,
-    KIND_COLORS,
-    KIND_NAMES,
     REPORT_WIDTH_IN,
     kind_handles,
+    kind_label,
+    kind_palette,
     log_scale,
     message,
-    network_colors,
-    network_kind,
+    network_color,
+    network_hatch,
+    title,
 )
 
 
@@ -47,21 +47,13 @@ def energy_measured(epochs: Mapping[str, pd.DataFrame]) -> bool:
 
 
 def _draw_energy_bars(ax: plt.Axes, data: pd.DataFrame, networks: Mapping[str, Mapping], order: list[str]) -> None:
-    """Bars of the mean energy per network and a dot per epoch, coloured by kind (log axis over a wide range)."""
-    colors = network_colors({n: networks[n] for n in order})
-    sns.barplot(
-        data=data,
-        x="network",
-        y="energy_j",
-        hue="network",
-        palette=colors,
-        order=order,
-        hue_order=order,
-        errorbar=None,
-        alpha=0.8,
-        legend=False,
-        ax=ax,
-    )
+    """Bars of the mean energy per network and a dot per epoch, coloured by kind, an snnTorch twin lighter and
+    hatched (log axis over a wide range)."""
+    means = data.groupby("network")["energy_j"].mean()
+    for i, n in enumerate(order):
+        if pd.notna(means.get(n)):
+            color = network_color(networks[n])
+            ax.bar(i, means[n], 0.8, color=color, edgecolor=color, hatch=network_hatch(networks[n]), alpha=0.9)
     sns.stripplot(
         data=data, x="network", y="energy_j", order=order, color="black", size=4, jitter=0.15, ax=ax, legend=False
     )
@@ -125,7 +117,7 @@ def energy_per_epoch_figure(
     )
     ax.set_xticks(range(len(order)), order, rotation=20, ha="right")
     if demo:
-        fig.suptitle(DEMO_TITLE + "energy per epoch", fontweight="bold", color="#b00020")
+        title(fig, "energy per epoch", demo=True)
     return fig
 
 
@@ -136,20 +128,22 @@ def _accuracy_frame(t2: pd.DataFrame, networks: Mapping[str, Mapping] | None) ->
         time_per_sample_ms=t2["test_time_s"].astype(float) / t2["n_test"].astype(float) * 1e3,
     )
     if networks is not None:
-        data["kind"] = [KIND_NAMES.get(network_kind(networks[n]), "other") for n in data["network"]]
+        data["kind"] = [kind_label(networks[n]) for n in data["network"]]
     return data
 
 
 def _scatter_accuracy(ax: plt.Axes, shown: pd.DataFrame, x: str, hue_order: list[str], by_kind: bool) -> None:
-    """One point per network (coloured by kind and shaped by experiment, or coloured by experiment), named."""
+    """One point per network (coloured by kind, an snnTorch twin lighter, and shaped by experiment, or coloured
+    by experiment), named."""
     if by_kind:
-        kind_colors = {KIND_NAMES[k]: c for k, c in KIND_COLORS.items()}
+        palette = kind_palette()
         sns.scatterplot(
             data=shown,
             x=x,
             y="test_acc",
             hue="kind",
-            palette=kind_colors,
+            hue_order=[k for k in palette if k in set(shown["kind"])],
+            palette=palette,
             style="experiment",
             style_order=hue_order,
             s=90,
@@ -224,5 +218,5 @@ def accuracy_vs_energy_figure(
         }
         message(ax_e, f"Energy not measured for {', '.join(missing['network'])}: " + "; ".join(sorted(reasons)))
     if demo:
-        fig.suptitle(DEMO_TITLE + "test accuracy vs cost per test sample", fontweight="bold", color="#b00020")
+        title(fig, "test accuracy vs cost per test sample", demo=True)
     return fig
