@@ -49,7 +49,7 @@ def experiment_caption(experiment):
 def table_outputs():
     outputs = {}
     for name, (category, caption, title) in TABLE_ITEMS.items():
-        for ext, fmt in (("html", "HTML (shown)"), ("csv", "CSV (download)")):
+        for ext, fmt in (("html", "HTML (shown)"), ("csv", "download (CSV)")):  # sorted first: HTML shown
             outputs[f"{name}_{ext}"] = report(
                 f"{TABLES}/{name}.{ext}",
                 category=category,
@@ -57,6 +57,7 @@ def table_outputs():
                 labels={"item": title, "format": fmt},
                 caption=_caption(caption),
             )
+    outputs["answer_rst"] = f"{TABLES}/answer.rst"  # this run's answer, included by report/workflow.rst
     return outputs
 
 
@@ -153,7 +154,7 @@ def aggregate_outputs():
             caption=_caption(name),
         )
         for name, title in AGGREGATE_ITEMS.items()
-        for ext, fmt in (("html", "HTML (shown)"), ("csv", "CSV (download)"))
+        for ext, fmt in (("html", "HTML (shown)"), ("csv", "download (CSV)"))
     }
 
 

@@ -346,7 +346,8 @@ def write_fake_run(
 
 def table_outputs(folder: Path) -> dict[str, Path]:
     names = ("table1", "table2", "comparison", "cost", "hardware")
-    return {f"{n}_{ext}": folder / f"{n}.{ext}" for n in names for ext in ("csv", "html")}
+    outputs = {f"{n}_{ext}": folder / f"{n}.{ext}" for n in names for ext in ("csv", "html")}
+    return {**outputs, "answer_rst": folder / "answer.rst"}  # the landing page's answer (rule tables)
 
 
 # ---------------------------------------------------------------------------------------------

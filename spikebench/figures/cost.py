@@ -123,6 +123,7 @@ def _ratio_bars(ax: plt.Axes, cost: pd.DataFrame, run_metric: str, study_metric:
             drawn.append(value)
     ticks = ["Exp. {}\n{}".format(e, c.replace(" / ", " /\n")) for e, c in pairs.itertuples(index=False)]
     ax.set_xticks(range(len(pairs)), ticks)
+    ax.set_xlim(-0.6, len(pairs) - 0.4)  # room for the outer bars' rotated "not measured" labels
     return drawn
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from spikebench import atomic
+from spikebench.results.answer import write_answer
 from spikebench.results.comparison import comparison_notes, cost_notes, cost_of_spiking, cost_view, paper_comparison
 from spikebench.results.footnotes import CHANCE_PCT, LEARNED_FACTOR, not_learned, notes_column, table_notes
 from spikebench.results.hardware import hardware_table
@@ -181,6 +182,17 @@ def write_tables(
         summary = aggregate.read_table(summary_path, "summary")
         tables["cost"] = aggregate.cost_verdicts(aggregate.seed_ratios(tables["cost"], summary), difference, summary)
         tables["comparison"] = aggregate.comparison_verdicts(tables["comparison"], difference, summary, networks)
+    if "answer_rst" in outputs:
+        write_answer(
+            outputs["answer_rst"],
+            tables["cost"],
+            tables["table1"],
+            tables["table2"],
+            networks,
+            paper,
+            summary if aggregated else None,
+            demo=demo,
+        )
     paper_hw = str(paper["hardware"].iloc[0])
     run_hw = "; ".join(sorted(set(tables["table1"]["hardware"]) | set(tables["table2"]["hardware"])))
     hardware_line = f"Hardware. The study: {paper_hw}. This run: {run_hw}."
