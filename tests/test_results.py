@@ -441,7 +441,8 @@ def test_table2_from_test_results():
     assert list(t2.columns[: len(results.TABLE2_COLUMNS)]) == results.TABLE2_COLUMNS
     cnn, snn = (t2.set_index("network").loc[n] for n in ("exp2_cnn", "exp2_snn"))
     assert cnn["test_acc"] == pytest.approx(69.74)
-    assert (cnn["recall"], cnn["f1"], cnn["precision"], cnn["test_time_s"]) == (0.698, 0.696, 0.7, 1.11)
+    # macro recall, F1 and precision in %, the scale of accuracy
+    assert (cnn["recall"], cnn["f1"], cnn["precision"], cnn["test_time_s"]) == pytest.approx((69.8, 69.6, 70.0, 1.11))
     assert cnn["avg_power_w"] == 42.0 and cnn["avg_memory_pct"] == 5.03
     assert cnn["energy_j"] == pytest.approx(63.0) and cnn["energy_per_test_sample_mj"] == pytest.approx(6.3)
     assert all(math.isnan(snn[c]) for c in ("avg_power_w", "energy_j", "energy_per_test_sample_mj"))
@@ -461,7 +462,7 @@ def test_paper_values_are_the_studys_tables():
     assert value[("I", "exp2_cnn", "epochs_to_best_val")] == 7
     assert value[("I", "exp3_snn_nmnist", "avg_memory_pct")] == 82.4
     assert value[("II", "exp1_snn", "test_acc")] == 98.05
-    assert value[("II", "exp3_snn_nmnist", "f1")] == 0.9765
+    assert value[("II", "exp3_snn_nmnist", "f1")] == pytest.approx(97.65)  # the study's 0.9765, in % as Table II
     assert value[("II", "exp2_snn", "test_time_s")] == 7.93
     row = paper[(paper["table"] == "I") & (paper["network"] == "exp2_snn") & (paper["metric"] == "avg_power_w")].iloc[0]
     assert row["source"] == "Table I, row 'SNN' of Experiment 2, column 'Average power consumption/W'"
@@ -478,7 +479,8 @@ def test_paper_values_match_the_shared_transcription():
         for row in shared.to_dict("records"):
             for metric in metrics:
                 got = paper.loc[(name, row["network"], metric)]
-                assert got["value"] == row[metric], (name, row["network"], metric)
+                scale = 100 if metric in results.reading.PERCENT_OF_FRACTION else 1  # recall, F1 shown in %
+                assert got["value"] == pytest.approx(row[metric] * scale), (name, row["network"], metric)
                 assert got["paper_label"] == row["paper_label"] and got["experiment"] == row["experiment"]
         assert paper.loc[name].index.get_level_values("network").unique().size == len(shared)
 
@@ -509,7 +511,7 @@ def test_paper_comparison_puts_the_study_next_to_this_run(tmp_path):
     row = comparison[
         (comparison["table"] == "II") & (comparison["network"] == "exp3_snn_nmnist") & (comparison["metric"] == "f1")
     ].iloc[0]
-    assert row["paper_value"] == 0.9765 and row["run_value"] == pytest.approx(0.95 - 0.0015)
+    assert row["paper_value"] == pytest.approx(97.65) and row["run_value"] == pytest.approx((0.95 - 0.0015) * 100)
 
 
 def test_paper_comparison_explains_unmeasured_and_absent_networks(tmp_path):

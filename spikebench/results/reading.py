@@ -130,6 +130,10 @@ def read_telemetry(path: str | Path) -> pd.DataFrame:
     return df.sort_values("time_s", kind="stable").reset_index(drop=True)
 
 
+#: The study's metrics given as fractions that the tables show in % (Table II: recall, F1).
+PERCENT_OF_FRACTION = ("recall", "f1", "precision")
+
+
 def load_paper_values(path: str | Path = PAPER_VALUES) -> pd.DataFrame:
     """The study's Tables I and II in long format (one row per value), with their sources."""
     path = Path(path)
@@ -143,4 +147,8 @@ def load_paper_values(path: str | Path = PAPER_VALUES) -> pd.DataFrame:
     if len(bad):
         raise ResultsInputError(f"{path}: column 'table' must be I or II, got {sorted(set(bad))}")
     df["value"] = pd.to_numeric(df["value"], errors="raise").astype(float)
+    # The study gives macro recall and F1 as fractions; Table II has them in % like accuracy (one scale).
+    fractions = df["metric"].isin(PERCENT_OF_FRACTION) & (df["unit"].astype(str) == "1")
+    df.loc[fractions, "value"] *= 100
+    df.loc[fractions, "unit"] = "%"
     return df
