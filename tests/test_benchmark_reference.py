@@ -156,3 +156,70 @@ def test_one_reference_step_on_real_nmnist(tmp_path, shared_data, monkeypatch):
     frames, label = dataset[0]
     assert frames.shape == (samples["n_frames"][0], 2, 34, 34) and label == samples["label"][0]
     _one_step(spec, tmp_path, cache=tmp_path / "cache")
+
+
+def test_mnist_beyond_the_distinct_digits_repeats_them(tmp_path):
+    n_distinct = bench.mnist_train_digits()
+    bench.make_mnist(tmp_path, n_distinct + 3)  # e.g. 100 batches of 128 need 12800 samples: any count works
+    dataset = ref.reference_dataset(_small(SPECS["exp1_snn"]), tmp_path)
+    assert len(dataset) == n_distinct + 3
+    for i in range(3):  # sample n_distinct + i is digit i again
+        assert torch.equal(dataset[n_distinct + i][0], dataset[i][0]) and dataset[n_distinct + i][1] == dataset[i][1]
+
+
+class _StaysPut(torch.nn.Linear):
+    """A network whose ``.to(device)`` is a no-op: spikebench's optimiser set-up for a CUDA device without one."""
+
+    def to(self, *args, **kwargs):
+        return self
+
+
+def _adam_kwargs(monkeypatch, build_optimizer) -> dict:
+    """The keyword arguments ``build_optimizer()`` passes to torch.optim.Adam (recorded, no optimiser made)."""
+    seen: dict = {}
+    monkeypatch.setattr(torch.optim, "Adam", lambda params, **kwargs: seen.update(kwargs))
+    build_optimizer()
+    return seen
+
+
+def _spikebench_adam_kwargs(monkeypatch, device_type: str) -> dict:
+    from types import SimpleNamespace
+
+    from spikebench import training
+    from spikebench.spec import as_spec
+
+    spec = as_spec(SPECS["exp1_snn"], "exp1_snn")
+    if device_type == "cpu":
+        device = torch.device("cpu")
+    else:  # no GPU needed: a device that says cuda, a network that stays where it is, CPU generators
+        device = SimpleNamespace(type=device_type, index=0)
+        monkeypatch.setattr(training, "implementation_of", lambda s: SimpleNamespace(build=lambda s: _StaysPut(2, 2)))
+        generator = torch.Generator
+        monkeypatch.setattr(torch, "Generator", lambda device=None: generator())
+    return _adam_kwargs(monkeypatch, lambda: training._fresh_run(spec, device, 0))
+
+
+@pytest.mark.parametrize("device_type", ["cpu", "cuda"])
+def test_reference_uses_spikebench_optimizer_implementation(monkeypatch, device_type):
+    """The same Adam implementation on both sides (fused on CUDA), so that a speed ratio never mixes them."""
+    from types import SimpleNamespace
+
+    spikebench_kwargs = _spikebench_adam_kwargs(monkeypatch, device_type)
+    device = torch.device("cpu") if device_type == "cpu" else SimpleNamespace(type=device_type)
+    params = [torch.nn.Parameter(torch.zeros(2))]
+    reference_kwargs = _adam_kwargs(monkeypatch, lambda: ref.make_adam(params, SPECS["exp1_snn"], device))
+    implementation = ("fused", "foreach", "capturable", "differentiable")
+    assert {k: reference_kwargs.get(k) for k in implementation} == {k: spikebench_kwargs.get(k) for k in implementation}
+    assert reference_kwargs["fused"] is (True if device_type == "cuda" else None)
+    assert reference_kwargs["lr"] == pytest.approx(spikebench_kwargs["lr"])
+    assert reference_kwargs.get("betas", (0.9, 0.999)) == spikebench_kwargs.get("betas", (0.9, 0.999))
+    assert ref.optimizer_description(device_type) == (
+        "Adam fused" if device_type == "cuda" else "Adam for-loop (torch's default off CUDA)"
+    )
+
+
+def test_reference_trainer_and_the_benchmark_warm_up_build_that_optimizer(monkeypatch):
+    spec = _small(SPECS["exp1_ann"])
+    trainer = ref.ReferenceTrainer(spec, ref.build_reference_network(spec), torch.device("cpu"))
+    assert trainer.optimizer.defaults["fused"] is None and trainer.optimizer.defaults["lr"] == pytest.approx(1e-3)
+    assert "optimizer: Adam for-loop" in bench.machine_description("cpu", 1)
