@@ -13,6 +13,7 @@ The temporary file gets the permissions a plain new file gets under the umask (`
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import math
 import os
@@ -23,12 +24,15 @@ from typing import Any
 
 import numpy as np
 
+_DISK_FULL = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+
 
 def write_error(path: str | Path, exc: OSError) -> OSError:
     """The ``OSError`` of a failed write, naming the file being written (same errno and subclass)."""
     if exc.errno is not None:
         # OSError(errno, ...) picks the matching subclass (PermissionError, ...) and keeps errno.
-        return OSError(exc.errno, f"cannot write {path}: {exc.strerror or exc}")
+        hint = " (disk full?)" if exc.errno in _DISK_FULL else ""
+        return OSError(exc.errno, f"cannot write {path}: {exc.strerror or exc}{hint}")
     return OSError(f"cannot write {path}: {exc}")
 
 
@@ -135,15 +139,47 @@ def write_parquet(table: Any, path: str | Path, metadata: dict[str, Any] | None 
     return path
 
 
+class _WriteWatch:
+    """A binary file as ``torch.save`` writes to it, remembering the ``OSError`` a write raised.
+
+    torch's zip writer turns a failed write into its own ``RuntimeError`` (``unexpected pos 6464 vs 6400``),
+    which names no file; :func:`save_torch` turns it back into the ``OSError`` that caused it.
+    """
+
+    def __init__(self, handle: Any) -> None:
+        self.handle = handle
+        self.error: OSError | None = None
+
+    def write(self, data: Any) -> int:
+        try:
+            return self.handle.write(data)
+        except OSError as exc:
+            self.error = self.error or exc
+            raise
+
+    def flush(self) -> None:
+        self.handle.flush()
+
+
 def save_torch(obj: Any, path: str | Path) -> Path:
     """``torch.save(obj)`` to ``path``, atomically.
 
-    Through a Python file, so that a full disk is an ``OSError`` (ENOSPC), not torch's ``RuntimeError``.
+    Through a Python file, so that a full disk is an ``OSError`` (ENOSPC) naming ``path``, also where torch's
+    writer reports the failed write as its own ``RuntimeError``.
     """
     import torch
 
     path = Path(path)
     with atomic_output(path) as tmp, _naming(path):
         with open(tmp, "wb") as handle:
-            torch.save(obj, handle)
+            watch = _WriteWatch(handle)
+            try:
+                torch.save(obj, watch)
+            except RuntimeError as exc:
+                cause = watch.error or (exc.__context__ if isinstance(exc.__context__, OSError) else None)
+                if cause is None:
+                    raise
+                raise write_error(path, cause) from exc
+            if watch.error is not None:  # a failed write torch went past: the file is not whole
+                raise write_error(path, watch.error)
     return path

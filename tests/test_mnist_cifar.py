@@ -350,16 +350,17 @@ def test_the_python2_batch_layout_loads_through_the_restricted_unpickler(shared_
 
 
 def test_a_batch_with_the_wrong_md5_is_refused_before_unpickling(shared_data: Path, tmp_path: Path, monkeypatch):
-    import spikebench.data.cifar10 as cifar10
+    import spikebench.data.cifar_pickle as cifar_pickle
 
     images, labels = _test_pngs(shared_data)
     folder = cifar10_folder(tmp_path)
     write_cifar_batch(folder / "test_batch", images, labels, "testing batch 1 of 1")
     found = hashlib.md5((folder / "test_batch").read_bytes()).hexdigest()
     unpickled: list[object] = []
-    original_load = cifar10._CifarUnpickler.load
-    monkeypatch.setattr(cifar10._CifarUnpickler, "load", lambda self: unpickled.append(self) or original_load(self))
-    monkeypatch.setattr(pickle, "load", lambda *a, **k: unpickled.append(a))
+    original_run = cifar_pickle._StrictPickle.run
+    monkeypatch.setattr(cifar_pickle._StrictPickle, "run", lambda self: unpickled.append(self) or original_run(self))
+    for name in ("load", "loads", "Unpickler"):  # the reader never unpickles, md5 checked or not
+        monkeypatch.setattr(pickle, name, lambda *a, **k: unpickled.append(a))
     with pytest.raises(DataIntegrityError) as error:
         load_cifar10(tmp_path, "test")  # verify_md5 defaults to True: the real dataset
     message = str(error.value)

@@ -2,17 +2,23 @@
 
 The download uses torchvision's metadata (``CIFAR10.url``/``tgz_md5``/``train_list``/``test_list``/``meta``):
 files already there are md5-verified and kept as they are; only missing ones are extracted.
+
+The loader never unpickles: :mod:`spikebench.data.cifar_pickle` reads the few pickle opcodes CIFAR-10's files use
+into plain values and admits only their exact structure, after the file's md5 was checked (torchvision's, or the
+data manifest's for the demo's stand-in).
 """
 
 from __future__ import annotations
 
+import hashlib
 import pickle
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
-from spikebench.atomic import atomic_output, write_bytes
+from spikebench.atomic import write_bytes
 from spikebench.data.catalog import (
     CIFAR10_FILES,
     CIFAR10_FOLDER,
@@ -20,6 +26,15 @@ from spikebench.data.catalog import (
     CIFAR10_META,
     CIFAR10_ROW_BYTES,
     NUM_CLASSES,
+)
+from spikebench.data.cifar_pickle import (  # noqa: F401 - CifarFormatError, UnsafePickleError: this module's errors
+    MAX_PICKLE_BYTES,
+    REMEDY,
+    CifarFormatError,
+    UnsafePickleError,
+    check_batch,
+    check_meta,
+    parse,
 )
 from spikebench.data.mnist import DEMO_MARKER, DataIntegrityError
 
@@ -59,24 +74,32 @@ def _damaged(folder: Path, md5s: dict[str, str]) -> list[str]:
 def _extract_missing(tarball: Path, folder: Path, names: list[str], md5s: dict[str, str]) -> None:
     """Extract the members ``names`` of the verified tarball into ``folder``.
 
-    Each member goes to a temporary name, is md5-checked and then renamed.
+    Each member goes to a partial folder in ``folder`` (``spikebench.data.fetch.partial_folder``), is
+    md5-checked and then moved into place.
     """
+    import gzip
     import tarfile
+    import zlib
 
+    from spikebench.atomic import write_error
+    from spikebench.data import fetch
     from spikebench.data.manifest import md5sum
-    from spikebench.data.mnist import DataIntegrityError
 
-    folder.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(tarball, "r:gz") as archive:
+    with fetch.partial_folder(folder, "extract") as stage, tarfile.open(tarball, "r:gz") as archive:
         for name in names:
             member = archive.getmember(f"{folder.name}/{name}")
             if not member.isfile():
                 raise DataIntegrityError(f"{tarball}: {member.name} is not a regular file")
-            with atomic_output(folder / name) as tmp:
-                with archive.extractfile(member) as src, open(tmp, "wb") as dst:
+            try:
+                with archive.extractfile(member) as src, open(stage / name, "wb") as dst:
                     shutil.copyfileobj(src, dst)
-                if (found := md5sum(tmp)) != md5s[name]:
-                    raise DataIntegrityError(f"{tarball}: {member.name} has md5 {found}, expected {md5s[name]}")
+            except (tarfile.TarError, EOFError, gzip.BadGzipFile, zlib.error) as exc:
+                raise DataIntegrityError(f"{tarball}: cannot read {member.name} ({type(exc).__name__}: {exc})") from exc
+            except OSError as exc:  # writing it: a full disk, ...
+                raise write_error(folder / name, exc) from exc
+            if (found := md5sum(stage / name)) != md5s[name]:
+                raise DataIntegrityError(f"{tarball}: {member.name} has md5 {found}, expected {md5s[name]}")
+            fetch.place(stage / name, folder / name)
 
 
 def download_cifar10(root: Path) -> list[dict]:
@@ -84,9 +107,10 @@ def download_cifar10(root: Path) -> list[dict]:
 
     Every batch and ``batches.meta`` there must have torchvision's md5; a file that does not is named
     in the :class:`DataIntegrityError` raised before anything is fetched, and left as it is. Missing
-    files are extracted from the tarball ``root/cifar-10-python.tar.gz`` (md5-verified; downloaded
-    to a temporary name and renamed if it is not there), each to a temporary name then renamed.
-    Nothing existing is ever moved, rewritten or deleted. Returns the manifest records.
+    files are extracted from the tarball ``root/cifar-10-python.tar.gz`` (md5-verified; downloaded if it is
+    not there), each in a partial folder (``spikebench.data.fetch``) and then moved into place; stale partial
+    folders of interrupted runs in ``root`` and the CIFAR-10 folder are removed first (logged). Nothing else
+    existing is ever moved, rewritten or deleted. Returns the manifest records.
     """
     from torchvision.datasets import CIFAR10
 
@@ -102,6 +126,8 @@ def download_cifar10(root: Path) -> list[dict]:
             "CIFAR-10; use another data root for the download."
         )
     tarball = root / CIFAR10.filename
+    for partials in (root, folder):  # where the tarball is downloaded, where its members are extracted
+        fetch.remove_stale_partials(partials)
     problems = _damaged(folder, md5s)
     missing = [name for name in md5s if not (folder / name).exists()]
     if missing and tarball.exists() and (found := md5sum(tarball)) != CIFAR10.tgz_md5:
@@ -121,139 +147,78 @@ def download_cifar10(root: Path) -> list[dict]:
     return records
 
 
-class UnsafePickleError(DataIntegrityError):
-    """A CIFAR-10 pickle that asks for a global a CIFAR batch never holds (it could run code when loaded)."""
-
-
-def _latin1_encode(text: str, encoding: str = "latin1") -> bytes:
-    """``_codecs.encode`` as protocol-2 pickles of ``bytes`` use it, restricted to latin1."""
-    if encoding.replace("-", "").replace("_", "").lower() != "latin1" or not isinstance(text, str):
-        raise pickle.UnpicklingError(f"_codecs.encode with encoding {encoding!r} (only latin1 is admitted)")
-    return text.encode("latin1")
-
-
-def _admitted_globals() -> dict[tuple[str, str], object]:
-    """The only globals a CIFAR-10 pickle may name: numpy's array reconstruction and latin1 bytes.
-
-    The original batches (Python 2) name ``numpy.core.multiarray._reconstruct``, ``numpy.ndarray`` and
-    ``numpy.dtype``; pickles written by NumPy 2 name ``numpy._core.multiarray._reconstruct``, and protocol-2
-    pickles of ``bytes`` written by Python 3 name ``_codecs.encode``. dicts, lists, str, bytes and ints need
-    no global. Both module spellings resolve to NumPy's own function, without importing ``numpy.core``.
-    """
-    try:
-        from numpy._core.multiarray import _reconstruct
-    except ImportError:  # NumPy 1.x
-        from numpy.core.multiarray import _reconstruct
-    return {
-        ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
-        ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
-        ("numpy", "ndarray"): np.ndarray,
-        ("numpy", "dtype"): np.dtype,
-        ("_codecs", "encode"): _latin1_encode,
-    }
-
-
-class _CifarUnpickler(pickle.Unpickler):
-    """An unpickler that admits only what a CIFAR-10 batch holds (``_admitted_globals``), nothing callable else."""
-
-    def __init__(self, handle, path: Path) -> None:
-        super().__init__(handle, encoding="latin1")  # Python 2 pickles, as torchvision reads them
-        self.path = path
-        self.admitted = _admitted_globals()
-
-    def find_class(self, module: str, name: str) -> object:
-        try:
-            return self.admitted[(module, name)]
-        except KeyError:
-            raise UnsafePickleError(
-                f"{self.path}: refused to load the global {module}.{name}: a CIFAR-10 batch holds only dicts, "
-                "lists, strings, bytes, ints and numpy arrays, so this file is not one (it could run code when "
-                "loaded). Delete it and download CIFAR-10 again, or make the demo data anew."
-            ) from None
-
-    def persistent_load(self, pid: object) -> object:
-        raise UnsafePickleError(f"{self.path}: refused a persistent id; a CIFAR-10 batch holds none")
-
-
-def _verify_md5(path: Path) -> None:
-    """Raise ``DataIntegrityError`` unless ``path`` has the md5 torchvision lists for that CIFAR-10 file."""
-    from torchvision.datasets.utils import calculate_md5
-
-    expected = _expected_md5().get(path.name)
-    if expected is None:
-        raise DataIntegrityError(f"{path}: not a CIFAR-10 file torchvision lists an md5 for")
-    found = calculate_md5(str(path))
-    if found != expected:
-        raise DataIntegrityError(
-            f"{path}: md5 {found} does not match the expected {expected} (torchvision.datasets.CIFAR10 "
-            f"train_list/test_list/meta), so it is not the original CIFAR-10 file and is not loaded. "
-            f"Delete it and run the download again to fetch it anew; if this data root holds the demo's "
-            f"stand-in, use it with data.source: demo."
-        )
-
-
-def _unpickle(path: Path, *, verify_md5: bool = True) -> dict[str, object]:
-    """Load one CIFAR pickle, keys as ``str``: md5-verified first (``verify_md5``), then restricted unpickling.
-
-    With ``verify_md5`` (the real dataset, ``data.source: download``) a file whose md5 is not torchvision's is
-    an error and is never unpickled. Without it (the demo's stand-in, which matches no md5 by design) the file
-    is still only read by ``_CifarUnpickler``, which refuses every global but numpy's array reconstruction:
-    a tampered file cannot run code either way.
-    """
+def _read_file(path: Path, verify_md5: bool | Mapping[str, str]) -> bytes:
+    """The bytes of one CIFAR-10 pickle, md5-checked first when ``verify_md5`` says so (read once, so the bytes
+    checked are the bytes parsed)."""
     if not path.exists():
         raise FileNotFoundError(
             f"CIFAR-10 file missing: {path}. Run the download rule (spikebench.data.cifar10.download_cifar10) "
             "or make the demo data first."
         )
-    if verify_md5:
-        _verify_md5(path)
-    try:
-        with open(path, "rb") as handle:
-            entry = _CifarUnpickler(handle, path).load()
-    except UnsafePickleError:
-        raise
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as error:
-        raise DataIntegrityError(f"{path}: not a readable CIFAR-10 pickle ({error})") from error
-    if not isinstance(entry, dict):
-        raise DataIntegrityError(f"{path}: expected a pickled dict, got {type(entry).__name__}")
-    return {key.decode("latin1") if isinstance(key, bytes) else key: value for key, value in entry.items()}
+    if (size := path.stat().st_size) > MAX_PICKLE_BYTES:
+        raise CifarFormatError(
+            f"{path}: {size} bytes, more than any CIFAR-10 file ({MAX_PICKLE_BYTES}); not read. {REMEDY}"
+        )
+    data = path.read_bytes()
+    if isinstance(verify_md5, Mapping):
+        expected = verify_md5.get(f"{CIFAR10_FOLDER}/{path.name}", verify_md5.get(path.name))
+        if expected is None:
+            raise DataIntegrityError(
+                f"{path}: the data manifest lists no md5 for it, so it is not loaded; rerun the demo (or download) "
+                "rule to write the manifest anew."
+            )
+        source = "recorded in the data manifest, so it is not the file the demo (or download) rule checked"
+        remedy = "Delete it and rerun the demo rule to make it again (or the download rule to fetch it)."
+    elif verify_md5:
+        expected = _expected_md5().get(path.name)
+        if expected is None:
+            raise DataIntegrityError(f"{path}: not a CIFAR-10 file torchvision lists an md5 for")
+        source = "(torchvision.datasets.CIFAR10 train_list/test_list/meta), so it is not the original CIFAR-10 file"
+        remedy = (
+            "Delete it and run the download again to fetch it anew; if this data root holds the demo's "
+            "stand-in, use it with data.source: demo."
+        )
+    else:
+        return data
+    if (found := hashlib.md5(data).hexdigest()) != expected:
+        raise DataIntegrityError(
+            f"{path}: md5 {found} does not match the expected {expected} {source} and is not loaded. {remedy}"
+        )
+    return data
 
 
-def load_cifar10(root: Path, split: str, *, verify_md5: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def _read_pickle(path: Path, verify_md5: bool | Mapping[str, str], kind: str) -> dict[str, object]:
+    """One CIFAR-10 pickle (``kind`` batch or meta) as a dict: md5 checked first, then read by
+    :func:`spikebench.data.cifar_pickle.parse` only (never unpickled)."""
+    return parse(path, _read_file(path, verify_md5), kind)
+
+
+def load_cifar10(
+    root: Path, split: str, *, verify_md5: bool | Mapping[str, str] = True
+) -> tuple[np.ndarray, np.ndarray]:
     """Load one CIFAR-10 split: images uint8 [N, 3, 32, 32] (R, G, B planes) and labels int64 [N].
 
-    ``verify_md5``: check each batch against torchvision's md5 before reading it (the real dataset); pass
-    False for the demo's stand-in (``data.source: demo``), which is then read by the restricted unpickler only.
+    ``verify_md5``: True checks each file against torchvision's md5 before reading it (the real dataset); a
+    mapping checks it against the md5 listed there for ``cifar-10-batches-py/<name>`` (the data manifest's
+    ``expected_md5``, :func:`spikebench.data.manifest.expected_md5s`: the demo's stand-in); False reads unchecked.
+    Either way a file is read only by :mod:`spikebench.data.cifar_pickle`, and anything but CIFAR-10's exact
+    structure is a :class:`CifarFormatError` naming the file.
     """
     if split not in SPLITS:
         raise ValueError(f"unknown CIFAR-10 split {split!r}; expected one of {SPLITS}")
     folder = cifar10_folder(root)
     images, labels = [], []
     for name in TRAIN_BATCHES if split == "train" else TEST_BATCHES:
-        path = folder / name
-        entry = _unpickle(path, verify_md5=verify_md5)
-        if "data" not in entry or "labels" not in entry:
-            raise DataIntegrityError(f"{path}: expected keys 'data' and 'labels', found {sorted(entry)}")
-        data = np.asarray(entry["data"])
-        batch_labels = np.asarray(entry["labels"], dtype=np.int64)
-        if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != CIFAR10_ROW_BYTES:
-            raise DataIntegrityError(f"{path}: expected data uint8 [N, 3072], got {data.dtype} {data.shape}")
-        if batch_labels.shape != (len(data),):
-            raise DataIntegrityError(f"{path}: {batch_labels.shape} labels for {len(data)} images")
-        if batch_labels.size and (batch_labels.min() < 0 or batch_labels.max() > _MAX_LABEL):
-            raise DataIntegrityError(f"{path}: labels outside 0..{_MAX_LABEL}")
-        images.append(data.reshape(-1, *CIFAR10_IMAGE_SHAPE))
+        batch_images, batch_labels = check_batch(folder / name, _read_pickle(folder / name, verify_md5, "batch"))
+        images.append(batch_images)
         labels.append(batch_labels)
     return np.concatenate(images), np.concatenate(labels)
 
 
-def label_names(root: Path, *, verify_md5: bool = True) -> list[str]:
+def label_names(root: Path, *, verify_md5: bool | Mapping[str, str] = True) -> list[str]:
     """The class names stored in ``batches.meta`` (airplane ... truck); ``verify_md5`` as in ``load_cifar10``."""
     path = cifar10_folder(root) / META_FILE
-    entry = _unpickle(path, verify_md5=verify_md5)
-    if "label_names" not in entry:
-        raise DataIntegrityError(f"{path}: expected key 'label_names', found {sorted(entry)}")
-    return [name.decode() if isinstance(name, bytes) else str(name) for name in entry["label_names"]]
+    return check_meta(path, _read_pickle(path, verify_md5, "meta"))
 
 
 def write_cifar_batch(path: Path, data: np.ndarray, labels: np.ndarray, batch_label: str) -> None:

@@ -78,3 +78,20 @@ def write_manifest(
 
 def read_manifest(path: str | Path) -> dict:
     return json.loads(Path(path).read_text())
+
+
+def expected_md5s(path: str | Path) -> dict[str, str]:
+    """Path under the data root -> the md5 the manifest at ``path`` records as expected for it.
+
+    For a demo manifest these are the md5s of the content the demo configuration makes (``ensure_files``), for
+    a download manifest the libraries' published ones; files without one (null) are left out. A loader given
+    this mapping (``load_cifar10(..., verify_md5=expected_md5s(manifest))``) checks each file before reading it.
+    """
+    try:
+        files = read_manifest(path)["files"]
+        return {str(r["path"]): str(r["expected_md5"]) for r in files if r.get("expected_md5") is not None}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+        raise ValueError(
+            f"{path}: not a readable data manifest ({type(error).__name__}: {error}); expected the JSON that a "
+            "download or demo rule writes, with 'files' [{path, expected_md5, ...}]. Delete it and rerun that rule."
+        ) from error

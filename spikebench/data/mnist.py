@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import math
+import os
 import zlib
 from collections.abc import Iterable
 from pathlib import Path
@@ -114,10 +116,12 @@ def download_mnist(root: Path, splits: Iterable[str] = ("train", "test")) -> lis
     Each ``.gz`` there must have torchvision's md5; each uncompressed file must be MNIST's (see
     ``_check_uncompressed``). A file that fails is named in the :class:`DataIntegrityError` raised
     before anything is fetched, and left as it is. For a missing uncompressed file the ``.gz`` is
-    downloaded if it is not there (torchvision's mirrors, md5-verified) and extracted to a temporary
-    name that is then renamed. Nothing existing is ever moved, rewritten or deleted.
+    downloaded if it is not there (torchvision's mirrors, md5-verified) and extracted, each in a partial
+    folder (``spikebench.data.fetch``) and then moved into place; stale partial folders of interrupted runs
+    in ``MNIST/raw`` are removed first (logged). Nothing else existing is ever moved, rewritten or deleted.
     Returns the manifest records (``spikebench.data.manifest.file_record``) of the files now there.
     """
+    from spikebench.data import fetch
     from spikebench.data.manifest import damaged_message, file_record
 
     root = Path(root)
@@ -132,6 +136,7 @@ def download_mnist(root: Path, splits: Iterable[str] = ("train", "test")) -> lis
         _check_split(split)
     names = [(split, name) for split in splits for name in MNIST_FILES[split]]
     raw = mnist_raw_folder(root)
+    fetch.remove_stale_partials(raw)
     problems = _mnist_problems(raw, names, md5s) if raw.is_dir() else []
     if problems:
         raise DataIntegrityError(damaged_message("MNIST", problems))
@@ -142,7 +147,7 @@ def download_mnist(root: Path, splits: Iterable[str] = ("train", "test")) -> lis
         if not gz.exists():
             raw.mkdir(parents=True, exist_ok=True)
             _fetch_gz(raw, gz.name, md5s[gz.name])
-        write_bytes(gzip.decompress(gz.read_bytes()), raw / name)
+        fetch.write_new(gzip.decompress(gz.read_bytes()), raw / name)
         problem = _check_uncompressed(raw / name, split, None)
         if problem:  # the verified .gz holds something else: report, keep both files
             raise DataIntegrityError(damaged_message("MNIST", [problem], f"delete {raw / name} and {gz}, and rerun"))
@@ -154,39 +159,88 @@ def download_mnist(root: Path, splits: Iterable[str] = ("train", "test")) -> lis
     return records
 
 
-def read_idx(path: Path) -> np.ndarray:
-    """Read an IDX file (``.gz`` or uncompressed) of unsigned bytes in one read.
+#: The most bytes a ``.gz`` IDX file may claim (MNIST's largest file holds 47 MB): a bigger claim is refused unread.
+MAX_IDX_BYTES = 1 << 30
+_READ_STEP = 1 << 24
 
-    Accepts MNIST's images (magic 2051, [N, rows, cols]) and labels (magic 2049, [N]).
-    """
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"IDX file not found: {path}")
-    try:
-        data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-    except (zlib.error, EOFError, OSError) as error:  # gzip.BadGzipFile is an OSError
-        what = "cannot decompress" if path.suffix == ".gz" else "cannot read"
-        raise DataIntegrityError(
-            f"{path}: {what} it ({type(error).__name__}: {error}); the file is corrupt or truncated. "
-            "Delete it and run the download again to fetch it anew (its md5 is checked then)."
-        ) from error
-    if len(data) < 8:
-        raise DataIntegrityError(f"{path}: {len(data)} bytes is too short for an IDX header")
-    magic = int.from_bytes(data[:4], "big")
+
+def _idx_header(path: Path, head: bytes) -> tuple[int, tuple[int, ...]]:
+    """(header length, shape) of the IDX header at the start of ``head``, checked; dimensions as Python ints."""
+    if len(head) < 4:
+        raise DataIntegrityError(f"{path}: {len(head)} bytes is too short for an IDX header (expected 4 + 4 * ndim)")
+    magic = int.from_bytes(head[:4], "big")
     if magic not in (IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC):
         raise DataIntegrityError(
             f"{path}: IDX magic {magic} is neither {IDX_IMAGES_MAGIC} (images) nor {IDX_LABELS_MAGIC} (labels)"
         )
     ndim = magic & 0xFF
     header = 4 + 4 * ndim
-    if len(data) < header:
-        raise DataIntegrityError(f"{path}: {len(data)} bytes is too short for an IDX header of {ndim} dimensions")
-    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    expected = header + int(np.prod(shape))
-    if len(data) != expected:
+    if len(head) < header:
+        raise DataIntegrityError(f"{path}: {len(head)} bytes is too short for an IDX header of {ndim} dimensions")
+    return header, tuple(int.from_bytes(head[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+
+
+def _size_error(path: Path, shape: tuple[int, ...], header: int, expected: int, found: str) -> DataIntegrityError:
+    return DataIntegrityError(
+        f"{path}: the IDX header (shape {shape}, unsigned bytes) implies {expected} bytes after its {header}-byte "
+        f"header, but the file holds {found}; it is corrupt or truncated. Delete it and run the download again "
+        "to fetch it anew (its md5 is checked then)."
+    )
+
+
+def _read_gz(path: Path) -> bytes:
+    """The decompressed bytes of an IDX ``.gz``: the header first, then exactly the payload it implies (bounded)."""
+    with gzip.open(path, "rb") as handle:
+        head = handle.read(4)
+        head += handle.read(4 * (int.from_bytes(head[:4], "big") & 0xFF)) if len(head) == 4 else b""
+        header, shape = _idx_header(path, head)
+        expected = math.prod(shape)
+        if expected > MAX_IDX_BYTES:
+            raise _size_error(path, shape, header, expected, f"at most {MAX_IDX_BYTES} (more than any MNIST file)")
+        parts, size = [head], 0
+        while size <= expected and (block := handle.read(min(_READ_STEP, expected + 1 - size))):
+            parts.append(block)
+            size += len(block)
+    if size != expected:
+        raise _size_error(path, shape, header, expected, f"{'more' if size > expected else size} decompressed")
+    return b"".join(parts)
+
+
+def _read_plain(path: Path) -> bytes:
+    """The bytes of an uncompressed IDX file, its size checked against the header before it is read whole."""
+    with open(path, "rb") as handle:
+        head = handle.read(4)
+        head += handle.read(4 * (int.from_bytes(head[:4], "big") & 0xFF)) if len(head) == 4 else b""
+        header, shape = _idx_header(path, head)
+        expected, found = math.prod(shape), os.fstat(handle.fileno()).st_size - header
+        if found != expected:
+            raise _size_error(path, shape, header, expected, str(found))
+        data = head + handle.read(expected + 1)
+    if len(data) != header + expected:  # it changed while read
+        raise _size_error(path, shape, header, expected, str(len(data) - header))
+    return data
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Read an IDX file (``.gz`` or uncompressed) of unsigned bytes.
+
+    Accepts MNIST's images (magic 2051, [N, rows, cols]) and labels (magic 2049, [N]). The header's dimensions
+    are checked as Python ints before any arithmetic: their product must equal the bytes after the header (a
+    ``.gz`` is decompressed only that far, and may claim at most ``MAX_IDX_BYTES``); every mismatch is a
+    :class:`DataIntegrityError` naming the file.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"IDX file not found: {path}")
+    try:
+        data = _read_gz(path) if path.suffix == ".gz" else _read_plain(path)
+    except (zlib.error, EOFError, OSError) as error:  # gzip.BadGzipFile is an OSError
+        what = "cannot decompress" if path.suffix == ".gz" else "cannot read"
         raise DataIntegrityError(
-            f"{path}: {len(data)} bytes, but the IDX header (shape {shape}) implies {expected} bytes"
-        )
+            f"{path}: {what} it ({type(error).__name__}: {error}); the file is corrupt or truncated. "
+            "Delete it and run the download again to fetch it anew (its md5 is checked then)."
+        ) from error
+    header, shape = _idx_header(path, data)
     return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape)
 
 

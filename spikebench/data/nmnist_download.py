@@ -4,20 +4,20 @@ An extracted split folder is checked by counting its recordings per class and re
 spaced sample of them with the real reader (:func:`spikebench.data.nmnist.read_recording`); the
 zip archives (``NMNIST/train.zip``, ``test.zip``, tonic's names) are checked against tonic's md5s.
 A missing split is extracted from its archive (downloaded from tonic's URL first if it is not
-there) into a hidden staging folder that is renamed into place once complete. Existing files and
-folders are never moved, rewritten or deleted.
+there) into a partial folder (``spikebench.data.fetch.partial_folder``) that is renamed into place once
+complete; stale partial folders of interrupted runs in ``NMNIST`` are removed first (logged). Nothing else
+existing is ever moved, rewritten or deleted.
 """
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import zipfile
 from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 
+from spikebench.data import fetch
 from spikebench.data.catalog import NMNIST_RECORDINGS, NUM_CLASSES
 from spikebench.data.manifest import damaged_message, file_record
 from spikebench.data.mnist import DEMO_MARKER, DataIntegrityError
@@ -74,27 +74,20 @@ def check_split_folder(folder: Path, root: Path) -> tuple[dict, list[str]]:
 
 
 def _extract_split(archive: Path, inner: str, folder: Path) -> None:
-    """Extract ``inner/`` of the verified zip into a staging folder beside ``folder``, then rename it there."""
-    # a folder: spikebench.atomic writes single files only
-    staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".extract-{folder.name}-"))
-    try:
-        with zipfile.ZipFile(archive) as zf:
-            for member in zf.infolist():
-                name = PurePosixPath(member.filename)
-                if name.is_absolute() or ".." in name.parts:
-                    raise NMNISTDownloadError(f"{archive}: member {member.filename!r} points outside the archive")
-                if name.parts[:1] == (inner,):
-                    zf.extract(member, staging)
+    """Extract ``inner/`` of the verified zip into a partial folder beside ``folder``, then rename it there."""
+    with fetch.partial_folder(folder.parent, f"extract-{folder.name}") as staging, zipfile.ZipFile(archive) as zf:
+        for member in zf.infolist():
+            name = PurePosixPath(member.filename)
+            if name.is_absolute() or ".." in name.parts:
+                raise NMNISTDownloadError(f"{archive}: member {member.filename!r} points outside the archive")
+            if name.parts[:1] == (inner,):
+                zf.extract(member, staging)
         if next((staging / inner).glob("*/*.bin"), None) is None:
             raise NMNISTDownloadError(f"{archive}: holds no {inner}/<digit>/*.bin recordings")
         (staging / inner).rename(folder)  # fails, changing nothing, if the folder appeared meanwhile
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)  # only the staging folder made above
 
 
 def _verify_or_fetch_archive(archive: Path, md5: str, url: str) -> None:
-    from spikebench.data import fetch
-
     if archive.exists():
         return  # verified with the other existing files
     try:
@@ -121,6 +114,7 @@ def download_nmnist(root: str | Path, splits: Iterable[str] = ("train", "test"))
             "real N-MNIST; use another data root for the download."
         )
     splits = list(splits)
+    fetch.remove_stale_partials(nm_dir)  # the archives' downloads and the splits' extractions
     problems, files, entries = [], [], {}
     for split in splits:
         name, md5, _, _ = _archive(split)

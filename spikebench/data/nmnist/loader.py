@@ -6,8 +6,9 @@ scatters them into padded dense batches there, so the full dense frames never ex
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -197,13 +198,29 @@ def load_frames(
     )
 
 
+@contextlib.contextmanager
+def _parquet_errors(path: Path) -> Iterator[None]:
+    """Re-raise pyarrow's errors reading ``path`` (``Parquet magic bytes not found``, ``ZSTD decompression failed``,
+    ...) as an :class:`NMNISTFramesError` that names the file, what was expected and the remedy."""
+    try:
+        yield
+    except (pa.ArrowException, OSError) as error:  # pyarrow's IO errors are OSErrors
+        raise NMNISTFramesError(
+            f"{path}: cannot read it as the Parquet file of preprocessed N-MNIST that rule preprocess_nmnist writes "
+            f"({type(error).__name__}: {error}); it is truncated or corrupt (a full disk, a killed copy?). Delete it: "
+            "the preprocessing rule makes it again from the recordings."
+        ) from error
+
+
 def _open_pair(frames_path: Path, samples_path: Path) -> tuple[pq.ParquetFile, pq.ParquetFile, dict]:
     """Both files opened, their columns and transform metadata checked (and equal); (frames, samples, metadata)."""
     for path in (frames_path, samples_path):
         if not path.is_file():
             raise FileNotFoundError(f"N-MNIST frames file {path} does not exist (run preprocess_split)")
-    samples_file = pq.ParquetFile(samples_path)
-    frames_file = pq.ParquetFile(frames_path)
+    with _parquet_errors(samples_path):
+        samples_file = pq.ParquetFile(samples_path)
+    with _parquet_errors(frames_path):
+        frames_file = pq.ParquetFile(frames_path)
     _check_columns(samples_path, samples_file.schema_arrow, SAMPLES_SCHEMA)
     _check_columns(frames_path, frames_file.schema_arrow, FRAMES_SCHEMA)
     meta = _parse_metadata(samples_path, samples_file.schema_arrow)
@@ -219,7 +236,8 @@ def _open_pair(frames_path: Path, samples_path: Path) -> tuple[pq.ParquetFile, p
 
 def _read_samples(samples_file: pq.ParquetFile, samples_path: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """The samples table: labels int64, n_frames int64, sources; its 'sample' column must be 0..n-1."""
-    samples = samples_file.read(columns=["sample", "label", "n_frames", "source"])
+    with _parquet_errors(samples_path):
+        samples = samples_file.read(columns=["sample", "label", "n_frames", "source"])
     sample_ids = samples.column("sample").to_numpy()
     n = len(sample_ids)
     if not np.array_equal(sample_ids, np.arange(n)):
@@ -238,8 +256,9 @@ def _read_cells(frames_file: pq.ParquetFile, frames_path: Path, samples_path: Pa
     per_sample = np.zeros(n, np.int64)
     pos, previous = 0, -1
     for group in range(frames_file.num_row_groups):
-        table = frames_file.read_row_group(group, columns=_CELL_COLUMNS)
-        arrays = [table.column(c).to_numpy() for c in _CELL_COLUMNS]
+        with _parquet_errors(frames_path):
+            table = frames_file.read_row_group(group, columns=_CELL_COLUMNS)
+            arrays = [table.column(c).to_numpy() for c in _CELL_COLUMNS]
         rows = len(arrays[0])
         if pos + rows > total:
             raise NMNISTFramesError(f"{frames_path}: row groups hold more rows than the footer's {total}")
