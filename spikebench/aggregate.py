@@ -27,6 +27,7 @@ import pandas as pd
 from scipy import stats
 
 from spikebench import results
+from spikebench.results.render import column_label
 from spikebench.results.target import TARGET_FIGURES, experiment_targets, to_target
 
 CONFIDENCE = 0.95
@@ -172,6 +173,34 @@ def summary_table(runs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def summary_view(summary: pd.DataFrame) -> pd.DataFrame:
+    """The summary as the report shows it: one row per network (or variant) and figure, its mean, its 95% interval
+    (or why there is none) and the runs it is over; the CSV keeps the wide table."""
+    rows = []
+    for record in summary.to_dict("records"):
+        for name in FIGURES:
+            mean, low, high = record.get(name), record.get(f"{name}_ci95_low"), record.get(f"{name}_ci95_high")
+            if pd.isna(mean):
+                continue
+            n = int(record.get("n_ok") or 0)
+            rows.append(
+                {
+                    "network": record["network"],
+                    "figure": column_label(name),
+                    "mean": float(mean),
+                    "95% interval": (
+                        f"{results.format_number(low)} to {results.format_number(high)}"
+                        if not (pd.isna(low) or pd.isna(high))
+                        else needs_seeds(n)
+                        if n < MIN_RUNS
+                        else "no spread"
+                    ),
+                    "runs": f"{n} of {int(record.get('n_runs') or 0)} ({record.get('status')})",
+                }
+            )
+    return pd.DataFrame(rows, columns=["network", "figure", "mean", "95% interval", "runs"])
+
+
 def welch(snn, ann) -> dict:
     """Welch's t-test of snn - ann: difference of means, its 95% interval, p and whether the interval excludes 0."""
     a = np.asarray([x for x in snn if np.isfinite(x)], dtype=float)
@@ -249,6 +278,7 @@ def write_aggregate(
         summary,
         outputs["summary_csv"],
         outputs["summary_html"],
+        html_table=summary_view(summary),
         demo=demo,
         title="Networks and sweep variants: mean and 95% confidence interval over their seeds",
         intro=[

@@ -194,8 +194,9 @@ def hardware_info(device: torch.device | str, nvml: Any = None, extra: dict[str,
     torch_version, snntorch_version, python_version, cpu_model, cpu_count, ram_total_mib,
     host_name, platform, cuda_visible_devices, cudnn_benchmark, cudnn_deterministic, the
     :func:`gpu_state` keys at the job's start (``temperature_c`` as ``temperature_start_c``) and
-    ``null_reasons`` (key -> why it is None, for the GPU state). ``extra``: further entries merged
-    in last (e.g. the precision and thread settings a job applies).
+    ``null_reasons`` (key -> why it is None, for the GPU state), ``load_1min_start`` and ``cpus_available``
+    (:func:`machine_load`). ``extra``: further entries merged in last (e.g. the precision and thread settings a
+    job applies).
     """
     info = _hardware_info(device, nvml)
     state = info.pop("_gpu_state")
@@ -204,8 +205,18 @@ def hardware_info(device: torch.device | str, nvml: Any = None, extra: dict[str,
     if "temperature_c" in reasons:
         reasons["temperature_start_c"] = reasons.pop("temperature_c")
     info.update(state, **_torch_flags(), null_reasons=reasons)
+    info.update({f"{k}_start" if k == "load_1min" else k: v for k, v in machine_load().items()})
     info.update(extra or {})
     return info
+
+
+def machine_load() -> dict[str, Any]:
+    """The machine's 1-minute load average and the CPUs this process may run on (``sched_getaffinity``: a job's
+    cgroup or SLURM allocation, not the machine's cores), recorded at a job's start and end: a time measured
+    while the load exceeded the CPUs was shared with other work (``spikebench.results`` footnotes it)."""
+    load = _safe(lambda: float(os.getloadavg()[0]))
+    cpus = _safe(lambda: len(os.sched_getaffinity(0))) or _safe(os.cpu_count)
+    return {"load_1min": load, "cpus_available": cpus}
 
 
 def _hardware_info(device: torch.device | str, nvml: Any = None) -> dict[str, Any]:

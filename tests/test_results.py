@@ -6,8 +6,10 @@ write (epochs.parquet, test.json, telemetry sidecars); test_figures and test_rep
 
 from __future__ import annotations
 
+import html
 import json
 import math
+import os
 import re
 from pathlib import Path
 
@@ -586,7 +588,9 @@ def test_write_tables_csv_and_html(tmp_path):
     assert t1["notes"].str.contains("no NVIDIA GPU").all()
     assert t1["highest_val_acc"].to_numpy() == pytest.approx(frames["table1"]["highest_val_acc"].to_numpy(), rel=1e-5)
     page = outputs["table1_html"].read_text()
-    assert "DEMO DATA" in page and page.count("<tr>") == 7
+    parts = html_parts(page)
+    assert "DEMO DATA" in page and all(len(rows) == 6 for _, rows in parts)  # every part: one row per network
+    assert {label for header, _ in parts for label in header} >= {"highest validation accuracy (%)", "network"}
     assert 'class="missing"' in page and "no NVIDIA GPU (ran on cpu): power not measured" in page
     cost = pd.read_csv(outputs["cost_csv"])
     assert set(cost["experiment"]) == {1, 2, 3} and cost["run_ratio"].notna().any()
@@ -595,16 +599,32 @@ def test_write_tables_csv_and_html(tmp_path):
     assert "Intel Xeon" in outputs["hardware_html"].read_text()
 
 
+def html_parts(page: str) -> list[tuple[list[str], list[list[str]]]]:
+    """Each table of a rendered page: its header labels and its rows' cells (inner HTML)."""
+    parts = []
+    for table in re.findall(r"<table>(.*?)</table>", page, re.S):
+        header = [html.unescape(h) for h in re.findall(r"<th>(.*?)</th>", table)]
+        body = table.split("<tbody>")[1]
+        rows = [re.findall(r"<td[^>]*>(.*?)</td>", row) for row in body.split("<tr>")[1:]]
+        parts.append((header, rows))
+    return parts
+
+
 def test_missing_cells_are_empty_not_zero(tmp_path):
     t1, _ = _tables(tmp_path, telemetry="none")
     page = results.render_html(t1, title="t", notes=results.explain_missing(t1, telemetry_enabled=False))
     assert "telemetry disabled in the configuration" in page
-    header = re.findall(r"<th>(.*?)</th>", page)
-    rows = [re.findall(r"<td[^>]*>(.*?)</td>", row) for row in page.split("<tbody>")[1].split("<tr>")[1:]]
-    assert len(rows) == 6
+    listed = re.findall(r'<li id="note-\d+"[^>]*><sup>\d+</sup> (.*?)</li>', page)
+    assert listed and len(listed) == len(set(listed))  # each reason once, numbered
+    assert "reason" not in " ".join(h for header, _ in html_parts(page) for h in header)  # no reason columns
+    cells = {}
+    for header, rows in html_parts(page):
+        assert len(rows) == 6
+        for i, label in enumerate(header):
+            cells[label] = [row[i] for row in rows]
     for column in ("avg_memory_pct", "avg_power_w", "energy_per_epoch_j", "energy_per_train_sample_mj"):
-        cells = [row[header.index(column)] for row in rows]
-        assert all(cell.startswith("<sup>") for cell in cells), (column, cells)  # only the footnote mark
+        column_cells = cells[results.render.column_label(column)]
+        assert all(cell.startswith("<sup>") for cell in column_cells), (column, column_cells)  # only the mark
     results.write_csv(t1, tmp_path / "t1.csv")
     first = (tmp_path / "t1.csv").read_text().splitlines()[1].split(",")
     header = (tmp_path / "t1.csv").read_text().splitlines()[0].split(",")
@@ -698,9 +718,9 @@ def test_networks_that_did_not_learn_are_flagged_in_tables_and_cost(tmp_path):
 def test_cost_table_is_long_and_narrow_and_says_what_cpu_memory_measures(tmp_path):
     outputs = _run_with_accuracy(tmp_path, {})["outputs"]
     page = outputs["cost_html"].read_text()
-    header = re.findall(r"<th>([^<]*)</th>", page)
-    assert header == ["experiment", "comparison", "metric", "this run", "study", "ratio, this run", "ratio, study"]
-    assert page.count("<tr>") == 1 + 3 * len(results.COST_METRICS)  # one row per experiment and metric
+    ((header, body),) = html_parts(page)  # narrow: one part
+    assert header == ["exp.", "comparison", "metric", "this run", "study", "ratio, this run", "ratio, study"]
+    assert len(body) == 3 * len(results.COST_METRICS)  # one row per experiment and metric
     assert "peak memory (MiB)" in page and "time per epoch (s)" in page
     rss = "process&#x27;s resident memory (RSS), mostly the runtime"
     rows = re.findall(r"<tr>(.*?)</tr>", page, re.S)
@@ -790,3 +810,30 @@ def test_per_sample_costs_and_a_note_where_the_sample_counts_differ():
         study["exp3_snn_nmnist"] / study["exp3_snn_mnist"]
     )
     assert "study ratio derived" in cost.at["train_time_per_sample_ms", "note"]
+
+
+def test_table1_records_the_load_and_flags_times_of_an_overloaded_machine():
+    """The 1-minute load at a job's start and end and its CPUs: where the load exceeded them, Table I's time
+    cells say that other work shared the CPUs (the demo's exp1_snn epoch took 2.14 s and 0.93 s at loads 5.0
+    and 4.5 on 2 CPUs)."""
+    frames = {n: make_epochs(n, 2, "cpu") for n in ("exp1_ann", "exp1_snn")}
+    hardware = {
+        "exp1_ann": {"device": "cpu", "load_1min_start": 0.7, "load_1min_end": 1.2, "cpus_available": 2},
+        "exp1_snn": {"device": "cpu", "load_1min_start": 4.5, "load_1min_end": 5.0, "cpus_available": 2},
+    }
+    t1 = results.table1(frames, STUDY_NETWORKS, hardware)
+    by = t1.set_index("network")
+    assert by.at["exp1_snn", "load_1min_max"] == 5.0 and by.at["exp1_snn", "cpus_available"] == 2
+    notes = results.table_notes(t1, True, {})
+    rows = {n: i for i, n in enumerate(t1["network"])}
+    assert "load average reached 5.0 with 2 CPUs" in notes[(rows["exp1_snn"], "avg_epoch_time_s")]
+    assert (rows["exp1_snn"], "train_time_per_sample_ms") in notes
+    assert (rows["exp1_ann"], "avg_epoch_time_s") not in notes
+
+
+def test_the_hardware_record_has_the_load_and_the_cpus():
+    from spikebench.hardware import hardware_info, machine_load
+
+    info = hardware_info("cpu")
+    assert info["load_1min_start"] >= 0 and 1 <= info["cpus_available"] <= os.cpu_count()
+    assert set(machine_load()) == {"load_1min", "cpus_available"}

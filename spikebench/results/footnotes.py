@@ -185,6 +185,27 @@ def _lif_notes(table: pd.DataFrame) -> dict[tuple[int, str], str]:
     }
 
 
+#: The timing columns a busy machine inflates (footnoted where the load exceeded the job's CPUs).
+TIME_COLUMNS = ("avg_epoch_time_s", "median_epoch_time_s", "train_time_per_sample_ms", "test_time_s")
+
+
+def _load_notes(table: pd.DataFrame) -> dict[tuple[int, str], str]:
+    """A footnote on the time columns of a job that ran while the machine's 1-minute load average exceeded the
+    CPUs it had: other work shared them, so its times (and their ratios) are inflated."""
+    if "load_1min_max" not in table or "cpus_available" not in table:
+        return {}
+    notes = {}
+    for i, (load, cpus) in enumerate(zip(table["load_1min_max"], table["cpus_available"])):
+        if is_missing(load) or is_missing(cpus) or not float(load) > float(cpus):
+            continue
+        text = (
+            f"the machine's 1-minute load average reached {float(load):.1f} with {int(cpus)} CPUs for this job: "
+            "other work shared them, so its times are inflated"
+        )
+        notes.update({(i, column): text for column in TIME_COLUMNS if column in table})
+    return notes
+
+
 def table_notes(table: pd.DataFrame, telemetry_enabled: bool, flagged: Mapping[str, float]) -> dict:
     """All footnotes of a Table I/II frame: missing telemetry, empty energy source, the LIF backend where it fell
     back, networks that did not learn."""
@@ -192,5 +213,6 @@ def table_notes(table: pd.DataFrame, telemetry_enabled: bool, flagged: Mapping[s
         **explain_missing(table, telemetry_enabled),
         **_energy_source_notes(table),
         **_lif_notes(table),
+        **_load_notes(table),
         **learning_notes(table, flagged),
     }

@@ -202,6 +202,14 @@ def _lif_context(hardware: Mapping[str, Any] | None) -> dict[str, Any]:
     return {"lif_backend_used": used, "lif_backend_note": note}
 
 
+def _load_context(hardware: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The machine's highest 1-minute load average at the job's start and end, and the CPUs it had."""
+    hardware = hardware or {}
+    loads = [as_number(hardware.get(k)) for k in ("load_1min_start", "load_1min_end")]
+    loads = [x for x in loads if not math.isnan(x)]
+    return {"load_1min_max": max(loads) if loads else math.nan, "cpus_available": hardware.get("cpus_available")}
+
+
 def table1(
     epochs: Mapping[str, pd.DataFrame],
     networks: Mapping[str, Mapping],
@@ -226,11 +234,12 @@ def table1(
                 **_training_context(e),
                 "hardware": describe_hardware(hw),
                 **_lif_context(hw),
+                **_load_context(hw),
             }
         )
     columns = (
         TABLE1_COLUMNS
-        + ["implementation", "lif_backend_used", "epochs", "telemetry_epochs"]
+        + ["implementation", "lif_backend_used", "epochs", "telemetry_epochs", "load_1min_max", "cpus_available"]
         + CONTEXT_COLUMNS
         + ["idle_null_reason", "memory_null_reason", "lif_backend_note"]
     )
