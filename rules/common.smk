@@ -14,7 +14,8 @@ envvars:
 import re
 
 from spikebench.config import add_implementation_twins, expand_runs, validate_config
-from spikebench import provenance
+from snakemake.logging import logger
+from spikebench import provenance, results_lock
 from spikebench.data import catalog
 
 # The networks' twins of config `implementations` (`<id>_snntorch`) join config["networks"]; then the
@@ -98,3 +99,18 @@ def all_targets():
     return (
         targets + results_targets() + aggregate_targets() + TRACKING_TARGETS
     )  # rules/results_common.smk, tracking.smk
+
+
+# One run per results folder (spikebench.results_lock; Snakemake's own lock is per working directory): taken
+# in the main Snakemake process when jobs are about to run (no dry run; job processes get --no-hooks), held
+# until the run ends. A second run on the same results folder stops here, naming the run that holds it.
+onstart:
+    results_lock.hold(RESULTS, log=logger)
+
+
+onsuccess:
+    results_lock.let_go(RESULTS)
+
+
+onerror:
+    results_lock.let_go(RESULTS)

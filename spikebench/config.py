@@ -3,8 +3,9 @@
 `validate_config` is what `rules/common.smk` runs when the workflow starts, so a wrong type,
 an unknown network kind or dataset, a non-positive epoch count, a validation fraction outside
 (0, 1) or a misspelt key stops the run before any job starts, with a message naming the key.
-So does an input too small for its network's convolutions (`geometry_errors`, pure arithmetic on the
-config: building the DAG imports no torch).
+So does a `results` folder that is the file system root, holds the working directory, or is, holds or lies
+inside the data root (`location_errors`), and an input too small for its network's convolutions
+(`geometry_errors`, pure arithmetic on the config: building the DAG imports no torch).
 """
 
 from __future__ import annotations
@@ -72,8 +73,13 @@ def _describe(error: jsonschema.ValidationError) -> str:
         return f"config key {keys}: unknown key{hint}"
     if error.validator == "required":
         return f"config key {_key(where)!r}: {error.message}"
-    if error.validator == "propertyNames":
-        return f"config key {_key(where + [error.instance])!r}: network ids must match ^[a-z][a-z0-9_]*$"
+    if error.validator == "pattern":
+        # A name under `networks`, `sweeps`, ... comes through propertyNames: the error's path is the parent's.
+        what = "name" if "propertyNames" in error.schema_path else "value"
+        return (
+            f"config key {_key(where)!r}: {what} {error.instance!r} does not match {error.validator_value!r} "
+            "(the whole string: nothing may follow, not even a newline)"
+        )
     return f"config key {_key(where)!r}: {error.message}"
 
 
@@ -189,15 +195,43 @@ def twin_errors(config: dict) -> list[str]:
     ]
 
 
+def location_errors(config: dict, base: str | Path | None = None) -> list[str]:
+    """One message where ``results`` cannot be the results folder: the file system root, the working directory
+    ``base`` (default: the current one, Snakemake's) or a folder holding it, the data root, a folder inside the
+    data root or one holding it. Paths are compared resolved (relative to ``base``, symbolic links followed), so
+    ``results: ../../..`` or a link to the data root is caught too; the message names both paths."""
+    base = Path.cwd() if base is None else Path(base)
+    given, root_given = config["results"], config["data"]["root"]
+    results, data, work = (base / given).resolve(), (base / root_given).resolve(), base.resolve()
+    key = f"config key 'results': {given!r} (resolved: {results})"
+    data_key = f"data.root {root_given!r} (resolved: {data})"
+    if results == Path(results.anchor):
+        return [f"{key} is the file system root; give results a folder of its own (e.g. results)"]
+    if results == work or results in work.parents:
+        return [f"{key} is the working directory {work} or holds it; give results a folder of its own (e.g. results)"]
+    if results == data:
+        return [f"{key} is the data root, {data_key}; results and data need separate folders"]
+    if data in results.parents:
+        return [f"{key} is inside the data root, {data_key}; results and data need separate folders"]
+    if results in data.parents:
+        return [f"{key} holds the data root, {data_key}; results and data need separate folders"]
+    return []
+
+
 def validate_config(config: dict, schema: dict | None = None, source: str = "config") -> None:
     """Raise `ConfigError` listing every problem, or return None when the config is valid.
 
-    The schema first; once it holds, the networks' geometry (`geometry_errors`) and implementations
-    (`implementation_errors`), then the sweeps' variants (`sweep_errors`).
+    The schema first; once it holds, where the results go (`location_errors`), the networks' geometry
+    (`geometry_errors`) and implementations (`implementation_errors`), then the sweeps' variants (`sweep_errors`).
     """
     problems = (
         config_errors(config, schema)
-        or (geometry_errors(config["networks"]) + implementation_errors(config["networks"]) + twin_errors(config))
+        or (
+            location_errors(config)
+            + geometry_errors(config["networks"])
+            + implementation_errors(config["networks"])
+            + twin_errors(config)
+        )
         or sweep_errors(config, schema)
     )
     if problems:

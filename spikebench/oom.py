@@ -14,6 +14,13 @@ evaluate job then writes ``test.json`` with ``status: oom`` and null metrics, an
 sidecar. A job that completes writes ``status = ok``. An evaluation that itself runs out of memory (the
 test set goes through in batches, so it rarely does) is not caught: that job fails as before.
 
+A train job first checks the size (:func:`refuse_if_too_large`, before any data is loaded): where one training
+batch needs more memory than the device has free (``spikebench.memory_estimate``: activations kept for backprop
+and the resident dataset, against psutil's available memory on the CPU, ``torch.cuda.mem_get_info`` on CUDA),
+it writes the same ``status: oom`` outputs without allocating anything; the record holds the estimate
+(``memory_estimate_mib``, ``activation_estimate_mib``, ``dataset_estimate_mib``), the free memory and its source
+(``memory_free_mib``, ``memory_free_source``), ``epoch_reached`` 0 and ``refused_before_allocating: true``.
+
 Tests force an out-of-memory error with the environment variable ``SPIKEBENCH_FAULT_OOM=<run id>:<n>``
 (:func:`watch`): that run's training raises ``MemoryError`` when its epoch n starts. Nothing else
 reads it.
@@ -103,6 +110,87 @@ def watch(hook, network_id: str, log: logging.Logger) -> WatchedTelemetry:
     return WatchedTelemetry(hook, int(at))
 
 
+ESTIMATE_KEYS = (
+    "memory_estimate_mib",
+    "activation_estimate_mib",
+    "dataset_estimate_mib",
+    "memory_free_mib",
+    "memory_free_source",
+    "refused_before_allocating",
+)
+
+
+def _dataset_bytes(spec: NetworkSpec, inputs: dict) -> tuple[int, int | None]:
+    """(resident bytes, N-MNIST's longest recording in frames) from the job's input files: the split file's
+    rows (training + validation images, from its footer), the frames/samples pair (N-MNIST)."""
+    import pyarrow.parquet as pq
+
+    from spikebench import memory_estimate
+
+    if spec.dataset == "nmnist":
+        return memory_estimate.nmnist_dataset(inputs["frames"], inputs["samples"])
+    n = pq.ParquetFile(inputs["split"]).metadata.num_rows
+    return memory_estimate.image_dataset_bytes(spec.dataset, n), None
+
+
+def size_check(spec: NetworkSpec, inputs: dict, device) -> dict | None:
+    """The out-of-memory record of a run too large for ``device`` (module docstring), or None where it fits or
+    the device has no free-memory figure."""
+    from spikebench import memory_estimate
+
+    dataset_bytes, frames = _dataset_bytes(spec, inputs)
+    estimate = memory_estimate.estimate(spec, dataset_bytes, memory_estimate.time_steps(spec, frames))
+    free, source = memory_estimate.free_memory(device)
+    if free is None or estimate["memory_estimate_mib"] * memory_estimate.MIB <= free:
+        return None
+    error = (
+        f"MemoryEstimate: one training batch (batch {estimate['batch_size']} x {estimate['time_steps']} time steps) "
+        f"needs at least {estimate['memory_estimate_mib']:.0f} MiB ({estimate['activation_estimate_mib']:.0f} MiB "
+        f"of activations kept for backprop + {estimate['dataset_estimate_mib']:.0f} MiB of dataset), more than "
+        f"the {free / memory_estimate.MIB:.0f} MiB free on {device} ({source}); nothing was allocated"
+    )
+    return {
+        "status": OOM,
+        "epoch_reached": 0,
+        "error": error,
+        "device": str(device),
+        **memory_reached(device),
+        **{k: estimate[k] for k in ("memory_estimate_mib", "activation_estimate_mib", "dataset_estimate_mib")},
+        "memory_free_mib": free / memory_estimate.MIB,
+        "memory_free_source": source,
+        "refused_before_allocating": True,
+    }
+
+
+def refuse_if_too_large(
+    spec: NetworkSpec, network_id: str, inputs: dict, outputs: dict, device, hardware: dict, log: logging.Logger
+) -> bool:
+    """The train job's size check before it loads anything (:func:`size_check`): True when the run is too large,
+    its ``status: oom`` outputs written (weights, epochs table, an empty telemetry sidecar, with the hardware)."""
+    from spikebench.telemetry.sidecar import add_parquet_metadata
+
+    record = size_check(spec, inputs, device)
+    if record is None:
+        return False
+    log.error("%s: recorded as status oom before allocating, the workflow goes on", record["error"])
+    write_train_oom(outputs, network_id, spec, record, device)
+    write_empty_telemetry(outputs["telemetry"])
+    meta = {"spikebench.hardware": hardware, "spikebench.network": network_id, "spikebench.spec": spec.to_dict()}
+    add_parquet_metadata(outputs["epochs"], meta, {"status": OOM})
+    add_parquet_metadata(outputs["telemetry"], meta)
+    return True
+
+
+def write_empty_telemetry(path: str | Path) -> None:
+    """A telemetry sidecar with its columns and no samples (a phase that never ran)."""
+    from spikebench.results import TELEMETRY_COLUMNS
+
+    empty = pa.table(
+        {c: pa.array([], pa.string() if c in ("phase", "source") else pa.float64()) for c in TELEMETRY_COLUMNS}
+    )
+    atomic.write_parquet(empty, Path(path))
+
+
 def write_train_oom(outputs: dict, network_id: str, spec: NetworkSpec, record: dict, device) -> None:
     """The declared outputs of a train job that ran out of memory (weights and epochs; the sidecar is the sampler's)."""
     from spikebench.results import EPOCH_COLUMNS
@@ -120,6 +208,7 @@ def write_train_oom(outputs: dict, network_id: str, spec: NetworkSpec, record: d
         memory_source=record["memory_source"],
         memory_reached_mib=record["memory_reached_mib"],
         error=record["error"],
+        **{key: record[key] for key in ESTIMATE_KEYS if key in record},
     )
     frame = pd.DataFrame([row]).astype(
         {
@@ -154,7 +243,7 @@ def trained_status(weights: str | Path) -> dict | None:
 
 def write_test_oom(outputs: dict, network_id: str, record: dict) -> None:
     """test.json with ``status: oom`` and null metrics, and an empty telemetry sidecar."""
-    from spikebench.results import TELEMETRY_COLUMNS, TEST_KEYS, TEST_TELEMETRY_KEYS
+    from spikebench.results import TEST_KEYS, TEST_TELEMETRY_KEYS
 
     result = {key: None for key in TEST_KEYS}
     result.update(
@@ -165,8 +254,5 @@ def write_test_oom(outputs: dict, network_id: str, record: dict) -> None:
         peak_memory_mib=record["memory_reached_mib"],
         telemetry={key: None for key in TEST_TELEMETRY_KEYS},
     )
-    empty = pa.table(
-        {c: pa.array([], pa.string() if c in ("phase", "source") else pa.float64()) for c in TELEMETRY_COLUMNS}
-    )
-    atomic.write_parquet(empty, Path(outputs["telemetry"]))
+    write_empty_telemetry(outputs["telemetry"])
     atomic.write_json(result, outputs["test"])

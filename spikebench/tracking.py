@@ -13,7 +13,7 @@ One small interface: :func:`open_run` is a context manager that yields a tracker
 when an exception leaves it). Backend ``none`` yields :class:`NullTracker`, so callers have no
 branches. Where the runs go (``<results>`` is the config key ``results``):
 
-- ``wandb``: offline (``WANDB_MODE=offline`` unless WANDB_MODE is set), in
+- ``wandb``: offline (``WANDB_MODE=offline`` unless the user set WANDB_MODE), in
   ``<results>/tracking/wandb/offline-run-*``; upload later with ``wandb sync``.
 - ``tensorboard``: event files in ``<results>/tracking/tensorboard/<run>`` (replaced when the run
   is logged again, so curves are never doubled); ``tensorboard --logdir <results>/tracking/tensorboard``.
@@ -22,6 +22,16 @@ branches. Where the runs go (``<results>`` is the config key ``results``):
   ``mlflow ui --backend-store-uri sqlite:///<results>/tracking/mlflow.db``.
 
 Values that were not measured (null in the result files) are not logged, never logged as 0.
+
+Local means local (:func:`offline_environment`): spikebench, not the user, switches the trackers' telemetry and
+network off and points their cache, config and log folders into ``<results>/tracking``, for the duration of
+the run only. MLflow gets ``MLFLOW_DISABLE_TELEMETRY`` and ``DO_NOT_TRACK`` before it is first imported
+(otherwise ``import mlflow`` writes ``~/.config/mlflow/telemetry.json`` and looks up its telemetry host); W&B
+gets ``WANDB_ERROR_REPORTING=false`` (otherwise its wandb-core process looks up its API host, even offline),
+``WANDB_DISABLE_GIT``/``WANDB_DISABLE_CODE`` and ``WANDB_DIR``, ``WANDB_CACHE_DIR`` (where wandb-core writes its
+``core-debug-*.log``, otherwise ``~/.cache/wandb/logs``), ``WANDB_CONFIG_DIR``, ``WANDB_DATA_DIR`` and
+``WANDB_ARTIFACT_DIR`` under ``<results>/tracking/wandb``. Only ``WANDB_MODE`` set by the user is kept (``online``
+is how to ask for uploads). TensorBoard contacts nothing and writes nothing else.
 """
 
 from __future__ import annotations
@@ -174,6 +184,46 @@ def flat(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[f"{prefix}{key}"] = value
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Local only: the trackers' telemetry and network off, their folders under <results>/tracking
+
+
+def offline_environment(backend: str, folder: str | Path) -> dict[str, str]:
+    """The environment variables ``backend`` runs with (module docstring); ``folder`` is ``<results>/tracking``."""
+    if backend == "mlflow":
+        return {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
+    if backend != "wandb":
+        return {}
+    root = Path(folder).resolve()
+    return {
+        "WANDB_MODE": os.environ.get("WANDB_MODE") or "offline",
+        "WANDB_ERROR_REPORTING": "false",
+        "WANDB_DISABLE_GIT": "true",
+        "WANDB_DISABLE_CODE": "true",
+        "WANDB_SILENT": "true",
+        "WANDB_DIR": str(root),
+        "WANDB_CACHE_DIR": str(root / "wandb" / "cache"),
+        "WANDB_CONFIG_DIR": str(root / "wandb" / "config"),
+        "WANDB_DATA_DIR": str(root / "wandb" / "data"),
+        "WANDB_ARTIFACT_DIR": str(root / "wandb" / "artifacts"),
+    }
+
+
+@contextlib.contextmanager
+def environment(values: Mapping[str, str]) -> Iterator[None]:
+    """``os.environ`` with ``values`` set for the duration of the block, then as it was."""
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 # ---------------------------------------------------------------------------------------------
@@ -346,6 +396,8 @@ def open_run(
     check_installed(tracking)
     backend, folder = tracking["backend"], Path(folder)
     with contextlib.ExitStack() as stack:
+        # Before the backend is imported: MLflow reads its telemetry switch on `import mlflow`.
+        stack.enter_context(environment(offline_environment(backend, folder)))
         if backend == "none":
             tracker: Any = NullTracker()
         elif backend == "wandb":

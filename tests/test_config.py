@@ -171,3 +171,100 @@ def test_workflow_stops_at_a_too_small_input_before_any_job(workflow_dir):
     assert "networks.exp3_snn_mnist': input 1x8x8 is too small for architecture conv2" in out
     assert "layer 2 gets a 2x2 map" in out
     assert "Job stats" not in out and "rule train" not in out
+
+
+# ---- names and folders the schema used to let through
+
+
+def _schema_patterns(node, where=""):
+    """(where, pattern) of every `pattern` in the schema, however deep."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "pattern":
+                yield where, value
+            else:
+                yield from _schema_patterns(value, f"{where}.{key}")
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from _schema_patterns(value, f"{where}[{i}]")
+
+
+def test_every_schema_pattern_refuses_a_trailing_newline():
+    """jsonschema matches with Python's re.search, where `$` also matches before a final newline."""
+    import re
+
+    from spikebench.config import load_schema
+
+    patterns = list(_schema_patterns(load_schema()))
+    assert len(patterns) >= 6  # device, data.root, results, network/sweep/energy-model names, ...
+    for where, pattern in patterns:
+        assert pattern.startswith("^") and pattern.endswith("(?!\\n)$"), where
+        assert re.search(pattern, "a1\n") is None and re.search(pattern, "cpu\n") is None, where
+
+
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        ({"device": "cpu\n"}, "config key 'device': value 'cpu\\n' does not match"),
+        ({"device": "cuda:0\n"}, "config key 'device': value 'cuda:0\\n' does not match"),
+        ({"results": "results\n"}, "config key 'results': value 'results\\n' does not match"),
+        ({"data": {"root": "data\n", "source": "download"}}, "config key 'data.root': value 'data\\n' does not match"),
+        (
+            {"sweeps": {"t\n": {"networks": ["exp1_snn"], "num_steps": [5]}}},
+            "config key 'sweeps': name 't\\n' does not match",
+        ),
+        (
+            {"energy_model": {"name": "chip", "custom": {"chip\n": {"mac_pj": 1, "ac_pj": 1}}}},
+            "config key 'energy_model.custom': name 'chip\\n' does not match",
+        ),
+    ],
+)
+def test_a_value_or_name_with_a_trailing_newline_is_refused(config, change, expected):
+    bad = {**copy.deepcopy(config), **change}
+    with pytest.raises(ConfigError) as err:
+        validate_config(bad)
+    assert expected in str(err.value)
+    assert "nothing may follow, not even a newline" in str(err.value)
+
+
+def test_a_network_id_with_a_trailing_newline_is_refused(config):
+    bad = copy.deepcopy(config)
+    bad["networks"]["exp1_x\n"] = bad["networks"]["exp1_ann"]
+    with pytest.raises(ConfigError, match=r"config key 'networks': name 'exp1_x\\n' does not match"):
+        validate_config(bad)
+    bad = copy.deepcopy(config)
+    bad["implementations"]["snntorch"] = ["exp1_snn\n"]
+    with pytest.raises(ConfigError, match=r"'implementations.snntorch': 'exp1_snn\\n' is not a network"):
+        validate_config(bad)
+
+
+@pytest.mark.parametrize(
+    "results, root, expected",
+    [
+        ("/", "data", "'/' (resolved: /) is the file system root"),
+        ("../../../../../../../../../..", "data", "is the file system root"),
+        ("..", "data", "(resolved: {tmp}) is the working directory {tmp}/work or holds it"),
+        (".", "data", "'.' (resolved: {tmp}/work) is the working directory"),
+        ("data", "data", "'data' (resolved: {tmp}/work/data) is the data root, data.root 'data' (resolved: {tmp}/work"),
+        ("./data/", "{tmp}/work/data", "is the data root, data.root '{tmp}/work/data'"),
+        ("data/results", "data", "(resolved: {tmp}/work/data/results) is inside the data root, data.root 'data'"),
+        ("out", "out/data", "'out' (resolved: {tmp}/work/out) holds the data root, data.root 'out/data' (resolved:"),
+        ("link", "data", "'link' (resolved: {tmp}/work/data) is the data root"),  # a symbolic link to it
+    ],
+)
+def test_results_may_not_be_the_root_the_data_root_or_hold_or_lie_in_it(
+    config, tmp_path, monkeypatch, results, root, expected
+):
+    work = tmp_path / "work"
+    (work / "data").mkdir(parents=True)
+    (work / "link").symlink_to(work / "data")
+    monkeypatch.chdir(work)
+    tmp = str(tmp_path.resolve())
+    bad = {**copy.deepcopy(config), "results": results.format(tmp=tmp)}
+    bad["data"] = {**bad["data"], "root": root.format(tmp=tmp)}
+    with pytest.raises(ConfigError) as err:
+        validate_config(bad)
+    assert "config key 'results': " in str(err.value)
+    assert expected.format(tmp=tmp) in str(err.value)
+    for results, root in (("results", "data"), ("results-demo", "data-demo"), (str(tmp_path / "r"), "/elsewhere/d")):
+        validate_config({**config, "results": results, "data": {**config["data"], "root": root}})  # separate: fine

@@ -377,3 +377,113 @@ def test_turning_tracking_on_after_a_run_plans_only_track_jobs(demo_run, tmp_pat
     runs = expand_runs(load_config(workdir / "config.yaml", workdir / "config.demo.yaml"))  # seeds, variants too
     expected = {("track", f"network={n}, stage={stage}") for n in runs for stage in tracking.STAGES}
     assert planned_jobs(workdir, "tracking.yaml") == expected | {("all", "")}
+
+
+# ---------------------------------------------------------------------------------------------
+# Local means local: no telemetry, no network, nothing written outside the results folder
+
+# Run in a fresh interpreter with an empty HOME: every Python-level connection or host lookup is refused
+# and recorded, and the environment W&B's separate wandb-core process starts with is recorded.
+ISOLATED_TRACKING = r"""
+import json, os, socket, subprocess, sys
+from pathlib import Path
+
+attempts = []
+real_connect = socket.socket.connect
+
+
+def connect(self, address):
+    if self.family in (socket.AF_INET, socket.AF_INET6):
+        attempts.append(f"connect {address!r}")
+        raise OSError("network blocked by the test")
+    return real_connect(self, address)  # AF_UNIX: wandb talks to wandb-core this way
+
+
+def lookup(name):
+    def refuse(*args, **kwargs):
+        attempts.append(f"{name} {args[:1]!r}")
+        raise socket.gaierror(f"{name} blocked by the test")
+    return refuse
+
+
+socket.socket.connect = connect
+socket.getaddrinfo, socket.gethostbyname = lookup("getaddrinfo"), lookup("gethostbyname")
+core_env = []
+
+
+class Popen(subprocess.Popen):
+    def __init__(self, args, *rest, **kwargs):
+        if "wandb-core" in str(args):
+            env = kwargs.get("env") or os.environ
+            core_env.append({k: v for k, v in env.items() if k.startswith(("WANDB_", "XDG_", "HOME"))})
+        super().__init__(args, *rest, **kwargs)
+
+
+subprocess.Popen = Popen
+from test_tracking import fake_results, track
+
+out = {}
+for backend in ("tensorboard", "mlflow", "wandb"):
+    results = fake_results(Path(sys.argv[1]) / backend)
+    records = [track(results, backend, stage) for stage in ("train", "evaluate")]
+    home = sorted(str(p) for p in Path(os.environ["HOME"]).rglob("*"))
+    out[backend] = {"attempts": list(attempts), "home": home, "core_env": list(core_env), "results": str(results)}
+    attempts.clear(), core_env.clear()
+out["leaked"] = [k for k in ("MLFLOW_DISABLE_TELEMETRY", "DO_NOT_TRACK", "WANDB_MODE", "WANDB_DIR") if k in os.environ]
+print("RESULT " + json.dumps(out, default=str))
+"""
+
+# Variables under which MLflow switches its telemetry off by itself (CI, pytest): a job has none of them.
+CI_VARIABLES = ("PYTEST_CURRENT_TEST", "GITHUB_ACTIONS", "CI", "CIRCLECI", "GITLAB_CI", "JENKINS_URL", "TRAVIS")
+
+
+@pytest.mark.slow  # a subprocess job: three trackers in a fresh interpreter (~20 s)
+def test_trackers_contact_nothing_and_write_nothing_outside_the_results(tmp_path):
+    for backend in ("wandb", "mlflow", "tensorboard"):
+        pytest.importorskip(backend, reason=f'the {backend} extra is not installed (pip install -e ".[{backend}]")')
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in CI_VARIABLES and not k.startswith(("WANDB_", "MLFLOW_", "XDG_", "DO_NOT_TRACK"))
+    }
+    env.update(HOME=str(home), PYTHONPATH=os.pathsep.join([str(PROJECT / "tests"), str(PROJECT)]))
+    run = subprocess.run(
+        [sys.executable, "-c", ISOLATED_TRACKING, str(tmp_path / "runs")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, (run.stdout + run.stderr)[-4000:]
+    out = json.loads(run.stdout.split("RESULT ", 1)[1])
+    assert out.pop("leaked") == []  # set for each run only
+    for backend, seen in out.items():
+        assert seen["attempts"] == [], f"{backend} tried the network: {seen['attempts']}"
+        assert seen["home"] == [], f"{backend} wrote to $HOME: {seen['home']}"
+    (core,) = {json.dumps(e, sort_keys=True) for e in out["wandb"]["core_env"]}  # wandb-core, started once per run
+    core = json.loads(core)
+    assert core["WANDB_MODE"] == "offline" and core["WANDB_ERROR_REPORTING"] == "false"
+    tracking_folder = Path(out["wandb"]["results"]) / "tracking"
+    assert core["WANDB_CACHE_DIR"] == str(tracking_folder / "wandb" / "cache")
+    assert list(tracking_folder.rglob("core-debug-*.log"))  # wandb-core's own log, under the results
+
+
+def test_the_offline_environment_is_set_for_the_run_only(tmp_path, monkeypatch):
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    env = tracking.offline_environment("wandb", tmp_path / "tracking")
+    assert env["WANDB_MODE"] == "offline" and env["WANDB_ERROR_REPORTING"] == "false"
+    folders = ("WANDB_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_DATA_DIR", "WANDB_ARTIFACT_DIR")
+    assert all(Path(env[k]).is_relative_to(tmp_path / "tracking") for k in folders)
+    assert tracking.offline_environment("mlflow", tmp_path)["MLFLOW_DISABLE_TELEMETRY"] == "true"
+    assert tracking.offline_environment("tensorboard", tmp_path) == {}
+    monkeypatch.setenv("WANDB_MODE", "online")  # the user's own choice is kept
+    assert tracking.offline_environment("wandb", tmp_path)["WANDB_MODE"] == "online"
+    seen = {}
+    with tracking.open_run(
+        {"backend": "none", "project": "p", "mlflow_uri": None}, folder=tmp_path, name="n", tags={}, config={}
+    ):
+        seen.update(os.environ)
+    assert "MLFLOW_DISABLE_TELEMETRY" not in seen  # backend none: nothing set
