@@ -10,4 +10,5 @@ with job_logging(snakemake.log[0]):
         val_fraction=snakemake.params.val_fraction,
         seed=snakemake.params.seed,
         data_source=snakemake.params.data_source,
+        manifest=snakemake.input[0],
     )

@@ -153,17 +153,24 @@ def download_job(dataset: str, root: str | Path, manifest: str | Path) -> None:
     logging.getLogger(LOGGER_NAME).info("%s verified under %s; manifest %s", dataset, root, manifest)
 
 
-def verify_md5(data_source: str) -> bool:
-    """Whether a job checks dataset files against the libraries' md5 before reading them (`data.source`).
+def verify_md5(data_source: str, manifest: str | Path | None = None) -> bool | dict[str, str]:
+    """How a job checks dataset files before reading them (`data.source`): the real datasets (`download`) against
+    the libraries' md5 (True); the demo's stand-ins against the md5s its demo rule recorded in the dataset's
+    manifest (spikebench.data.manifest.expected_md5s), so a changed stand-in is refused like a damaged download;
+    without a manifest (False) they are read unverified. CIFAR-10's pickles are never unpickled either way
+    (spikebench.data.cifar_pickle)."""
+    if data_source != "demo":
+        return True
+    if manifest is None:
+        return False
+    from spikebench.data.manifest import expected_md5s
 
-    The real datasets (`download`) are verified, and a file that fails is an error naming it; the demo's
-    stand-ins (`demo`) match no md5 by design and are read unverified, CIFAR-10's pickles still only through
-    a restricted unpickler (spikebench.data.cifar10), so that no data file can run code in a job.
-    """
-    return data_source != "demo"
+    return expected_md5s(manifest)
 
 
-def training_set_size(dataset: str, root: str | Path, *, data_source: str = "download") -> int:
+def training_set_size(
+    dataset: str, root: str | Path, *, data_source: str = "download", manifest: str | Path | None = None
+) -> int:
     """Number of samples in the official training set of `dataset`, read from its files."""
     if dataset == "mnist":
         from spikebench.data.catalog import MNIST_FILES, MNIST_RAW
@@ -173,7 +180,7 @@ def training_set_size(dataset: str, root: str | Path, *, data_source: str = "dow
     if dataset == "cifar10":
         from spikebench.data.cifar10 import load_cifar10
 
-        return len(load_cifar10(root, "train", verify_md5=verify_md5(data_source))[1])
+        return len(load_cifar10(root, "train", verify_md5=verify_md5(data_source, manifest))[1])
     if dataset == "nmnist":
         from spikebench.data.catalog import nmnist_folder
 
@@ -182,12 +189,19 @@ def training_set_size(dataset: str, root: str | Path, *, data_source: str = "dow
 
 
 def split_job(
-    dataset: str, root: str | Path, output: str | Path, *, val_fraction: float, seed: int, data_source: str = "download"
+    dataset: str,
+    root: str | Path,
+    output: str | Path,
+    *,
+    val_fraction: float,
+    seed: int,
+    data_source: str = "download",
+    manifest: str | Path | None = None,
 ) -> None:
     """Rule split: a seeded random train/validation split of the training set of `dataset`."""
     from spikebench.data.split import make_split, write_split
 
-    n = training_set_size(dataset, root, data_source=data_source)
+    n = training_set_size(dataset, root, data_source=data_source, manifest=manifest)
     split = make_split(n, val_fraction, seed)
     write_split(split, output, dataset=dataset, n=n, val_fraction=val_fraction, seed=seed)
     logging.getLogger(LOGGER_NAME).info(
@@ -295,13 +309,15 @@ def train_job(
     install_sigterm_handler()
     with select_device(device, log=log) as lease:
         hardware = _start_job(network_id, lease.device, numerics, log)
+        if oom.refuse_if_too_large(spec, network_id, inputs, outputs, lease.device, hardware, log):
+            return  # too large for the device: status oom recorded before anything was allocated
         train, val = load_split_data(
             spec,
             Path(data_root),
             Path(inputs["split"]),
             _nmnist_files(inputs),
             lease.device,
-            verify_md5=verify_md5(data_source),
+            verify_md5=verify_md5(data_source, inputs.get("manifest")),
         )
         log.info("%d training / %d validation samples resident on %s", len(train), len(val), lease.device)
         sampler = _sampler(lease.device, telemetry, log)
@@ -388,8 +404,12 @@ def _sampler(device, telemetry: dict, log: logging.Logger):
 
 
 def _end_job(hardware: dict, device) -> None:
-    """The GPU temperature at the end (:func:`_end_state`) and the numeric settings after the run."""
+    """The GPU temperature at the end (:func:`_end_state`), the machine's load and the numeric settings after the
+    run."""
+    from spikebench.hardware import machine_load
+
     _end_state(hardware, device)
+    hardware["load_1min_end"] = machine_load()["load_1min"]
     hardware["numerics"] = _numerics_after_run()
 
 
@@ -464,9 +484,8 @@ def evaluate_job(
     install_sigterm_handler()
     with select_device(device, log=log) as lease:
         hardware = _start_job(network_id, lease.device, numerics, log)
-        test = load_test_data(
-            spec, Path(data_root), _nmnist_files(inputs), lease.device, verify_md5=verify_md5(data_source)
-        )
+        md5 = verify_md5(data_source, inputs.get("manifest"))
+        test = load_test_data(spec, Path(data_root), _nmnist_files(inputs), lease.device, verify_md5=md5)
         log.info("network %s: %d test samples on %s", network_id, len(test), lease.device)
         sampler = _sampler(lease.device, telemetry, log)
         hook = JobTelemetry(sampler)

@@ -58,7 +58,7 @@ SNN_CONV_FILES = ("models/convpool.py", "kernels/event_conv.py")
 IMPLEMENTATION_FILES = {"snntorch": ("models/snn.py", "models/lif.py", "models/snntorch_twin.py")}
 # Whole modules each stage's jobs run (besides the model code above).
 STAGE_MODULES = {
-    "train": ("training.py", "implementation.py", "data/device.py", "devices.py", "oom.py"),
+    "train": ("training.py", "implementation.py", "data/device.py", "devices.py", "oom.py", "memory_estimate.py"),
     "evaluate": (
         "evaluation.py",
         "opcounts.py",

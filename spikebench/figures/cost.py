@@ -58,6 +58,56 @@ def _headline_panels(cost: pd.DataFrame) -> list[tuple[str, str, str | None, str
     )
 
 
+def _missing_label(ax: plt.Axes, x: float, rows: pd.DataFrame, source: str, study_metric: str | None) -> None:
+    """Why a bar is absent, written up the bar's place: not measured / not reached (this run), not reported /
+    not alike (the study)."""
+    reason = (
+        str(rows["ratio_interval_null_reason"].iloc[0]) if "ratio_interval_null_reason" in rows and len(rows) else ""
+    )
+    if source == "this run":
+        text = "not reached" if reason.startswith("target accuracy not reached") else "not measured"
+    else:
+        text = "not reported" if study_metric else "not alike"
+    ax.text(
+        x,
+        0.03,
+        text,
+        rotation=90,
+        ha="center",
+        va="bottom",
+        fontsize="small",
+        color="#8a1c1c",
+        transform=ax.get_xaxis_transform(),
+    )
+
+
+def _bar(ax: plt.Axes, x: float, value: float, width: float, rows: pd.DataFrame, source: str, failed: bool) -> None:
+    """One ratio's bar, its interval (this run, where there is one) and its label (marked if a network failed)."""
+    ax.bar(
+        x,
+        value,
+        width,
+        color="white" if failed else SOURCE_COLORS[source],
+        edgecolor="#b00020" if failed else SOURCE_COLORS[source],
+        hatch="//" if failed else None,
+        lw=1.5,
+    )
+    low, high = (rows.get("ci_low"), rows.get("ci_high")) if source == "this run" else (None, None)
+    if low is not None and high is not None and pd.notna(low.iloc[0]) and pd.notna(high.iloc[0]):
+        yerr = [[value - float(low.iloc[0])], [float(high.iloc[0]) - value]]
+        ax.errorbar(x, value, yerr=yerr, color="black", capsize=4, lw=1.2)
+    ax.annotate(
+        f"{value:.2g}x" + (" \u2717" if failed else ""),
+        (x, value),
+        xytext=(0, 3),
+        textcoords="offset points",
+        ha="center",
+        va="bottom",
+        fontsize="small",
+        color="#b00020" if failed else "black",
+    )
+
+
 def _ratio_bars(ax: plt.Axes, cost: pd.DataFrame, run_metric: str, study_metric: str | None) -> list[float]:
     """One pair of bars (this run, study) per experiment; returns the ratios drawn."""
     pairs = cost.drop_duplicates("experiment")[["experiment", "comparison"]]
@@ -70,56 +120,11 @@ def _ratio_bars(ax: plt.Axes, cost: pd.DataFrame, run_metric: str, study_metric:
             (width / 2, "study", study, "paper_ratio"),
         ):
             value = float(rows[column].iloc[0]) if len(rows) else math.nan
-            failed = source == "this run" and len(rows) and str(rows["not_learned"].iloc[0] or "")
+            failed = bool(source == "this run" and len(rows) and str(rows["not_learned"].iloc[0] or ""))
             if math.isnan(value):
-                reason = (
-                    str(rows["ratio_interval_null_reason"].iloc[0])
-                    if "ratio_interval_null_reason" in rows and len(rows)
-                    else ""
-                )
-                ax.text(
-                    x + dx,
-                    0.03,
-                    ("not reached" if reason.startswith("target accuracy not reached") else "not measured")
-                    if source == "this run"
-                    else ("not reported" if study_metric else "not alike"),
-                    rotation=90,
-                    ha="center",
-                    va="bottom",
-                    fontsize="small",
-                    color="#8a1c1c",
-                    transform=ax.get_xaxis_transform(),
-                )
+                _missing_label(ax, x + dx, rows, source, study_metric)
                 continue
-            ax.bar(
-                x + dx,
-                value,
-                width,
-                color="white" if failed else SOURCE_COLORS[source],
-                edgecolor="#b00020" if failed else SOURCE_COLORS[source],
-                hatch="//" if failed else None,
-                lw=1.5,
-            )
-            low, high = (rows.get("ci_low"), rows.get("ci_high")) if source == "this run" else (None, None)
-            if low is not None and high is not None and pd.notna(low.iloc[0]) and pd.notna(high.iloc[0]):
-                ax.errorbar(
-                    x + dx,
-                    value,
-                    yerr=[[value - float(low.iloc[0])], [float(high.iloc[0]) - value]],
-                    color="black",
-                    capsize=4,
-                    lw=1.2,
-                )
-            ax.annotate(
-                f"{value:.2g}x" + (" \u2717" if failed else ""),
-                (x + dx, value),
-                xytext=(0, 3),
-                textcoords="offset points",
-                ha="center",
-                va="bottom",
-                fontsize="small",
-                color="#b00020" if failed else "black",
-            )
+            _bar(ax, x + dx, value, width, rows, source, failed)
             drawn.append(value)
     ticks = ["Exp. {}\n{}".format(e, c.replace(" / ", " /\n")) for e, c in pairs.itertuples(index=False)]
     ax.set_xticks(range(len(pairs)), ticks)
