@@ -234,7 +234,7 @@ def test_a_network_id_with_a_trailing_newline_is_refused(config):
         validate_config(bad)
     bad = copy.deepcopy(config)
     bad["implementations"]["snntorch"] = ["exp1_snn\n"]
-    with pytest.raises(ConfigError, match=r"'implementations.snntorch': 'exp1_snn\\n' is not a network"):
+    with pytest.raises(ConfigError, match=r"'implementations.snntorch.0': value 'exp1_snn\\n' does not match"):
         validate_config(bad)
 
 
