@@ -20,6 +20,7 @@ include: "rules/evaluation.smk"
 include: "rules/results_common.smk"
 include: "rules/results.smk"
 include: "rules/tracking.smk"
+include: "rules/nir.smk"
 
 
 rule all:
