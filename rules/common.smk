@@ -11,9 +11,14 @@ envvars:
     "PYTHONPATH",
 
 
-import re
-
-from spikebench.config import add_implementation_twins, expand_runs, validate_config
+from spikebench.config import (
+    ConfigError,
+    add_implementation_twins,
+    expand_runs,
+    run_id_errors,
+    run_id_pattern,
+    validate_config,
+)
 from snakemake.logging import logger
 from spikebench import provenance, results_lock
 from spikebench.data import catalog
@@ -31,23 +36,45 @@ NETWORKS = list(RUNS)
 # The run of each configured network that the study's tables and figures show (its first seed).
 BASE_RUNS = {name: next(r for r, run in RUNS.items() if run["network"] == name) for name in config["networks"]}
 DEMO = config["data"]["source"] == "demo"
+# The folders of the results folder beside the runs' own <results>/<run id>/ (catalog: data; logs and
+# benchmarks of every rule; rules/results_common.smk: tables, figures; rules/tracking.smk: tracking).
+# tests/test_planning.py checks that this lists every folder the rules write directly under RESULTS.
+RESULTS_FOLDERS = ("benchmarks", "data", "figures", "logs", "tables", "tracking")
+# The `network` wildcard is a run id by its pattern (spikebench.config.run_id_pattern: no `/`, none of
+# RESULTS_FOLDERS), not by a list of every id: Snakemake puts a constraint into every output pattern it
+# substitutes, so a list made planning quadratic in the number of runs. Every run id must match it.
+RUN_ID = run_id_pattern(RESULTS_FOLDERS)
+if _bad_run_ids := run_id_errors(RUNS, RESULTS_FOLDERS):
+    raise ConfigError("invalid configuration (networks, sweeps):\n  - " + "\n  - ".join(_bad_run_ids))
 
 
 wildcard_constraints:
-    network="|".join(re.escape(n) for n in NETWORKS),
+    network=RUN_ID,
     split="train|test",
     dataset="|".join(catalog.DATASETS),
+
+
+def run_of(wildcards):
+    """The run of a `network` wildcard. RUN_ID lets any id-like name through (a target such as
+    <results>/exp1_ann-lr9/test.json, with no such variant): it is named here, not as a bare KeyError."""
+    try:
+        return RUNS[wildcards.network]
+    except KeyError:
+        raise ValueError(
+            f"{wildcards.network!r} is not a run id of this configuration (its networks, their sweep variants "
+            f"and seeds: {len(RUNS)} runs, e.g. {', '.join(list(RUNS)[:3])})"
+        ) from None
 
 
 def spec(wildcards):
     """The settings of one run (its network's config entry, a variant's swept value): all reach its jobs through params,
     where scripts/train.py and scripts/evaluate.py build its typed spikebench.spec.NetworkSpec once."""
-    return RUNS[wildcards.network]["spec"]
+    return run_of(wildcards)["spec"]
 
 
 def run_seed(wildcards):
     """The training seed of one run: `seed`, or `seed + k` for its k-th repeat."""
-    return RUNS[wildcards.network]["seed"]
+    return run_of(wildcards)["seed"]
 
 
 def code(stage):
@@ -97,8 +124,8 @@ def all_targets():
         ]
     targets += neuromorphic_targets()  # rules/results_common.smk, rule neuromorphic
     return (
-        targets + results_targets() + aggregate_targets() + TRACKING_TARGETS
-    )  # rules/results_common.smk, tracking.smk
+        targets + results_targets() + aggregate_targets() + TRACKING_TARGETS + NIR_TARGETS
+    )  # rules/results_common.smk, tracking.smk, nir.smk
 
 
 # One run per results folder (spikebench.results_lock; Snakemake's own lock is per working directory): taken

@@ -345,3 +345,45 @@ def expand_runs(config: dict) -> dict[str, dict]:
             run_id = name if k == seed else f"{name}-seed{k}"
             runs[run_id] = {**entry, "network": name, "seed": k, "spec": spec}
     return runs
+
+
+# ---- run ids as a pattern: the `network` wildcard of rules/common.smk ------------------------------
+
+#: The characters of a run id: a network id (letters, digits, ``_``), a sweep variant's ``-<setting><value>``
+#: (value_token: digits, letters, ``.``, ``_`` of a list, ``-``/``+`` of an exponent: 0.002, 1e-05, 8_16_32,
+#: snntorch) and a repeat's ``-seed<k>``. Never ``/``: a run id wildcard never reaches into another folder.
+RUN_ID_CHARS = "A-Za-z0-9_.+-"
+
+
+def run_id_pattern(reserved: Iterable[str] = ()) -> str:
+    """The regex of a run id, which rules/common.smk constrains the ``network`` wildcard with.
+
+    Its length does not grow with the number of runs (a list of every id did: each ``apply_wildcards`` of
+    Snakemake cost time in proportion to it, and planning grew quadratically). A run id starts with a letter,
+    holds only RUN_ID_CHARS and is none of `reserved` (the folders beside the runs' own in the results folder:
+    ``data``, ``logs``, ``tables``, ...); :func:`run_id_errors` names the ids it would not match."""
+    import re
+
+    chars = f"[{RUN_ID_CHARS}]"
+    names = "|".join(re.escape(name) for name in sorted(reserved))
+    not_reserved = f"(?!(?:{names})(?!{chars}))" if names else ""
+    return f"{not_reserved}[A-Za-z]{chars}*"
+
+
+def run_id_errors(runs: Iterable[str], reserved: Iterable[str] = ()) -> list[str]:
+    """One message per run id that :func:`run_id_pattern` does not match: a folder name of the results folder
+    (its jobs' files would mix with that folder's), or a character outside RUN_ID_CHARS."""
+    import re
+
+    reserved = set(reserved)
+    pattern = re.compile(run_id_pattern(reserved))
+    problems = []
+    for run_id in runs:
+        if pattern.fullmatch(run_id):
+            continue
+        if run_id in reserved:
+            why = f"is the name of a folder of the results folder ({', '.join(sorted(reserved))}): rename it"
+        else:
+            why = f"must start with a letter and hold only letters, digits and _ . + - ({RUN_ID_CHARS})"
+        problems.append(f"run id {run_id!r} {why}")
+    return problems
