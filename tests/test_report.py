@@ -377,3 +377,13 @@ def test_demo_report_in_a_browser(demo_run, tmp_path):
     demo_networks = load_config(demo_run / "config.yaml", demo_run / "config.demo.yaml")["networks"]
     check_report_in_browser(make_report(demo_run), tmp_path, demo=True, n_networks=len(demo_networks))
     assert_tables_fit(find_chromium(), tmp_path / "chromium-profile", results / "tables", tmp_path)
+
+
+def test_tables_open_on_their_html_view_in_the_report():
+    """Snakemake's report shows a two-valued label as a toggle and opens on the value that sorts first (JavaScript
+    string order: capitals before lower case): the HTML view's label must sort before the CSV's."""
+    text = (PROJECT / "rules" / "results_common.smk").read_text()
+    found = re.search(r'for ext, fmt in \(\("html", "([^"]+)"\), \("csv", "([^"]+)"\)\)', text)
+    assert found, "the tables' format labels are not where this test looks for them"
+    html_label, csv_label = found.groups()
+    assert sorted([csv_label, html_label])[0] == html_label, (html_label, csv_label)
