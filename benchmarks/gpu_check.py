@@ -971,7 +971,8 @@ def _bench_stages(names, chosen, args, recordings, work, need_s: float, stages: 
     """Stage 3: one stage per network (each with its own timeout), or with --quick one for all (one process
     start instead of six); the records by ``bench:<network>``."""
     if args.no_bench:
-        return bench_records(names, stages.emit({"stage": "bench", "status": "skipped", "reason": "--no-bench"}))
+        record = stages.emit({"stage": "bench", "status": "skipped", "reason": "--no-bench"})
+        return {f"bench:{n}": r for n, r in bench_records(names, record).items()}
     groups = [names] if args.quick else [[n] for n in names]
     out = {}
     for group in groups:

@@ -205,6 +205,15 @@ def test_usable_cuda_is_no_problem():
     assert gpu_check.cuda_problem(env) is None
 
 
+def test_no_bench_runs_the_training_stages_and_says_why_the_bench_columns_are_empty(tmp_path, capsys):
+    """--no-bench (the training runs only): every row still made, its benchmark columns null with the reason."""
+    argv = ["--device", "cpu", "--quick", "--no-bench", "--batches", "1", "--networks", "exp1_ann"]
+    assert gpu_check.main([*argv, "--threads", "1", "--out", str(tmp_path)]) == 0
+    (row,) = json.loads((tmp_path / "gpu_check.json").read_text())["rows"]
+    assert row["network"] == "exp1_ann" and row["error"] is None and row["samples_per_s"] > 0
+    assert row["reference_samples_per_s"] is None and row["null_reasons"]["reference_samples_per_s"] == "--no-bench"
+
+
 def test_device_cuda_without_a_gpu_stops_after_stage_0_with_the_reason(tmp_path, capsys):
     import torch
 
