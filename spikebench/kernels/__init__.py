@@ -61,3 +61,13 @@ def thread_counts() -> dict:
         "numba_threads": numba.get_num_threads() if layer is not None else None,
         "numba_threading_layer": layer,
     }
+
+
+def memory_order(x) -> list[int]:
+    """The permutation of ``x [T, ...]``'s dims into memory order (outermost first) when that keeps T first (e.g.
+    channels-last conv outputs: the LIF kernels then read and write them with no copy); else the identity (the
+    tensor is then made contiguous). The LIF is elementwise over neurons, so any neuron order will do."""
+    perm = sorted(range(x.dim()), key=lambda d: (-x.stride(d), d))
+    if perm[0] == 0 and x.permute(perm).is_contiguous():
+        return perm
+    return list(range(x.dim()))

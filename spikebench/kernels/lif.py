@@ -29,7 +29,7 @@ import torch
 from numba import types
 from numba.extending import intrinsic
 
-from spikebench.kernels import njit_cached
+from spikebench.kernels import memory_order, njit_cached
 
 #: Neurons per block: the block's rows (5 x 16 KiB per time step) stay in L2 over the whole time loop.
 BLOCK = 4096
@@ -109,15 +109,6 @@ def _backward(mem, grad_spk, grad_mem, has_spk, has_mem, grad, beta, thr, scale,
             )
 
 
-def _memory_order(x: torch.Tensor) -> list[int]:
-    """The permutation of ``x [T, ...]``'s dims into memory order (outermost first) when that keeps T first
-    (e.g. channels-last conv outputs); else the identity (the tensor is then made contiguous)."""
-    perm = sorted(range(x.dim()), key=lambda d: (-x.stride(d), d))
-    if perm[0] == 0 and x.permute(perm).is_contiguous():
-        return perm
-    return list(range(x.dim()))
-
-
 def _as_2d(x: torch.Tensor, perm: list[int]) -> np.ndarray:
     """A [T, N] float32 C-contiguous numpy view of CPU tensor ``x [T, ...]`` with its dims in the order ``perm``
     (no copy when that is its memory order): the LIF is elementwise over neurons, so any neuron order will do."""
@@ -136,7 +127,7 @@ def _as_tensor(a: np.ndarray, like: torch.Tensor, perm: list[int]) -> torch.Tens
 def lif_forward(current: torch.Tensor, beta: float, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Spikes and membrane potentials ``[T, ...]`` (float32) of LIF neurons driven by ``current [T, ...]``, in
     ``current``'s memory layout (a channels-last input gives channels-last outputs, with no copy)."""
-    perm = _memory_order(current)
+    perm = memory_order(current)
     cur = _as_2d(current, perm)
     # numpy, not torch.empty: numpy asks for transparent huge pages for big arrays (madvise), so first
     # touching 100 MB outputs costs far fewer page faults (measured: benchmarks/README.md, "The CPU kernels").
@@ -158,7 +149,7 @@ def lif_backward(
     in ``mem``'s memory layout."""
     if grad_spk is None and grad_mem is None:
         raise ValueError("lif_backward needs grad_spk or grad_mem")
-    perm = _memory_order(mem)
+    perm = memory_order(mem)
     u = _as_2d(mem, perm)
     gs = _as_2d(grad_spk, perm) if grad_spk is not None else u  # placeholder when absent (never read)
     gm = _as_2d(grad_mem, perm) if grad_mem is not None else u

@@ -31,6 +31,8 @@ import os
 
 import torch
 
+from spikebench.kernels import memory_order
+
 #: Neurons per program: 1024 float32 lanes (4 warps of 32 threads, 8 values each).
 BLOCK = 1024
 NUM_WARPS = 4
@@ -124,15 +126,6 @@ def _check(x: torch.Tensor, name: str) -> None:
         )
 
 
-def _memory_order(x: torch.Tensor) -> list[int]:
-    """The permutation of ``x [T, ...]``'s dims into memory order when that keeps T first (e.g. channels-last conv
-    outputs: no copy), else the identity (the tensor is then made contiguous)."""
-    perm = sorted(range(x.dim()), key=lambda d: (-x.stride(d), d))
-    if perm[0] == 0 and x.permute(perm).is_contiguous():
-        return perm
-    return list(range(x.dim()))
-
-
 def _flat(x: torch.Tensor, perm: list[int]) -> torch.Tensor:
     """``x [T, ...]`` with its dims in ``perm``'s order as a contiguous [T, N] tensor (a view where possible)."""
     x = x.detach().permute(perm).contiguous()
@@ -150,7 +143,7 @@ def lif_forward(current: torch.Tensor, beta: float, threshold: float) -> tuple[t
     ``current``'s memory layout; one kernel launch."""
     _check(current, "current")
     forward, _ = kernels(interpreted())
-    perm = _memory_order(current)
+    perm = memory_order(current)
     cur = _flat(current, perm)
     n_steps, n = cur.shape
     spk, mem = torch.empty_like(cur), torch.empty_like(cur)
@@ -173,7 +166,7 @@ def lif_backward(
         raise ValueError("lif_backward needs grad_spk or grad_mem")
     _check(mem, "mem")
     _, backward = kernels(interpreted())
-    perm = _memory_order(mem)
+    perm = memory_order(mem)
     u = _flat(mem, perm)
     gs = _flat(grad_spk.to(torch.float32), perm) if grad_spk is not None else u  # placeholder when absent
     gm = _flat(grad_mem.to(torch.float32), perm) if grad_mem is not None else u
