@@ -9,7 +9,10 @@ tests/conftest.py ``copy_workflow`` copies; no results there, so every job is pl
     snakemake -n --cores 1 --configfile [<--configfile>] planning_<N>.yaml
 
 in its own subprocess, whose peak resident set size (``ru_maxrss`` of that child, from ``os.wait4``) is the
-planning's memory. It prints one row per size: variants, planned jobs, seconds, ms per job, peak RSS.
+planning's memory. It prints one row per size: variants, planned jobs, seconds, ms per job, peak RSS, and the
+reference timed right after it: the floor workflow (``FLOOR_SNAKEFILE``: Snakemake alone, the same number of
+train/evaluate jobs and nothing of spikebench) and the ratio of the two; first the start-up every snakemake
+command pays (the floor workflow with no jobs).
 
 Run from the repository root::
 
@@ -60,6 +63,60 @@ def copy_workflow(source: Path, dest: Path) -> Path:
             shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
         elif src.exists():
             shutil.copy2(src, dest / name)
+    return dest
+
+
+#: Snakemake's own floor: a workflow with spikebench's job graph (per run a train job and an evaluate job on its
+#: output, each with a script, a log, one params function and the gpu resource; one target rule) and nothing
+#: else: no config validation, no input functions, no conda envs, no profile. Planned for as many runs as a
+#: sweep has, it says how much of a dry run is Snakemake's per-job work on this machine.
+FLOOR_SNAKEFILE = """\
+RUNS = [f"v{i}" for i in range(int(config["runs"]))]
+
+
+wildcard_constraints:
+    network="[A-Za-z][A-Za-z0-9_.+-]*",
+
+
+rule all:
+    input:
+        expand("results/{network}/test.json", network=RUNS),
+
+
+rule train:
+    output:
+        "results/{network}/weights.pt",
+    log:
+        "results/logs/train/{network}.log",
+    resources:
+        gpu=1,
+    params:
+        network=lambda wildcards: wildcards.network,
+    script:
+        "job.py"
+
+
+rule evaluate:
+    input:
+        "results/{network}/weights.pt",
+    output:
+        "results/{network}/test.json",
+    log:
+        "results/logs/evaluate/{network}.log",
+    resources:
+        gpu=1,
+    params:
+        network=lambda wildcards: wildcards.network,
+    script:
+        "job.py"
+"""
+
+
+def floor_workflow(dest: Path) -> Path:
+    """The floor workflow (FLOOR_SNAKEFILE and an empty job script) in `dest`."""
+    dest.mkdir(parents=True, exist_ok=True)
+    (dest / "Snakefile").write_text(FLOOR_SNAKEFILE)
+    (dest / "job.py").write_text("")
     return dest
 
 
@@ -126,12 +183,25 @@ def dry_run(workdir: Path, args: list[str], timeout: float) -> dict:
 
 
 def bench(
-    sizes: list[int], source: Path, configfile: str, network: str, timeout: float, keep: Path | None, extra=()
+    sizes: list[int],
+    source: Path,
+    configfile: str,
+    network: str,
+    timeout: float,
+    keep: Path | None,
+    extra=(),
+    floor: bool = True,
 ) -> list:
+    """One row per size: the workflow's dry run and, with `floor`, the floor workflow's for as many jobs, timed
+    one after the other (the same load for both)."""
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench_planning_") as tmp:
         workdir = copy_workflow(source, Path(keep or tmp) / "workflow")
+        floordir = floor_workflow(Path(keep or tmp) / "floor")
         lr = base_lr(workdir, configfile, network)
+        if floor:  # what every snakemake command pays before planning anything (imports, executor plugins)
+            start = dry_run(floordir, [*extra, "--config", "runs=0"], timeout)
+            print(f"{'start-up':>9} {0:>7} {start['seconds']:>9.1f}  (the floor workflow with no jobs)", flush=True)
         for n in sizes:
             overlay = workdir / f"planning_{n}.yaml"
             overlay.write_text(yaml.safe_dump(sweep_overlay(n, network, lr)))
@@ -141,19 +211,30 @@ def bench(
                 print(result["output"][-3000:], file=sys.stderr)
             row = {k: v for k, v in result.items() if k != "output"}
             row["variants"] = n
+            if floor and row["jobs"]:
+                # as many runs as make the same number of jobs (2 per run, plus the target rule)
+                floor_run = dry_run(floordir, [*extra, "--config", f"runs={(row['jobs'] - 1) // 2}"], timeout)
+                row["floor_seconds"] = floor_run["seconds"] if floor_run["returncode"] == 0 else None
             rows.append(row)
             print(format_row(row), flush=True)
     return rows
 
 
-HEADER = f"{'variants':>9} {'jobs':>7} {'seconds':>9} {'ms/job':>8} {'peak RSS MiB':>13}  status"
+HEADER = (
+    f"{'variants':>9} {'jobs':>7} {'seconds':>9} {'ms/job':>8} {'peak RSS MiB':>13} {'floor s':>8} {'x floor':>8}"
+    "  status"
+)
 
 
 def format_row(row: dict) -> str:
     jobs = f"{row['jobs']:>7}" if row["jobs"] else f"{'-':>7}"
     per_job = f"{1000 * row['seconds'] / row['jobs']:>8.2f}" if row["jobs"] else f"{'-':>8}"
+    floor = row.get("floor_seconds")
+    floor_cols = f"{floor:>8.1f} {row['seconds'] / floor:>8.2f}" if floor else f"{'-':>8} {'-':>8}"
     status = "ok" if row["returncode"] == 0 else f"FAILED (exit {row['returncode']})"
-    return f"{row['variants']:>9} {jobs} {row['seconds']:>9.1f} {per_job} {row['rss_mib']:>13.0f}  {status}"
+    return (
+        f"{row['variants']:>9} {jobs} {row['seconds']:>9.1f} {per_job} {row['rss_mib']:>13.0f} {floor_cols}  {status}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -168,6 +249,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", type=Path, help="make the workflow copy here and keep it (its planning.log)")
     parser.add_argument("--json", type=Path, help="also write the rows to this file")
     parser.add_argument(
+        "--no-floor", action="store_true", help="skip the floor workflow (Snakemake alone, the same number of jobs)"
+    )
+    parser.add_argument(
         "--quiet",
         action="store_true",
         help="snakemake -n --quiet rules progress: builds the DAG and stops (no job printed, nor their count)",
@@ -181,7 +265,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; {time.strftime('%Y-%m-%d %H:%M')}")
     print(HEADER, flush=True)
     extra = ["--quiet", "rules", "progress"] if args.quiet else []
-    rows = bench(sizes, args.workflow.resolve(), args.configfile, args.network, args.timeout, args.keep, extra)
+    rows = bench(
+        sizes, args.workflow.resolve(), args.configfile, args.network, args.timeout, args.keep, extra, not args.no_floor
+    )
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2) + "\n")
     return 0 if all(r["returncode"] == 0 for r in rows) else 1

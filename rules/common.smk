@@ -77,9 +77,23 @@ def run_seed(wildcards):
     return run_of(wildcards)["seed"]
 
 
+# Digests by (stage, kind, architecture, implementation), each computed once per Snakemake process: the
+# files it hashes do not change while the workflow plans (a sweep of N variants of one network has one digest,
+# not N file reads and hashes).
+_CODE_DIGESTS = {}
+
+
 def code(stage):
     """A digest of the package code a job of `stage` runs for this network (spikebench.provenance)."""
-    return lambda wildcards: provenance.code_digest(spec(wildcards), stage)
+
+    def digest(wildcards):
+        network = spec(wildcards)
+        key = (stage, *provenance.code_key(network))
+        if key not in _CODE_DIGESTS:
+            _CODE_DIGESTS[key] = provenance.code_digest(network, stage)
+        return _CODE_DIGESTS[key]
+
+    return digest
 
 
 def network_dataset(wildcards):

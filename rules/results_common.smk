@@ -210,14 +210,22 @@ def aggregate_targets():
 
 
 def sweep_points():
-    """setting -> {network, base, value} of every swept base network (its own value) and of its variants."""
+    """setting -> {network, base, value} of every swept base network (its own value) and of its variants, each
+    once, in order of appearance (a set of seen points: linear in the number of runs, not quadratic)."""
     points = {setting: [] for setting in SWEPT_SETTINGS}
+    seen = set()
+
+    def add(setting, point):
+        key = (setting, point["network"], point["base"], repr(point["value"]))
+        if key not in seen:
+            seen.add(key)
+            points[setting].append(point)
+
     for sweep in (config.get("sweeps") or {}).values():
         setting = next(k for k in sweep if k != "networks")
         for base in sweep["networks"]:
-            points[setting].append({"network": base, "base": base, "value": config["networks"][base].get(setting)})
+            add(setting, {"network": base, "base": base, "value": config["networks"][base].get(setting)})
     for run in RUNS.values():
-        point = {"network": run["network"], "base": run["base"], "value": run["value"]}
-        if run["setting"] is not None and point not in points[run["setting"]]:
-            points[run["setting"]].append(point)
-    return {s: [p for i, p in enumerate(ps) if p not in ps[:i]] for s, ps in points.items()}
+        if run["setting"] is not None:
+            add(run["setting"], {"network": run["network"], "base": run["base"], "value": run["value"]})
+    return points

@@ -71,9 +71,9 @@ STAGE_MODULES = {
 }
 
 
-def _network(spec: NetworkSpec | dict) -> tuple[str, str, str]:
+def code_key(spec: NetworkSpec | dict) -> tuple[str, str, str]:
     """(kind, architecture, implementation) of a spec or of a config entry (implementation: the schema's default
-    when absent)."""
+    when absent): all that decides which files :func:`code_digest` hashes for a stage."""
     if isinstance(spec, NetworkSpec):
         return spec.kind, spec.architecture, spec.implementation
     return spec["kind"], spec["architecture"], spec.get("implementation", network_defaults()["implementation"])
@@ -87,7 +87,7 @@ def network_defaults() -> dict:
 def model_files(spec: NetworkSpec | dict) -> list[str]:
     """The files of spikebench/ that the network of `spec` (a run's spec or its config entry, as
     ``rules/common.smk`` passes it) is built and trained with (sorted, no repeats)."""
-    kind, architecture, implementation = _network(spec)
+    kind, architecture, implementation = code_key(spec)
     files = [*COMMON_MODEL_FILES, *ARCHITECTURE_FILES[architecture]]
     if implementation in IMPLEMENTATION_FILES:
         files += IMPLEMENTATION_FILES[implementation]

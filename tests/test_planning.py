@@ -165,3 +165,17 @@ def test_a_variant_id_plans_its_own_train_and_evaluate_jobs(workflow_dir):
     )
     assert unknown.returncode != 0
     assert "'exp1_ann-lr9' is not a run id of this configuration" in unknown.stdout + unknown.stderr
+
+
+@pytest.mark.slow  # two dry runs of a tiny workflow (~25 s, most of it Snakemake's start-up)
+def test_the_floor_workflow_plans_as_many_jobs_as_the_sweep(tmp_path):
+    """bench_planning's reference: 3 runs are 3 train + 3 evaluate jobs + the target rule, like 3 variants of the
+    sweep; and its rows print the ratio to the floor."""
+    floor = bench_planning.floor_workflow(tmp_path / "floor")
+    planned = bench_planning.dry_run(floor, ["--config", "runs=3"], timeout=300)
+    assert planned["returncode"] == 0, planned["output"][-3000:]
+    assert planned["jobs"] == 7
+    assert re.search(r"^train\s+3$", planned["output"], re.M) and re.search(r"^evaluate\s+3$", planned["output"], re.M)
+    row = {"variants": 3, "jobs": 7, "seconds": 12.0, "rss_mib": 150.0, "returncode": 0, "floor_seconds": 8.0}
+    assert bench_planning.format_row(row).split()[-3:] == ["8.0", "1.50", "ok"]
+    assert bench_planning.format_row({**row, "floor_seconds": None}).split()[-3:] == ["-", "-", "ok"]

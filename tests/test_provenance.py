@@ -67,3 +67,21 @@ def test_a_changed_schema_default_changes_every_digest(monkeypatch) -> None:
     monkeypatch.setattr(provenance, "network_defaults", lambda: {**defaults, "dropout": 0.5})
     after = {name: provenance.code_digest(spec, "train") for name, spec in SPECS.items()}
     assert all(after[name] != before[name] for name in SPECS)
+
+
+def test_the_digest_depends_on_the_code_key_alone() -> None:
+    """rules/common.smk computes a digest once per (stage, code_key) and hands it to every run with that key: a
+    run's other settings (a sweep's lr, time steps, seed, channel widths) must not change what is hashed."""
+    variants = {
+        **SPECS,
+        "exp1_snn-num_steps2": {**SPECS["exp1_snn"], "num_steps": 2, "lr": 1e-4, "batch_size": 32},
+        "exp2_snn-narrow": {**SPECS["exp2_snn"], "channels": [8, 16, 32, 32, 32], "fc": 64},
+        "exp3_spikebench": {**SPECS["exp3_snn"], "implementation": "spikebench"},
+    }
+    for stage in provenance.STAGE_MODULES:
+        by_key: dict[tuple, set[str]] = {}
+        for spec in variants.values():
+            by_key.setdefault(provenance.code_key(spec), set()).add(provenance.code_digest(spec, stage))
+        assert all(len(digests) == 1 for digests in by_key.values()), by_key
+        # and different keys hash different files, so each key has its own digest
+        assert len({d for digests in by_key.values() for d in digests}) == len(by_key) == len(SPECS)
