@@ -21,6 +21,7 @@ include: "rules/results_common.smk"
 include: "rules/results.smk"
 include: "rules/tracking.smk"
 include: "rules/nir.smk"
+include: "rules/profile.smk"
 
 
 rule all:

@@ -138,8 +138,8 @@ def all_targets():
         ]
     targets += neuromorphic_targets()  # rules/results_common.smk, rule neuromorphic
     return (
-        targets + results_targets() + aggregate_targets() + TRACKING_TARGETS + NIR_TARGETS
-    )  # rules/results_common.smk, tracking.smk, nir.smk
+        targets + results_targets() + aggregate_targets() + TRACKING_TARGETS + NIR_TARGETS + PROFILE_TARGETS
+    )  # rules/results_common.smk, tracking.smk, nir.smk, profile.smk
 
 
 # One run per results folder (spikebench.results_lock; Snakemake's own lock is per working directory): taken
