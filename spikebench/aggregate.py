@@ -42,6 +42,9 @@ METRICS = {
     "train_avg_power_w": ("table1", "avg_power_w"),
     "train_avg_memory_pct": ("table1", "avg_memory_pct"),
     "train_peak_memory_mib": ("table1", "peak_memory_mib"),
+    # what autograd keeps for backward in one training batch, measured and as the model predicts it (issue #23)
+    "saved_for_backward_mib": ("table1", "saved_for_backward_mib"),
+    "saved_for_backward_predicted_mib": ("table1", "saved_for_backward_predicted_mib"),
     "test_acc_pct": ("table2", "test_acc"),
     "test_time_s": ("table2", "test_time_s"),
     "test_energy_j": ("table2", "energy_j"),
@@ -320,6 +323,7 @@ COST_FIGURES = {
     "avg_memory_pct": "train_avg_memory_pct",
     "peak_memory_mib": "train_peak_memory_mib",
     "activation_peak_mib": ACTIVATION,
+    "saved_for_backward_mib": "saved_for_backward_mib",
 }
 #: Comparison-table (study table, metric) -> its figure; the study's other figures are not aggregated over seeds.
 COMPARISON_FIGURES = {

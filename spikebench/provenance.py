@@ -58,7 +58,15 @@ SNN_CONV_FILES = ("models/convpool.py", "kernels/event_conv.py")
 IMPLEMENTATION_FILES = {"snntorch": ("models/snn.py", "models/lif.py", "models/snntorch_twin.py")}
 # Whole modules each stage's jobs run (besides the model code above).
 STAGE_MODULES = {
-    "train": ("training.py", "implementation.py", "data/device.py", "devices.py", "oom.py", "memory_estimate.py"),
+    "train": (
+        "training.py",
+        "implementation.py",
+        "data/device.py",
+        "devices.py",
+        "oom.py",
+        "memory_estimate.py",
+        "saved_memory.py",
+    ),
     "evaluate": (
         "evaluation.py",
         "opcounts.py",

@@ -1,15 +1,16 @@
 """One figure per swept setting (config ``sweeps``): the cost and the accuracy against the setting's value.
 
-Up to four panels, time per epoch, energy per epoch, activation memory and test accuracy, each against the
-setting's value: one line per base network (its own value is one of the points; the implementation, when the
-network has one, is in its label), coloured by kind as every figure (``spikebench.figures.network_colors``: an
-snnTorch twin lighter and dashed), the ANN of the same experiment as a dashed orange reference line, the 95%
-interval over seeds as error bars only where a point has ``MIN_SEEDS`` (3) or more completed runs, clipped to
-where the figure can lie (accuracies within [0, 100] %, everything else >= 0). A point that ran out of memory
-is a cross at the bottom of each panel (one whose seeds ran out of memory only in part is labelled "oom in k of
-n", its mean is of the others). A figure that was not measured at all (activation memory on the CPU, energy
-without a power reading) gets no panel: a note under the figure says so, never a 0 drawn. Input: the summary
-table of ``spikebench.aggregate``.
+Up to five panels, time per epoch, energy per epoch, activation memory, memory saved for backward (measured, and
+dotted what the model of BPTT's saved tensors predicts: ``spikebench.memory_estimate.saved_bytes``; linear in the
+time steps for an SNN) and test accuracy, each against the setting's value: one line per base network (its own value
+is one of the points; the implementation, when the network has one, is in its label), coloured by kind as every
+figure (``spikebench.figures.network_colors``: an snnTorch twin lighter and dashed), the ANN of the same experiment
+as a dashed orange reference line, the 95% interval over seeds as error bars only where a point has ``MIN_SEEDS``
+(3) or more completed runs, clipped to where the figure can lie (accuracies within [0, 100] %, everything else >=
+0). A point that ran out of memory is a cross at the bottom of each panel (one whose seeds ran out of memory only in
+part is labelled "oom in k of n", its mean is of the others). A figure that was not measured at all (activation
+memory on the CPU, energy without a power reading) gets no panel: a note under the figure says so, never a 0 drawn.
+Input: the summary table of ``spikebench.aggregate``.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ PANELS = {
     "avg_epoch_time_s": "time per epoch (s)",
     "energy_per_epoch_j": "energy per epoch (J)",
     "activation_peak_mib": "activation memory (MiB)",
+    "saved_for_backward_mib": "memory saved for backward (MiB)",
     "test_acc_pct": "test accuracy (%)",
 }
 #: Why a figure has no value at all in a run (the note under the figure).
@@ -39,8 +41,11 @@ UNMEASURED = {
     "avg_epoch_time_s": "no completed run",
     "energy_per_epoch_j": "no power reading (a CPU without readable RAPL, or telemetry off)",
     "activation_peak_mib": "no activation peak on the CPU",
+    "saved_for_backward_mib": "results from before it was measured",
     "test_acc_pct": "no completed run",
 }
+#: A panel's second line per network: the model's prediction of the measured figure (dotted, black crosses).
+PREDICTED = {"saved_for_backward_mib": "saved_for_backward_predicted_mib"}
 #: Where a figure can lie: accuracies within [0, 100] %, everything else >= 0.
 DOMAIN = {"test_acc_pct": (0.0, 100.0)}
 _MARKERS = ("o", "s", "^", "D", "v", "P")
@@ -87,6 +92,16 @@ def _draw_means(ax: plt.Axes, ok: pd.DataFrame, metric: str, style: Mapping) -> 
     return True
 
 
+def _draw_predicted(ax: plt.Axes, ok: pd.DataFrame, metric: str, style: Mapping) -> None:
+    """The model's prediction of ``metric`` (:data:`PREDICTED`) as a dotted black line with crosses, drawn over
+    the measured one (where the two agree, the crosses sit on its points)."""
+    column = PREDICTED.get(metric)
+    if column is None or column not in ok or not ok[column].notna().any():
+        return
+    label = f"{style['label']}, predicted"
+    ax.plot(ok["x"], ok[column], color="black", linestyle=":", marker="x", markersize=8, zorder=3, label=label)
+
+
 def _line_style(base: str, networks: Mapping[str, Mapping], i: int, label: str) -> dict:
     """Colour by kind (twins lighter and dashed), a marker per base network."""
     spec = networks.get(base, {})
@@ -105,6 +120,7 @@ def _draw_panel(ax: plt.Axes, lines: pd.DataFrame, summary: pd.DataFrame, metric
         line = line.sort_values("x")
         style = _line_style(base, networks, i, line["label"].iloc[0])
         drawn |= _draw_means(ax, line[line["status"] != "oom"], metric, style)
+        _draw_predicted(ax, line[line["status"] != "oom"], metric, style)
         oom = line[line["status"] == "oom"]
         if len(oom):
             ax.scatter(

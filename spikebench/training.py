@@ -15,7 +15,10 @@ val_samples_per_s, peak_memory_mib with memory_source (``torch_cuda_max_allocate
 and val phases' peaks, resident data included; ``process_max_rss``: the process's peak resident set size so
 far, which cannot be reset and so never decreases), activation_peak_mib (training phase's peak allocation minus
 the allocation at its start), reserved_peak_mib (torch's reserved peak, train and val) and memory_null_reason
-(why those two are null: on the CPU), dataset_mib (resident training and validation tensors), device, plus the
+(why those two are null: on the CPU), dataset_mib (resident training and validation tensors), device, the
+run's saved_for_backward_mib (what autograd keeps for backward in one training batch, measured in the warm-up;
+``spikebench.saved_memory``) with its layers (JSON), its null reason and the model's prediction
+(saved_for_backward_predicted_mib, ``spikebench.memory_estimate.saved_bytes``), the same on every row, plus the
 telemetry hook's ``epoch_summary`` columns. Before the first epoch of a process, ``warmup_steps`` untimed steps
 run and every state is restored after them (:func:`warm_up`).
 
@@ -55,6 +58,7 @@ from spikebench import atomic
 from spikebench.data.device import DeviceDataset
 from spikebench.devices import autocast
 from spikebench.implementation import encode_batch, implementation_of
+from spikebench.saved_memory import COLUMNS, measure_step, unmeasured
 from spikebench.spec import NetworkSpec, as_spec
 from spikebench.telemetry import NullTelemetry
 
@@ -266,28 +270,48 @@ def warm_up(
     steps: int,
     generators: tuple[torch.Generator, ...],
     device: torch.device,
-) -> None:
+    measure: bool = True,
+) -> dict:
     """``steps`` untimed training steps and one validation batch on full-size batches (cuBLAS/cuDNN set-up,
     lazy kernel loading and allocator growth happen here, not in epoch 1), then the weights, optimiser state
     and every random state (global CPU/CUDA, ``generators``) are put back as they were: the run goes on
-    bitwise as without the warm-up (tested on the CPU)."""
-    if steps <= 0:
-        return
+    bitwise as without the warm-up (tested on the CPU).
+
+    ``measure``: the first step also counts what autograd saves for backward (one batch of the run's batch size,
+    :func:`spikebench.saved_memory.measure_step`); with ``steps`` 0 that step runs alone, restored the same way.
+    Returns its record ({} where nothing was measured)."""
+    if steps <= 0 and not measure:
+        return {}
     weights = {k: v.detach().clone() for k, v in net.state_dict().items()}
     opt_state, rng = copy.deepcopy(optimizer.state_dict()), _rng_states(device, *generators)
-    batch_size = spec.batch_size
+    batch_size, record = spec.batch_size, {}
     idx = torch.arange(min(batch_size, len(train)), device=device)
     net.train()
-    for _ in range(steps):
+    for k in range(max(steps, 1)):
         x, n_steps = encode_batch(spec, train, idx, generators[-1])
-        train_step(net, optimizer, spec, x, train.labels[idx], n_steps)
-    if val is not None:
+        y = train.labels[idx]
+        if k == 0 and measure:
+            record = measure_step(net, spec, x, lambda: train_step(net, optimizer, spec, x, y, n_steps))  # noqa: B023
+        else:
+            train_step(net, optimizer, spec, x, y, n_steps)
+    if val is not None and steps > 0:
         run_batches(net, spec, _Head(val, batch_size), batch_size, generators[-1])
     synchronize(device)
     optimizer.zero_grad(set_to_none=True)
     net.load_state_dict(weights)
     optimizer.load_state_dict(opt_state)
     _set_rng_states(rng, device, *generators)
+    return record
+
+
+def _per_run(rows: list[dict], measured: dict) -> dict:
+    """The saved-for-backward columns of every row of the run: measured by this process's warm-up, or, resumed,
+    the first process's (the checkpoint's rows), so that a resumed run records what an uninterrupted one does."""
+    if not rows:
+        return measured
+    if "saved_for_backward_mib" not in rows[0]:
+        return unmeasured("resumed from a checkpoint written without the measurement")
+    return {k: rows[0].get(k) for k in COLUMNS}
 
 
 class _Head:
@@ -566,8 +590,10 @@ def train_network(
     rows, best, first_epoch = _resume(
         checkpoint_path, expected, net, optimizer, device, gens, network_id, n_epochs, telemetry, log
     )
+    measured = {}
     if first_epoch <= n_epochs:
-        warm_up(net, optimizer, spec, train, val, int(warmup_steps), gens, device)
+        measured = warm_up(net, optimizer, spec, train, val, int(warmup_steps), gens, device, measure=not rows)
+    per_run = _per_run(rows, measured)
 
     # The loop: train + validate, one row, keep the best validation weights, checkpoint.
     data_mib = dataset_mib(train, val)
@@ -578,6 +604,7 @@ def train_network(
             **_run_epoch(net, optimizer, spec, train, val, gens, device, epoch, telemetry),
             "dataset_mib": data_mib,
             "device": str(device),
+            **per_run,
         }
         row.update(telemetry.epoch_summary(epoch) or {})
         rows.append(row)

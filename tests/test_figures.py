@@ -234,6 +234,14 @@ def test_cost_of_spiking_figure_marks_networks_that_did_not_learn_and_draws_inte
         assert "DEMO DATA" in fig._suptitle.get_text()
     finally:
         matplotlib.pyplot.close(fig)
+    # on the CPU with the memory saved for backward measured: that, not the process's RSS, is the memory panel
+    peak = cost[cost["metric"] == "peak_memory_mib"]
+    fig = figures.cost_of_spiking_figure(pd.concat([cost, peak.assign(metric="saved_for_backward_mib")]))
+    try:
+        label = fig.axes[2].get_xlabel().replace("\n", " ")
+        assert "memory saved for backward (saved_for_backward_mib)" in label and "RSS" not in label
+    finally:
+        matplotlib.pyplot.close(fig)
     cost = pd.concat([cost, cost[cost["metric"] == "peak_memory_mib"].assign(metric="activation_peak_mib")])
     cost = cost.assign(not_learned="")  # every network learned
     fig = figures.cost_of_spiking_figure(cost)

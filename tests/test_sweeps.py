@@ -343,9 +343,25 @@ def test_the_sweep_figure_draws_means_with_intervals_and_an_oom_point_as_a_cross
     assert crosses  # ... but a cross at 50
     assert any(ln.get_linestyle() == "--" and list(ln.get_ydata()) == [1.0, 1.0] for ln in time_ax.lines)  # the ANN
     # activation memory was measured nowhere: no empty panel, a note under the figure says why
-    assert PANELS["activation_peak_mib"] not in [ax.get_ylabel() for ax in fig.axes] and len(fig.axes) == 3
+    assert PANELS["activation_peak_mib"] not in [ax.get_ylabel() for ax in fig.axes] and len(fig.axes) == 4
     note = fig.legends[0].get_title().get_text()
     assert "activation memory (MiB) (no activation peak on the CPU)" in note
+
+
+def test_the_sweep_figure_draws_the_memory_saved_for_backward_measured_and_predicted_against_the_steps():
+    from spikebench.sweep_figures import PANELS, sweep_figure
+
+    rows = [_sweep_row("exp1_ann", "ok", 1.0), _sweep_row("exp1_snn", "ok", 10.0), _sweep_row("exp1_snn-s2", "ok", 2.0)]
+    for row, predicted in zip(rows, (1.1, 9.5, 1.9)):
+        row["saved_for_backward_predicted_mib"] = predicted
+    points = [
+        {"network": "exp1_snn", "base": "exp1_snn", "value": 10},
+        {"network": "exp1_snn-s2", "base": "exp1_snn", "value": 2},
+    ]
+    ax = _panel(sweep_figure(pd.DataFrame(rows), "num_steps", points, SWEEP_NETWORKS), PANELS["saved_for_backward_mib"])
+    lines = {(ln.get_linestyle(), tuple(ln.get_ydata())) for ln in ax.lines}
+    assert ("-", (2.0, 10.0)) in lines and (":", (1.9, 9.5)) in lines  # measured and, dotted, predicted
+    assert ("--", (1.0, 1.0)) in lines  # the ANN: flat, a reference line
 
 
 def test_sweep_intervals_need_three_seeds_and_stay_within_their_domain():

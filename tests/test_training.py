@@ -536,6 +536,7 @@ def test_warm_up_leaves_results_bitwise_unchanged(
     """Warm-up steps run (the loss is computed 3 + 1 more times) and weights, optimiser and every random
     stream are put back: the epochs table (computed columns) and the weights are bitwise those of a run without."""
     import spikebench.models as models  # spikebench.implementation calls its network_loss
+    import spikebench.training as training
 
     train, val = _tiny_sets(shared_data)
     spec = {**TINY_CONV5_SNN, "epochs": 2}
@@ -564,11 +565,30 @@ def test_warm_up_leaves_results_bitwise_unchanged(
             checkpoint_path=out / "c.pt",
         )
         counts[steps] = calls["n"]
-    assert counts[3] == counts[0] + 3 + 1  # 3 training steps and one validation batch
+    # 3 training steps and one validation batch; with 0 warm-up steps the one step that counts the saved tensors
+    assert counts[3] == counts[0] - 1 + 3 + 1
     pd.testing.assert_frame_equal(_computed_columns(tables[0]), _computed_columns(tables[3]), check_exact=True)
-    a, b = (torch.load(tmp_path / f"w{s}" / "w.pt", weights_only=True) for s in (0, 3))
+    # ... and that one step leaves the run as it was without any warm-up
+    monkeypatch.setattr(training, "warm_up", lambda *args, **kwargs: {})
+    bare = train_network(
+        spec,
+        train,
+        val,
+        network_id="tiny",
+        device=CPU,
+        seed=3,
+        warmup_steps=0,
+        weights_out=tmp_path / "b" / "w.pt",
+        epochs_out=tmp_path / "b" / "e.parquet",
+        checkpoint_path=tmp_path / "b" / "c.pt",
+    )
+    saved = [c for c in tables[0].columns if c.startswith("saved_for_backward")]
+    assert tables[0]["saved_for_backward_mib"].notna().all() and not set(saved) & set(bare.columns)
+    pd.testing.assert_frame_equal(_computed_columns(tables[0].drop(columns=saved)), _computed_columns(bare))
+    a, b, c = (torch.load(tmp_path / s / "w.pt", weights_only=True) for s in ("w0", "w3", "b"))
     for key in a["state_dict"]:
         assert torch.equal(a["state_dict"][key], b["state_dict"][key]), key
+        assert torch.equal(a["state_dict"][key], c["state_dict"][key]), key
 
 
 def test_phase_times_exclude_the_telemetry_boundary(

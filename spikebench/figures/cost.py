@@ -14,25 +14,36 @@ from matplotlib.patches import Patch
 
 from spikebench.figures.style import REPORT_WIDTH_IN, SOURCE_COLORS, log_scale as _log_scale, message as _message
 
+#: This run's memory figure for the headline, the first the cost table has a ratio of: the allocator's activation
+#: peak (CUDA), what autograd saves for backward in one batch (every device), the peak memory (on the CPU the
+#: process's RSS, mostly the runtime).
+MEMORY_METRICS = ("activation_peak_mib", "saved_for_backward_mib", "peak_memory_mib")
+MEMORY_LABELS = {
+    "activation_peak_mib": "activation memory (activation_peak_mib)",
+    "saved_for_backward_mib": "memory saved for backward (saved_for_backward_mib)",
+}
+
 
 def _memory_metric(cost: pd.DataFrame) -> str:
-    """``activation_peak_mib`` where the cost table has it with a value, else ``peak_memory_mib``."""
-    rows = cost[cost["metric"] == "activation_peak_mib"]
-    return "activation_peak_mib" if len(rows) and rows["run_ratio"].notna().any() else "peak_memory_mib"
+    """The first of :data:`MEMORY_METRICS` the cost table has with a value (``peak_memory_mib`` at the least)."""
+    for metric in MEMORY_METRICS[:-1]:
+        rows = cost[cost["metric"] == metric]
+        if len(rows) and rows["run_ratio"].notna().any():
+            return metric
+    return MEMORY_METRICS[-1]
 
 
 def _headline_panels(cost: pd.DataFrame) -> list[tuple[str, str, str | None, str]]:
     """(title, run metric, study metric or None where the study has no like quantity, note) of the three panels."""
     memory = _memory_metric(cost)
-    on_cpu = cost.loc[cost["metric"] == memory, "note"].astype(str).str.contains("process's resident memory").any()
+    peak_notes = cost.loc[cost["metric"] == "peak_memory_mib", "note"].astype(str)
+    on_cpu = peak_notes.str.contains("process's resident memory").any()
     gpu_pct = cost[cost["metric"] == "avg_memory_pct"]
     if not on_cpu and len(gpu_pct) and gpu_pct["run_ratio"].notna().any():
         memory_panel = ("Memory", "avg_memory_pct", "avg_memory_pct", "average GPU memory (%), both")
     else:
-        run_memory = (
-            "activation memory (activation_peak_mib)"
-            if memory == "activation_peak_mib"
-            else "peak memory (peak_memory_mib" + (": process RSS on the CPU)" if on_cpu else ")")
+        run_memory = MEMORY_LABELS.get(memory) or (
+            "peak memory (peak_memory_mib" + (": process RSS on the CPU)" if on_cpu else ")")
         )
         memory_panel = ("Memory", memory, None, f"this run: {run_memory}; the study's % of GPU memory is not alike")
     return [

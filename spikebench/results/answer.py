@@ -29,7 +29,13 @@ RATIO_COLUMNS = {
     "time / sample": "train_time_per_sample_ms",
     "energy / sample": "energy_per_train_sample_mj",
     "activation mem.": "activation_peak_mib",
+    "saved for backward": "saved_for_backward_mib",
     "time to target": "time_to_target_s",
+}
+#: The ratio columns whose metric the cost table has only where it was measured, and why a run may lack it.
+OPTIONAL_RATIOS = {
+    "activation_peak_mib": "activation memory not measured in this run",
+    "saved_for_backward_mib": "memory saved for backward not measured in this run",
 }
 
 
@@ -80,7 +86,7 @@ def _ratio_cell(row: pd.Series | None, notes: _Notes, missing_reason: str | None
         return f"{text} {notes.mark(reason or missing_reason or 'not measured in this run')}{study_text}"
     low, high = row.get("ci_low"), row.get("ci_high")
     if not is_missing(low) and not is_missing(high):
-        spread = f" ({float(low):.2g}\u2013{float(high):.3g})"
+        spread = f" ({float(low):.3g}\u2013{float(high):.3g})"
     else:  # too few seeds: the column's header says how many; any other reason is a footnote
         reason = row.get("ratio_interval_null_reason")
         spread = f" {notes.mark(str(reason))}" if isinstance(reason, str) and reason and "seeds" not in reason else ""
@@ -133,8 +139,8 @@ def answer_rows(
         for metric in RATIO_COLUMNS.values():
             row = mine.loc[metric] if metric in mine.index else None
             reason = reasons.get((num, metric)) or reasons.get((den, metric))
-            if row is None and metric == "activation_peak_mib":  # no activation memory anywhere in this run
-                cells.append(f"not measured {notes.mark(reason or 'activation memory not measured in this run')}")
+            if row is None and metric in OPTIONAL_RATIOS:  # not measured anywhere in this run
+                cells.append(f"not measured {notes.mark(reason or OPTIONAL_RATIOS[metric])}")
                 continue
             cells.append(_ratio_cell(row, notes, reason))
         cells.append(_accuracy_cell(num, den, accuracy, study_accuracy))

@@ -33,8 +33,9 @@ COST_METRICS = (
     "avg_memory_pct",
     "peak_memory_mib",
 )
-#: Cost metrics compared only where Table I has a value in the column (activation memory: CUDA only).
-OPTIONAL_COST_METRICS = ("activation_peak_mib",)
+#: Cost metrics compared only where Table I has a value in the column (activation memory: CUDA only; the memory
+#: saved for backward: results from before it was measured have none).
+OPTIONAL_COST_METRICS = ("activation_peak_mib", "saved_for_backward_mib")
 #: The cost of reaching the experiment's target validation accuracy (:mod:`spikebench.results.target`): over seeds,
 #: from the aggregate tables only (``cost_of_spiking(..., to_target=True)``, then ``aggregate.seed_ratios``).
 TARGET_COST_METRICS = ("time_to_target_s", "energy_to_target_j", "samples_to_target")
@@ -52,6 +53,7 @@ COST_LABELS = {
     "avg_memory_pct": "average memory",
     "peak_memory_mib": "peak memory",
     "activation_peak_mib": "activation memory",
+    "saved_for_backward_mib": "memory saved for backward",
 }
 
 

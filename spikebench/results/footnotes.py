@@ -20,6 +20,7 @@ NULL_REASON_COLUMNS = {
     "energy_above_idle_per_epoch_j": "idle_null_reason",
     "energy_above_idle_per_test_sample_mj": "idle_null_reason",
     "activation_peak_mib": "memory_null_reason",
+    "saved_for_backward_mib": "saved_for_backward_null_reason",
 }
 
 #: Columns that come from the telemetry sidecar and what they measure ("power" or "memory").
@@ -206,13 +207,48 @@ def _load_notes(table: pd.DataFrame) -> dict[tuple[int, str], str]:
     return notes
 
 
+#: What ``saved_for_backward_mib`` counts (its footnote on every measured cell; spikebench.saved_memory).
+SAVED_FOR_BACKWARD = (
+    "tensors saved for backward by autograd in one training batch of the run's batch size, each storage counted "
+    "once; excludes the weights and their gradients, optimiser state, the dataset and allocator overhead"
+)
+
+
+def _saved_notes(table: pd.DataFrame) -> dict[tuple[int, str], str]:
+    """A footnote on every ``saved_for_backward_mib`` cell: what it counts, the model's prediction, and on CUDA
+    that the allocator's ``activation_peak_mib`` is another quantity; where empty, why."""
+    if "saved_for_backward_mib" not in table:
+        return {}
+    notes = {}
+    for i, row in enumerate(table.to_dict("records")):
+        value, reason = row["saved_for_backward_mib"], row.get("saved_for_backward_null_reason")
+        if is_missing(value):
+            recorded = not is_missing(reason) and reason
+            notes[(i, "saved_for_backward_mib")] = (
+                str(reason) if recorded else "not recorded (results from before saved_for_backward_mib existed)"
+            )
+            continue
+        parts = [SAVED_FOR_BACKWARD]
+        predicted = row.get("saved_for_backward_predicted_mib")
+        if not is_missing(predicted):
+            parts.append(f"the model of BPTT's saved tensors predicts {float(predicted):.4g} MiB")
+        if not is_missing(row.get("activation_peak_mib")):
+            parts.append(
+                "not activation_peak_mib's quantity: that is the allocator's peak over the training phase, "
+                "which also holds temporaries and gradients"
+            )
+        notes[(i, "saved_for_backward_mib")] = "; ".join(parts)
+    return notes
+
+
 def table_notes(table: pd.DataFrame, telemetry_enabled: bool, flagged: Mapping[str, float]) -> dict:
     """All footnotes of a Table I/II frame: missing telemetry, empty energy source, the LIF backend where it fell
-    back, networks that did not learn."""
+    back, what the memory saved for backward counts, networks that did not learn."""
     return {
         **explain_missing(table, telemetry_enabled),
         **_energy_source_notes(table),
         **_lif_notes(table),
+        **_saved_notes(table),
         **_load_notes(table),
         **learning_notes(table, flagged),
     }

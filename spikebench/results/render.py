@@ -52,6 +52,8 @@ LABELS = {
     "energy_above_idle_per_epoch_j": "energy above idle per epoch",
     "activation_peak_mib": "activation memory peak",
     "dataset_mib": "resident dataset",
+    "saved_for_backward_mib": "memory saved for backward",
+    "saved_for_backward_predicted_mib": "memory saved for backward, predicted",
     "train_time_per_sample_ms": "time per training sample",
     "train_samples_per_epoch": "training samples per epoch",
     "lif_backend_used": "LIF recurrence ran as",

@@ -40,6 +40,8 @@ TABLE1_COLUMNS = [
     "energy_above_idle_per_epoch_j",
     "activation_peak_mib",
     "dataset_mib",
+    # what autograd keeps for backward in one training batch (issue #23; spikebench.saved_memory)
+    "saved_for_backward_mib",
     # per training sample (issue #20): networks of a comparison may see different numbers of samples per epoch
     "train_time_per_sample_ms",
     "train_samples_per_epoch",
@@ -85,6 +87,8 @@ UNITS = {
     "energy_above_idle_per_test_sample_mj": "mJ",
     "activation_peak_mib": "MiB",
     "dataset_mib": "MiB",
+    "saved_for_backward_mib": "MiB",
+    "saved_for_backward_predicted_mib": "MiB",
     "train_time_per_sample_ms": "ms",
     "train_samples_per_epoch": "samples",
     "test_time_per_sample_ms": "ms",
@@ -159,6 +163,9 @@ def _training_figures(e: pd.DataFrame) -> dict[str, Any]:
         "energy_above_idle_per_epoch_j": _mean_if_any(e, "energy_above_idle_j"),
         "activation_peak_mib": _max_if_any(e, "activation_peak_mib"),
         "dataset_mib": _max_if_any(e, "dataset_mib"),
+        # one figure per run, the same on every row (a resumed run's: its first process's)
+        "saved_for_backward_mib": _max_if_any(e, "saved_for_backward_mib"),
+        "saved_for_backward_predicted_mib": _max_if_any(e, "saved_for_backward_predicted_mib"),
         **_per_sample(e),
         "epochs": int(len(e)),
         "telemetry_epochs": int(max(n_memory, n_power)),
@@ -181,12 +188,31 @@ def _per_sample(e: pd.DataFrame) -> dict[str, Any]:
 
 def _training_context(e: pd.DataFrame) -> dict[str, Any]:
     """Table I's context columns of one network: device, sources and why a column beyond the study's is empty."""
-    optional = ("idle_null_reason", "memory_null_reason", "memory_source", "energy_source")
+    optional = (
+        "idle_null_reason",
+        "memory_null_reason",
+        "memory_source",
+        "energy_source",
+    )
     return {
         **{column: distinct_text(e[column]) if column in e else None for column in optional},
+        "saved_for_backward_null_reason": _saved_reason(e),
         "device": distinct_text(e["device"]),
         "telemetry_source": distinct_text(e["telemetry_source"]),
     }
+
+
+def _saved_reason(e: pd.DataFrame) -> str | None:
+    """Why ``saved_for_backward_mib`` is empty, as the job recorded it; an out-of-memory run's; None where it is
+    not (or results from before it was measured, which Table I's footnote says)."""
+    recorded = distinct_text(e["saved_for_backward_null_reason"]) if "saved_for_backward_null_reason" in e else None
+    if recorded:
+        return recorded
+    column = "saved_for_backward_mib"
+    values = pd.to_numeric(e[column], errors="coerce") if column in e else pd.Series(dtype=float)
+    if "status" in e and (e["status"] == "oom").any() and values.isna().all():
+        return "the run ran out of memory (status oom): no training batch was measured"
+    return None
 
 
 def _lif_context(hardware: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -240,8 +266,9 @@ def table1(
     columns = (
         TABLE1_COLUMNS
         + ["implementation", "lif_backend_used", "epochs", "telemetry_epochs", "load_1min_max", "cpus_available"]
+        + ["saved_for_backward_predicted_mib"]
         + CONTEXT_COLUMNS
-        + ["idle_null_reason", "memory_null_reason", "lif_backend_note"]
+        + ["idle_null_reason", "memory_null_reason", "lif_backend_note", "saved_for_backward_null_reason"]
     )
     return pd.DataFrame(rows, columns=columns)
 
