@@ -1,4 +1,4 @@
-# NIR export (config `nir`, README "NIR export"): once an SNN is trained, a short local job writes its
+# NIR export (config `nir`, docs/exploring.md "NIR export"): once an SNN is trained, a short local job writes its
 # weights as two NIR graphs, the exact one (network.nir) and the portable one with NIR's LIF nodes
 # (network_lif.nir); spikebench.nir_export says what maps exactly and what does not. It only reads
 # the weights file, so turning it on trains and evaluates nothing again. The convolutional SNNs have

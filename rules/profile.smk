@@ -1,4 +1,4 @@
-# Where the time goes (config `profile`, README "Where the time goes"): per run, one profiled training batch
+# Where the time goes (config `profile`, docs/profile.md): per run, one profiled training batch
 # of the trained weights on its test data (rule profile: spikebench.profiling), time per phase, layer and op
 # kind beside the arithmetic floor (the same matmuls and convolutions timed alone); one figure and one table
 # over the study's networks (rule profile_summary), both in the report. It reads the weights only: turning

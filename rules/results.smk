@@ -53,7 +53,7 @@ rule figures:
         "../scripts/figures.py"
 
 
-# Neuromorphic estimate (README "Operation counts and the neuromorphic estimate"): the measured energy
+# Neuromorphic estimate (docs/operations.md): the measured energy
 # per test sample next to the energy of the counted operations on config `energy_model`; the per-layer
 # counts; a figure (outputs: rules/common.smk). Changing the energy model reruns only this rule.
 rule neuromorphic:

@@ -1,4 +1,4 @@
-# Experiment tracking (config `tracking`, README "Experiment tracking"): once a network's train or
+# Experiment tracking (config `tracking`, docs/results.md "Experiment tracking"): once a network's train or
 # evaluate job has finished, a short local job logs what it wrote (epochs.parquet, test.json) as
 # one run of W&B (offline by default), TensorBoard or MLflow. It only reads finished results, so
 # turning tracking on or changing its backend reruns these jobs and nothing else, and changes no

@@ -2,7 +2,7 @@
 
 NIR (the ``nir`` package) is the graph format that snnTorch, Norse, SpikingJelly, Sinabs, Lava and the toolchains of
 neuromorphic chips read and write. Rule ``nir_export`` (rules/nir.smk, config ``nir.enabled``) writes two graphs of
-every exportable SNN from its weights file (README "NIR export"):
+every exportable SNN from its weights file (docs/exploring.md "NIR export"):
 
 - ``network.nir``, exact: each layer's synapses (``nir.Affine``) and its LIF neurons as NIR's leaky integrator
   ``nir.LI`` followed by ``nir.Threshold``, the subtract reset a recurrent edge ``Threshold -> nir.Scale(-threshold)

@@ -1,5 +1,5 @@
 """What reruns when: after a complete demo run, config and code changes plan exactly the
-affected jobs (README, "What reruns when")."""
+affected jobs (docs/reruns.md)."""
 
 import re
 import shutil

@@ -1,4 +1,4 @@
-"""Sweeps, repeats and out-of-memory runs (README "Exploring the cost"): run ids, validation, the
+"""Sweeps, repeats and out-of-memory runs (docs/exploring.md): run ids, validation, the
 `status: oom` record of a run that runs out of memory, and the confidence intervals of repeats."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Repeats in the study's tables and headline figure (README "Exploring the cost"): the cost and comparison
+"""Repeats in the study's tables and headline figure (docs/exploring.md): the cost and comparison
 tables say whether SNN - ANN exceeds its interval (as Welch's test in scipy decides), null with the reason
 where there is none; the cost figure and the sweep figures draw the spread over seeds as error bars."""
 

@@ -74,7 +74,7 @@ def test_demo_trains_and_evaluates_all_six_networks(demo_run):
     assert (table1["data"] == "DEMO DATA").all() and len(table1) == len(DEMO_NETWORKS)
     assert set(table1.loc[table1["network"].str.endswith("_snntorch"), "implementation"]) == {"snntorch"}
     assert (demo_run / "data-demo" / "DEMO_DATA.txt").exists()
-    # operation counts of every network and the neuromorphic estimate (README "Operation counts ...")
+    # operation counts of every network and the neuromorphic estimate (docs/operations.md)
     for network, result in tests.items():
         ops = result["operations"]
         assert (

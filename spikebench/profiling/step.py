@@ -31,7 +31,7 @@ from spikebench.profiling.events import LOSS_RANGE, PHASE_PREFIX, PHASES, breakd
 from spikebench.profiling.layers import TIME_BUDGET_S, _sync, arithmetic_floor, marked, network_layers
 from spikebench.spec import NetworkSpec, as_spec
 
-#: Columns of the profile table, in order (README "Where the time goes" describes them).
+#: Columns of the profile table, in order (docs/profile.md describes them).
 COLUMNS = (
     "network",
     "kind",

@@ -1,7 +1,7 @@
 """The study's Table I (training and validation) and Table II (test), one row per network, recomputed
 from this run's results: the study's columns first, then ours, then what a reader needs to interpret them.
 
-Conventions (the README's "Assumptions" lists them too): accuracies in %, recall, precision and F1 macro
+Conventions (docs/data.md's "Assumptions" lists them too): accuracies in %, recall, precision and F1 macro
 averages in 0..1; ``epochs_to_best_val`` the (1-based) epoch of the first highest validation accuracy;
 ``avg_epoch_time_s`` training plus validation (the study's panel B) and ``median_epoch_time_s`` (ours) the
 median of the same per-epoch times; Table I's ``avg_memory_pct`` and ``avg_power_w`` averages over the run
