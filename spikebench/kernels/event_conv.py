@@ -50,6 +50,7 @@ import numba
 import numpy as np
 import torch
 
+from spikebench.buffers import POOL
 from spikebench.kernels import njit_cached
 
 #: At most this many blocks of images (so per-block partial gradients stay small) ...
@@ -257,8 +258,9 @@ def event_conv_pool_forward(
     ho, wo = _conv_size(x, kh, kw, padding)
     wf = _weight_runs(weight.detach().to(torch.float32).numpy())
     b = bias.detach().to(torch.float32).contiguous().numpy() if bias is not None else np.zeros(n_out, np.float32)
-    out = np.empty((n, ho // 2, wo // 2, n_out), np.float32)
-    am = np.empty((n, ho // 2, wo // 2, n_out), np.int64)
+    # Pooled (reused once the previous batch's are released, issue #22); _forward writes every element.
+    out = POOL.empty((n, ho // 2, wo // 2, n_out), np.float32)
+    am = POOL.empty((n, ho // 2, wo // 2, n_out), np.int64)
     if n and out.size:
         _forward(xf, nhwc, c_in, h, w, wf, b, padding, ho, wo, out, am, _block_size(n))
     return torch.from_numpy(out).permute(0, 3, 1, 2), torch.from_numpy(am).permute(0, 3, 1, 2)

@@ -29,6 +29,7 @@ import torch
 from numba import types
 from numba.extending import intrinsic
 
+from spikebench.buffers import POOL
 from spikebench.kernels import memory_order, njit_cached
 
 #: Neurons per block: the block's rows (5 x 16 KiB per time step) stay in L2 over the whole time loop.
@@ -114,7 +115,12 @@ def _as_2d(x: torch.Tensor, perm: list[int]) -> np.ndarray:
     (no copy when that is its memory order): the LIF is elementwise over neurons, so any neuron order will do."""
     if x.device.type != "cpu" or x.dtype != torch.float32:
         raise TypeError(f"expected a float32 CPU tensor, got {x.dtype} on {x.device}")
-    x = x.detach().permute(perm).contiguous()
+    x = x.detach().permute(perm)
+    if not x.is_contiguous():
+        # A copy in the kernel's order (e.g. dL/dS of a channels-last layer coming back from a Linear layer in
+        # NCHW order) into a pooled buffer, free again once the kernel returned (issue #22: no fresh 100 MB copy
+        # to page-fault in per batch). A copy is exact: the same values as .contiguous().
+        x = torch.from_numpy(POOL.empty(x.shape, np.float32)).copy_(x)
     return x.numpy().reshape(x.shape[0], math.prod(x.shape[1:]))
 
 
@@ -129,10 +135,11 @@ def lif_forward(current: torch.Tensor, beta: float, threshold: float) -> tuple[t
     ``current``'s memory layout (a channels-last input gives channels-last outputs, with no copy)."""
     perm = memory_order(current)
     cur = _as_2d(current, perm)
-    # numpy, not torch.empty: numpy asks for transparent huge pages for big arrays (madvise), so first
-    # touching 100 MB outputs costs far fewer page faults (measured: benchmarks/README.md, "The CPU kernels").
-    spk = np.empty_like(cur)
-    mem = np.empty_like(cur)
+    # S and U buffers from the pool: reused from the previous batch once nothing holds them (a fresh 100 MB-1 GB
+    # array per batch would be page-faulted in again, issue #22); numpy memory, so transparent huge pages.
+    # Every element is written by _forward, so reuse does not change a value.
+    spk = POOL.empty(cur.shape, np.float32)
+    mem = POOL.empty(cur.shape, np.float32)
     _forward(cur, spk, mem, np.float32(beta), np.float32(threshold))
     return _as_tensor(spk, current, perm), _as_tensor(mem, current, perm)
 
@@ -153,7 +160,7 @@ def lif_backward(
     u = _as_2d(mem, perm)
     gs = _as_2d(grad_spk, perm) if grad_spk is not None else u  # placeholder when absent (never read)
     gm = _as_2d(grad_mem, perm) if grad_mem is not None else u
-    grad = np.empty_like(u)
+    grad = POOL.empty(u.shape, np.float32)  # dL/dI, every element written by _backward (pooled: issue #22)
     _backward(
         u,
         gs,

@@ -67,8 +67,7 @@ class ConvPoolFunction(torch.autograd.Function):
         x = x.contiguous(memory_format=fmt)
         n = x.shape[0]
         shape = (n, weight.shape[0], conv_size[0] // 2, conv_size[1] // 2)
-        out = torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=fmt)
-        argmax = torch.empty(shape, dtype=torch.int64, device=x.device, memory_format=fmt)
+        out, argmax = _empty(shape, x.dtype, x.device, fmt), _empty(shape, torch.int64, x.device, fmt)
         for s in range(0, n, chunk):
             z = F.conv2d(x[s : s + chunk], weight, bias, padding=padding)
             if fmt is torch.channels_last:  # a 1-channel input leaves the layout ambiguous: force it
@@ -92,7 +91,7 @@ class ConvPoolFunction(torch.autograd.Function):
             need_w = need_b = False  # the dense loop below computes the input gradient only
             if not need_x:
                 return None, grad_w, grad_b, None, None
-        grad_x = torch.empty_like(x, memory_format=ctx.fmt) if need_x else None
+        grad_x = _empty(x.shape, x.dtype, x.device, ctx.fmt) if need_x else None  # every chunk written below
         # One chunk-sized buffer for the conv output's gradient, reused by every chunk. The max-pool backward
         # reads only the shape and layout of its `self` argument, so the buffer is passed as both `self` and
         # the output: no second conv-output-sized tensor just for its shape (on a GPU, where one chunk is the
@@ -129,6 +128,16 @@ class ConvPoolFunction(torch.autograd.Function):
             if need_b:
                 grad_b += gb
         return grad_x, grad_w, grad_b, None, None
+
+
+def _empty(shape, dtype: torch.dtype, device: torch.device, fmt: torch.memory_format) -> torch.Tensor:
+    """``torch.empty(shape, memory_format=fmt)``; on the CPU from :data:`spikebench.buffers.POOL` (the pooled
+    output, arg-max and input-gradient buffers of the previous batch reused once released: issue #22)."""
+    if device.type == "cpu" and dtype in (torch.float32, torch.int64):
+        from spikebench.buffers import cpu_empty
+
+        return cpu_empty(shape, dtype, channels_last=fmt is torch.channels_last)
+    return torch.empty(shape, dtype=dtype, device=device, memory_format=fmt)
 
 
 def conv_pool(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:

@@ -146,7 +146,7 @@ class SparseFrames:
         lo, hi, t_max, total = torch.stack([idx.min(), idx.max(), n_frames.max(), lengths.sum()]).tolist()
         if lo < 0 or hi >= len(self):
             raise IndexError(f"sample index out of range 0..{len(self) - 1}: got {lo}..{hi}")
-        out = torch.zeros(t_max * batch * _CELLS, dtype=torch.float32, device=self.device)
+        out = _zeros(t_max * batch * _CELLS, self.device)
         if total:
             b = torch.repeat_interleave(torch.arange(batch, device=self.device), lengths, output_size=total)
             first = torch.cumsum(lengths, 0) - lengths
@@ -155,6 +155,18 @@ class SparseFrames:
             flat = ((cell // _CELLS) * batch + b) * _CELLS + cell % _CELLS
             out.index_put_((flat,), self.counts[pos].to(torch.float32))
         return out.view(t_max, batch, _POLARITIES, _HEIGHT, _WIDTH), n_frames.clone()
+
+
+def _zeros(n: int, device):
+    """A zeroed float32 tensor of ``n`` cells for a dense batch; on the CPU the previous batches' buffer is reused
+    once nothing holds it (a fresh 100-400 MB tensor per batch was page-faulted in again: issue #22)."""
+    import torch
+
+    if torch.device(device).type == "cpu":
+        from spikebench.buffers import cpu_zeros
+
+        return cpu_zeros((n,), torch.float32)
+    return torch.zeros(n, dtype=torch.float32, device=device)
 
 
 def load_frames(
