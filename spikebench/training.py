@@ -370,6 +370,9 @@ def _train_epoch(
         loss, out = train_step(net, optimizer, spec, x, y, n_steps)
         loss_sum += loss.detach().double() * len(idx)
         correct += (impl.predict(spec, out.detach(), n_steps) == y).sum()
+        # Let go of this batch before the next one is encoded: on the CPU its input frames' and output's pooled
+        # buffers (spikebench.buffers) then serve the next batch instead of being held beside it.
+        del x, out, loss
     return loss_sum.item() / n_train, correct.item() / n_train
 
 
