@@ -366,6 +366,23 @@ def worker_reference(args: argparse.Namespace, spec: dict, work: Path, resident:
     return result
 
 
+def _arithmetic_floor(spec: dict, data, device, seed: int) -> dict:
+    """The network's arithmetic floor (:func:`spikebench.profiling.arithmetic_floor`), after the timed epoch: each
+    layer's matmul or convolution alone, forward and backward, at the shapes of one full training batch (an SNN's
+    T*B samples), dense; the weights' values do not change its time, so the initial network serves."""
+    import torch
+
+    from spikebench.data.device import encode_batch
+    from spikebench.profiling import arithmetic_floor
+
+    net = _initial_network(spec, seed).to(device)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    idx = torch.arange(min(int(spec["batch_size"]), len(data)), device=device)
+    x, _ = encode_batch(spec, data, idx, generator)
+    floor = arithmetic_floor(net, x, repeats=3)
+    return {"floor_s": floor["floor_s"], "layers": floor["layers"]}
+
+
 def _spikebench_warmup(spec: dict, data, device, seed: int) -> None:
     """One untimed training step with spikebench's building blocks (allocator, thread pool, kernel choice),
     with train_network's own network and Adam (fused on CUDA, as the timed epoch)."""
@@ -456,6 +473,8 @@ def worker_spikebench(args: argparse.Namespace, spec: dict, work: Path) -> dict:
     from spikebench.buffers import POOL
 
     result["buffer_pool"] = {"hits": POOL.hits, "misses": POOL.misses, "held_mib": POOL.held_bytes() / 2**20}
+    result["batches"] = -(-len(train) // int(spec["batch_size"]))
+    result["floor"] = _arithmetic_floor(spec, train, device, args.seed)
     if profile is not None:
         result["profile"] = profile
     return result
@@ -715,6 +734,32 @@ def format_table(rows: list[dict], device: str) -> str:
     return "\n".join(lines)
 
 
+#: Issue #22's goal: a spikebench training step within this factor of its arithmetic floor.
+FLOOR_GOAL = 1.5
+
+
+def format_floor_table(rows: list[dict]) -> str:
+    """spikebench's mean time per training batch (the timed epoch's train time / batches) against its arithmetic
+    floor (the same matmuls and convolutions alone, dense), per network."""
+    lines = [
+        "| network | batches | spikebench ms per batch | floor ms | batch / floor | floor's largest layer |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        sb, floor = r["spikebench"], r["spikebench"].get("floor")
+        if not floor:
+            continue
+        n_batches = sb["batches"]
+        batch_ms = 1000 * sb["train_time_s"] / n_batches
+        top = max(floor["layers"].items(), key=lambda kv: kv[1]["floor_s"])
+        ratio = batch_ms / (1000 * floor["floor_s"])
+        mark = "" if ratio <= FLOOR_GOAL else f" (goal <= {FLOOR_GOAL}x)"
+        cells = [r["network"], str(n_batches), f"{batch_ms:.1f}", f"{1000 * floor['floor_s']:.1f}"]
+        cells += [f"{ratio:.2f}x{mark}", f"{top[0]} {1000 * top[1]['floor_s']:.1f} ms"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def format_profile(name: str, side: str, profile: dict) -> str:
     """A profile (time per op of one side's training epoch) as text."""
     lines = [
@@ -882,6 +927,8 @@ def main(argv: list[str] | None = None) -> int:
         print(format_table(rows, args.device))
         print()
         print(format_usage_table(rows))
+        print()
+        print(format_floor_table(rows))
         wanted = []
         if args.profile == "auto":
             wanted = [r["network"] for r in rows if r["kind"] == "snn" and r.get("speedup_vs_resident", 0) < 3.0]
