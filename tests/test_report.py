@@ -308,13 +308,14 @@ def with_results_rules(workdir: Path) -> None:
 
 
 def one_run_per_network(demo_config: Path) -> None:
-    """The demo config without its sweep, second seeds and snnTorch twin: the hand-made results have one run
-    per study network."""
+    """The demo config without its sweep, second seeds, snnTorch twin and profile jobs: the hand-made results have
+    one run per study network, and no weights."""
     import yaml
 
     config = yaml.safe_load(demo_config.read_text())
     config["sweeps"] = {}
     config["implementations"] = {"snntorch": []}
+    config["profile"] = {"enabled": False}  # no weights to profile: hand-made results stand in for training
     for spec in config["networks"].values():
         spec.pop("repeats", None)
     demo_config.write_text(yaml.safe_dump(config))

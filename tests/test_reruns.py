@@ -14,7 +14,7 @@ from spikebench.config import expand_runs, load_config
 
 pytestmark = pytest.mark.slow
 
-AGGREGATION = {"tables", "figures", "neuromorphic", "aggregate", "sweep_figures", "all"}
+AGGREGATION = {"tables", "figures", "neuromorphic", "aggregate", "sweep_figures", "profile_summary", "all"}
 #: Run ids of the demo (networks, sweep variants, seeds: spikebench.config.expand_runs).
 DEMO_RUNS = expand_runs(load_config(PROJECT / "config.yaml", PROJECT / "config.demo.yaml"))
 DATA_RULES = {"demo_mnist", "demo_cifar10", "demo_nmnist", "preprocess_nmnist", "split"}
@@ -53,9 +53,11 @@ def overlay(workdir: Path, changes: dict) -> str:
 
 
 def network_jobs(network: str) -> set[tuple[str, str]]:
-    """train and evaluate of every run of `network`: its seeds and sweep variants (or `network` if not in the demo)."""
+    """train and evaluate of every run of `network` (its seeds and sweep variants, or `network` if not in the demo),
+    and the profile of its first run (rules/profile.smk profiles one run per configured network)."""
     runs = [run_id for run_id, run in DEMO_RUNS.items() if run["base"] == network] or [network]
-    return {(rule, f"network={run_id}") for run_id in runs for rule in ("train", "evaluate")}
+    jobs = {(rule, f"network={run_id}") for run_id in runs for rule in ("train", "evaluate")}
+    return jobs | {("profile", f"network={network}")}
 
 
 def without_aggregation(jobs):
@@ -83,7 +85,8 @@ def test_nmnist_time_window_reruns_preprocessing_and_the_nmnist_network(finished
 
 def test_figure_style_reruns_only_figures(finished_copy):
     jobs = planned_jobs(finished_copy, overlay(finished_copy, {"figures": {"style": "ticks"}}))
-    assert {rule for rule, _ in jobs} <= {"figures", "sweep_figures", "neuromorphic", "all"} and ("figures", "") in jobs
+    restyled = {"figures", "sweep_figures", "neuromorphic", "profile_summary", "all"}
+    assert {rule for rule, _ in jobs} <= restyled and ("figures", "") in jobs
 
 
 def test_energy_model_reruns_only_the_neuromorphic_estimate(finished_copy):
