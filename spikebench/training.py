@@ -450,12 +450,17 @@ def _restore(
     spike_gen.set_state(ckpt["rng"]["spikes"])
 
 
+def make_optimizer(net: torch.nn.Module, spec: NetworkSpec, device: torch.device) -> torch.optim.Optimizer:
+    """The run's optimiser: Adam at its lr; fused=True on CUDA (one kernel for the whole update instead of several
+    per parameter tensor). Training and the profile job build it here alike."""
+    return torch.optim.Adam(net.parameters(), lr=spec.lr, fused=True if device.type == "cuda" else None)
+
+
 def _fresh_run(spec: NetworkSpec, device: torch.device, seed: int):
     """The network, its Adam optimiser and the two generators, all from ``seed``."""
     torch.manual_seed(seed)  # initialisation and dropout (global RNG)
     net = implementation_of(spec).build(spec).to(device)
-    # fused=True on CUDA: one kernel for the whole update instead of several per parameter tensor.
-    optimizer = torch.optim.Adam(net.parameters(), lr=spec.lr, fused=True if device.type == "cuda" else None)
+    optimizer = make_optimizer(net, spec, device)
     shuffle_gen = torch.Generator().manual_seed(seed)  # batch order (CPU)
     spike_gen = torch.Generator(device=device).manual_seed(seed + 1)  # rate-coding spikes (device)
     return net, optimizer, (shuffle_gen, spike_gen)

@@ -8,10 +8,10 @@ import logging
 from pathlib import Path
 
 import pandas as pd
-import torch
 
 from spikebench import atomic, oom
 from spikebench.spec import NetworkSpec, as_spec
+from spikebench.training import make_optimizer
 
 #: Defaults of config ``profile`` (as in the config schema).
 DEFAULTS = {"enabled": True, "repeats": 3, "warmup_steps": 1}
@@ -29,11 +29,6 @@ def _not_measured(network_id: str, spec: NetworkSpec, reason: str) -> pd.DataFra
     row = dict.fromkeys(COLUMNS)
     row.update(network=network_id, kind=spec.kind, implementation=spec.implementation, null_reason=reason)
     return pd.DataFrame([row], columns=list(COLUMNS))
-
-
-def _optimizer(net: torch.nn.Module, spec: NetworkSpec, device: torch.device) -> torch.optim.Optimizer:
-    # As spikebench.training._fresh_run: Adam at the run's lr, fused on CUDA.
-    return torch.optim.Adam(net.parameters(), lr=spec.lr, fused=True if device.type == "cuda" else None)
 
 
 def profile_job(
@@ -76,7 +71,7 @@ def profile_job(
         net = net.to(lease.device)
         table = profile_network(
             net,
-            _optimizer(net, spec, lease.device),
+            make_optimizer(net, spec, lease.device),
             spec,
             test,
             seed=seed,
